@@ -1,0 +1,189 @@
+// Weighted fitting of block parameters, shared by every codec: the part of a format that chooses
+// scales (and minimums) to minimise sum_i w_i (x_i - xhat_i)^2. w == nullptr means w_i = 1.
+// Levels describe the value grid of the codes: uniform integers [lo, hi] or a sorted codebook.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+
+namespace lowbit::fit {
+
+// Uniform integer levels lo..hi (e.g. -8..7 for Q4_0, 0..15 for Q4_1's codes).
+struct IntLevels {
+  int lo, hi;
+  int nearest(float v) const {  // v may be any float; NaN never reaches here (inputs checked)
+    const float c = std::clamp(v, float(lo), float(hi));
+    return int(std::nearbyint(c));
+  }
+  float value(int k) const { return float(k); }
+  int code_of(int k) const { return k - lo; }  // stored code
+  int size() const { return hi - lo + 1; }
+  float min_value() const { return float(lo); }
+  float max_value() const { return float(hi); }
+};
+
+// A sorted codebook of values (IQ4_NL, NF4). Codes are indices.
+struct CodebookLevels {
+  std::span<const float> values;  // ascending
+  int nearest(float v) const {
+    const auto it = std::lower_bound(values.begin(), values.end(), v);
+    if (it == values.begin()) return 0;
+    if (it == values.end()) return int(values.size()) - 1;
+    const int k = int(it - values.begin());
+    return (v - values[k - 1] <= values[k] - v) ? k - 1 : k;  // ties go to the lower value
+  }
+  float value(int k) const { return values[k]; }
+  int code_of(int k) const { return k; }
+  int size() const { return int(values.size()); }
+  float min_value() const { return values.front(); }
+  float max_value() const { return values.back(); }
+};
+
+inline float weight(const float* w, int64_t i) { return w ? w[i] : 1.0f; }
+
+// Weighted squared error of x against d * level(nearest(x / d)).
+template <typename Levels>
+double sym_error(const float* x, const float* w, int64_t n, const Levels& lv, float d) {
+  double err = 0;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = x[i] - d * lv.value(lv.nearest(x[i] * id));
+    err += double(weight(w, i)) * double(r) * double(r);
+  }
+  return err;
+}
+
+// How far below the block's absmax the best scale can lie: a coarse grid (ternary, 2-bit) is
+// best fitted with the largest values clipped hard (the Lloyd-Max ternary scale of a Gaussian is
+// 1.22 sigma while a 256-block's absmax is ~2.8 sigma); a fine grid hardly clips at all.
+inline float max_stretch(int n_levels) {
+  return n_levels <= 4 ? 3.2f : n_levels <= 8 ? 2.0f : n_levels <= 16 ? 1.5f : 1.2f;
+}
+
+// Best scale d for x ~ d * level: starting points map the largest-magnitude value onto either
+// end of the grid, stretched over a geometric range of factors; each start is improved by Lloyd
+// iterations (assign levels, weighted least-squares d, round d to storage precision with
+// round_d) while the weighted error falls. Returns the stored d of the best.
+template <typename Levels, typename RoundD>
+float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv, RoundD round_d,
+                    int lloyd_iters = 2) {
+  float amax = 0, xm = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), xm = x[i];
+  }
+  if (amax == 0) return 0.0f;
+  const int n_levels = int(std::lround(lv.max_value() - lv.min_value())) + 1;
+  const float fmax = max_stretch(std::min(n_levels, lv.size()));
+  float best_d = 0;
+  double best_err = -1;
+  auto consider = [&](float d) {
+    if (d == 0 || !std::isfinite(d)) return -1.0;
+    const double e = sym_error(x, w, n, lv, d);
+    if (best_err < 0 || e < best_err) best_err = e, best_d = d;
+    return e;
+  };
+  // Starts: a fine linear grid around the absmax (0.8 .. 1.2), then a geometric one to fmax.
+  constexpr int kFine = 11, kCoarse = 6;
+  for (const float end : {lv.min_value(), lv.max_value()}) {
+    for (int s = 0; s < kFine + kCoarse; ++s) {
+      const float f = s < kFine ? 0.8f + 0.04f * float(s)
+                                : 1.2f * std::pow(fmax / 1.2f, float(s - kFine + 1) / kCoarse);
+      if (s >= kFine && fmax <= 1.2f) break;
+      float d = round_d(xm / (end * f));
+      double e = consider(d);
+      for (int it = 0; it < lloyd_iters && e >= 0; ++it) {
+        double sxl = 0, sll = 0;
+        const float id = 1.0f / d;
+        for (int64_t i = 0; i < n; ++i) {
+          const float l = lv.value(lv.nearest(x[i] * id));
+          const double wi = weight(w, i);
+          sxl += wi * x[i] * l;
+          sll += wi * double(l) * l;
+        }
+        if (!(sll > 0)) break;
+        const float d2 = round_d(float(sxl / sll));
+        if (d2 == d) break;
+        const double e2 = consider(d2);
+        if (e2 < 0 || e2 >= e) break;
+        d = d2, e = e2;
+      }
+    }
+  }
+  return best_d;
+}
+
+// Affine fit x ~ d * q + m with integer q in [0, qmax]. nonpos_min forces m <= 0 (K-quants store
+// -m as an unsigned multiple of a positive scale). round_d/round_m give storage precision.
+struct Affine {
+  float d = 0, m = 0;
+};
+
+inline double affine_error(const float* x, const float* w, int64_t n, int qmax, float d,
+                           float m) {
+  double err = 0;
+  const float id = d > 0 ? 1.0f / d : 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = std::clamp(std::nearbyint((x[i] - m) * id), 0.0f, float(qmax));
+    const float r = x[i] - (d * q + m);
+    err += double(weight(w, i)) * double(r) * double(r);
+  }
+  return err;
+}
+
+// Affine fit: starting ranges shrink [lo, hi] around its centre by a geometric range of factors
+// (coarse grids clip more, see max_stretch); each start is improved by Lloyd iterations (assign
+// codes, solve the 2x2 weighted least squares for (d, m), round to storage precision).
+template <typename RoundD, typename RoundM>
+Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonpos_min,
+                  RoundD round_d, RoundM round_m, int starts = 14, int lloyd_iters = 3) {
+  float lo = x[0], hi = x[0];
+  for (int64_t i = 1; i < n; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+  if (nonpos_min) lo = std::min(lo, 0.0f);
+  Affine best{std::max(0.0f, round_d((hi - lo) / float(qmax))), round_m(lo)};
+  double best_err = affine_error(x, w, n, qmax, best.d, best.m);
+  if (hi == lo) return best;
+  const float fmax = max_stretch(qmax + 1);
+  for (int s = 0; s < starts; ++s) {
+    const float f = 0.85f * std::pow(fmax / 0.85f, float(s) / float(starts - 1));
+    const float span = (hi - lo) / f, mid = 0.5f * (hi + lo);
+    float d = round_d(span / float(qmax)), m = round_m(std::min(mid - 0.5f * span, nonpos_min ? 0.0f : mid));
+    if (!(d > 0)) continue;
+    double e = affine_error(x, w, n, qmax, d, m);
+    if (e < best_err) best_err = e, best = {d, m};
+    for (int it = 0; it < lloyd_iters; ++it) {
+      const float id = 1.0f / d;
+      double sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double q = std::clamp(std::nearbyint((x[i] - m) * id), 0.0f, float(qmax));
+        const double wi = weight(w, i);
+        sw += wi, sq += wi * q, sqq += wi * q * q, sx += wi * x[i], sxq += wi * x[i] * q;
+      }
+      const double det = sw * sqq - sq * sq;
+      if (!(sw > 0) || !(det > 1e-12 * sw * sqq)) break;
+      double d2 = (sw * sxq - sq * sx) / det, m2 = (sqq * sx - sq * sxq) / det;
+      if (nonpos_min && m2 > 0) m2 = 0, d2 = sxq / sqq;
+      const float dc = round_d(float(d2)), mc = round_m(float(m2));
+      if (!(dc > 0) || !std::isfinite(dc) || !std::isfinite(mc)) break;
+      const double e2 = affine_error(x, w, n, qmax, dc, mc);
+      if (e2 >= e) break;
+      d = dc, m = mc, e = e2;
+      if (e < best_err) best_err = e, best = {d, m};
+    }
+  }
+  return best;
+}
+
+inline float identity(float v) { return v; }
+
+// Importance of a whole (sub-)block: mean weight, used to weigh sub-block scales against each
+// other when they share a super-block scale.
+inline float mean_weight(const float* w, int64_t n) {
+  if (!w) return 1.0f;
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += w[i];
+  return float(s / double(n));
+}
+
+}  // namespace lowbit::fit

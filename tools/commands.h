@@ -1,0 +1,14 @@
+// The lowbit CLI's verbs. Each registers its subcommand, parses its options and calls the library.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lowbit::cli {
+
+// Registers a verb; the returned callback runs it (after parsing) and returns the exit code.
+using Runner = std::function<int()>;
+Runner add_formats(CLI::App& app);
+Runner add_demo(CLI::App& app);
+
+}  // namespace lowbit::cli

@@ -1,0 +1,38 @@
+// lowbit: one verb per job. Exit codes: 0 success, 1 bad input or usage, 2 internal error.
+#include <cstdio>
+#include <exception>
+#include <map>
+
+#include "commands.h"
+#include "lowbit/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lowbit: make large language models small and fast (quantize, convert, run, "
+               "measure)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lowbit 0.1.0");
+  std::map<CLI::App*, lowbit::cli::Runner> runners;
+  auto add = [&](lowbit::cli::Runner (*reg)(CLI::App&)) {
+    const size_t before = app.get_subcommands({}).size();
+    auto r = reg(app);
+    runners[app.get_subcommands({})[before]] = std::move(r);
+  };
+  add(lowbit::cli::add_formats);
+  add(lowbit::cli::add_demo);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 1;
+  }
+  try {
+    for (auto* sub : app.get_subcommands()) return runners.at(sub)();
+    return 1;
+  } catch (const lowbit::Error& e) {
+    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lowbit: internal error: %s\n", e.what());
+    return 2;
+  }
+}
