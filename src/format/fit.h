@@ -111,6 +111,11 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
       }
     }
   }
+  // No finite stored scale reaches this block (an fp16 scale would overflow): return the
+  // overflowing one, so the block decodes to Inf and the caller reports the range error rather
+  // than silently writing zeros.
+  if (best_err < 0) return round_d(xm / (std::fabs(lv.min_value()) >= std::fabs(lv.max_value())
+                                             ? lv.min_value() : lv.max_value()));
   return best_d;
 }
 

@@ -217,9 +217,23 @@ void Format::quantize(const float* x, int64_t rows, int64_t K, const float* imp,
                                                 .found = std::to_string(imp[i])});
     }
   }
+  // Every row is decoded again and checked: a value or scale beyond the format's range (an fp16
+  // scale overflowing, say) is reported, never written as Inf.
   auto* out = static_cast<uint8_t*>(dst);
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) quantize_row(x + r * K, K, imp, out + uint64_t(r) * rb);
+    std::vector<float> back(static_cast<size_t>(K));
+    for (int64_t r = r0; r < r1; ++r) {
+      quantize_row(x + r * K, K, imp, out + uint64_t(r) * rb);
+      dequantize_row(out + uint64_t(r) * rb, K, back.data());
+      int64_t bad;
+      if (!is_finite_all(back.data(), K, bad)) {
+        throw Error("value out of the range of format " + name(),
+                    {.field = "row " + std::to_string(r) + ", column " + std::to_string(bad),
+                     .offset = r * K + bad,
+                     .expected = "magnitudes the format's scales can represent",
+                     .found = std::to_string(x[r * K + bad])});
+      }
+    }
   });
 }
 

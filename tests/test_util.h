@@ -1,0 +1,52 @@
+// Shared helpers for the tests: fixed data sets and fixture lookup.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lowbit/rng.h"
+
+namespace lowbit::test {
+
+// Fixtures folder: $LOWBIT_FIXTURES or ../shared/fixtures beside the source tree.
+inline std::filesystem::path fixtures() {
+  if (const char* env = std::getenv("LOWBIT_FIXTURES")) return env;
+  return std::filesystem::path(LOWBIT_SOURCE_DIR) / ".." / "shared" / "fixtures";
+}
+
+// Path of a fixture file (may not exist; see LOWBIT_REQUIRE_FIXTURE).
+inline std::string fixture(const std::string& rel) { return (fixtures() / rel).string(); }
+
+inline bool under_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
+// Skips the test when the fixture is absent; under CI=true a missing fixture fails instead.
+#define LOWBIT_REQUIRE_FIXTURE(path)                                             \
+  do {                                                                           \
+    if (!std::filesystem::exists(path)) {                                        \
+      if (::lowbit::test::under_ci()) FAIL() << "fixture missing under CI: " << (path); \
+      GTEST_SKIP() << "fixture missing (set LOWBIT_FIXTURES): " << (path);       \
+    }                                                                            \
+  } while (0)
+
+inline std::vector<float> gaussian(int64_t n, uint64_t seed, double scale = 1.0) {
+  std::vector<float> x(static_cast<size_t>(n));
+  Rng rng(seed);
+  for (auto& v : x) v = float(scale * rng.normal());
+  return x;
+}
+
+inline std::vector<float> student_t(int64_t n, uint64_t seed, int nu = 3) {
+  std::vector<float> x(static_cast<size_t>(n));
+  Rng rng(seed);
+  for (auto& v : x) v = float(rng.student_t(nu));
+  return x;
+}
+
+}  // namespace lowbit::test
