@@ -44,8 +44,12 @@ void put16(Bytes& b, size_t at, uint16_t v) {
   b[at] = uint8_t(v & 0xff);
   b[at + 1] = uint8_t(v >> 8);
 }
-uint16_t get16(const Bytes& b, size_t at) { return uint16_t(b[at] | (b[at + 1] << 8)); }
-float half_at(const Bytes& b, size_t at) { return fp16_to_f32(get16(b, at)); }
+uint16_t get16(const Bytes& b, size_t at) {
+  return uint16_t(b[at] | (b[at + 1] << 8));
+}
+float half_at(const Bytes& b, size_t at) {
+  return fp16_to_f32(get16(b, at));
+}
 
 // Checks that `name` decodes `blk` (alone, and as both blocks of a two-block row) to `want`,
 // bit for bit.
@@ -155,7 +159,9 @@ Floats want_q5_1(const Bytes& b) {
 
 // block_q8_0 {half d; i8 qs[32]}: y = q*d. block_q8_1 {half d; half s; i8 qs[32]} (s = d*sum(q)
 // is only read by dot products; ggml has no dequantize_row_q8_1, its value is d*q as for Q8_0).
-int q8_code(int j, int mul) { return j == 0 ? -127 : j == 1 ? 127 : (j * mul) % 255 - 127; }
+int q8_code(int j, int mul) {
+  return j == 0 ? -127 : j == 1 ? 127 : (j * mul) % 255 - 127;
+}
 Bytes block_q8_0() {
   Bytes b(34);
   put16(b, 0, 0x2E66);
@@ -177,8 +183,12 @@ Floats want_q8(const Bytes& b, size_t qs_at) {
   for (int j = 0; j < 32; ++j) y[j] = float(int8_t(b[qs_at + j])) * d;
   return y;
 }
-Floats want_q8_0(const Bytes& b) { return want_q8(b, 2); }
-Floats want_q8_1(const Bytes& b) { return want_q8(b, 4); }
+Floats want_q8_0(const Bytes& b) {
+  return want_q8(b, 2);
+}
+Floats want_q8_1(const Bytes& b) {
+  return want_q8(b, 4);
+}
 
 // block_iq4_nl {half d; u8 qs[16]}: y[j] = d*kvalues[lo], y[j+16] = d*kvalues[hi].
 Bytes block_iq4_nl() {
@@ -262,8 +272,8 @@ Floats want_q2_k(const Bytes& b) {
 // its low 4 bits in scales[i % 8] (low nibble for i < 8, high for i >= 8) and its top 2 bits at
 // bit 2*(i/4) of scales[8 + i % 4]; value 128n + 32j + 16h + l: low bits 2j of qs[32n + 16h + l],
 // high bit (1 << (4n + j)) of hmask[16h + l], clear = minus 4; y = (d*(s - 32))*q.
-constexpr std::array<int, 16> kQ3Scales = {37, 5, 60, 22, 0, 48, 31, 63,
-                                           14, 41, 9, 55, 26, 33, 1, 50};
+constexpr std::array<int, 16> kQ3Scales = {37, 5,  60, 22, 0,  48, 31, 63,
+                                           14, 41, 9,  55, 26, 33, 1,  50};
 Bytes block_q3_k() {
   Bytes b = pattern(110, 0x3A5E1u);
   for (int h = 0; h < 2; ++h) {  // codes -4 and 3 at l = 0, 1 of every sub-block
@@ -397,8 +407,8 @@ Floats want_q5_k(const Bytes& b) {
 // (+32, +64, +96) takes the low nibble of ql[64n + l] (ql[64n + 32 + l], high nibble of
 // ql[64n + l], high nibble of ql[64n + 32 + l]) and bits 0-1 (2-3, 4-5, 6-7) of qh[32n + l],
 // scale scales[8n + l/16] (+2, +4, +6); y = (d*sc)*(q - 32).
-constexpr std::array<int, 16> kQ6Scales = {-128, 97, -45, 12, 127, -3, 66, -77,
-                                           29,   -111, 5, 88, -60, 41, -19, 100};
+constexpr std::array<int, 16> kQ6Scales = {-128, 97,   -45, 12, 127, -3, 66,  -77,
+                                           29,   -111, 5,   88, -60, 41, -19, 100};
 Bytes block_q6_k() {
   Bytes b = pattern(210, 0x6C6C3u);
   for (int n = 0; n < 2; ++n) {
@@ -510,7 +520,9 @@ Floats want_tq1_0(const Bytes& b) {
   return y;
 }
 // ggml's TQ1_0 byte for 5 trits t0..t4 (t0 most significant): ceil(v * 256 / 243).
-uint8_t tq1_byte(int v) { return uint8_t((v * 256 + 242) / 243); }
+uint8_t tq1_byte(int v) {
+  return uint8_t((v * 256 + 242) / 243);
+}
 
 struct KatCase {
   const char* name;
@@ -551,22 +563,54 @@ Floats dequantize(std::string_view name, const Bytes& b, int64_t n) {
   return y;
 }
 
-TEST(FormatKat, DecodeQ4_0) { check_case("q4_0"); }
-TEST(FormatKat, DecodeQ4_1) { check_case("q4_1"); }
-TEST(FormatKat, DecodeQ5_0) { check_case("q5_0"); }
-TEST(FormatKat, DecodeQ5_1) { check_case("q5_1"); }
-TEST(FormatKat, DecodeQ8_0) { check_case("q8_0"); }
-TEST(FormatKat, DecodeQ8_1) { check_case("q8_1"); }
-TEST(FormatKat, DecodeIq4Nl) { check_case("iq4_nl"); }
-TEST(FormatKat, DecodeQ8K) { check_case("q8_k"); }
-TEST(FormatKat, DecodeQ2K) { check_case("q2_k"); }
-TEST(FormatKat, DecodeQ3K) { check_case("q3_k"); }
-TEST(FormatKat, DecodeQ4K) { check_case("q4_k"); }
-TEST(FormatKat, DecodeQ5K) { check_case("q5_k"); }
-TEST(FormatKat, DecodeQ6K) { check_case("q6_k"); }
-TEST(FormatKat, DecodeIq4Xs) { check_case("iq4_xs"); }
-TEST(FormatKat, DecodeTq2_0) { check_case("tq2_0"); }
-TEST(FormatKat, DecodeTq1_0) { check_case("tq1_0"); }
+TEST(FormatKat, DecodeQ4_0) {
+  check_case("q4_0");
+}
+TEST(FormatKat, DecodeQ4_1) {
+  check_case("q4_1");
+}
+TEST(FormatKat, DecodeQ5_0) {
+  check_case("q5_0");
+}
+TEST(FormatKat, DecodeQ5_1) {
+  check_case("q5_1");
+}
+TEST(FormatKat, DecodeQ8_0) {
+  check_case("q8_0");
+}
+TEST(FormatKat, DecodeQ8_1) {
+  check_case("q8_1");
+}
+TEST(FormatKat, DecodeIq4Nl) {
+  check_case("iq4_nl");
+}
+TEST(FormatKat, DecodeQ8K) {
+  check_case("q8_k");
+}
+TEST(FormatKat, DecodeQ2K) {
+  check_case("q2_k");
+}
+TEST(FormatKat, DecodeQ3K) {
+  check_case("q3_k");
+}
+TEST(FormatKat, DecodeQ4K) {
+  check_case("q4_k");
+}
+TEST(FormatKat, DecodeQ5K) {
+  check_case("q5_k");
+}
+TEST(FormatKat, DecodeQ6K) {
+  check_case("q6_k");
+}
+TEST(FormatKat, DecodeIq4Xs) {
+  check_case("iq4_xs");
+}
+TEST(FormatKat, DecodeTq2_0) {
+  check_case("tq2_0");
+}
+TEST(FormatKat, DecodeTq1_0) {
+  check_case("tq1_0");
+}
 
 // A few spot values computed by hand, independent of the want_* helpers above.
 TEST(FormatKat, HandComputedSpotValues) {
@@ -598,11 +642,11 @@ TEST(FormatKat, GgmlTypeIdsAndBlockSizes) {
     uint64_t bytes;
   };
   constexpr Row kRows[] = {
-      {"q4_0", 2, 32, 18},     {"q4_1", 3, 32, 20},     {"q5_0", 6, 32, 22},
-      {"q5_1", 7, 32, 24},     {"q8_0", 8, 32, 34},     {"q8_1", 9, 32, 36},
-      {"q2_k", 10, 256, 84},   {"q3_k", 11, 256, 110},  {"q4_k", 12, 256, 144},
-      {"q5_k", 13, 256, 176},  {"q6_k", 14, 256, 210},  {"q8_k", 15, 256, 292},
-      {"iq4_nl", 20, 32, 18},  {"iq4_xs", 23, 256, 136}, {"tq1_0", 34, 256, 54},
+      {"q4_0", 2, 32, 18},    {"q4_1", 3, 32, 20},      {"q5_0", 6, 32, 22},
+      {"q5_1", 7, 32, 24},    {"q8_0", 8, 32, 34},      {"q8_1", 9, 32, 36},
+      {"q2_k", 10, 256, 84},  {"q3_k", 11, 256, 110},   {"q4_k", 12, 256, 144},
+      {"q5_k", 13, 256, 176}, {"q6_k", 14, 256, 210},   {"q8_k", 15, 256, 292},
+      {"iq4_nl", 20, 32, 18}, {"iq4_xs", 23, 256, 136}, {"tq1_0", 34, 256, 54},
       {"tq2_0", 35, 256, 66},
   };
   for (const auto& r : kRows) {
