@@ -386,7 +386,7 @@ LOWBIT_DEFINE_KCODEC(Q6_K, DQ6K)
 LOWBIT_DEFINE_KCODEC(IQ4_XS, DIQ4XS)
 LOWBIT_DEFINE_KCODEC(NF4_DQ, DNF4DQ)
 
-// ---- Q8_K: activations, absmax mapped to -128 ----------------------------------------------
+// ---- Q8_K: activations, the largest magnitude mapped to -127 (ggml's reference) ---------
 
 void Q8_K::fit(const float* x, const float*, int64_t n, void* blk) {
   auto* b = static_cast<Block*>(blk);
@@ -395,18 +395,18 @@ void Q8_K::fit(const float* x, const float*, int64_t n, void* blk) {
   for (int64_t i = 0; i < n; ++i) {
     if (std::fabs(x[i]) > std::fabs(xm)) xm = x[i];
   }
-  b->d = xm / -128.0f;
+  b->d = xm / -127.0f;
 }
 
 float Q8_K::round_value(float x, const void* blk, int64_t, int64_t) {
   const float d = static_cast<const Block*>(blk)->d;
-  return float(nearest_int(x * inv_or_zero(d), -128, 127)) * d;
+  return float(nearest_int(x * inv_or_zero(d), -127, 127)) * d;
 }
 
 void Q8_K::encode(const float* x, int64_t n, void* blk) {
   auto* b = static_cast<Block*>(blk);
   const float id = inv_or_zero(b->d);
-  for (int64_t i = 0; i < n; ++i) b->qs[i] = int8_t(nearest_int(x[i] * id, -128, 127));
+  for (int64_t i = 0; i < n; ++i) b->qs[i] = int8_t(nearest_int(x[i] * id, -127, 127));
   for (int j = 0; j < 16; ++j) {
     int s = 0;
     for (int i = 0; i < 16; ++i) s += b->qs[j * 16 + i];
