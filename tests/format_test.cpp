@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <set>
 #include <vector>
 
@@ -55,6 +56,8 @@ const Spec kSpecs[] = {
     {"int2_g32", Grid::kInt, -2, 1, 32, nullptr},  {"int2_g32_asym", Grid::kAffineIntZero, 0, 3, 32, nullptr},
     {"int6_g32_asym", Grid::kAffineIntZero, 0, 63, 32, nullptr}, {"int5_g48_asym", Grid::kAffineIntZero, 0, 31, 48, nullptr},
 };
+
+void PrintTo(const Spec& s, std::ostream* os) { *os << s.name; }
 
 float nearest_in(const float* book, float v) {
   float best = book[0];
