@@ -18,7 +18,6 @@ struct IntLevels {
     return int(std::nearbyint(c));
   }
   float value(int k) const { return float(k); }
-  int code_of(int k) const { return k - lo; }  // stored code
   int size() const { return hi - lo + 1; }
   float min_value() const { return float(lo); }
   float max_value() const { return float(hi); }
@@ -35,7 +34,6 @@ struct CodebookLevels {
     return (v - values[k - 1] <= values[k] - v) ? k - 1 : k;  // ties go to the lower value
   }
   float value(int k) const { return values[k]; }
-  int code_of(int k) const { return k; }
   int size() const { return int(values.size()); }
   float min_value() const { return values.front(); }
   float max_value() const { return values.back(); }
@@ -181,14 +179,5 @@ Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonp
 }
 
 inline float identity(float v) { return v; }
-
-// Importance of a whole (sub-)block: mean weight, used to weigh sub-block scales against each
-// other when they share a super-block scale.
-inline float mean_weight(const float* w, int64_t n) {
-  if (!w) return 1.0f;
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += w[i];
-  return float(s / double(n));
-}
 
 }  // namespace lowbit::fit
