@@ -10,5 +10,7 @@ namespace lowbit::cli {
 using Runner = std::function<int()>;
 Runner add_formats(CLI::App& app);
 Runner add_demo(CLI::App& app);
+Runner add_convert(CLI::App& app);
+Runner add_inspect(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
     runners[app.get_subcommands({})[before]] = std::move(r);
   };
   add(lowbit::cli::add_formats);
+  add(lowbit::cli::add_convert);
+  add(lowbit::cli::add_inspect);
   add(lowbit::cli::add_demo);
   try {
     app.parse(argc, argv);

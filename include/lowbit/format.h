@@ -46,6 +46,7 @@ class Format {
   // GGUF tensor type id -> format (ggml ids and lowbit's private ids); nullopt if unknown.
   static std::optional<Format> from_gguf_type(uint32_t type_id);
 
+  Format();  // f32
   Format(const FormatInfo& info, uint32_t group_elems = 0);
 
   const FormatInfo& info() const { return *info_; }

@@ -30,4 +30,9 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
+// Drops the resident pages wholly inside [p, p + bytes) of a read-only file mapping, so that
+// streaming through a large mapped file keeps resident memory bounded; the pages are read from
+// the file again if touched later. Only for memory that comes from a MappedFile.
+void release_mapped_pages(const void* p, uint64_t bytes);
+
 }  // namespace lowbit

@@ -10,13 +10,21 @@ struct FloatFormat {
   static uint64_t block_bytes(int64_t) { return sizeof(Storage); }
   static void fit(const float*, const float*, int64_t, void*) {}
   static float round_value(float x, const void*, int64_t, int64_t) { return ToF32(FromF32(x)); }
+  // Element access through memcpy: float tensors in safetensors files need not be aligned.
   static void encode(const float* x, int64_t n, void* blk) {
-    Storage* s = static_cast<Storage*>(blk);
-    for (int64_t i = 0; i < n; ++i) s[i] = FromF32(x[i]);
+    auto* p = static_cast<uint8_t*>(blk);
+    for (int64_t i = 0; i < n; ++i) {
+      const Storage s = FromF32(x[i]);
+      std::memcpy(p + i * int64_t(sizeof(Storage)), &s, sizeof(Storage));
+    }
   }
   static void decode(const void* blk, int64_t n, float* y) {
-    const Storage* s = static_cast<const Storage*>(blk);
-    for (int64_t i = 0; i < n; ++i) y[i] = ToF32(s[i]);
+    const auto* p = static_cast<const uint8_t*>(blk);
+    for (int64_t i = 0; i < n; ++i) {
+      Storage s;
+      std::memcpy(&s, p + i * int64_t(sizeof(Storage)), sizeof(Storage));
+      y[i] = ToF32(s);
+    }
   }
 };
 

@@ -67,6 +67,8 @@ bool is_finite_all(const float* x, int64_t n, int64_t& bad) {
 
 std::span<const FormatInfo> all_formats() { return registry(); }
 
+Format::Format() : Format(registry()[0]) {}
+
 Format::Format(const FormatInfo& info, uint32_t group_elems) : info_(&info), group_(group_elems) {
   LOWBIT_CHECK(info.block_elems == 0 || group_elems == 0, "group size on a fixed-block format");
 }

@@ -1,0 +1,82 @@
+// One model description for every file format: architecture hyper-parameters, tokenizer data,
+// and the tensors by canonical (GGUF) name as views (format, shape, bytes) into mapped files --
+// never copied unless converted (e.g. Hugging Face Q/K rows permuted to GGUF's RoPE layout).
+// Shapes are outermost first: a weight matrix is (rows = output features, K = row length).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lowbit/format.h"
+#include "lowbit/tokenizer_data.h"
+
+namespace lowbit {
+
+struct ModelConfig {
+  std::string arch = "llama";  // general.architecture: "llama" or "qwen2"
+  std::string name;
+  int64_t n_vocab = 0, n_embd = 0, n_ff = 0, n_layer = 0, n_head = 0, n_head_kv = 0,
+          head_dim = 0, n_ctx_train = 0;
+  double rms_eps = 1e-5, rope_theta = 10000.0;
+  bool tied_output = false;  // no output.weight: the token embedding is reused
+  bool qkv_bias = false;     // Qwen2
+  // Llama-3 RoPE frequency scaling (rope_type "llama3"); factor 0 = none.
+  double rope_factor = 0, rope_low_freq_factor = 0, rope_high_freq_factor = 0;
+  int64_t rope_original_ctx = 0;
+};
+
+struct ModelTensor {
+  std::string name;            // "blk.3.attn_q.weight"
+  Format format;
+  std::vector<int64_t> shape;  // outermost first; shape.back() is the row length
+  const uint8_t* data = nullptr;
+  uint64_t bytes = 0;
+  bool mapped = false;         // data lies in a read-only file mapping (pages can be dropped)
+  int64_t rows() const;        // product of all but the last dimension
+  int64_t row_length() const { return shape.back(); }
+};
+
+struct LoadOptions {
+  std::string tokenizer_path;  // empty: the one inside the file, or found beside it
+};
+
+class Model {
+ public:
+  // A .gguf, a llama2.c .bin, a .safetensors / model.safetensors.index.json, or a directory
+  // holding a Hugging Face checkpoint (config.json + safetensors). Validates shapes against the
+  // configuration (bad-inputs 10, 23, 33, 34).
+  static Model load(const std::string& path, const LoadOptions& opts = {});
+
+  ModelConfig config;
+  TokenizerData tokenizer;
+  std::vector<ModelTensor> tensors;
+  std::vector<std::string> sources;  // every input file (an output may be none of these)
+
+  const ModelTensor* find(std::string_view name) const;
+  uint64_t parameter_count() const;
+  // Keeps mapped files and converted buffers alive as long as the views.
+  std::vector<std::shared_ptr<const void>> owners;
+};
+
+// Throws Error naming `file` when a tensor's shape disagrees with the configuration or a
+// required tensor is missing.
+void validate_model(const Model& m, const std::string& file);
+
+// Writes m as GGUF. Floating-point weight matrices (2-D) become `float_type` (f32, f16, bf16);
+// 1-D tensors (norms, biases) stay f32; quantized tensors are copied as they are.
+void write_gguf(const Model& m, const std::string& path, const Format& float_type,
+                bool show_progress = false);
+// Writes m as safetensors with Hugging Face names and Q/K back in the rotate-half layout, plus
+// config.json beside it; the tokenizer data rides in __metadata__ so lowbit can read it back.
+void write_safetensors(const Model& m, const std::string& path, const Format& float_type,
+                       bool show_progress = false);
+
+// The Hugging Face <-> GGUF row permutation of wq / wk (and their biases): rows of each head
+// are reordered from rotate-half (HF) to interleaved pairs (GGUF llama), or back.
+void permute_qk_rows(const float* in, float* out, int64_t rows, int64_t K, int64_t n_heads,
+                     bool to_gguf);
+
+}  // namespace lowbit

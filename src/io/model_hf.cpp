@@ -1,0 +1,331 @@
+// Hugging Face checkpoints <-> Model: config.json, tensor names, the wq/wk RoPE permutation, and
+// the tokenizer (files beside the checkpoint, or lowbit's own __metadata__ copy).
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "io/model_internal.h"
+#include "io/safetensors.h"
+#include "lowbit/checked.h"
+#include "lowbit/error.h"
+
+namespace lowbit {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// GGUF name <-> Hugging Face name, per layer ("{}" = layer index).
+constexpr std::pair<const char*, const char*> kLayerNames[] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"},
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+constexpr std::pair<const char*, const char*> kGlobalNames[] = {
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output.weight", "lm_head.weight"},
+};
+
+std::string hf_to_gguf(const std::string& hf) {
+  for (const auto& [g, h] : kGlobalNames) {
+    if (hf == h) return g;
+  }
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
+  std::smatch mt;
+  if (std::regex_match(hf, mt, layer)) {
+    for (const auto& [g, h] : kLayerNames) {
+      if (mt[2] == h) return "blk." + mt[1].str() + "." + g;
+    }
+  }
+  return "";
+}
+
+std::string gguf_to_hf(const std::string& gg) {
+  for (const auto& [g, h] : kGlobalNames) {
+    if (gg == g) return h;
+  }
+  static const std::regex layer(R"(blk\.(\d+)\.(.+))");
+  std::smatch mt;
+  if (std::regex_match(gg, mt, layer)) {
+    for (const auto& [g, h] : kLayerNames) {
+      if (mt[2] == g) return "model.layers." + mt[1].str() + "." + h;
+    }
+  }
+  return "";
+}
+
+json read_json(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error("cannot open", {.file = path});
+  try {
+    return json::parse(f);
+  } catch (const json::exception& e) {
+    throw Error(std::string("malformed JSON: ") + e.what(), {.file = path});
+  }
+}
+
+int64_t cfg_int(const json& j, const char* key, const std::string& file, int64_t fallback = -1) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (fallback >= 0) return fallback;
+    throw Error("required config key missing", {.file = file, .field = key});
+  }
+  if (!j[key].is_number_integer()) {
+    throw Error("config value is not an integer", {.file = file, .field = key,
+                                                   .found = j[key].dump()});
+  }
+  return j[key].get<int64_t>();
+}
+
+double cfg_float(const json& j, const char* key, double fallback) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : fallback;
+}
+
+ModelConfig config_from_json(const json& j, const std::string& file) {
+  if (!j.is_object()) throw Error("config.json is not a JSON object", {.file = file});
+  ModelConfig c;
+  const std::string type = j.value("model_type", "llama");
+  if (type == "llama" || type == "mistral") c.arch = "llama";
+  else if (type == "qwen2") c.arch = "qwen2", c.qkv_bias = true;
+  else throw Error("unsupported model_type", {.file = file, .field = "model_type",
+                                              .expected = "llama, mistral or qwen2", .found = type});
+  c.n_embd = cfg_int(j, "hidden_size", file);
+  c.n_ff = cfg_int(j, "intermediate_size", file);
+  c.n_layer = cfg_int(j, "num_hidden_layers", file);
+  c.n_head = cfg_int(j, "num_attention_heads", file);
+  c.n_head_kv = cfg_int(j, "num_key_value_heads", file, std::max<int64_t>(c.n_head, 0));
+  c.n_vocab = cfg_int(j, "vocab_size", file);
+  c.n_ctx_train = cfg_int(j, "max_position_embeddings", file, 0);
+  if (c.n_head <= 0 || c.n_head_kv <= 0) {
+    throw Error("attention head counts must be positive", {.file = file,
+                .field = "num_attention_heads / num_key_value_heads",
+                .found = std::to_string(c.n_head) + " / " + std::to_string(c.n_head_kv)});
+  }
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    c.head_dim = cfg_int(j, "head_dim", file);
+  } else {
+    if (c.n_embd % c.n_head != 0) {
+      throw Error("hidden_size is not divisible by num_attention_heads (and no head_dim)",
+                  {.file = file, .field = "hidden_size", .expected = "a multiple of " +
+                   std::to_string(c.n_head), .found = std::to_string(c.n_embd)});
+    }
+    c.head_dim = c.n_embd / c.n_head;
+  }
+  c.rms_eps = cfg_float(j, "rms_norm_eps", 1e-6);
+  c.rope_theta = cfg_float(j, "rope_theta", 10000.0);
+  c.tied_output = j.value("tie_word_embeddings", false);
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    const json& r = j["rope_scaling"];
+    const std::string rt = r.value("rope_type", r.value("type", ""));
+    if (rt != "llama3") {
+      throw Error("unsupported rope_scaling", {.file = file, .field = "rope_scaling.rope_type",
+                                               .expected = "llama3 (or none)", .found = rt});
+    }
+    c.rope_factor = cfg_float(r, "factor", 8.0);
+    c.rope_low_freq_factor = cfg_float(r, "low_freq_factor", 1.0);
+    c.rope_high_freq_factor = cfg_float(r, "high_freq_factor", 4.0);
+    c.rope_original_ctx = cfg_int(r, "original_max_position_embeddings", file, 8192);
+  }
+  c.name = j.value("_name_or_path", "");
+  return c;
+}
+
+json tokenizer_to_json(const TokenizerData& t) {
+  json j = {{"model", t.model}, {"pre", t.pre}, {"tokens", t.tokens}, {"scores", t.scores},
+            {"token_types", t.token_types}, {"merges", t.merges},
+            {"byte_fallback", t.byte_fallback}};
+  auto opt = [&](const char* k, const auto& v) { if (v) j[k] = *v; };
+  opt("bos_id", t.bos_id), opt("eos_id", t.eos_id), opt("unk_id", t.unk_id);
+  opt("pad_id", t.pad_id), opt("add_bos", t.add_bos), opt("add_eos", t.add_eos);
+  opt("add_space_prefix", t.add_space_prefix);
+  return j;
+}
+
+TokenizerData tokenizer_from_json(const std::string& text, const std::string& file) {
+  try {
+    const json j = json::parse(text);
+    TokenizerData t;
+    t.model = j.at("model"), t.pre = j.at("pre");
+    t.tokens = j.at("tokens").get<std::vector<std::string>>();
+    t.scores = j.at("scores").get<std::vector<float>>();
+    t.token_types = j.at("token_types").get<std::vector<int32_t>>();
+    t.merges = j.at("merges").get<std::vector<std::string>>();
+    t.byte_fallback = j.value("byte_fallback", false);
+    auto id = [&](const char* k, std::optional<uint32_t>& v) { if (j.contains(k)) v = j[k].get<uint32_t>(); };
+    auto flag = [&](const char* k, std::optional<bool>& v) { if (j.contains(k)) v = j[k].get<bool>(); };
+    id("bos_id", t.bos_id), id("eos_id", t.eos_id), id("unk_id", t.unk_id), id("pad_id", t.pad_id);
+    flag("add_bos", t.add_bos), flag("add_eos", t.add_eos), flag("add_space_prefix", t.add_space_prefix);
+    return t;
+  } catch (const json::exception& e) {
+    throw Error(std::string("invalid lowbit.tokenizer metadata: ") + e.what(),
+                {.file = file, .field = "__metadata__ lowbit.tokenizer"});
+  }
+}
+
+Format format_of(const StTensor& t) {
+  switch (t.dtype) {
+    case StDtype::kF32: return Format::parse("f32");
+    case StDtype::kF16: return Format::parse("f16");
+    case StDtype::kBF16: return Format::parse("bf16");
+    default:
+      throw Error("unsupported tensor dtype for a model weight",
+                  {.file = t.file, .field = t.name, .expected = "F32, F16 or BF16",
+                   .found = std::string(st_dtype_name(t.dtype))});
+  }
+}
+
+}  // namespace
+
+Model load_hf_checkpoint(const std::string& path, const LoadOptions& opts) {
+  const fs::path p(path);
+  const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
+  const std::string cfg_path = (dir / "config.json").string();
+  if (!fs::exists(cfg_path)) {
+    throw Error("no config.json beside the safetensors checkpoint", {.file = path,
+                .field = "config.json", .expected = (dir / "config.json").string()});
+  }
+  auto st = std::make_shared<SafetensorsModel>(path);
+  Model m;
+  m.owners.push_back(st);
+  m.sources = st->files();
+  m.sources.push_back(cfg_path);
+  m.config = config_from_json(read_json(cfg_path), cfg_path);
+  validate_config(m.config, cfg_path);
+  ModelConfig& c = m.config;
+  for (const auto& t : st->tensors()) {
+    const std::string name = hf_to_gguf(t.name);
+    if (name.empty()) {
+      if (t.name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // recomputed
+      throw Error("tensor with no GGUF equivalent", {.file = t.file, .field = t.name,
+                  .expected = "a LLaMA-family tensor name"});
+    }
+    m.tensors.push_back({name, format_of(t), t.shape, t.data, t.bytes, true});
+  }
+  // Tied embeddings: one copy is stored, under either name (TinyStories-656K keeps lm_head).
+  const bool has_emb = m.find("token_embd.weight") != nullptr;
+  const bool has_out = m.find("output.weight") != nullptr;
+  if (!has_emb && has_out) {
+    for (auto& t : m.tensors) {
+      if (t.name == "output.weight") t.name = "token_embd.weight";
+    }
+    c.tied_output = true;
+  } else if (!has_out) {
+    c.tied_output = true;
+  } else if (c.tied_output) {
+    std::erase_if(m.tensors, [](const ModelTensor& t) { return t.name == "output.weight"; });
+  }
+  c.qkv_bias = m.find("blk.0.attn_q.bias") != nullptr;
+  // Q and K rows (and biases) from rotate-half to GGUF's interleaved pairs: converted copies.
+  for (auto& t : m.tensors) {
+    const bool q = t.name.find(".attn_q.") != std::string::npos;
+    const bool k = t.name.find(".attn_k.") != std::string::npos;
+    if (!q && !k) continue;
+    const int64_t heads = q ? c.n_head : c.n_head_kv;
+    const int64_t rows = t.shape[0];
+    if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0) {
+      throw Error("Q/K rows do not split into heads of even size", {.file = path,
+                  .field = t.name, .expected = "rows divisible by 2 x " + std::to_string(heads),
+                  .found = std::to_string(rows)});
+    }
+    auto buf = std::make_shared<std::vector<uint8_t>>(t.bytes);
+    permute_rows(t.data, buf->data(), rows, t.bytes / uint64_t(rows), heads, true);
+    t.data = buf->data();
+    t.mapped = false;
+    m.owners.push_back(buf);
+  }
+  // Tokenizer: named, else lowbit's own copy in __metadata__, else the files beside it.
+  const auto& meta = st->metadata();
+  if (!opts.tokenizer_path.empty()) {
+    m.tokenizer = load_tokenizer(opts.tokenizer_path, c.n_vocab);
+    m.sources.push_back(opts.tokenizer_path);
+  } else if (const auto it = meta.find("lowbit.tokenizer"); it != meta.end()) {
+    m.tokenizer = tokenizer_from_json(it->second, st->files().front());
+  } else if (const std::string tok = find_tokenizer_beside(path); !tok.empty()) {
+    m.tokenizer = load_tokenizer(tok, c.n_vocab);
+    m.sources.push_back(tok);
+  }
+  return m;
+}
+
+void write_safetensors(const Model& m, const std::string& path, const Format& float_type,
+                       bool show_progress) {
+  const ModelConfig& c = m.config;
+  std::vector<StWriteTensor> out;
+  for (const auto& t : m.tensors) {
+    const auto fname = t.format.info().name;
+    if (fname != "f32" && fname != "f16" && fname != "bf16") {
+      throw Error("safetensors output holds float tensors only (quantized models go to GGUF)",
+                  {.file = path, .field = t.name, .found = t.format.name()});
+    }
+    const std::string hf = gguf_to_hf(t.name);
+    if (hf.empty()) throw Error("tensor with no Hugging Face name", {.file = path, .field = t.name});
+    const Format to = t.shape.size() >= 2 ? float_type : Format::parse("f32");
+    const StDtype dt = to.info().name == "f32" ? StDtype::kF32
+                       : to.info().name == "f16" ? StDtype::kF16 : StDtype::kBF16;
+    const bool q = t.name.find(".attn_q.") != std::string::npos;
+    const bool k = t.name.find(".attn_k.") != std::string::npos;
+    const int64_t heads = q ? c.n_head : k ? c.n_head_kv : 0;
+    out.push_back({hf, dt, t.shape, [&t, to, heads](OutputFile& f) {
+      const int64_t K = t.row_length(), rows = t.rows();
+      std::vector<float> x(size_t(rows * K)), y;
+      t.format.dequantize(t.data, rows, K, x.data());
+      if (heads > 0) {  // back to rotate-half
+        y.resize(x.size());
+        permute_qk_rows(x.data(), y.data(), rows, K, heads, false);
+        x.swap(y);
+      }
+      std::vector<uint8_t> bytes(to.row_bytes(K) * uint64_t(rows));
+      to.quantize(x.data(), rows, K, nullptr, bytes.data());
+      f.write(bytes.data(), bytes.size());
+    }});
+  }
+  std::map<std::string, std::string> meta = {{"format", "pt"}};
+  if (!m.tokenizer.tokens.empty()) meta["lowbit.tokenizer"] = tokenizer_to_json(m.tokenizer).dump();
+  // config.json beside the weights, for Hugging Face tooling and for reading it back.
+  json cfg = {{"architectures", {c.arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+              {"model_type", c.arch == "qwen2" ? "qwen2" : "llama"},
+              {"hidden_size", c.n_embd}, {"intermediate_size", c.n_ff},
+              {"num_hidden_layers", c.n_layer}, {"num_attention_heads", c.n_head},
+              {"num_key_value_heads", c.n_head_kv}, {"head_dim", c.head_dim},
+              {"vocab_size", c.n_vocab}, {"max_position_embeddings", c.n_ctx_train},
+              {"rms_norm_eps", c.rms_eps}, {"rope_theta", c.rope_theta},
+              {"tie_word_embeddings", c.tied_output}, {"hidden_act", "silu"},
+              {"_name_or_path", c.name},
+              {"torch_dtype", float_type.info().name == "f32" ? "float32"
+                              : float_type.info().name == "f16" ? "float16" : "bfloat16"}};
+  if (m.tokenizer.bos_id) cfg["bos_token_id"] = *m.tokenizer.bos_id;
+  if (m.tokenizer.eos_id) cfg["eos_token_id"] = *m.tokenizer.eos_id;
+  if (c.rope_factor > 0) {
+    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", c.rope_factor},
+                           {"low_freq_factor", c.rope_low_freq_factor},
+                           {"high_freq_factor", c.rope_high_freq_factor},
+                           {"original_max_position_embeddings", c.rope_original_ctx}};
+  }
+  const std::string cfg_path = (fs::path(path).parent_path() / "config.json").string();
+  std::vector<std::string> inputs = m.sources;
+  inputs.push_back(cfg_path);  // an input's config.json is never overwritten
+  for (const auto& s : m.sources) {
+    if (fs::path(s).filename() == "config.json" && same_file(s, cfg_path)) {
+      throw Error("the output's config.json would overwrite the input's", {.file = cfg_path});
+    }
+  }
+  (void)show_progress;  // the safetensors writer streams tensor by tensor without a bar
+  write_safetensors(path, meta, out, m.sources);
+  OutputFile cf(cfg_path, m.sources);
+  const std::string text = cfg.dump(2) + "\n";
+  cf.write(text.data(), text.size());
+  cf.commit();
+}
+
+}  // namespace lowbit

@@ -1,0 +1,166 @@
+// `lowbit inspect FILE [--check] [--json]`: metadata, tensor table, parameter count, bits per
+// weight overall and per type; --check decodes every tensor and reports NaN/Inf values (which
+// also catches non-finite block scales).
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "io/gguf.h"
+#include "lowbit/error.h"
+#include "lowbit/model.h"
+
+namespace lowbit::cli {
+
+namespace {
+
+nlohmann::json value_json(const GgufValue& v) {
+  switch (v.type) {
+    case GgufType::kString: return v.s;
+    case GgufType::kBool: return v.b;
+    case GgufType::kF32: case GgufType::kF64: return v.f;
+    case GgufType::kI8: case GgufType::kI16: case GgufType::kI32: case GgufType::kI64: return v.i;
+    case GgufType::kArray: {
+      nlohmann::json a = nlohmann::json::array();
+      for (const auto& e : v.arr) a.push_back(value_json(e));
+      return a;
+    }
+    default: return v.u;
+  }
+}
+
+std::string value_text(const GgufValue& v) {
+  if (v.type == GgufType::kArray) {
+    std::string s = fmt::format("[{} x {}]", v.arr.size(), gguf_type_name(v.elem_type));
+    for (size_t i = 0; i < std::min<size_t>(v.arr.size(), 4); ++i) s += " " + value_text(v.arr[i]);
+    return v.arr.size() > 4 ? s + " ..." : s;
+  }
+  if (v.type == GgufType::kString) {
+    return "\"" + (v.s.size() > 60 ? v.s.substr(0, 60) + "..." : v.s) + "\"";
+  }
+  return value_json(v).dump();
+}
+
+// First non-finite value of a tensor: (row, column), or row = -1.
+std::pair<int64_t, int64_t> first_non_finite(const ModelTensor& t) {
+  const int64_t K = t.row_length();
+  const uint64_t rb = t.format.row_bytes(K);
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t r = 0; r < t.rows(); ++r) {
+    t.format.dequantize_row(t.data + uint64_t(r) * rb, K, row.data());
+    for (int64_t k = 0; k < K; ++k) {
+      if (!std::isfinite(row[size_t(k)])) return {r, k};
+    }
+  }
+  return {-1, -1};
+}
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? " x " : "") + std::to_string(s[i]);
+  return r;
+}
+
+}  // namespace
+
+Runner add_inspect(CLI::App& app) {
+  auto* cmd = app.add_subcommand("inspect", "Show a model file: metadata, tensors, bits per weight");
+  struct Opts {
+    std::string file;
+    bool check = false, json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("file", o->file, "A .gguf, llama2.c .bin, safetensors or model folder")->required();
+  cmd->add_flag("--check", o->check, "Decode every tensor and report NaN/Inf");
+  cmd->add_flag("--json", o->json, "Machine-readable output");
+  return [o] {
+    std::unique_ptr<GgufFile> g;
+    std::ifstream probe(o->file, std::ios::binary);
+    char magic[4] = {};
+    if (probe.read(magic, 4) && std::string(magic, 4) == "GGUF") g = std::make_unique<GgufFile>(o->file);
+    // A GGUF is shown whatever it holds (vocabulary-only files, other architectures); the model
+    // description is added when lowbit can load it.
+    Model m;
+    std::string model_error;
+    try {
+      m = Model::load(o->file);
+    } catch (const Error& e) {
+      if (!g) throw;
+      model_error = e.what();
+      for (const auto& t : g->tensors()) {
+        m.tensors.push_back({t.name, t.format, std::vector<int64_t>(t.ne.rbegin(), t.ne.rend()),
+                             t.data, t.bytes, true});
+      }
+    }
+    nlohmann::json out;
+    out["file"] = o->file;
+    if (g) {
+      out["gguf_version"] = g->version();
+      out["alignment"] = g->alignment();
+      for (const auto& [k, v] : g->metadata()) out["metadata"][k] = value_json(v);
+    }
+    std::map<std::string, std::pair<uint64_t, uint64_t>> per_type;  // name -> (params, bytes)
+    uint64_t params = 0, bytes = 0;
+    int bad = 0;
+    for (const auto& t : m.tensors) {
+      const uint64_t n = uint64_t(t.rows()) * uint64_t(t.row_length());
+      params += n, bytes += t.bytes;
+      auto& pt = per_type[t.format.name()];
+      pt.first += n, pt.second += t.bytes;
+      nlohmann::json jt = {{"name", t.name}, {"type", t.format.name()}, {"shape", t.shape},
+                           {"bytes", t.bytes}};
+      if (o->check) {
+        const auto [r, k] = first_non_finite(t);
+        jt["finite"] = r < 0;
+        if (r >= 0) {
+          ++bad;
+          fmt::print(stderr, "{}: tensor {} has a non-finite value at row {}, column {}\n",
+                     o->file, t.name, r, k);
+        }
+      }
+      out["tensors"].push_back(jt);
+    }
+    if (!model_error.empty()) out["model_error"] = model_error;
+    out["parameters"] = params;
+    out["bytes"] = bytes;
+    out["bits_per_weight"] = params ? 8.0 * double(bytes) / double(params) : 0.0;
+    for (const auto& [name, pb] : per_type) {
+      out["per_type"][name] = {{"parameters", pb.first}, {"bytes", pb.second},
+                               {"bits_per_weight", 8.0 * double(pb.second) / double(pb.first)}};
+    }
+    if (o->json) {
+      fmt::print("{}\n", out.dump(2));
+      return bad ? 1 : 0;
+    }
+    fmt::print("{}\n", o->file);
+    if (g) {
+      fmt::print("GGUF v{}, alignment {}, {} metadata keys, {} tensors\n", g->version(),
+                 g->alignment(), g->metadata().size(), g->tensors().size());
+      for (const auto& [k, v] : g->metadata()) fmt::print("  {:<44} {}\n", k, value_text(v));
+    }
+    const ModelConfig& c = m.config;
+    if (!model_error.empty()) fmt::print("not loadable as a model: {}\n", model_error);
+    else fmt::print("{}: {} layers, dim {}, ffn {}, heads {}/{} (head dim {}), vocab {}, ctx {}\n",
+               c.arch, c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab,
+               c.n_ctx_train);
+    fmt::print("\n{:<32} {:<14} {:>16} {:>12}\n", "tensor", "type", "shape", "bytes");
+    for (const auto& t : m.tensors) {
+      fmt::print("{:<32} {:<14} {:>16} {:>12}\n", t.name, t.format.name(), shape_text(t.shape),
+                 t.bytes);
+    }
+    fmt::print("\n{} parameters, {} bytes, {:.3f} bits per weight\n", params, bytes,
+               out["bits_per_weight"].get<double>());
+    for (const auto& [name, pb] : per_type) {
+      fmt::print("  {:<14} {:>12} parameters {:>8.3f} bpw\n", name, pb.first,
+                 8.0 * double(pb.second) / double(pb.first));
+    }
+    if (o->check) fmt::print("check: {} tensors with NaN/Inf\n", bad);
+    return bad ? 1 : 0;
+  };
+}
+
+}  // namespace lowbit::cli
