@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -250,6 +251,46 @@ TEST(ModelFiles, Items33And34HuggingFaceConfigs) {
   // head_dim given explicitly makes a non-divisible hidden size acceptable to the config check
   // (the tensor shapes then decide).
   bad("cfg_headdim", "head_dim", 32, "shape disagrees");
+}
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// Items 10 and 23: a well-formed GGUF whose contents make no sense for its architecture.
+void expect_bad_gguf(const std::string& name, const std::function<void(Model&)>& spoil,
+                     const std::string& needle) {
+  const std::string ref = test::fixture("models/stories260K/stories260K.gguf");
+  Model m = Model::load(ref);
+  spoil(m);
+  const std::string p = ::testing::TempDir() + "/" + name;
+  write_gguf(m, p, Format::parse("f32"));
+  try {
+    Model::load(p);
+    ADD_FAILURE() << name << ": accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << name << ": " << e.what();
+    EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelFiles, Items10And23SemanticRangesAndShapes) {
+  LOWBIT_REQUIRE_FIXTURE(test::fixture("models/stories260K/stories260K.gguf"));
+  expect_bad_gguf("arch.gguf", [](Model& m) { m.config.arch = "gptx"; }, "unsupported architecture");
+  expect_bad_gguf("layers.gguf", [](Model& m) { m.config.n_layer = 5000; }, "block_count");
+  expect_bad_gguf("vocab.gguf", [](Model& m) { m.config.n_vocab = int64_t(1) << 25; }, "vocab_size");
+  expect_bad_gguf("bytetok.gguf", [](Model& m) { m.tokenizer.tokens[3] = "<0x-1>"; }, "<0xHH>");
+  expect_bad_gguf("tokid.gguf", [](Model& m) { m.tokenizer.bos_id = 600; }, "token id out of range");
+  expect_bad_gguf("shape.gguf", [](Model& m) {
+    for (auto& t : m.tensors) {
+      if (t.name == "blk.1.attn_k.weight") t.shape = {64, 32};  // (kv_dim, dim) transposed
+    }
+  }, "shape disagrees");
+  expect_bad_gguf("missing.gguf", [](Model& m) {
+    std::erase_if(m.tensors, [](const ModelTensor& t) { return t.name == "blk.4.ffn_up.weight"; });
+  }, "required tensor missing");
 }
 
 }  // namespace
