@@ -29,7 +29,8 @@ OutputFile::OutputFile(std::string path, const std::vector<std::string>& inputs)
   tmp_path_ = path_ + ".tmp-" + std::to_string(::getpid());
   f_ = std::fopen(tmp_path_.c_str(), "wb");
   if (f_ == nullptr) {
-    throw Error(std::string("cannot create output: ") + std::strerror(errno), {.file = tmp_path_});
+    throw Error(std::string("cannot create output: ") + std::strerror(errno),
+                {.file = path_, .field = "temporary file", .found = tmp_path_});
   }
 }
 

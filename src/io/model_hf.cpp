@@ -3,7 +3,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 
 #include "io/model_internal.h"
 #include "io/safetensors.h"
@@ -38,33 +37,37 @@ constexpr std::pair<const char*, const char*> kGlobalNames[] = {
     {"output.weight", "lm_head.weight"},
 };
 
-std::string hf_to_gguf(const std::string& hf) {
-  for (const auto& [g, h] : kGlobalNames) {
-    if (hf == h) return g;
+// Splits "<prefix><digits>.<rest>" into layer digits and rest; false if it does not match.
+bool split_layer(const std::string& name, std::string_view prefix, std::string& layer,
+                 std::string& rest) {
+  if (name.rfind(prefix, 0) != 0) return false;
+  const size_t dot = name.find('.', prefix.size());
+  if (dot == std::string::npos || dot == prefix.size() || dot - prefix.size() > 6) return false;
+  layer = name.substr(prefix.size(), dot - prefix.size());
+  for (char ch : layer) {
+    if (ch < '0' || ch > '9') return false;
   }
-  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
-  std::smatch mt;
-  if (std::regex_match(hf, mt, layer)) {
-    for (const auto& [g, h] : kLayerNames) {
-      if (mt[2] == h) return "blk." + mt[1].str() + "." + g;
+  rest = name.substr(dot + 1);
+  return true;
+}
+
+// Maps a name between the two conventions; to_gguf picks the direction. "" when unknown.
+std::string map_name(const std::string& name, bool to_gguf) {
+  for (const auto& [g, h] : kGlobalNames) {
+    if (name == (to_gguf ? h : g)) return to_gguf ? g : h;
+  }
+  std::string layer, rest;
+  if (!split_layer(name, to_gguf ? "model.layers." : "blk.", layer, rest)) return "";
+  for (const auto& [g, h] : kLayerNames) {
+    if (rest == (to_gguf ? h : g)) {
+      return to_gguf ? "blk." + layer + "." + g : "model.layers." + layer + "." + h;
     }
   }
   return "";
 }
 
-std::string gguf_to_hf(const std::string& gg) {
-  for (const auto& [g, h] : kGlobalNames) {
-    if (gg == g) return h;
-  }
-  static const std::regex layer(R"(blk\.(\d+)\.(.+))");
-  std::smatch mt;
-  if (std::regex_match(gg, mt, layer)) {
-    for (const auto& [g, h] : kLayerNames) {
-      if (mt[2] == g) return "model.layers." + mt[1].str() + "." + h;
-    }
-  }
-  return "";
-}
+std::string hf_to_gguf(const std::string& hf) { return map_name(hf, true); }
+std::string gguf_to_hf(const std::string& gg) { return map_name(gg, false); }
 
 json read_json(const std::string& path) {
   std::ifstream f(path);
@@ -202,6 +205,7 @@ Model load_hf_checkpoint(const std::string& path, const LoadOptions& opts) {
   m.sources.push_back(cfg_path);
   m.config = config_from_json(read_json(cfg_path), cfg_path);
   validate_config(m.config, cfg_path);
+  if (m.config.name.empty()) m.config.name = fs::absolute(dir).lexically_normal().filename().string();
   ModelConfig& c = m.config;
   for (const auto& t : st->tensors()) {
     const std::string name = hf_to_gguf(t.name);
