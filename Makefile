@@ -5,9 +5,9 @@ JOBS    ?= $(shell nproc)
 CMAKE   := cmake -G Ninja -DCMAKE_BUILD_TYPE=Release
 PACKAGES := build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev \
             libbenchmark-dev libopenblas-dev liblapacke-dev nlohmann-json3-dev libcli11-dev \
-            libfmt-dev libpcre2-dev clang clang-format clang-tidy
+            libfmt-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev clang-format clang-tidy
 
-.PHONY: deps build test test-release test-asan demo bench format clean
+.PHONY: deps build test test-release test-asan fuzz-smoke demo bench format clean
 
 # Installs the Debian packages lowbit needs when any is missing (idempotent).
 deps:
@@ -26,8 +26,9 @@ build: deps
 	@[ -f $(BUILD)/build.ninja ] || $(CMAKE) -S . -B $(BUILD)
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The release suite, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
-test: build test-release test-asan
+# The release suite, the same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then a
+# short run of every parser fuzzer (libFuzzer, clang).
+test: build test-release test-asan fuzz-smoke
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -36,6 +37,10 @@ test-asan: deps
 	@[ -f $(ASAN)/build.ninja ] || $(CMAKE) -DLOWBIT_SANITIZE=ON -DLOWBIT_BUILD_BENCH=OFF -S . -B $(ASAN)
 	cmake --build $(ASAN) -j $(JOBS)
 	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+FUZZ_SECONDS ?= 20
+fuzz-smoke: deps
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 demo: build
 	./$(BUILD)/lowbit formats
@@ -49,4 +54,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) build-fuzz

@@ -248,6 +248,9 @@ TEST(ModelFiles, Items33And34HuggingFaceConfigs) {
   bad("cfg_layers", "num_hidden_layers", 3, "missing");
   bad("cfg_ffn", "intermediate_size", 385, "shape disagrees");
   bad("cfg_type", "model_type", "gpt_neox", "model_type");
+  bad("cfg_typeobj", "model_type", nlohmann::json::object(), "model_type");  // fuzzer finding
+  bad("cfg_eps", "rms_norm_eps", "1e-5", "rms_norm_eps");
+  bad("cfg_tie", "tie_word_embeddings", 1, "tie_word_embeddings");
   // head_dim given explicitly makes a non-divisible hidden size acceptable to the config check
   // (the tensor shapes then decide).
   bad("cfg_headdim", "head_dim", 32, "shape disagrees");

@@ -1,5 +1,6 @@
 // Hugging Face checkpoints <-> Model: config.json, tensor names, the wq/wk RoPE permutation, and
 // the tokenizer (files beside the checkpoint, or lowbit's own __metadata__ copy).
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -91,14 +92,35 @@ int64_t cfg_int(const json& j, const char* key, const std::string& file, int64_t
   return j[key].get<int64_t>();
 }
 
-double cfg_float(const json& j, const char* key, double fallback) {
-  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : fallback;
+double cfg_float(const json& j, const char* key, double fallback, const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_number()) {
+    throw Error("config value is not a number", {.file = file, .field = key, .found = j[key].dump()});
+  }
+  return j[key].get<double>();
+}
+
+std::string cfg_string(const json& j, const char* key, const std::string& fallback,
+                       const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_string()) {
+    throw Error("config value is not a string", {.file = file, .field = key, .found = j[key].dump()});
+  }
+  return j[key].get<std::string>();
+}
+
+bool cfg_bool(const json& j, const char* key, bool fallback, const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) {
+    throw Error("config value is not a boolean", {.file = file, .field = key, .found = j[key].dump()});
+  }
+  return j[key].get<bool>();
 }
 
 ModelConfig config_from_json(const json& j, const std::string& file) {
   if (!j.is_object()) throw Error("config.json is not a JSON object", {.file = file});
   ModelConfig c;
-  const std::string type = j.value("model_type", "llama");
+  const std::string type = cfg_string(j, "model_type", "llama", file);
   if (type == "llama" || type == "mistral") c.arch = "llama";
   else if (type == "qwen2") c.arch = "qwen2", c.qkv_bias = true;
   else throw Error("unsupported model_type", {.file = file, .field = "model_type",
@@ -125,22 +147,27 @@ ModelConfig config_from_json(const json& j, const std::string& file) {
     }
     c.head_dim = c.n_embd / c.n_head;
   }
-  c.rms_eps = cfg_float(j, "rms_norm_eps", 1e-6);
-  c.rope_theta = cfg_float(j, "rope_theta", 10000.0);
-  c.tied_output = j.value("tie_word_embeddings", false);
+  c.rms_eps = cfg_float(j, "rms_norm_eps", 1e-6, file);
+  c.rope_theta = cfg_float(j, "rope_theta", 10000.0, file);
+  if (!(c.rms_eps > 0 && c.rms_eps < 1) || !(c.rope_theta > 0 && std::isfinite(c.rope_theta))) {
+    throw Error("rms_norm_eps or rope_theta out of range", {.file = file,
+                .field = "rms_norm_eps / rope_theta", .expected = "0 < eps < 1, theta > 0",
+                .found = std::to_string(c.rms_eps) + " / " + std::to_string(c.rope_theta)});
+  }
+  c.tied_output = cfg_bool(j, "tie_word_embeddings", false, file);
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
     const json& r = j["rope_scaling"];
-    const std::string rt = r.value("rope_type", r.value("type", ""));
+    const std::string rt = cfg_string(r, "rope_type", cfg_string(r, "type", "", file), file);
     if (rt != "llama3") {
       throw Error("unsupported rope_scaling", {.file = file, .field = "rope_scaling.rope_type",
                                                .expected = "llama3 (or none)", .found = rt});
     }
-    c.rope_factor = cfg_float(r, "factor", 8.0);
-    c.rope_low_freq_factor = cfg_float(r, "low_freq_factor", 1.0);
-    c.rope_high_freq_factor = cfg_float(r, "high_freq_factor", 4.0);
+    c.rope_factor = cfg_float(r, "factor", 8.0, file);
+    c.rope_low_freq_factor = cfg_float(r, "low_freq_factor", 1.0, file);
+    c.rope_high_freq_factor = cfg_float(r, "high_freq_factor", 4.0, file);
     c.rope_original_ctx = cfg_int(r, "original_max_position_embeddings", file, 8192);
   }
-  c.name = j.value("_name_or_path", "");
+  c.name = cfg_string(j, "_name_or_path", "", file);
   return c;
 }
 
