@@ -228,6 +228,26 @@ std::string hf_dir(const std::string& name, const std::string& config_patch_key,
   return d;
 }
 
+TEST(ModelFiles, Llama3RopeScalingBecomesRopeFreqs) {
+  LOWBIT_REQUIRE_FIXTURE(test::fixture("models/tinystories-656k/model.safetensors"));
+  const nlohmann::json scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                                  {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  const Model m = Model::load(hf_dir("llama3_rope", "rope_scaling", scaling));
+  const ModelTensor* f = m.find("rope_freqs.weight");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(f->shape, std::vector<int64_t>{8});
+  const auto v = floats(f->data, f->bytes);
+  // head_dim 16, theta 1e4: wavelength 2*pi*1e4^(i/8); high-frequency cut 64/4 = 16, low 64/1.
+  for (int i = 0; i < 8; ++i) {
+    const double wl = 2 * M_PI * std::pow(1e4, i / 8.0);
+    const double want = wl < 16 ? 1.0 : wl > 64 ? 8.0
+                        : 1.0 / ((1 - (64 / wl - 1) / 3) / 8 + (64 / wl - 1) / 3);
+    EXPECT_NEAR(v[size_t(i)], want, 1e-6 * want) << i;
+  }
+  EXPECT_EQ(v[0], 1.0f);
+  EXPECT_EQ(v[7], 8.0f);
+}
+
 TEST(ModelFiles, Items33And34HuggingFaceConfigs) {
   LOWBIT_REQUIRE_FIXTURE(test::fixture("models/tinystories-656k/model.safetensors"));
   auto bad = [](const std::string& name, const char* key, const nlohmann::json& v, const char* needle) {
@@ -294,6 +314,73 @@ TEST(ModelFiles, Items10And23SemanticRangesAndShapes) {
   expect_bad_gguf("missing.gguf", [](Model& m) {
     std::erase_if(m.tensors, [](const ModelTensor& t) { return t.name == "blk.4.ffn_up.weight"; });
   }, "required tensor missing");
+}
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// A tiny Qwen2-style checkpoint written here: QKV biases mapped and permuted like their rows.
+TEST(ModelFiles, Qwen2BiasesArePermutedWithTheirRows) {
+  const std::string d = ::testing::TempDir() + "/qwen2tiny";
+  fs::create_directories(d);
+  const int64_t H = 16, F = 32, V = 8, heads = 2, kvh = 1, hd = 8;
+  std::vector<StWriteTensor> ts;
+  std::vector<std::vector<float>> store;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    store.push_back(test::gaussian(n, uint64_t(store.size() + 1)));
+    const std::vector<float>* data = &store.back();
+    ts.push_back({name, StDtype::kF32, shape, [data](OutputFile& o) { o.write(data->data(), data->size() * 4); }});
+  };
+  store.reserve(32);
+  add("model.embed_tokens.weight", {V, H});
+  add("model.norm.weight", {H});
+  add("lm_head.weight", {V, H});
+  const std::string L = "model.layers.0.";
+  add(L + "input_layernorm.weight", {H});
+  add(L + "self_attn.q_proj.weight", {heads * hd, H});
+  add(L + "self_attn.q_proj.bias", {heads * hd});
+  add(L + "self_attn.k_proj.weight", {kvh * hd, H});
+  add(L + "self_attn.k_proj.bias", {kvh * hd});
+  add(L + "self_attn.v_proj.weight", {kvh * hd, H});
+  add(L + "self_attn.v_proj.bias", {kvh * hd});
+  add(L + "self_attn.o_proj.weight", {H, heads * hd});
+  add(L + "post_attention_layernorm.weight", {H});
+  add(L + "mlp.gate_proj.weight", {F, H});
+  add(L + "mlp.up_proj.weight", {F, H});
+  add(L + "mlp.down_proj.weight", {H, F});
+  write_safetensors(d + "/model.safetensors", {{"format", "pt"}}, ts, {});
+  std::ofstream(d + "/config.json") << nlohmann::json{
+      {"model_type", "qwen2"}, {"hidden_size", H}, {"intermediate_size", F},
+      {"num_hidden_layers", 1}, {"num_attention_heads", heads}, {"num_key_value_heads", kvh},
+      {"vocab_size", V}, {"max_position_embeddings", 32}, {"rope_theta", 1e6},
+      {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", false}}.dump();
+  const Model m = Model::load(d);
+  EXPECT_EQ(m.config.arch, "qwen2");
+  EXPECT_TRUE(m.config.qkv_bias);
+  EXPECT_FALSE(m.config.tied_output);
+  const auto qb = floats(m.find("blk.0.attn_q.bias")->data, heads * hd * 4);
+  const auto kb = floats(m.find("blk.0.attn_k.bias")->data, kvh * hd * 4);
+  const auto vb = floats(m.find("blk.0.attn_v.bias")->data, kvh * hd * 4);
+  const auto& hq = store[5];
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < hd / 2; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        EXPECT_EQ(qb[size_t(h * hd + 2 * i + j)], hq[size_t(h * hd + j * hd / 2 + i)]);
+      }
+    }
+  }
+  EXPECT_EQ(kb[1], store[7][4]);  // k: row 1 = pair (0, 1) -> HF row hd/2 + 0
+  EXPECT_EQ(vb, store[9]);       // v is not rotated: unchanged
+  write_gguf(m, d + ".gguf", Format::parse("f16"));
+  GgufFile g(d + ".gguf");
+  EXPECT_EQ(g.get_string("general.architecture"), "qwen2");
+  EXPECT_EQ(g.find_tensor("blk.0.attn_q.bias")->format, Format::parse("f32"));
+  EXPECT_EQ(g.get_float("qwen2.rope.freq_base"), 1e6);
 }
 
 }  // namespace

@@ -275,6 +275,29 @@ Model load_hf_checkpoint(const std::string& path, const LoadOptions& opts) {
     t.mapped = false;
     m.owners.push_back(buf);
   }
+  // Llama-3 frequency scaling travels in GGUF as a per-frequency factor tensor, as llama.cpp's
+  // converter writes it: 1 for short wavelengths, `factor` for long ones, smooth in between.
+  if (c.rope_factor > 0 && m.find("rope_freqs.weight") == nullptr) {
+    auto f = std::make_shared<std::vector<float>>(size_t(c.head_dim / 2));
+    const double low_wl = double(c.rope_original_ctx) / c.rope_low_freq_factor;
+    const double high_wl = double(c.rope_original_ctx) / c.rope_high_freq_factor;
+    for (int64_t i = 0; i < c.head_dim / 2; ++i) {
+      const double freq = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(c.head_dim));
+      const double wl = 2 * M_PI / freq;
+      double v = c.rope_factor;
+      if (wl < high_wl) {
+        v = 1.0;
+      } else if (wl <= low_wl) {
+        const double smooth = (double(c.rope_original_ctx) / wl - c.rope_low_freq_factor) /
+                              (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        v = 1.0 / ((1 - smooth) / c.rope_factor + smooth);
+      }
+      (*f)[size_t(i)] = float(v);
+    }
+    m.tensors.push_back({"rope_freqs.weight", Format::parse("f32"), {c.head_dim / 2},
+                         reinterpret_cast<const uint8_t*>(f->data()), uint64_t(f->size()) * 4});
+    m.owners.push_back(f);
+  }
   // Tokenizer: named, else lowbit's own copy in __metadata__, else the files beside it.
   const auto& meta = st->metadata();
   if (!opts.tokenizer_path.empty()) {
@@ -294,6 +317,7 @@ void write_safetensors(const Model& m, const std::string& path, const Format& fl
   const ModelConfig& c = m.config;
   std::vector<StWriteTensor> out;
   for (const auto& t : m.tensors) {
+    if (t.name == "rope_freqs.weight" && c.rope_factor > 0) continue;  // config.json carries it
     const auto fname = t.format.info().name;
     if (fname != "f32" && fname != "f16" && fname != "bf16") {
       throw Error("safetensors output holds float tensors only (quantized models go to GGUF)",
