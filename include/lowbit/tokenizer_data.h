@@ -39,6 +39,12 @@ TokenizerData load_llama2c_tokenizer(const std::string& path, int64_t vocab_size
 TokenizerData load_sentencepiece_model(const std::string& path);
 // tokenizer.json; tokenizer_config.json beside it (if present) supplies add_bos/add_eos.
 TokenizerData load_hf_tokenizer(const std::string& tokenizer_json_path);
+// Checks data from any source (GGUF metadata, lowbit's safetensors metadata, the loaders):
+// tokens valid UTF-8 and unique, scores / token types one per token (or none), scores finite,
+// types 1..6, byte tokens spelled <0xHH>, special ids in range, merges "left right" of known
+// tokens. An empty tokenizer (no tokens) is valid: the model simply carries none.
+void validate_tokenizer_data(const TokenizerData& t, const std::string& file);
+
 // Loads whichever the path is (by name/content); the dispatcher for --tokenizer.
 TokenizerData load_tokenizer(const std::string& path, int64_t vocab_size);
 // The tokenizer file beside a checkpoint: tokenizer.json, tokenizer.model, tok*.bin, tok*.model

@@ -84,6 +84,7 @@ TokenizerData tokenizer_from_gguf(const GgufFile& g) {
   };
   field_size("tokenizer.ggml.scores", t.scores.size());
   field_size("tokenizer.ggml.token_type", t.token_types.size());
+  validate_tokenizer_data(t, g.path());
   for (int32_t tt : t.token_types) t.byte_fallback |= tt == int32_t(TokenType::kByte);
   return t;
 }
@@ -179,16 +180,7 @@ void validate_tokenizer(const TokenizerData& t, int64_t n_vocab, const std::stri
                 {.file = file, .field = "tokenizer.ggml.tokens",
                  .expected = std::to_string(n_vocab), .found = std::to_string(t.tokens.size())});
   }
-  for (size_t i = 0; i < t.token_types.size(); ++i) {
-    if (t.token_types[i] != int32_t(TokenType::kByte)) continue;
-    const std::string& s = t.tokens[i];
-    const bool ok = s.size() == 6 && s.rfind("<0x", 0) == 0 && s[5] == '>' &&
-                    std::isxdigit(uint8_t(s[3])) && std::isxdigit(uint8_t(s[4]));
-    if (!ok) {
-      throw Error("byte token is not <0xHH>", {.file = file, .field = "token " + std::to_string(i),
-                                               .expected = "<0x00>..<0xFF>", .found = s});
-    }
-  }
+  validate_tokenizer_data(t, file);
 }
 
 // Canonical tensor order: token_embd, then each layer's tensors in layer order, then

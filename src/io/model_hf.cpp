@@ -1,6 +1,7 @@
 // Hugging Face checkpoints <-> Model: config.json, tensor names, the wq/wk RoPE permutation, and
 // the tokenizer (files beside the checkpoint, or lowbit's own __metadata__ copy).
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -80,6 +81,12 @@ json read_json(const std::string& path) {
   }
 }
 
+// A config value for an error message, cut short (a hostile file may hold megabytes there).
+std::string brief(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 80 ? s.substr(0, 80) + "..." : s;
+}
+
 int64_t cfg_int(const json& j, const char* key, const std::string& file, int64_t fallback = -1) {
   if (!j.contains(key) || j[key].is_null()) {
     if (fallback >= 0) return fallback;
@@ -87,7 +94,7 @@ int64_t cfg_int(const json& j, const char* key, const std::string& file, int64_t
   }
   if (!j[key].is_number_integer()) {
     throw Error("config value is not an integer", {.file = file, .field = key,
-                                                   .found = j[key].dump()});
+                                                   .found = brief(j[key])});
   }
   return j[key].get<int64_t>();
 }
@@ -95,7 +102,7 @@ int64_t cfg_int(const json& j, const char* key, const std::string& file, int64_t
 double cfg_float(const json& j, const char* key, double fallback, const std::string& file) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number()) {
-    throw Error("config value is not a number", {.file = file, .field = key, .found = j[key].dump()});
+    throw Error("config value is not a number", {.file = file, .field = key, .found = brief(j[key])});
   }
   return j[key].get<double>();
 }
@@ -104,7 +111,7 @@ std::string cfg_string(const json& j, const char* key, const std::string& fallba
                        const std::string& file) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_string()) {
-    throw Error("config value is not a string", {.file = file, .field = key, .found = j[key].dump()});
+    throw Error("config value is not a string", {.file = file, .field = key, .found = brief(j[key])});
   }
   return j[key].get<std::string>();
 }
@@ -112,7 +119,7 @@ std::string cfg_string(const json& j, const char* key, const std::string& fallba
 bool cfg_bool(const json& j, const char* key, bool fallback, const std::string& file) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_boolean()) {
-    throw Error("config value is not a boolean", {.file = file, .field = key, .found = j[key].dump()});
+    throw Error("config value is not a boolean", {.file = file, .field = key, .found = brief(j[key])});
   }
   return j[key].get<bool>();
 }
@@ -182,25 +189,60 @@ json tokenizer_to_json(const TokenizerData& t) {
   return j;
 }
 
+// lowbit's own copy of the tokenizer in safetensors __metadata__: untrusted like any input, so
+// every number is range-checked before conversion and the result validated as a whole.
 TokenizerData tokenizer_from_json(const std::string& text, const std::string& file) {
+  const ErrorContext ctx{.file = file, .field = "__metadata__ lowbit.tokenizer"};
+  auto bad = [&](const std::string& what) {
+    ErrorContext c = ctx;
+    c.field += " " + what;
+    throw Error("invalid tokenizer metadata", c);
+  };
+  json j;
   try {
-    const json j = json::parse(text);
-    TokenizerData t;
-    t.model = j.at("model"), t.pre = j.at("pre");
-    t.tokens = j.at("tokens").get<std::vector<std::string>>();
-    t.scores = j.at("scores").get<std::vector<float>>();
-    t.token_types = j.at("token_types").get<std::vector<int32_t>>();
-    t.merges = j.at("merges").get<std::vector<std::string>>();
-    t.byte_fallback = j.value("byte_fallback", false);
-    auto id = [&](const char* k, std::optional<uint32_t>& v) { if (j.contains(k)) v = j[k].get<uint32_t>(); };
-    auto flag = [&](const char* k, std::optional<bool>& v) { if (j.contains(k)) v = j[k].get<bool>(); };
-    id("bos_id", t.bos_id), id("eos_id", t.eos_id), id("unk_id", t.unk_id), id("pad_id", t.pad_id);
-    flag("add_bos", t.add_bos), flag("add_eos", t.add_eos), flag("add_space_prefix", t.add_space_prefix);
-    return t;
+    j = json::parse(text);
   } catch (const json::exception& e) {
-    throw Error(std::string("invalid lowbit.tokenizer metadata: ") + e.what(),
-                {.file = file, .field = "__metadata__ lowbit.tokenizer"});
+    bad(std::string("(") + e.what() + ")");
   }
+  if (!j.is_object()) bad("(not an object)");
+  auto str = [&](const char* k) -> std::string {
+    if (!j.contains(k) || !j[k].is_string()) bad(k);
+    return j[k].get<std::string>();
+  };
+  auto arr = [&](const char* k) -> const json& {
+    if (!j.contains(k) || !j[k].is_array()) bad(k);
+    return j[k];
+  };
+  TokenizerData t;
+  t.model = str("model"), t.pre = str("pre");
+  for (const auto& v : arr("tokens")) t.tokens.push_back(v.is_string() ? v.get<std::string>() : (bad("tokens"), ""));
+  for (const auto& v : arr("merges")) t.merges.push_back(v.is_string() ? v.get<std::string>() : (bad("merges"), ""));
+  for (const auto& v : arr("scores")) {
+    const double d = v.is_number() ? v.get<double>() : (bad("scores"), 0.0);
+    if (!(std::fabs(d) <= double(std::numeric_limits<float>::max()))) bad("scores");
+    t.scores.push_back(float(d));
+  }
+  for (const auto& v : arr("token_types")) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 6) bad("token_types");
+    t.token_types.push_back(int32_t(v.get<int64_t>()));
+  }
+  auto id = [&](const char* k, std::optional<uint32_t>& out) {
+    if (!j.contains(k)) return;
+    if (!j[k].is_number_unsigned() || j[k].get<uint64_t>() > UINT32_MAX) bad(k);
+    out = uint32_t(j[k].get<uint64_t>());
+  };
+  auto flag = [&](const char* k, std::optional<bool>& out) {
+    if (!j.contains(k)) return;
+    if (!j[k].is_boolean()) bad(k);
+    out = j[k].get<bool>();
+  };
+  id("bos_id", t.bos_id), id("eos_id", t.eos_id), id("unk_id", t.unk_id), id("pad_id", t.pad_id);
+  flag("add_bos", t.add_bos), flag("add_eos", t.add_eos), flag("add_space_prefix", t.add_space_prefix);
+  std::optional<bool> bf;
+  flag("byte_fallback", bf);
+  t.byte_fallback = bf.value_or(false);
+  validate_tokenizer_data(t, file);
+  return t;
 }
 
 Format format_of(const StTensor& t) {

@@ -694,6 +694,66 @@ void hf_unk(const Json& model, bool bpe, const std::unordered_map<std::string_vi
 
 // ---------------------------------------------------------------------------------------------
 
+void validate_tokenizer_data(const TokenizerData& t, const std::string& file) {
+  if (t.tokens.empty()) return;
+  if (t.tokens.size() > kMaxVocab) {
+    throw Error("vocabulary too large", {.file = file, .field = "tokens",
+                                         .expected = "at most " + std::to_string(kMaxVocab),
+                                         .found = std::to_string(t.tokens.size())});
+  }
+  check_tokens(t, file, "tokens", {});
+  const size_t n = t.tokens.size();
+  auto per_token = [&](const char* field, size_t have) {
+    if (have != 0 && have != n) {
+      throw Error("tokenizer array of the wrong length", {.file = file, .field = field,
+                  .expected = std::to_string(n) + " (one per token) or none",
+                  .found = std::to_string(have)});
+    }
+  };
+  per_token("scores", t.scores.size());
+  per_token("token_types", t.token_types.size());
+  for (size_t i = 0; i < t.scores.size(); ++i) {
+    if (!std::isfinite(t.scores[i])) {
+      throw Error("token score is not finite", {.file = file, .field = "scores[" + std::to_string(i) + "]",
+                                                .found = std::to_string(t.scores[i])});
+    }
+  }
+  for (size_t i = 0; i < t.token_types.size(); ++i) {
+    const int32_t ty = t.token_types[i];
+    const std::string field = "token_types[" + std::to_string(i) + "]";
+    if (ty < tt(TokenType::kNormal) || ty > tt(TokenType::kByte)) {
+      throw Error("token type out of range", {.file = file, .field = field, .expected = "1..6",
+                                              .found = std::to_string(ty)});
+    }
+    if (ty == tt(TokenType::kByte) && byte_escape(t.tokens[i]) != ByteEscape::kValid) {
+      throw Error("byte token is not <0xHH>", {.file = file, .field = field,
+                                               .expected = "<0x00>..<0xFF>",
+                                               .found = quote_token(t.tokens[i])});
+    }
+  }
+  for (const auto& [name, id] : {std::pair{"bos_id", t.bos_id}, {"eos_id", t.eos_id},
+                                 {"unk_id", t.unk_id}, {"pad_id", t.pad_id}}) {
+    if (id && *id >= n) {
+      throw Error("token id out of range", {.file = file, .field = name,
+                                            .expected = "< " + std::to_string(n),
+                                            .found = std::to_string(*id)});
+    }
+  }
+  std::unordered_set<std::string_view> known(t.tokens.begin(), t.tokens.end());
+  for (size_t i = 0; i < t.merges.size(); ++i) {
+    const std::string& m = t.merges[i];
+    const size_t sp = m.find(' ');
+    const bool ok = sp != std::string::npos && sp > 0 && sp + 1 < m.size() &&
+                    known.count(std::string_view(m).substr(0, sp)) &&
+                    known.count(std::string_view(m).substr(sp + 1));
+    if (!ok) {
+      throw Error("merge does not name two known tokens", {.file = file,
+                  .field = "merges[" + std::to_string(i) + "]", .expected = "\"left right\"",
+                  .found = quote_token(m)});
+    }
+  }
+}
+
 TokenizerData load_llama2c_tokenizer(const std::string& path, int64_t vocab_size) {
   if (vocab_size < 0 || uint64_t(vocab_size) > kMaxVocab) {
     throw Error("invalid vocabulary size",
