@@ -45,6 +45,9 @@ TokenizerData load_hf_tokenizer(const std::string& tokenizer_json_path);
 // tokens. An empty tokenizer (no tokens) is valid: the model simply carries none.
 void validate_tokenizer_data(const TokenizerData& t, const std::string& file);
 
+// The tokenizer.ggml.* metadata of any GGUF (also vocabulary-only files), validated.
+TokenizerData load_gguf_tokenizer(const std::string& path);
+
 // Loads whichever the path is (by name/content); the dispatcher for --tokenizer.
 TokenizerData load_tokenizer(const std::string& path, int64_t vocab_size);
 // The tokenizer file beside a checkpoint: tokenizer.json, tokenizer.model, tok*.bin, tok*.model

@@ -256,6 +256,13 @@ void validate_model(const Model& m, const std::string& file) {
   }
 }
 
+TokenizerData load_gguf_tokenizer(const std::string& path) {
+  GgufFile g(path);
+  TokenizerData t = tokenizer_from_gguf(g);
+  if (t.tokens.empty()) throw Error("GGUF holds no tokenizer", {.file = path, .field = "tokenizer.ggml.tokens"});
+  return t;
+}
+
 Model Model::load(const std::string& path, const LoadOptions& opts) {
   if (!fs::exists(path)) throw Error("no such file or directory", {.file = path});
   Model m;
