@@ -5,6 +5,8 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 
@@ -74,6 +76,68 @@ TEST(Cli, InspectCheckReportsNonFiniteValues) {
   EXPECT_NE(r.out.find("tensor bad has a non-finite value at row 0, column 2"), std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("not loadable as a model"), std::string::npos) << r.out;
+}
+
+// `lowbit run` greedily continues BOS with the published text and reports both speeds;
+// `lowbit quantize` says which tensors fell back, and its file runs.
+TEST(Cli, RunAndQuantize) {
+  const std::string p = test::fixture("models/stories260K/stories260K.bin");
+  LOWBIT_REQUIRE_FIXTURE(p);
+  const CliRun r = run_cli("run -m " + p + " -n 40 --temp 0 -t 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play", 0),
+            0u) << r.out;
+  EXPECT_NE(r.out.find("prompt: 1 tokens"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("generation: "), std::string::npos) << r.out;
+  // A prompt is echoed and continued; the same seed gives the same sampled text.
+  const std::string sampled = "run -m " + p + " -p \"Once upon a time\" -n 24 --temp 1 --seed 7";
+  const CliRun s1 = run_cli(sampled), s2 = run_cli(sampled);
+  ASSERT_EQ(s1.rc, 0) << s1.out;
+  EXPECT_EQ(s1.out.rfind("Once upon a time", 0), 0u) << s1.out;
+  EXPECT_EQ(s1.out.substr(0, s1.out.find("prompt:")), s2.out.substr(0, s2.out.find("prompt:")));
+
+  const std::string q = ::testing::TempDir() + "/cli_q4_0.gguf";
+  const CliRun qz = run_cli("quantize -m " + p + " -o " + q + " --type q4_0");
+  ASSERT_EQ(qz.rc, 0) << qz.out;
+  EXPECT_NE(qz.out.find("blk.0.ffn_down.weight: rows of 172 do not tile into q4_0 blocks -> f16"),
+            std::string::npos) << qz.out;
+  const CliRun rq = run_cli("run -m " + q + " -n 16 --temp 0");
+  ASSERT_EQ(rq.rc, 0) << rq.out;
+  EXPECT_EQ(rq.out.rfind("Once upon a time", 0), 0u) << rq.out;
+  const CliRun bad_type = run_cli("quantize -m " + p + " -o " + q + ".x --type q9_9");
+  EXPECT_EQ(bad_type.rc, 1) << bad_type.out;
+}
+
+TEST(Cli, RunRejectsBadInputClearly) {
+  const std::string p = test::fixture("models/stories260K/stories260K.gguf");
+  LOWBIT_REQUIRE_FIXTURE(p);
+  const CliRun missing = run_cli("run -m /nonexistent/model.gguf -p hi");
+  EXPECT_EQ(missing.rc, 1);
+  EXPECT_NE(missing.out.find("/nonexistent/model.gguf"), std::string::npos) << missing.out;
+  // Wrong architecture: the same file claiming to be "bloom".
+  std::ifstream in(p, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string key = "general.architecture";
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const size_t value = at + key.size() + 4 + 8;  // type (u32), string length (u64), "llama"
+  ASSERT_EQ(bytes.substr(value, 5), "llama");
+  bytes.replace(value, 5, "bloom");
+  const std::string wrong = ::testing::TempDir() + "/bloom.gguf";
+  std::ofstream(wrong, std::ios::binary) << bytes;
+  const CliRun arch = run_cli("run -m " + wrong + " -p hi");
+  EXPECT_EQ(arch.rc, 1) << arch.out;
+  EXPECT_NE(arch.out.find("unsupported architecture"), std::string::npos) << arch.out;
+  EXPECT_NE(arch.out.find("bloom"), std::string::npos) << arch.out;
+  // Context overflow: a prompt longer than -c.
+  const CliRun over = run_cli("run -m " + p + " -c 8 -p \"Once upon a time, there was a little "
+                              "girl named Lily and she liked to play\"");
+  EXPECT_EQ(over.rc, 1) << over.out;
+  EXPECT_NE(over.out.find("context overflow"), std::string::npos) << over.out;
+  // Generation that reaches the end of the context stops there and says so.
+  const CliRun full = run_cli("run -m " + p + " -c 8 -n 100 --temp 0");
+  EXPECT_EQ(full.rc, 0) << full.out;
+  EXPECT_NE(full.out.find("context full"), std::string::npos) << full.out;
 }
 
 }  // namespace

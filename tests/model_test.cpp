@@ -322,8 +322,9 @@ TEST(ModelFiles, Items10And23SemanticRangesAndShapes) {
 namespace lowbit {
 namespace {
 
-// A tiny Qwen2-style checkpoint written here: QKV biases mapped and permuted like their rows.
-TEST(ModelFiles, Qwen2BiasesArePermutedWithTheirRows) {
+// A tiny Qwen2-style checkpoint written here: QKV biases mapped; Q/K rows and biases keep Hugging
+// Face's order (llama.cpp runs qwen2 with NeoX RoPE on unpermuted rows), unlike llama's.
+TEST(ModelFiles, Qwen2KeepsRotateHalfRowOrder) {
   const std::string d = ::testing::TempDir() + "/qwen2tiny";
   fs::create_directories(d);
   const int64_t H = 16, F = 32, V = 8, heads = 2, kvh = 1, hd = 8;
@@ -366,16 +367,11 @@ TEST(ModelFiles, Qwen2BiasesArePermutedWithTheirRows) {
   const auto qb = floats(m.find("blk.0.attn_q.bias")->data, heads * hd * 4);
   const auto kb = floats(m.find("blk.0.attn_k.bias")->data, kvh * hd * 4);
   const auto vb = floats(m.find("blk.0.attn_v.bias")->data, kvh * hd * 4);
-  const auto& hq = store[5];
-  for (int64_t h = 0; h < heads; ++h) {
-    for (int64_t i = 0; i < hd / 2; ++i) {
-      for (int64_t j = 0; j < 2; ++j) {
-        EXPECT_EQ(qb[size_t(h * hd + 2 * i + j)], hq[size_t(h * hd + j * hd / 2 + i)]);
-      }
-    }
-  }
-  EXPECT_EQ(kb[1], store[7][4]);  // k: row 1 = pair (0, 1) -> HF row hd/2 + 0
-  EXPECT_EQ(vb, store[9]);       // v is not rotated: unchanged
+  EXPECT_TRUE(m.config.rope_neox);
+  EXPECT_EQ(qb, store[5]);
+  EXPECT_EQ(kb, store[7]);
+  EXPECT_EQ(vb, store[9]);
+  EXPECT_EQ(floats(m.find("blk.0.attn_q.weight")->data, heads * hd * H * 4), store[4]);
   write_gguf(m, d + ".gguf", Format::parse("f16"));
   GgufFile g(d + ".gguf");
   EXPECT_EQ(g.get_string("general.architecture"), "qwen2");

@@ -12,5 +12,7 @@ Runner add_formats(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_inspect(CLI::App& app);
+Runner add_quantize(CLI::App& app);
+Runner add_run(CLI::App& app);
 
 }  // namespace lowbit::cli

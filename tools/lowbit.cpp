@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_formats);
   add(lowbit::cli::add_convert);
   add(lowbit::cli::add_inspect);
+  add(lowbit::cli::add_quantize);
+  add(lowbit::cli::add_run);
   add(lowbit::cli::add_demo);
   try {
     app.parse(argc, argv);

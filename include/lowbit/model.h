@@ -5,9 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lowbit/format.h"
@@ -23,6 +25,10 @@ struct ModelConfig {
   double rms_eps = 1e-5, rope_theta = 10000.0;
   bool tied_output = false;  // no output.weight: the token embedding is reused
   bool qkv_bias = false;     // Qwen2
+  // RoPE style, fixed by the architecture as llama.cpp defines it: llama rotates interleaved
+  // pairs (2i, 2i+1) of each head (Hugging Face Q/K rows are permuted on load); qwen2 rotates
+  // halves (i, i + D/2), NeoX style, on the checkpoint's own row order.
+  bool rope_neox = false;
   // Llama-3 RoPE frequency scaling (rope_type "llama3"); factor 0 = none.
   double rope_factor = 0, rope_low_freq_factor = 0, rope_high_freq_factor = 0;
   int64_t rope_original_ctx = 0;
@@ -68,6 +74,12 @@ void validate_model(const Model& m, const std::string& file);
 // Writes m as GGUF. Floating-point weight matrices (2-D) become `float_type` (f32, f16, bf16);
 // 1-D tensors (norms, biases) stay f32; quantized tensors are copied as they are.
 void write_gguf(const Model& m, const std::string& path, const Format& float_type,
+                bool show_progress = false);
+// The general form: each tensor written in target(t) (converted from its own format when they
+// differ, a chunk of rows at a time), with extra metadata (key -> string value).
+void write_gguf(const Model& m, const std::string& path,
+                const std::function<Format(const ModelTensor&)>& target,
+                const std::vector<std::pair<std::string, std::string>>& extra_metadata,
                 bool show_progress = false);
 // Writes m as safetensors with Hugging Face names and Q/K back in the rotate-half layout, plus
 // config.json beside it; the tokenizer data rides in __metadata__ so lowbit can read it back.

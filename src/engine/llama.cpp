@@ -1,67 +1,57 @@
-// LlamaEngine: the reference forward pass. Shape legend: C = n_embd, H = n_head, G = n_head_kv,
-// D = head_dim, F = n_ff, T = positions so far.
+// LlamaEngine: the reference forward pass. Shape legend: B = tokens in this step, C = n_embd,
+// H = n_head, G = n_head_kv, D = head_dim, F = n_ff, V = n_vocab, T = positions attended.
 #include "engine/llama.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "kernel/matmul.h"
 #include "lowbit/error.h"
+#include "lowbit/threads.h"
 
 namespace lowbit {
 
 namespace {
 
-// y (rows) = W (rows, K) x (K), one dequantized row at a time.
-void matvec(const ModelTensor& w, const float* x, float* y, std::vector<float>& row) {
-  const int64_t K = w.row_length(), rows = w.rows();
-  const uint64_t rb = w.format.row_bytes(K);
-  row.resize(size_t(K));
-  for (int64_t r = 0; r < rows; ++r) {
-    w.format.dequantize_row(w.data + uint64_t(r) * rb, K, row.data());
-    float s = 0;
-    for (int64_t k = 0; k < K; ++k) s += row[size_t(k)] * x[k];
-    y[r] = s;
+// y (B, rows) = x (B, K) · Wᵀ
+void linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
+  matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
+}
+
+std::vector<float> vector_of(const ModelTensor& t) {  // a 1-D tensor (norm weights, biases)
+  std::vector<float> v(static_cast<size_t>(t.row_length()));
+  t.format.dequantize_row(t.data, t.row_length(), v.data());
+  return v;
+}
+
+void add_bias(const ModelTensor* b, float* y, int64_t B) {  // y (B, n) += b (n)
+  if (!b) return;
+  const std::vector<float> bias = vector_of(*b);
+  const int64_t n = int64_t(bias.size());
+  for (int64_t i = 0; i < B; ++i) {
+    for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[size_t(j)];
   }
 }
 
-void add_bias(const ModelTensor* b, float* y, std::vector<float>& row) {
-  if (!b) return;
-  row.resize(size_t(b->row_length()));
-  b->format.dequantize_row(b->data, b->row_length(), row.data());
-  for (int64_t i = 0; i < b->row_length(); ++i) y[i] += row[size_t(i)];
-}
-
-// out (C) = x / rms(x) * w
-void rmsnorm(const float* x, const ModelTensor& w, float* out, int64_t n, double eps,
-             std::vector<float>& row) {
-  double ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
-  const float scale = float(1.0 / std::sqrt(ss / double(n) + eps));
-  row.resize(size_t(n));
-  w.format.dequantize_row(w.data, n, row.data());
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * row[size_t(i)];
-}
-
-// GGUF llama layout: dimensions (2i, 2i+1) of each head rotate by pos * inv_freq[i].
-void rope(float* v, int64_t heads, int64_t hd, int64_t pos, const std::vector<float>& inv_freq) {
-  for (int64_t h = 0; h < heads; ++h) {
-    for (int64_t i = 0; i < hd / 2; ++i) {
-      const float th = float(pos) * inv_freq[size_t(i)];
-      const float c = std::cos(th), s = std::sin(th);
-      float* p = v + h * hd + 2 * i;
-      const float a = p[0], b = p[1];
-      p[0] = a * c - b * s;
-      p[1] = a * s + b * c;
-    }
+// out (B, C) = x / rms(x) * w, per token.
+void rmsnorm(const float* x, const ModelTensor& w, float* out, int64_t B, int64_t C, double eps) {
+  const std::vector<float> g = vector_of(w);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * C;
+    double ss = 0;
+    for (int64_t i = 0; i < C; ++i) ss += double(xb[i]) * xb[i];
+    const float scale = float(1.0 / std::sqrt(ss / double(C) + eps));
+    for (int64_t i = 0; i < C; ++i) out[b * C + i] = xb[i] * scale * g[size_t(i)];
   }
 }
 
 }  // namespace
 
-LlamaEngine::LlamaEngine(const Model& m, int64_t ctx) : m_(m) {
+LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m) {
   const ModelConfig& c = m.config;
   ctx_ = ctx > 0 ? ctx : (c.n_ctx_train > 0 ? c.n_ctx_train : 2048);
+  max_batch_ = std::max<int64_t>(1, max_batch);
   auto need = [&](const std::string& n) {
     const ModelTensor* t = m.find(n);
     if (!t) throw Error("required tensor missing", {.field = n});
@@ -70,7 +60,6 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx) : m_(m) {
   embd_ = need("token_embd.weight");
   out_norm_ = need("output_norm.weight");
   output_ = c.tied_output ? embd_ : need("output.weight");
-  rope_freqs_ = m.find("rope_freqs.weight");
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     layers_.push_back({need(b + "attn_norm.weight"), need(b + "attn_q.weight"),
@@ -80,93 +69,144 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx) : m_(m) {
                        need(b + "ffn_norm.weight"), need(b + "ffn_gate.weight"),
                        need(b + "ffn_up.weight"), need(b + "ffn_down.weight")});
   }
-  const int64_t C = c.n_embd, D = c.head_dim, Q = c.n_head * D, KV = c.n_head_kv * D;
-  x_.resize(size_t(C)), xb_.resize(size_t(std::max(C, Q))), xb2_.resize(size_t(C));
-  q_.resize(size_t(Q)), k_.resize(size_t(KV)), v_.resize(size_t(KV));
-  att_.resize(size_t(ctx_)), hb_.resize(size_t(c.n_ff)), hb2_.resize(size_t(c.n_ff));
-  logits_.resize(size_t(c.n_vocab));
+  const int64_t B = max_batch_, C = c.n_embd, D = c.head_dim, Q = c.n_head * D,
+                KV = c.n_head_kv * D;
+  x_.resize(size_t(B * C)), xb_.resize(size_t(B * std::max(C, Q))), xb2_.resize(size_t(B * C));
+  q_.resize(size_t(B * Q)), k_.resize(size_t(B * KV)), v_.resize(size_t(B * KV));
+  hb_.resize(size_t(B * c.n_ff)), hb2_.resize(size_t(B * c.n_ff));
+  att_.resize(size_t(max_threads() * ctx_));
   k_cache_.assign(size_t(c.n_layer * ctx_ * KV), 0.0f);
   v_cache_.assign(size_t(c.n_layer * ctx_ * KV), 0.0f);
   std::vector<float> factors(size_t(D / 2), 1.0f);
-  if (rope_freqs_) rope_freqs_->format.dequantize_row(rope_freqs_->data, D / 2, factors.data());
+  if (const ModelTensor* f = m.find("rope_freqs.weight")) factors = vector_of(*f);
   for (int64_t i = 0; i < D / 2; ++i) {
     inv_freq_.push_back(float(std::pow(c.rope_theta, -2.0 * double(i) / double(D)) /
                               factors[size_t(i)]));
   }
 }
 
-void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t pos) {
-  const ModelConfig& c = m_.config;
-  const int64_t D = c.head_dim, H = c.n_head, G = c.n_head_kv, KV = G * D;
-  matvec(*L.wq, xb_.data(), q_.data(), row_), add_bias(L.bq, q_.data(), row_);
-  matvec(*L.wk, xb_.data(), k_.data(), row_), add_bias(L.bk, k_.data(), row_);
-  matvec(*L.wv, xb_.data(), v_.data(), row_), add_bias(L.bv, v_.data(), row_);
-  rope(q_.data(), H, D, pos, inv_freq_);
-  rope(k_.data(), G, D, pos, inv_freq_);
-  float* kc = &k_cache_[size_t((layer * ctx_) * KV)];
-  float* vc = &v_cache_[size_t((layer * ctx_) * KV)];
-  std::memcpy(kc + pos * KV, k_.data(), size_t(KV) * sizeof(float));
-  std::memcpy(vc + pos * KV, v_.data(), size_t(KV) * sizeof(float));
-  const float scale = 1.0f / std::sqrt(float(D));
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t g = h / (H / G);  // grouped-query: H/G query heads share a KV head
-    const float* qh = &q_[size_t(h * D)];
-    float mx = -INFINITY;
-    for (int64_t t = 0; t <= pos; ++t) {
-      const float* kt = kc + t * KV + g * D;
-      float s = 0;
-      for (int64_t d = 0; d < D; ++d) s += qh[d] * kt[d];
-      att_[size_t(t)] = s * scale;
-      mx = std::max(mx, att_[size_t(t)]);
-    }
-    float sum = 0;
-    for (int64_t t = 0; t <= pos; ++t) sum += (att_[size_t(t)] = std::exp(att_[size_t(t)] - mx));
-    float* out = &xb_[size_t(h * D)];
-    std::fill(out, out + D, 0.0f);
-    for (int64_t t = 0; t <= pos; ++t) {
-      const float a = att_[size_t(t)] / sum;
-      const float* vt = vc + t * KV + g * D;
-      for (int64_t d = 0; d < D; ++d) out[d] += a * vt[d];
+// Rotates each head of v (heads, D) by pos * inv_freq[i]: pairs (2i, 2i+1) in GGUF's llama
+// layout, or (i, i + D/2) in the NeoX / rotate-half layout.
+void LlamaEngine::rope(float* v, int64_t heads, int64_t pos) const {
+  const int64_t D = m_.config.head_dim;
+  const int64_t stride = m_.config.rope_neox ? 1 : 2, other = m_.config.rope_neox ? D / 2 : 1;
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const float th = float(pos) * inv_freq_[size_t(i)];
+      const float c = std::cos(th), s = std::sin(th);
+      float* p = v + h * D + stride * i;
+      const float a = p[0], b = p[other];
+      p[0] = a * c - b * s;
+      p[other] = a * s + b * c;
     }
   }
-  matvec(*L.wo, xb_.data(), xb2_.data(), row_);
-  for (int64_t i = 0; i < c.n_embd; ++i) x_[size_t(i)] += xb2_[size_t(i)];
 }
 
-void LlamaEngine::feed_forward(const Layer& L) {
+void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t pos0) {
   const ModelConfig& c = m_.config;
-  matvec(*L.gate, xb_.data(), hb_.data(), row_);
-  matvec(*L.up, xb_.data(), hb2_.data(), row_);
-  for (int64_t i = 0; i < c.n_ff; ++i) {
+  const int64_t C = c.n_embd, D = c.head_dim, H = c.n_head, G = c.n_head_kv, KV = G * D;
+  linear(*L.wq, xb_.data(), n, q_.data()), add_bias(L.bq, q_.data(), n);
+  linear(*L.wk, xb_.data(), n, k_.data()), add_bias(L.bk, k_.data(), n);
+  linear(*L.wv, xb_.data(), n, v_.data()), add_bias(L.bv, v_.data(), n);
+  float* kc = &k_cache_[size_t(layer * ctx_ * KV)];
+  float* vc = &v_cache_[size_t(layer * ctx_ * KV)];
+  for (int64_t b = 0; b < n; ++b) {
+    rope(&q_[size_t(b * H * D)], H, pos0 + b);
+    rope(&k_[size_t(b * KV)], G, pos0 + b);
+  }
+  std::memcpy(kc + pos0 * KV, k_.data(), size_t(n * KV) * sizeof(float));
+  std::memcpy(vc + pos0 * KV, v_.data(), size_t(n * KV) * sizeof(float));
+  const float scale = 1.0f / std::sqrt(float(D));
+  // One (token, head) pair per work item; token b attends to positions 0 .. pos0 + b.
+  parallel_for(n * H, 1, [&](int64_t i0, int64_t i1) {
+    float* att = &att_[size_t(thread_index() * ctx_)];
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / H, h = i % H, g = h / (H / G), T = pos0 + b + 1;
+      const float* qh = &q_[size_t((b * H + h) * D)];
+      float mx = -INFINITY;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* kt = kc + t * KV + g * D;
+        float s = 0;
+        for (int64_t d = 0; d < D; ++d) s += qh[d] * kt[d];
+        att[t] = s * scale;
+        mx = std::max(mx, att[t]);
+      }
+      float sum = 0;
+      for (int64_t t = 0; t < T; ++t) sum += (att[t] = std::exp(att[t] - mx));
+      float* out = &xb_[size_t((b * H + h) * D)];
+      std::fill(out, out + D, 0.0f);
+      for (int64_t t = 0; t < T; ++t) {
+        const float a = att[t] / sum;
+        const float* vt = vc + t * KV + g * D;
+        for (int64_t d = 0; d < D; ++d) out[d] += a * vt[d];
+      }
+    }
+  });
+  linear(*L.wo, xb_.data(), n, xb2_.data());
+  for (int64_t i = 0; i < n * C; ++i) x_[size_t(i)] += xb2_[size_t(i)];
+}
+
+void LlamaEngine::feed_forward(const Layer& L, int64_t n) {
+  const ModelConfig& c = m_.config;
+  linear(*L.gate, xb_.data(), n, hb_.data());
+  linear(*L.up, xb_.data(), n, hb2_.data());
+  for (int64_t i = 0; i < n * c.n_ff; ++i) {
     const float g = hb_[size_t(i)];
     hb_[size_t(i)] = g / (1.0f + std::exp(-g)) * hb2_[size_t(i)];  // SwiGLU: silu(gate) * up
   }
-  matvec(*L.down, hb_.data(), xb2_.data(), row_);
-  for (int64_t i = 0; i < c.n_embd; ++i) x_[size_t(i)] += xb2_[size_t(i)];
+  linear(*L.down, hb_.data(), n, xb2_.data());
+  for (int64_t i = 0; i < n * c.n_embd; ++i) x_[size_t(i)] += xb2_[size_t(i)];
 }
 
-const std::vector<float>& LlamaEngine::forward(int32_t token, int64_t pos) {
+// n <= max_batch tokens; logits: (n, V) when all_logits, else (V) for the last token, or
+// nullptr for none.
+void LlamaEngine::step(const int32_t* tokens, int64_t n, int64_t pos0, float* logits,
+                       bool all_logits) {
   const ModelConfig& c = m_.config;
-  if (token < 0 || token >= c.n_vocab) {
-    throw Error("token id out of range", {.field = "token", .expected = "< " +
-                std::to_string(c.n_vocab), .found = std::to_string(token)});
-  }
-  if (pos < 0 || pos >= ctx_) {
-    throw Error("context overflow", {.field = "position", .expected = "< " +
-                std::to_string(ctx_), .found = std::to_string(pos)});
-  }
   const int64_t C = c.n_embd;
   const uint64_t rb = embd_->format.row_bytes(C);
-  embd_->format.dequantize_row(embd_->data + uint64_t(token) * rb, C, x_.data());
+  for (int64_t b = 0; b < n; ++b) {
+    embd_->format.dequantize_row(embd_->data + uint64_t(tokens[b]) * rb, C, &x_[size_t(b * C)]);
+  }
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const Layer& L = layers_[size_t(l)];
-    rmsnorm(x_.data(), *L.attn_norm, xb_.data(), C, c.rms_eps, row_);
-    attention(L, l, pos);
-    rmsnorm(x_.data(), *L.ffn_norm, xb_.data(), C, c.rms_eps, row_);
-    feed_forward(L);
+    rmsnorm(x_.data(), *L.attn_norm, xb_.data(), n, C, c.rms_eps);
+    attention(L, l, n, pos0);
+    rmsnorm(x_.data(), *L.ffn_norm, xb_.data(), n, C, c.rms_eps);
+    feed_forward(L, n);
   }
-  rmsnorm(x_.data(), *out_norm_, xb_.data(), C, c.rms_eps, row_);
-  matvec(*output_, xb_.data(), logits_.data(), row_);
+  if (!logits) return;  // a prompt chunk before the last: only the KV cache was needed
+  const int64_t first = all_logits ? 0 : n - 1;
+  rmsnorm(&x_[size_t(first * C)], *out_norm_, xb_.data(), n - first, C, c.rms_eps);
+  linear(*output_, xb_.data(), n - first, logits);
+}
+
+const std::vector<float>& LlamaEngine::eval(const int32_t* tokens, int64_t n, int64_t pos0,
+                                            bool all_logits) {
+  const ModelConfig& c = m_.config;
+  if (n <= 0) throw Error("nothing to evaluate", {.field = "tokens", .expected = ">= 1"});
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
+      throw Error("token id out of range", {.field = "token", .expected = "< " +
+                  std::to_string(c.n_vocab), .found = std::to_string(tokens[i])});
+    }
+  }
+  if (pos0 < 0 || pos0 + n > ctx_) {
+    throw Error("context overflow: the context holds " + std::to_string(ctx_) + " tokens",
+                {.field = "position", .expected = "< " + std::to_string(ctx_),
+                 .found = std::to_string(std::max<int64_t>(pos0, 0) + n - 1)});
+  }
+  logits_.resize(size_t((all_logits ? n : 1) * c.n_vocab));
+  for (int64_t s = 0; s < n; s += max_batch_) {
+    const int64_t m = std::min(max_batch_, n - s);
+    const bool last = s + m == n;
+    if (!all_logits && !last) {  // only the cache matters: skip the output layer
+      step(tokens + s, m, pos0 + s, nullptr, false);
+      continue;
+    }
+    step(tokens + s, m, pos0 + s, &logits_[size_t((all_logits ? s : 0) * c.n_vocab)],
+         all_logits);
+  }
   return logits_;
 }
 

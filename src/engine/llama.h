@@ -1,8 +1,8 @@
 // The LLaMA-family forward pass, written out plainly (llama2.c style): embedding -> n_layer x
-// (RMSNorm, attention with grouped-query heads and RoPE in GGUF's interleaved-pair layout, RMSNorm,
-// SwiGLU feed-forward) -> RMSNorm -> output. One token per call with a KV cache; weights of any
-// format are read through reference matrix-vector products (each row dequantized, then dotted).
-// Speed comes later (the kernels issue) on this same structure.
+// (RMSNorm, attention with grouped-query heads and RoPE, RMSNorm, SwiGLU feed-forward) -> RMSNorm
+// -> output. Evaluates a batch of consecutive tokens per call against a KV cache: prompt
+// processing and perplexity multiply (tokens x K) activations by each weight (matrix-matrix),
+// generation one token (matrix-vector). Weights of any format go through the kernel layer.
 #pragma once
 
 #include <cstdint>
@@ -15,27 +15,38 @@ namespace lowbit {
 
 class LlamaEngine {
  public:
-  // ctx: KV cache length (tokens); 0 = the model's training context.
-  explicit LlamaEngine(const Model& m, int64_t ctx = 0);
-  // Logits (n_vocab) for `token` at position `pos` (0-based; positions in order from 0).
-  const std::vector<float>& forward(int32_t token, int64_t pos);
+  // ctx: KV cache length (tokens); 0 = the model's training context. max_batch: tokens per
+  // internal step (activation buffers scale with it; longer inputs are split).
+  explicit LlamaEngine(const Model& m, int64_t ctx = 0, int64_t max_batch = 64);
+
+  // Evaluates tokens[0..n) at positions pos0 .. pos0+n-1; positions 0 .. pos0-1 must be in the
+  // cache already (evaluating from an earlier pos0 overwrites the cache from there on).
+  // Returns (n, n_vocab) logits when all_logits, else the last token's (n_vocab).
+  const std::vector<float>& eval(const int32_t* tokens, int64_t n, int64_t pos0,
+                                 bool all_logits = false);
+  // Logits (n_vocab) for `token` at position `pos`.
+  const std::vector<float>& forward(int32_t token, int64_t pos) { return eval(&token, 1, pos); }
   int64_t context() const { return ctx_; }
+  const Model& model() const { return m_; }
 
  private:
   struct Layer {
     const ModelTensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *ffn_norm, *gate, *up, *down;
   };
-  void attention(const Layer& L, int64_t layer, int64_t pos);
-  void feed_forward(const Layer& L);
+  void step(const int32_t* tokens, int64_t n, int64_t pos0, float* logits, bool all_logits);
+  void attention(const Layer& L, int64_t layer, int64_t n, int64_t pos0);
+  void feed_forward(const Layer& L, int64_t n);
+  void rope(float* v, int64_t heads, int64_t pos) const;
 
   const Model& m_;
-  int64_t ctx_;
-  const ModelTensor *embd_, *out_norm_, *output_, *rope_freqs_;
+  int64_t ctx_, max_batch_;
+  const ModelTensor *embd_, *out_norm_, *output_;
   std::vector<Layer> layers_;
-  // Activations: x (dim), xb (dim), q (n_head*hd), k/v (n_kv*hd), att (ctx), hb/hb2 (n_ff)
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, att_, hb_, hb2_, logits_, row_;
-  std::vector<float> k_cache_, v_cache_;  // (n_layer, ctx, n_kv*hd)
-  std::vector<float> inv_freq_;           // (hd/2) RoPE frequencies, with rope_freqs applied
+  // Activations for B = max_batch tokens: x, xb2 (B, C); xb (B, max(C, H*D)); q (B, H*D);
+  // k, v (B, G*D); hb, hb2 (B, F); att (threads, ctx) scores scratch.
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_;
+  std::vector<float> k_cache_, v_cache_;  // (n_layer, ctx, G*D)
+  std::vector<float> inv_freq_;           // (D/2) RoPE frequencies, with rope_freqs applied
 };
 
 // Text of a token as SentencePiece-style vocabularies spell it: U+2581 -> space, <0xHH> -> the

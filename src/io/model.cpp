@@ -101,6 +101,7 @@ Model load_gguf(const std::string& path) {
                                              .offset = g->key_offset("general.architecture"),
                                              .expected = "llama or qwen2", .found = c.arch});
   }
+  c.rope_neox = c.arch == "qwen2";
   const std::string a = c.arch + ".";
   c.name = g->get_string("general.name", "");
   c.n_embd = int64_t(g->get_uint(a + "embedding_length"));

@@ -129,7 +129,7 @@ ModelConfig config_from_json(const json& j, const std::string& file) {
   ModelConfig c;
   const std::string type = cfg_string(j, "model_type", "llama", file);
   if (type == "llama" || type == "mistral") c.arch = "llama";
-  else if (type == "qwen2") c.arch = "qwen2", c.qkv_bias = true;
+  else if (type == "qwen2") c.arch = "qwen2", c.qkv_bias = true, c.rope_neox = true;
   else throw Error("unsupported model_type", {.file = file, .field = "model_type",
                                               .expected = "llama, mistral or qwen2", .found = type});
   c.n_embd = cfg_int(j, "hidden_size", file);
@@ -300,7 +300,10 @@ Model load_hf_checkpoint(const std::string& path, const LoadOptions& opts) {
   }
   c.qkv_bias = m.find("blk.0.attn_q.bias") != nullptr;
   // Q and K rows (and biases) from rotate-half to GGUF's interleaved pairs: converted copies.
+  // Only the llama architecture: llama.cpp runs Qwen2 with NeoX (rotate-half) RoPE on the
+  // checkpoint's own row order, so its GGUF keeps Hugging Face's layout.
   for (auto& t : m.tensors) {
+    if (c.rope_neox) break;
     const bool q = t.name.find(".attn_q.") != std::string::npos;
     const bool k = t.name.find(".attn_k.") != std::string::npos;
     if (!q && !k) continue;
@@ -372,7 +375,7 @@ void write_safetensors(const Model& m, const std::string& path, const Format& fl
                        : to.info().name == "f16" ? StDtype::kF16 : StDtype::kBF16;
     const bool q = t.name.find(".attn_q.") != std::string::npos;
     const bool k = t.name.find(".attn_k.") != std::string::npos;
-    const int64_t heads = q ? c.n_head : k ? c.n_head_kv : 0;
+    const int64_t heads = c.rope_neox ? 0 : q ? c.n_head : k ? c.n_head_kv : 0;
     out.push_back({hf, dt, t.shape, [&t, to, heads](OutputFile& f) {
       const int64_t K = t.row_length(), rows = t.rows();
       std::vector<float> x(size_t(rows * K)), y;

@@ -120,12 +120,20 @@ void set_config(GgufWriter& w, const ModelConfig& c) {
 void write_gguf(const Model& m, const std::string& path, const Format& float_type,
                 bool show_progress) {
   LOWBIT_CHECK(is_float(float_type), "write_gguf: float_type must be f32, f16 or bf16");
+  write_gguf(m, path, [&](const ModelTensor& t) { return target_format(t, float_type); }, {},
+             show_progress);
+}
+
+void write_gguf(const Model& m, const std::string& path,
+                const std::function<Format(const ModelTensor&)>& target,
+                const std::vector<std::pair<std::string, std::string>>& extra_metadata,
+                bool show_progress) {
   GgufWriter w;
   set_config(w, m.config);
   set_tokenizer(w, m.tokenizer);
   bool private_types = false;
   for (const auto& t : m.tensors) {
-    const Format to = target_format(t, float_type);
+    const Format to = target(t);
     private_types |= !to.is_ggml_type();
     std::vector<int64_t> ne(t.shape.rbegin(), t.shape.rend());
     w.add_tensor(t.name, ne, to, [&t, to](OutputFile& out) {
@@ -137,6 +145,7 @@ void write_gguf(const Model& m, const std::string& path, const Format& float_typ
   w.set("general.quantization_version", GgufValue::u32(2));
   // Files holding lowbit's own formats say so (they load only in lowbit).
   if (private_types) w.set("lowbit.private_types", GgufValue::boolean(true));
+  for (const auto& [k, v] : extra_metadata) w.set(k, GgufValue::str(v));
   Progress progress("writing " + path, int64_t(m.tensors.size()));
   w.write(path, m.sources, [&](size_t, size_t) { if (show_progress) progress.advance(); });
 }
