@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 
@@ -21,8 +22,9 @@ struct CliRun {
   std::string out;
 };
 
-CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(LOWBIT_CLI) + " " + args + " 2>&1";
+// stdout and stderr together, or stdout alone (for --json output).
+CliRun run_cli(const std::string& args, bool with_stderr = true) {
+  const std::string cmd = std::string(LOWBIT_CLI) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -138,6 +140,60 @@ TEST(Cli, RunRejectsBadInputClearly) {
   const CliRun full = run_cli("run -m " + p + " -c 8 -n 100 --temp 0");
   EXPECT_EQ(full.rc, 0) << full.out;
   EXPECT_NE(full.out.find("context full"), std::string::npos) << full.out;
+}
+
+// `lowbit perplexity` reproduces the golden value; --save-logits / --logits agree with --base;
+// `lowbit compare` orders F16 before Q4_0; a missing text file is named.
+TEST(Cli, PerplexityAndCompare) {
+  const std::string p = test::fixture("models/stories260K/stories260K.bin");
+  const std::string t = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(p);
+  const CliRun golden = run_cli("perplexity -m " + p + " -f " + t + " -c 256 --score-all "
+                                "--chunks 4 --json", false);
+  ASSERT_EQ(golden.rc, 0) << golden.out;
+  const auto g = nlohmann::json::parse(golden.out);
+  EXPECT_NEAR(g["nll_mean"].get<double>(), 1.487395, 2e-6);
+  EXPECT_EQ(g["scored_tokens"].get<int>(), 1024);
+
+  const std::string dir = ::testing::TempDir();
+  ASSERT_EQ(run_cli("convert " + p + " -o " + dir + "/c_f16.gguf --type f16").rc, 0);
+  ASSERT_EQ(run_cli("quantize -m " + p + " -o " + dir + "/c_q4.gguf --type q4_0").rc, 0);
+  const std::string eval = " -f " + t + " -c 64 --chunks 3";
+  const CliRun base = run_cli("perplexity -m " + dir + "/c_q4.gguf --base " + p + eval +
+                              " --json", false);
+  ASSERT_EQ(base.rc, 0) << base.out;
+  ASSERT_EQ(run_cli("perplexity -m " + p + eval + " --save-logits " + dir + "/c.logits").rc, 0);
+  const CliRun stored = run_cli("perplexity -m " + dir + "/c_q4.gguf --logits " + dir +
+                                "/c.logits" + eval + " --json", false);
+  ASSERT_EQ(stored.rc, 0) << stored.out;
+  const auto jb = nlohmann::json::parse(base.out), js = nlohmann::json::parse(stored.out);
+  EXPECT_TRUE(js["exact"].get<bool>());
+  EXPECT_NEAR(js["kld"]["mean"].get<double>(), jb["kld"]["mean"].get<double>(),
+              1e-4 * jb["kld"]["mean"].get<double>());
+  EXPECT_EQ(js["top1"].get<double>(), jb["top1"].get<double>());
+
+  const CliRun cmp = run_cli("compare " + p + " " + dir + "/c_f16.gguf " + dir + "/c_q4.gguf" +
+                             eval + " --csv", false);
+  ASSERT_EQ(cmp.rc, 0) << cmp.out;
+  std::vector<std::vector<std::string>> rows;
+  std::stringstream lines(cmp.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::vector<std::string> cells;
+    std::stringstream cs(line);
+    for (std::string c; std::getline(cs, c, ',');) cells.push_back(c);
+    rows.push_back(cells);
+  }
+  ASSERT_EQ(rows.size(), 4u) << cmp.out;
+  EXPECT_EQ(rows[0][6], "kld");
+  EXPECT_EQ(std::stod(rows[1][6]), 0.0);
+  EXPECT_GT(std::stod(rows[2][6]), 0.0);
+  EXPECT_LT(std::stod(rows[2][6]), std::stod(rows[3][6]));
+  EXPECT_NEAR(std::stod(rows[3][6]), jb["kld"]["mean"].get<double>(), 1e-7);
+  EXPECT_NEAR(std::stod(rows[2][2]), 16.0, 0.1);  // bits per weight of the F16 file
+
+  const CliRun missing = run_cli("perplexity -m " + p + " -f /nonexistent/text.txt");
+  EXPECT_EQ(missing.rc, 1);
+  EXPECT_NE(missing.out.find("/nonexistent/text.txt"), std::string::npos) << missing.out;
 }
 
 }  // namespace

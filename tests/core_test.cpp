@@ -148,6 +148,8 @@ TEST(MappedFile, MapsContentsEmptyFilesAndRejectsMissing) {
 }
 
 TEST(Threads, ParallelForCoversRangeOnceAndRethrows) {
+  set_threads(2);  // the suite runs with OMP_NUM_THREADS=1 (see tests/CMakeLists.txt)
+  EXPECT_EQ(max_threads(), 2);
   for (int64_t n : {0, 1, 7, 1000, 100003}) {
     std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
     parallel_for(n, 3, [&](int64_t b, int64_t e) {
@@ -159,6 +161,7 @@ TEST(Threads, ParallelForCoversRangeOnceAndRethrows) {
                  if (b > 0) throw Error("worker failed");
                }),
                Error);
+  set_threads(0);
 }
 
 TEST(Progress, SilentWhenStderrIsNotATerminal) {

@@ -15,6 +15,7 @@
 #include "quant/quantize.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
+#include "lowbit/threads.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -87,8 +88,10 @@ TEST(Engine, BatchedEvaluationMatchesTokenByToken) {
     const auto& l = one.forward(toks[size_t(i)], i);
     want.insert(want.end(), l.begin(), l.end());
   }
+  set_threads(2);  // and on two threads (matmul rows, attention heads split between them)
   LlamaEngine batched(m, 64, 16);  // 40 tokens = 16 + 16 + 8
   const std::vector<float> got = batched.eval(toks.data(), n, 0, true);
+  set_threads(0);
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << "index " << i;

@@ -1,6 +1,8 @@
-// `lowbit inspect FILE [--check] [--json]`: metadata, tensor table, parameter count, bits per
-// weight overall and per type; --check decodes every tensor and reports NaN/Inf values (which
-// also catches non-finite block scales).
+// `lowbit inspect FILE [--check] [--json] [--against ORIGINAL]`: metadata, tensor table, parameter
+// count, bits per weight overall and per type; --check decodes every tensor and reports NaN/Inf
+// values (which also catches non-finite block scales); --against compares every tensor with the
+// original model's (relative Frobenius error, SNR in dB). JSON has no infinity: an SNR of
+// identical weights is written as null.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "eval/tensor_error.h"
 #include "io/gguf.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
@@ -65,18 +68,59 @@ std::string shape_text(const std::vector<int64_t>& s) {
   return r;
 }
 
+// SNR for JSON: null when infinite (identical weights).
+nlohmann::json snr_json(double snr) {
+  return std::isfinite(snr) ? nlohmann::json(snr) : nullptr;
+}
+
+std::string snr_text(double snr) {
+  return std::isfinite(snr) ? fmt::format("{:.2f}", snr) : std::string(snr > 0 ? "inf" : "-inf");
+}
+
+// The --against report: one entry per tensor, then the weight matrices as one vector.
+nlohmann::json against_json(const std::string& file, const std::vector<TensorError>& errs,
+                            const ErrorTotal& tot) {
+  nlohmann::json j = {{"file", file}, {"tensors", nlohmann::json::array()}};
+  for (const auto& e : errs) {
+    j["tensors"].push_back({{"name", e.name},
+                            {"type", e.format.name()},
+                            {"bits_per_weight", e.bits_per_weight},
+                            {"rel_error", e.rel_error()},
+                            {"snr_db", snr_json(e.snr_db())}});
+  }
+  j["total"] = {{"tensors", tot.tensors},       {"parameters", tot.params},
+                {"bytes", tot.bytes},           {"bits_per_weight", tot.bits_per_weight()},
+                {"rel_error", tot.rel_error()}, {"snr_db", snr_json(tot.snr_db())}};
+  return j;
+}
+
+void print_against(const std::string& file, const std::vector<TensorError>& errs,
+                   const ErrorTotal& tot) {
+  fmt::print("\nagainst {}\n{:<32} {:<14} {:>7} {:>11} {:>9}\n", file, "tensor", "type", "bpw",
+             "rel. error", "SNR dB");
+  for (const auto& e : errs) {
+    fmt::print("{:<32} {:<14} {:>7.3f} {:>11.3e} {:>9}\n", e.name, e.format.name(),
+               e.bits_per_weight, e.rel_error(), snr_text(e.snr_db()));
+  }
+  fmt::print("{:<32} {:<14} {:>7.3f} {:>11.3e} {:>9}\n",
+             fmt::format("total ({} weight matrices)", tot.tensors), "", tot.bits_per_weight(),
+             tot.rel_error(), snr_text(tot.snr_db()));
+}
+
 }  // namespace
 
 Runner add_inspect(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect", "Show a model file: metadata, tensors, bits per weight");
   struct Opts {
-    std::string file;
+    std::string file, against;
     bool check = false, json = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("file", o->file, "A .gguf, llama2.c .bin, safetensors or model folder")->required();
   cmd->add_flag("--check", o->check, "Decode every tensor and report NaN/Inf");
   cmd->add_flag("--json", o->json, "Machine-readable output");
+  cmd->add_option("--against", o->against,
+                  "Original model: per-tensor relative error and SNR (dB) of this one against it");
   return [o] {
     std::unique_ptr<GgufFile> g;
     std::ifstream probe(o->file, std::ios::binary);
@@ -125,6 +169,15 @@ Runner add_inspect(CLI::App& app) {
       out["tensors"].push_back(jt);
     }
     if (!model_error.empty()) out["model_error"] = model_error;
+    std::vector<TensorError> errs;
+    ErrorTotal tot;
+    if (!o->against.empty()) {
+      if (!model_error.empty()) throw Error("--against needs a loadable model: " + model_error);
+      const Model orig = Model::load(o->against);
+      errs = compare_tensors(m, orig, o->file, o->against);
+      tot = total_of_matrices(errs);
+      out["against"] = against_json(o->against, errs, tot);
+    }
     out["parameters"] = params;
     out["bytes"] = bytes;
     out["bits_per_weight"] = params ? 8.0 * double(bytes) / double(params) : 0.0;
@@ -159,6 +212,7 @@ Runner add_inspect(CLI::App& app) {
                  8.0 * double(pb.second) / double(pb.first));
     }
     if (o->check) fmt::print("check: {} tensors with NaN/Inf\n", bad);
+    if (!o->against.empty()) print_against(o->against, errs, tot);
     return bad ? 1 : 0;
   };
 }

@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_inspect);
   add(lowbit::cli::add_quantize);
   add(lowbit::cli::add_run);
+  add(lowbit::cli::add_perplexity);
+  add(lowbit::cli::add_compare);
   add(lowbit::cli::add_demo);
   try {
     app.parse(argc, argv);

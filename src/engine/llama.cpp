@@ -117,8 +117,10 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
   std::memcpy(kc + pos0 * KV, k_.data(), size_t(n * KV) * sizeof(float));
   std::memcpy(vc + pos0 * KV, v_.data(), size_t(n * KV) * sizeof(float));
   const float scale = 1.0f / std::sqrt(float(D));
-  // One (token, head) pair per work item; token b attends to positions 0 .. pos0 + b.
-  parallel_for(n * H, 1, [&](int64_t i0, int64_t i1) {
+  // One (token, head) pair per work item; token b attends to positions 0 .. pos0 + b. Threads
+  // only when each gets >= ~64k multiply-adds (fork-join costs more on small work).
+  const int64_t per_item = 2 * (pos0 + n) * D;
+  parallel_for(n * H, std::max<int64_t>(1, (int64_t(1) << 16) / per_item), [&](int64_t i0, int64_t i1) {
     float* att = &att_[size_t(thread_index() * ctx_)];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / H, h = i % H, g = h / (H / G), T = pos0 + b + 1;

@@ -1,4 +1,7 @@
 // Scalar reference matmul: decode a row of W, dot it with each of the N activation rows.
+// The dot keeps 8 partial sums (lane j adds the products k ≡ j mod 8, then the lanes are added
+// in order): a fixed, documented summation order that compilers can map onto vector registers.
+#include <algorithm>
 #include <vector>
 
 #include "kernel/matmul.h"
@@ -6,20 +9,33 @@
 
 namespace lowbit {
 
+namespace {
+
+float dot_ref(const float* a, const float* b, int64_t K) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    for (int j = 0; j < 8; ++j) lane[j] += a[k + j] * b[k + j];
+  }
+  for (int j = 0; k < K; ++k, ++j) lane[j] += a[k] * b[k];
+  float s = 0;
+  for (int j = 0; j < 8; ++j) s += lane[j];
+  return s;
+}
+
+}  // namespace
+
 void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y) {
   const uint64_t rb = f.row_bytes(K);
-  // Chunks of >= 16 rows keep threads busy on big layers without splitting tiny ones.
-  parallel_for(M, 16, [&](int64_t r0, int64_t r1) {
+  // Threads only when each gets >= ~64k multiply-adds: small layers (and generation on tiny
+  // models) are faster on one thread than with OpenMP's start-up and hand-off.
+  const int64_t min_rows = std::max<int64_t>(16, (int64_t(1) << 16) / std::max<int64_t>(1, K * N));
+  parallel_for(M, min_rows, [&](int64_t r0, int64_t r1) {
     std::vector<float> row(static_cast<size_t>(K));
     for (int64_t r = r0; r < r1; ++r) {
       f.dequantize_row(w + uint64_t(r) * rb, K, row.data());
-      for (int64_t n = 0; n < N; ++n) {
-        const float* xn = x + n * K;
-        float s = 0;
-        for (int64_t k = 0; k < K; ++k) s += row[size_t(k)] * xn[k];
-        y[n * M + r] = s;
-      }
+      for (int64_t n = 0; n < N; ++n) y[n * M + r] = dot_ref(row.data(), x + n * K, K);
     }
   });
 }
