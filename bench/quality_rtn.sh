@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fx=${LOWBIT_FIXTURES:-$root/../shared/fixtures}
 out=${1:-/tmp/lowbit-quality}; shift || true
-lowbit=$root/build/lowbit
+lowbit=${LOWBIT:-$root/build/lowbit}
 base=$fx/models/stories260K/stories260K.gguf
 mkdir -p "$out"
 sed -n '2001,$p' "$fx/text/tinystories-valid-head.txt" > "$out/eval.txt"

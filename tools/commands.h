@@ -13,8 +13,11 @@ Runner add_demo(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_inspect(CLI::App& app);
 Runner add_quantize(CLI::App& app);
+Runner add_calibrate(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_perplexity(CLI::App& app);
 Runner add_compare(CLI::App& app);
+Runner add_synth(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace lowbit::cli

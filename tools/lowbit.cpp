@@ -21,10 +21,13 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_convert);
   add(lowbit::cli::add_inspect);
   add(lowbit::cli::add_quantize);
+  add(lowbit::cli::add_calibrate);
   add(lowbit::cli::add_run);
   add(lowbit::cli::add_perplexity);
   add(lowbit::cli::add_compare);
   add(lowbit::cli::add_demo);
+  add(lowbit::cli::add_synth);
+  add(lowbit::cli::add_bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -105,6 +105,7 @@ void LlamaEngine::rope(float* v, int64_t heads, int64_t pos) const {
 void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t pos0) {
   const ModelConfig& c = m_.config;
   const int64_t C = c.n_embd, D = c.head_dim, H = c.n_head, G = c.n_head_kv, KV = G * D;
+  observe(layer, LinearInput::kAttnQkv, xb_.data(), n, C);
   linear(*L.wq, xb_.data(), n, q_.data()), add_bias(L.bq, q_.data(), n);
   linear(*L.wk, xb_.data(), n, k_.data()), add_bias(L.bk, k_.data(), n);
   linear(*L.wv, xb_.data(), n, v_.data()), add_bias(L.bv, v_.data(), n);
@@ -144,43 +145,73 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
       }
     }
   });
+  observe(layer, LinearInput::kAttnOutput, xb_.data(), n, H * D);
   linear(*L.wo, xb_.data(), n, xb2_.data());
   for (int64_t i = 0; i < n * C; ++i) x_[size_t(i)] += xb2_[size_t(i)];
 }
 
-void LlamaEngine::feed_forward(const Layer& L, int64_t n) {
+void LlamaEngine::feed_forward(const Layer& L, int64_t layer, int64_t n) {
   const ModelConfig& c = m_.config;
+  observe(layer, LinearInput::kFfnGateUp, xb_.data(), n, c.n_embd);
   linear(*L.gate, xb_.data(), n, hb_.data());
   linear(*L.up, xb_.data(), n, hb2_.data());
   for (int64_t i = 0; i < n * c.n_ff; ++i) {
     const float g = hb_[size_t(i)];
     hb_[size_t(i)] = g / (1.0f + std::exp(-g)) * hb2_[size_t(i)];  // SwiGLU: silu(gate) * up
   }
+  observe(layer, LinearInput::kFfnDown, hb_.data(), n, c.n_ff);
   linear(*L.down, hb_.data(), n, xb2_.data());
   for (int64_t i = 0; i < n * c.n_embd; ++i) x_[size_t(i)] += xb2_[size_t(i)];
+}
+
+void LlamaEngine::embed(const int32_t* tokens, int64_t n, float* x) const {
+  const int64_t C = m_.config.n_embd;
+  const uint64_t rb = embd_->format.row_bytes(C);
+  for (int64_t b = 0; b < n; ++b) {
+    if (tokens[b] < 0 || tokens[b] >= m_.config.n_vocab) {
+      throw Error("token id out of range", {.field = "token", .expected = "< " +
+                  std::to_string(m_.config.n_vocab), .found = std::to_string(tokens[b])});
+    }
+    embd_->format.dequantize_row(embd_->data + uint64_t(tokens[b]) * rb, C, x + b * C);
+  }
+}
+
+void LlamaEngine::run_layers(float* x, int64_t n, int64_t pos0, int64_t begin, int64_t end) {
+  const ModelConfig& c = m_.config;
+  const int64_t C = c.n_embd;
+  LOWBIT_CHECK(n >= 1 && n <= max_batch_ && pos0 >= 0 && pos0 + n <= ctx_ && begin >= 0 &&
+                   end <= c.n_layer, "run_layers: arguments out of range");
+  if (x != x_.data()) std::copy(x, x + n * C, x_.begin());
+  for (int64_t l = begin; l < end; ++l) {
+    const Layer& L = layers_[size_t(l)];
+    rmsnorm(x_.data(), *L.attn_norm, xb_.data(), n, C, c.rms_eps);
+    attention(L, l, n, pos0);
+    rmsnorm(x_.data(), *L.ffn_norm, xb_.data(), n, C, c.rms_eps);
+    feed_forward(L, l, n);
+  }
+  if (x != x_.data()) std::copy(x_.begin(), x_.begin() + n * C, x);
+}
+
+void LlamaEngine::head(const float* x, int64_t n, float* logits) {
+  const ModelConfig& c = m_.config;
+  for (int64_t s = 0; s < n; s += max_batch_) {  // xb_ holds max_batch rows
+    const int64_t m = std::min(max_batch_, n - s);
+    rmsnorm(x + s * c.n_embd, *out_norm_, xb_.data(), m, c.n_embd, c.rms_eps);
+    observe(c.n_layer, LinearInput::kOutput, xb_.data(), m, c.n_embd);
+    linear(*output_, xb_.data(), m, logits + s * c.n_vocab);
+  }
 }
 
 // n <= max_batch tokens; logits: (n, V) when all_logits, else (V) for the last token, or
 // nullptr for none.
 void LlamaEngine::step(const int32_t* tokens, int64_t n, int64_t pos0, float* logits,
                        bool all_logits) {
-  const ModelConfig& c = m_.config;
-  const int64_t C = c.n_embd;
-  const uint64_t rb = embd_->format.row_bytes(C);
-  for (int64_t b = 0; b < n; ++b) {
-    embd_->format.dequantize_row(embd_->data + uint64_t(tokens[b]) * rb, C, &x_[size_t(b * C)]);
-  }
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    const Layer& L = layers_[size_t(l)];
-    rmsnorm(x_.data(), *L.attn_norm, xb_.data(), n, C, c.rms_eps);
-    attention(L, l, n, pos0);
-    rmsnorm(x_.data(), *L.ffn_norm, xb_.data(), n, C, c.rms_eps);
-    feed_forward(L, n);
-  }
+  const int64_t C = m_.config.n_embd;
+  embed(tokens, n, x_.data());
+  run_layers(x_.data(), n, pos0, 0, m_.config.n_layer);
   if (!logits) return;  // a prompt chunk before the last: only the KV cache was needed
   const int64_t first = all_logits ? 0 : n - 1;
-  rmsnorm(&x_[size_t(first * C)], *out_norm_, xb_.data(), n - first, C, c.rms_eps);
-  linear(*output_, xb_.data(), n - first, logits);
+  head(&x_[size_t(first * C)], n - first, logits);
 }
 
 const std::vector<float>& LlamaEngine::eval(const int32_t* tokens, int64_t n, int64_t pos0,

@@ -6,12 +6,21 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "lowbit/model.h"
 
 namespace lowbit {
+
+// The inputs of the linear layers, as calibration sees them: q/k/v share the attention norm's
+// output, gate/up the feed-forward norm's; o and down have their own; the output head reads the
+// final norm's output (layer = n_layer).
+enum class LinearInput { kAttnQkv, kAttnOutput, kFfnGateUp, kFfnDown, kOutput };
+// Called with x (n, K): the inputs of one linear group for n tokens.
+using InputObserver =
+    std::function<void(int64_t layer, LinearInput which, const float* x, int64_t n, int64_t K)>;
 
 class LlamaEngine {
  public:
@@ -27,6 +36,14 @@ class LlamaEngine {
   // Logits (n_vocab) for `token` at position `pos`.
   const std::vector<float>& forward(int32_t token, int64_t pos) { return eval(&token, 1, pos); }
   int64_t context() const { return ctx_; }
+  void set_observer(InputObserver o) { observer_ = std::move(o); }
+
+  // Layer-wise evaluation (what sequential quantization needs): the embeddings of n tokens into
+  // x (n, C); layers [begin, end) applied in place to x (n <= max_batch tokens at positions
+  // pos0..); and the final norm + output head of x (n, C) into logits (n, V).
+  void embed(const int32_t* tokens, int64_t n, float* x) const;
+  void run_layers(float* x, int64_t n, int64_t pos0, int64_t begin, int64_t end);
+  void head(const float* x, int64_t n, float* logits);
   const Model& model() const { return m_; }
 
  private:
@@ -35,10 +52,15 @@ class LlamaEngine {
   };
   void step(const int32_t* tokens, int64_t n, int64_t pos0, float* logits, bool all_logits);
   void attention(const Layer& L, int64_t layer, int64_t n, int64_t pos0);
-  void feed_forward(const Layer& L, int64_t n);
+  void feed_forward(const Layer& L, int64_t layer, int64_t n);
   void rope(float* v, int64_t heads, int64_t pos) const;
 
+  void observe(int64_t layer, LinearInput which, const float* x, int64_t n, int64_t K) const {
+    if (observer_) observer_(layer, which, x, n, K);
+  }
+
   const Model& m_;
+  InputObserver observer_;
   int64_t ctx_, max_batch_;
   const ModelTensor *embd_, *out_norm_, *output_;
   std::vector<Layer> layers_;

@@ -1,8 +1,11 @@
 // The kernel layer the engine multiplies through: y = x · Wᵀ for a weight matrix W of any format.
 // Shape legend: M = rows of W (output features), K = row length (reduction), N = tokens.
-// matmul() dispatches to the implementation chosen for this CPU; matmul_ref() is the scalar
-// reference that defines the result (each row of W dequantized once, then dotted with every
-// token's activations, so prompt processing reuses the decoded row across all N tokens).
+// matmul() runs the kernels of the instruction set chosen once at start-up (CPUID, overridable
+// with LOWBIT_ISA=ref|avx2|avx512; an unknown or unsupported request falls back to the best
+// supported tier with a message on stderr). Integer formats dot against activations quantized on
+// the fly (8-bit blocks, see kernel/kernels.h); float formats against f32 activations; formats
+// without a kernel take the generic path (rows dequantized, float dot).
+// matmul_ref() is the float reference: each row of W dequantized, dotted with the f32 x.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +18,20 @@ namespace lowbit {
 void matmul(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
             float* y);
 void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
+                int64_t N, float* y);
+
+// Instruction-set tiers of the kernels. kRef is the scalar reference tier (the spec).
+enum class Isa { kRef, kAvx2, kAvx512 };
+inline constexpr Isa kAllIsas[] = {Isa::kRef, Isa::kAvx2, Isa::kAvx512};
+
+const char* isa_name(Isa isa);  // "ref", "avx2", "avx512"
+// avx2: AVX2+FMA+F16C; avx512: F, BW, VL, DQ, VNNI, BF16 (and the OS saves their state).
+bool isa_supported(Isa isa);
+Isa active_isa();          // the tier matmul() uses
+const char* kernel_isa();  // isa_name(active_isa())
+
+// matmul() on a given tier (tests, benchmarks). The tier must be supported (checked).
+void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y);
 
 }  // namespace lowbit

@@ -1,29 +1,13 @@
-// Scalar reference matmul: decode a row of W, dot it with each of the N activation rows.
-// The dot keeps 8 partial sums (lane j adds the products k ≡ j mod 8, then the lanes are added
-// in order): a fixed, documented summation order that compilers can map onto vector registers.
+// Scalar float reference matmul: decode a row of W, dot it with each of the N f32 activation rows
+// (dot_f32_ref: 8 partial sums, lane j adds the products k = j mod 8, then the lanes in order —
+// a fixed, documented summation order that compilers can map onto vector registers).
 #include <algorithm>
 #include <vector>
 
-#include "kernel/matmul.h"
+#include "kernel/kernels.h"
 #include "lowbit/threads.h"
 
 namespace lowbit {
-
-namespace {
-
-float dot_ref(const float* a, const float* b, int64_t K) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    for (int j = 0; j < 8; ++j) lane[j] += a[k + j] * b[k + j];
-  }
-  for (int j = 0; k < K; ++k, ++j) lane[j] += a[k] * b[k];
-  float s = 0;
-  for (int j = 0; j < 8; ++j) s += lane[j];
-  return s;
-}
-
-}  // namespace
 
 void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y) {
@@ -35,15 +19,9 @@ void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const f
     std::vector<float> row(static_cast<size_t>(K));
     for (int64_t r = r0; r < r1; ++r) {
       f.dequantize_row(w + uint64_t(r) * rb, K, row.data());
-      for (int64_t n = 0; n < N; ++n) y[n * M + r] = dot_ref(row.data(), x + n * K, K);
+      for (int64_t n = 0; n < N; ++n) y[n * M + r] = kernel::dot_f32_ref(row.data(), x + n * K, K);
     }
   });
-}
-
-// Only the reference exists so far; the ISA-specific kernels plug in here.
-void matmul(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
-            float* y) {
-  matmul_ref(f, w, M, K, x, N, y);
 }
 
 }  // namespace lowbit

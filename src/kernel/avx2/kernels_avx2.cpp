@@ -1,0 +1,60 @@
+// The AVX2 tier (AVX2 + FMA + F16C; compiled with those flags only, see CMakeLists.txt).
+// Integer dots: maddubs (u8 x s8 -> 16-bit pairs) then madd; signed codes by the sign trick
+// (|w| x sign(a, w)), so no offset. Float tiles on 8-lane vectors. 16 vector registers: 2 x 4
+// tiles for prompts, 4 rows at a time for one token.
+#include "kernel/x86/table.h"
+
+namespace lowbit::kernel {
+namespace {
+
+struct Avx2Ops {
+  using F = __m256;
+  static constexpr int kLanes = 8;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static F load_partial(const float* p, int n) { return load_partial8(p, n); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(F v) { return hsum_ps(v); }
+  static F load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static F load_bf16(const uint16_t* p) {
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  }
+  static F load_f16_partial(const uint16_t* p, int n) {
+    alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    __builtin_memcpy(t, p, size_t(n) * 2);
+    return load_f16(t);
+  }
+  static F load_bf16_partial(const uint16_t* p, int n) {
+    alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    __builtin_memcpy(t, p, size_t(n) * 2);
+    return load_bf16(t);
+  }
+
+  static constexpr int kSignedOffset = 0;
+  static __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  }
+  static __m256i prep_signed(__m256i w) { return w; }
+  static __m256i dot_signed(__m256i w, __m256i s) {
+    return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
+  }
+  template <bool kSigned>
+  static __m256i madd_scaled(__m256i acc, __m256i w, __m256i a, __m256i sc) {
+    const __m256i p = kSigned ? _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
+                              : _mm256_maddubs_epi16(w, a);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+  }
+
+  struct Shape32 { static constexpr int kR = 2, kT = 4, kRv = 4; };
+  struct Shape256 { static constexpr int kR = 2, kT = 4, kRv = 2; };
+  struct ShapeF { static constexpr int kR = 2, kT = 4, kRv = 4; };
+};
+
+constexpr KernelSet kAvx2Kernels = X86Tier<Avx2Ops>::kernel_set(Isa::kAvx2, "avx2");
+
+}  // namespace
+
+const KernelSet& avx2_kernels() { return kAvx2Kernels; }
+
+}  // namespace lowbit::kernel

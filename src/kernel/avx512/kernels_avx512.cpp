@@ -1,0 +1,55 @@
+// The AVX-512 tier (F, BW, VL, DQ, VNNI, BF16; compiled with those flags only, see
+// CMakeLists.txt). Integer dots: VNNI's vpdpbusd (u8 x s8 summed straight into int32, no 16-bit
+// saturation), signed codes shifted to u8 by +128 (the tiles subtract 128 * sum(q)); K-quant
+// scales applied by vpdpwssd. Float tiles on 16-lane vectors. 32 vector registers: 4 x 4 tiles.
+// GCC 12's AVX-512 intrinsic headers self-initialize "undefined" vectors (_mm512_undefined_*),
+// which -Wuninitialized reports wherever they are inlined; the headers are correct.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "kernel/x86/table.h"
+
+namespace lowbit::kernel {
+namespace {
+
+struct Avx512Ops {
+  using F = __m512;
+  static constexpr int kLanes = 16;
+  static __mmask16 mask(int n) { return __mmask16((1u << n) - 1); }
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static F load_partial(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(F v) { return _mm512_reduce_add_ps(v); }
+  static F f16(__m256i h) { return _mm512_cvtph_ps(h); }
+  static F bf16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  static F load_f16(const uint16_t* p) { return f16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static F load_bf16(const uint16_t* p) { return bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static F load_f16_partial(const uint16_t* p, int n) { return f16(_mm256_maskz_loadu_epi16(mask(n), p)); }
+  static F load_bf16_partial(const uint16_t* p, int n) { return bf16(_mm256_maskz_loadu_epi16(mask(n), p)); }
+
+  static constexpr int kSignedOffset = 128;
+  static __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+  static __m256i prep_signed(__m256i w) { return _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))); }
+  static __m256i dot_signed(__m256i w, __m256i s) { return dot_u8s8(w, s); }
+  template <bool kSigned>
+  static __m256i madd_scaled(__m256i acc, __m256i w, __m256i a, __m256i sc) {
+    const __m256i p = kSigned ? _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
+                              : _mm256_maddubs_epi16(w, a);
+    return _mm256_dpwssd_epi32(acc, p, sc);
+  }
+
+  struct Shape32 { static constexpr int kR = 4, kT = 4, kRv = 4; };
+  struct Shape256 { static constexpr int kR = 4, kT = 4, kRv = 4; };
+  struct ShapeF { static constexpr int kR = 4, kT = 4, kRv = 4; };
+};
+
+constexpr KernelSet kAvx512Kernels = X86Tier<Avx512Ops>::kernel_set(Isa::kAvx512, "avx512");
+
+}  // namespace
+
+const KernelSet& avx512_kernels() { return kAvx512Kernels; }
+
+}  // namespace lowbit::kernel

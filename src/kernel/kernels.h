@@ -1,0 +1,116 @@
+// The kernel table: for every format of formats.h, which activation type its dot product consumes
+// and, per instruction set, the kernels that compute it. Internal to src/kernel (and its tests).
+// Invariant: kernels of one format compute the same sums as the ref tier (src/kernel/ref/), up to
+// float summation order; activation quantizers are bit-exact across tiers.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "format/formats.h"
+#include "kernel/matmul.h"
+
+namespace lowbit::kernel {
+
+// What a weight format is dotted with. The integer types hold the same values as the codecs'
+// activation blocks, stored as structure-of-arrays so that SIMD loads of 32 values are contiguous:
+//   kQ8x32  = Q8_1 (and Q8_0) blocks of 32: d = fp16(absmax / 127), q = round(x / d) in
+//             -127..127 (round half to even), plus s = d * sum(q) in f32 (Q8_1 stores it in fp16)
+//   kQ8x256 = Q8_K blocks of 256: d = x_absmax_first / -127 (f32), q as above, bsums per 16
+enum class ActKind : uint8_t {
+  kNone,     // no kernel: the generic path dequantizes rows and dots them with f32 activations
+  kF32,      // f32 activations (float weight formats)
+  kQ8x32,    // 32-blocks of int8 (ggml's 32-value formats)
+  kQ8x256,   // 256-blocks of int8 (K-quants, IQ4_XS, TQ1_0, TQ2_0)
+};
+
+// Which activation each format uses: the one table row per format (default: generic path).
+template <typename T> inline constexpr ActKind kActOf = ActKind::kNone;
+// clang-format off
+template <> inline constexpr ActKind kActOf<formats::F32> = ActKind::kF32;
+template <> inline constexpr ActKind kActOf<formats::F16> = ActKind::kF32;
+template <> inline constexpr ActKind kActOf<formats::BF16> = ActKind::kF32;
+template <> inline constexpr ActKind kActOf<formats::Q8_0> = ActKind::kQ8x32;
+template <> inline constexpr ActKind kActOf<formats::Q4_0> = ActKind::kQ8x32;
+template <> inline constexpr ActKind kActOf<formats::Q4_1> = ActKind::kQ8x32;
+template <> inline constexpr ActKind kActOf<formats::Q5_0> = ActKind::kQ8x32;
+template <> inline constexpr ActKind kActOf<formats::Q5_1> = ActKind::kQ8x32;
+template <> inline constexpr ActKind kActOf<formats::IQ4_NL> = ActKind::kQ8x32;
+template <> inline constexpr ActKind kActOf<formats::Q2_K> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::Q3_K> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::Q4_K> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::Q5_K> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::Q6_K> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::IQ4_XS> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::TQ2_0> = ActKind::kQ8x256;
+template <> inline constexpr ActKind kActOf<formats::TQ1_0> = ActKind::kQ8x256;
+// clang-format on
+
+inline constexpr int64_t kQ8x32Block = 32, kQ8x256Block = 256;
+
+// Quantized (or plain) activations of n tokens, each a row of K values.
+struct Acts {
+  ActKind kind = ActKind::kNone;
+  int64_t n = 0, K = 0;
+  const float* f32 = nullptr;      // (n, K)              kF32
+  const int8_t* qs = nullptr;      // (n, K)              kQ8x32, kQ8x256
+  const float* d = nullptr;        // (n, K / block)      kQ8x32, kQ8x256
+  const float* s = nullptr;        // (n, K / 32)         kQ8x32: d * sum(q), f32
+  const int16_t* bsums = nullptr;  // (n, K / 16)         kQ8x256: sums of 16 q
+
+  int64_t block() const { return kind == ActKind::kQ8x256 ? kQ8x256Block : kQ8x32Block; }
+  // The same view starting at token t0 (n - t0 tokens).
+  Acts from(int64_t t0) const;
+};
+
+// One quantized row: x (K) -> qs (K), d (K/block), s (K/32) or bsums (K/16). K % block == 0.
+using QuantizeFn = void (*)(const float* x, int64_t K, int8_t* qs, float* d, float* s_or_null,
+                            int16_t* bsums_or_null);
+
+// y[t * ldy + r] = dot(row r of w, token t of a) for r < rows, t < a.n. w: rows of row_bytes.
+using GemmFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t rows, const Acts& a,
+                        float* y, int64_t ldy);
+// One dot product: weight row (K values) with token t of a.
+using VecDotFn = float (*)(const uint8_t* w, const Acts& a, int64_t t);
+
+struct FormatKernels {
+  VecDotFn dot = nullptr;  // nullptr: this tier has no kernel of the format (use ref / generic)
+  GemmFn gemm = nullptr;
+};
+
+inline constexpr size_t kFormatCount = size_t(FormatId::kCount);
+
+struct KernelSet {
+  Isa isa;
+  const char* name;
+  QuantizeFn quantize_q8x32;
+  QuantizeFn quantize_q8x256;
+  // The generic path's float gemm: rows of K f32 values with f32 activations.
+  GemmFn gemm_f32;
+  std::array<FormatKernels, kFormatCount> formats;
+};
+
+const KernelSet& ref_kernels();
+const KernelSet& avx2_kernels();    // only call when isa_supported(Isa::kAvx2)
+const KernelSet& avx512_kernels();  // only call when isa_supported(Isa::kAvx512)
+const KernelSet& kernels_for(Isa isa);
+
+// The reference float dot (8 interleaved lanes, then the lanes in order): matmul_ref's dot.
+float dot_f32_ref(const float* a, const float* b, int64_t K);
+
+// Index of a format in the list (== FormatId).
+size_t format_index(const Format& f);
+ActKind act_kind(const Format& f);
+
+// Table construction: one entry per format of the list, Impl<T>::kKernels (a tier's primary
+// template gives {} = no kernel, its specializations give the kernels it implements).
+template <template <typename> class Impl>
+constexpr std::array<FormatKernels, kFormatCount> make_format_table() {
+  return {{
+#define LOWBIT_X(T) Impl<formats::T>::kKernels,
+      LOWBIT_FORMAT_LIST(LOWBIT_X)
+#undef LOWBIT_X
+  }};
+}
+
+}  // namespace lowbit::kernel

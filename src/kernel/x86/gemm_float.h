@@ -1,0 +1,62 @@
+// Float-weight tiles (F32, F16, BF16 rows; f32 activations), generic over the tier's vector
+// width. Ops provides: F, kLanes, zero, load, load_partial (n < kLanes, zero-filled), fma, hsum,
+// and the 16-bit loaders load_f16 / load_bf16 (+ _partial). Each (row, token) pair has its own
+// accumulator vector; lanes are summed once at the end.
+#pragma once
+
+#include "kernel/x86/common.h"
+
+namespace lowbit::kernel {
+namespace {
+
+enum class FloatKind { kF32, kF16, kBF16 };
+
+template <typename Ops, FloatKind kKind>
+struct FloatTiles {
+  using F = typename Ops::F;
+  static constexpr int kL = Ops::kLanes;
+
+  static F load(const uint8_t* row, int64_t k) {
+    if constexpr (kKind == FloatKind::kF32) return Ops::load(reinterpret_cast<const float*>(row) + k);
+    else if constexpr (kKind == FloatKind::kF16) return Ops::load_f16(reinterpret_cast<const uint16_t*>(row) + k);
+    else return Ops::load_bf16(reinterpret_cast<const uint16_t*>(row) + k);
+  }
+  static F load_partial(const uint8_t* row, int64_t k, int n) {
+    if constexpr (kKind == FloatKind::kF32) return Ops::load_partial(reinterpret_cast<const float*>(row) + k, n);
+    else if constexpr (kKind == FloatKind::kF16) return Ops::load_f16_partial(reinterpret_cast<const uint16_t*>(row) + k, n);
+    else return Ops::load_bf16_partial(reinterpret_cast<const uint16_t*>(row) + k, n);
+  }
+
+  template <int R, int T>
+  static void tile(const uint8_t* w, uint64_t rb, const Acts& a, float* y, int64_t ldy) {
+    const int64_t K = a.K;
+    F acc[R][T];
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = Ops::zero();
+    }
+    int64_t k = 0;
+    for (; k + kL <= K; k += kL) {
+      F wv[R];
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = load(w + uint64_t(r) * rb, k);
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const F av = Ops::load(a.f32 + t * K + k);
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) acc[r][t] = Ops::fma(wv[r], av, acc[r][t]);
+      }
+    }
+    if (k < K) {
+      const int n = int(K - k);
+      F wv[R];
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = load_partial(w + uint64_t(r) * rb, k, n);
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const F av = Ops::load_partial(a.f32 + t * K + k, n);
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) acc[r][t] = Ops::fma(wv[r], av, acc[r][t]);
+      }
+    }
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = Ops::hsum(acc[r][t]);
+    }
+  }
+};
+
+}  // namespace
+}  // namespace lowbit::kernel

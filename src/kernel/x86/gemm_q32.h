@@ -1,0 +1,150 @@
+// Tiles of the 32-value formats against kQ8x32 activations. A block decodes to 32 byte codes c
+// with value v = c - off (unsigned codes, off per format) or v = c (signed codes); then
+//   dot = sum_b (dw_b * da_b) * sum_i c_i q_i  +  sum_b e_b * s_b,   e_b = m_b - off * dw_b
+// (s_b = da_b * sum q, m_b the affine formats' min). Ops supplies the integer dot of 32 bytes:
+// dot_u8s8 (codes <= 127) and, for signed codes, prep_signed/dot_signed, which may shift the
+// codes by Ops::kSignedOffset (VNNI's u8 x s8 dot takes c + 128; the sign trick takes 0).
+// Scales are handled 8 blocks at a time: the 8 products dw * da of each (row, token) pair in one
+// multiply, broadcast per block into that pair's accumulator.
+#pragma once
+
+#include "format/legacy.h"
+#include "kernel/x86/common.h"
+
+namespace lowbit::kernel {
+namespace {
+
+inline __m256i nibbles32(const uint8_t* qs) {  // 16 bytes -> 32 codes: low nibbles, then high
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+}
+
+inline __m256i fifth_bits(const uint8_t* qh) {  // bit i of the u32 -> 0x10 in byte i
+  uint32_t h;
+  __builtin_memcpy(&h, qh, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(h)),
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                       3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+inline __m256i iq4nl_lut() {
+  const __m128i t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  return _mm256_set_m128i(t, t);
+}
+
+// Decoders: Block, kSigned, kOffset, kAffine, codes(block), and the fp16 fields d (and m).
+template <typename T> struct Dec32 { static constexpr bool kHas = false; };
+
+template <> struct Dec32<formats::Q4_0> {
+  using Block = formats::Q4_0::Block;
+  static constexpr bool kHas = true, kSigned = false, kAffine = false;
+  static constexpr int kOffset = 8;
+  static __m256i codes(const Block& b) { return nibbles32(b.qs); }
+  static uint16_t m(const Block&) { return 0; }
+};
+template <> struct Dec32<formats::Q4_1> {
+  using Block = formats::Q4_1::Block;
+  static constexpr bool kHas = true, kSigned = false, kAffine = true;
+  static constexpr int kOffset = 0;
+  static __m256i codes(const Block& b) { return nibbles32(b.qs); }
+  static uint16_t m(const Block& b) { return b.m; }
+};
+template <> struct Dec32<formats::Q5_0> {
+  using Block = formats::Q5_0::Block;
+  static constexpr bool kHas = true, kSigned = false, kAffine = false;
+  static constexpr int kOffset = 16;
+  static __m256i codes(const Block& b) { return _mm256_or_si256(nibbles32(b.qs), fifth_bits(b.qh)); }
+  static uint16_t m(const Block&) { return 0; }
+};
+template <> struct Dec32<formats::Q5_1> {
+  using Block = formats::Q5_1::Block;
+  static constexpr bool kHas = true, kSigned = false, kAffine = true;
+  static constexpr int kOffset = 0;
+  static __m256i codes(const Block& b) { return _mm256_or_si256(nibbles32(b.qs), fifth_bits(b.qh)); }
+  static uint16_t m(const Block& b) { return b.m; }
+};
+template <> struct Dec32<formats::Q8_0> {
+  using Block = formats::Q8_0::Block;
+  static constexpr bool kHas = true, kSigned = true, kAffine = false;
+  static constexpr int kOffset = 0;
+  static __m256i codes(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  static uint16_t m(const Block&) { return 0; }
+};
+template <> struct Dec32<formats::IQ4_NL> {
+  using Block = formats::IQ4_NL::Block;
+  static constexpr bool kHas = true, kSigned = true, kAffine = false;
+  static constexpr int kOffset = 0;
+  static __m256i codes(const Block& b) { return _mm256_shuffle_epi8(iq4nl_lut(), nibbles32(b.qs)); }
+  static uint16_t m(const Block&) { return 0; }
+};
+
+template <typename Ops, typename Dec>
+struct Q32Tiles {
+  using Block = typename Dec::Block;
+  static constexpr int kOff = Dec::kOffset + (Dec::kSigned ? Ops::kSignedOffset : 0);
+  static constexpr bool kCorr = Dec::kAffine || kOff != 0;
+
+  // dw and e = m - off * dw of blocks [0, n) (n <= 8; lanes >= n are 0).
+  static void scales8(const Block* blk, int n, __m256& dw, __m256& e) {
+    alignas(16) uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0}, hm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < n; ++i) {
+      h[i] = blk[i].d;
+      if constexpr (Dec::kAffine) hm[i] = Dec::m(blk[i]);
+    }
+    dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+    e = Dec::kAffine ? _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(hm)))
+                     : _mm256_setzero_ps();
+    if constexpr (kOff != 0) e = _mm256_fnmadd_ps(_mm256_set1_ps(float(kOff)), dw, e);
+  }
+
+  static __m256i prep(const Block& b) {
+    if constexpr (Dec::kSigned) return Ops::prep_signed(Dec::codes(b));
+    else return Dec::codes(b);
+  }
+  static __m256i dot(__m256i w, __m256i a) {
+    if constexpr (Dec::kSigned) return Ops::dot_signed(w, a);
+    else return Ops::dot_u8s8(w, a);
+  }
+
+  template <int R, int T>
+  static void tile(const uint8_t* w, uint64_t rb, const Acts& a, float* y, int64_t ldy) {
+    const int64_t K = a.K, nb = K / 32;
+    const Block* blk[R];
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
+    __m256 acc[R][T], corr[R][T];
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = corr[r][t] = _mm256_setzero_ps();
+    }
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+      const int n = int(nb - b0 < 8 ? nb - b0 : 8);
+      alignas(32) float p[R][T][8];
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        __m256 dw, e;
+        scales8(blk[r] + b0, n, dw, e);
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          _mm256_store_ps(p[r][t], _mm256_mul_ps(dw, load_partial8(a.d + t * nb + b0, n)));
+          if constexpr (kCorr) corr[r][t] = _mm256_fmadd_ps(e, load_partial8(a.s + t * nb + b0, n), corr[r][t]);
+        }
+      }
+      for (int j = 0; j < n; ++j) {
+        __m256i wv[R];
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = prep(blk[r][b0 + j]);
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + t * K + (b0 + j) * 32));
+          LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)), _mm256_set1_ps(p[r][t][j]), acc[r][t]);
+          }
+        }
+      }
+    }
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = hsum_ps(_mm256_add_ps(acc[r][t], corr[r][t]));
+    }
+  }
+};
+
+}  // namespace
+}  // namespace lowbit::kernel

@@ -1,0 +1,54 @@
+// The kernel table of an x86 tier, derived from the format list: a format gets the tiles its
+// decoder family provides (float, 32-value or 256-value), or none (generic path).
+#pragma once
+
+#include "kernel/x86/gemm_float.h"
+#include "kernel/x86/gemm_q256.h"
+#include "kernel/x86/gemm_q32.h"
+
+namespace lowbit::kernel {
+namespace {
+
+template <typename T> inline constexpr int kFloatKindOf = -1;
+template <> inline constexpr int kFloatKindOf<formats::F32> = int(FloatKind::kF32);
+template <> inline constexpr int kFloatKindOf<formats::F16> = int(FloatKind::kF16);
+template <> inline constexpr int kFloatKindOf<formats::BF16> = int(FloatKind::kBF16);
+
+// Ops::Shape32 / Shape256 / ShapeF: kR x kT tiles for prompts, kRv rows for one token.
+template <typename Tiles, typename Shape>
+constexpr FormatKernels tiles_kernels() {
+  return {dot_tiled<Tiles>, gemm_tiled<Tiles, Shape::kR, Shape::kT, Shape::kRv>};
+}
+
+template <typename Ops>
+struct X86Tier {
+  template <typename T>
+  static constexpr FormatKernels make() {
+    if constexpr (Dec32<T>::kHas) {
+      static_assert(kActOf<T> == ActKind::kQ8x32);
+      return tiles_kernels<Q32Tiles<Ops, Dec32<T>>, typename Ops::Shape32>();
+    } else if constexpr (Dec256<T>::kHas) {
+      static_assert(kActOf<T> == ActKind::kQ8x256);
+      return tiles_kernels<Q256Tiles<Ops, Dec256<T>>, typename Ops::Shape256>();
+    } else if constexpr (kFloatKindOf<T> >= 0) {
+      static_assert(kActOf<T> == ActKind::kF32);
+      return tiles_kernels<FloatTiles<Ops, FloatKind(kFloatKindOf<T>)>, typename Ops::ShapeF>();
+    } else {
+      return {};
+    }
+  }
+  template <typename T>
+  struct Impl {
+    static constexpr FormatKernels kKernels = make<T>();
+  };
+
+  static constexpr KernelSet kernel_set(Isa isa, const char* name) {
+    using F32Tiles = FloatTiles<Ops, FloatKind::kF32>;
+    using S = typename Ops::ShapeF;
+    return KernelSet{isa, name, quantize_q8x32_x86, quantize_q8x256_x86,
+                     gemm_tiled<F32Tiles, S::kR, S::kT, S::kRv>, make_format_table<Impl>()};
+  }
+};
+
+}  // namespace
+}  // namespace lowbit::kernel

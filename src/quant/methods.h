@@ -1,0 +1,42 @@
+// Quantization methods beyond round-to-nearest, layer by layer (sequential): calibration text is
+// embedded once; then for each layer L, the inputs of L's linear layers are collected by running
+// L on the activations that the already-quantized layers < L produced, L's weights are quantized
+// (imatrix RTN, GPTQ, AWQ or AWQ then GPTQ), and the activations are pushed through the quantized
+// L for the next layer. The output head gets importance-weighted RTN from the final norm's
+// statistics; an untied token embedding (a lookup, no inputs) plain RTN.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/perplexity.h"
+#include "lowbit/model.h"
+#include "quant/calibrate.h"
+#include "quant/gptq.h"
+#include "quant/quantize.h"
+
+namespace lowbit {
+
+enum class Method { kRtn, kImatrix, kGptq, kAwq, kAwqGptq };
+Method parse_method(const std::string& name);  // rtn imatrix gptq awq awq+gptq
+const char* method_name(Method m);
+
+struct MethodOptions {
+  Method method = Method::kRtn;
+  GptqOptions gptq;
+  int awq_grid = 20;                 // α ∈ {0, 1/grid, ..., (grid-1)/grid}
+  const Importance* imatrix = nullptr;  // imatrix: use these instead of calibrating
+};
+
+// Progress: (layer done, layers total).
+using LayerProgress = std::function<void(int64_t done, int64_t total)>;
+
+// Quantizes m with the method into `path` (GGUF). calib: the calibration chunks (needed by every
+// method but rtn, and by imatrix without an importance file). Returns the plan.
+std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& path,
+                                             const QuantizeOptions& q, const MethodOptions& mo,
+                                             const Chunks* calib,
+                                             const LayerProgress& progress = {});
+
+}  // namespace lowbit

@@ -1,0 +1,301 @@
+// Kernel tiers against the reference, for every format of the list and every tier this CPU has:
+// activation quantizers bit-exact (ref against the Q8_1 / Q8_K codecs, tiers against ref); dot
+// products and matmul within a tolerance derived from the inputs (K * eps * max|a| * max|w|,
+// times 4 for the offset codes' cancellation); edge shapes from the block and tile sizes.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernel/kernels.h"
+#include "kernel/matmul.h"
+#include "lowbit/half.h"
+#include "lowbit/threads.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+using kernel::Acts;
+using kernel::ActKind;
+using kernel::KernelSet;
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> v;
+  for (const Isa isa : kAllIsas) {
+    if (isa_supported(isa)) v.push_back(isa);
+  }
+  return v;
+}
+
+// Quantized activations owned by the test.
+struct QActs {
+  std::vector<int8_t> qs;
+  std::vector<float> d, s;
+  std::vector<int16_t> bsums;
+  Acts acts;
+};
+
+QActs quantize_acts(const KernelSet& ks, ActKind kind, const std::vector<float>& x, int64_t N, int64_t K) {
+  QActs q;
+  q.acts = Acts{.kind = kind, .n = N, .K = K};
+  if (kind == ActKind::kF32 || kind == ActKind::kNone) {
+    q.acts.kind = ActKind::kF32;
+    q.acts.f32 = x.data();
+    return q;
+  }
+  const int64_t nb = K / q.acts.block();
+  q.qs.resize(size_t(N * K));
+  q.d.resize(size_t(N * nb));
+  q.s.resize(size_t(N * nb));
+  q.bsums.resize(size_t(N * K / 16));
+  for (int64_t t = 0; t < N; ++t) {
+    if (kind == ActKind::kQ8x32) {
+      ks.quantize_q8x32(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, q.s.data() + t * nb, nullptr);
+    } else {
+      ks.quantize_q8x256(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, nullptr,
+                         q.bsums.data() + t * K / 16);
+    }
+  }
+  q.acts.qs = q.qs.data(), q.acts.d = q.d.data();
+  if (kind == ActKind::kQ8x32) q.acts.s = q.s.data();
+  else q.acts.bsums = q.bsums.data();
+  return q;
+}
+
+// The values the kernels see: q * d (or x itself for float activations).
+std::vector<float> dequantized(const QActs& q, const std::vector<float>& x) {
+  if (q.acts.kind == ActKind::kF32) return x;
+  std::vector<float> v(q.qs.size());
+  const int64_t blk = q.acts.block();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(q.qs[i]) * q.d[i / size_t(blk)];
+  return v;
+}
+
+// Test activations: Gaussian with a few outliers and, per block, special cases (a zero block,
+// +-max ties) so the quantizers' edge rules are exercised.
+std::vector<float> activations(int64_t n, uint64_t seed) {
+  std::vector<float> x = test::gaussian(n, seed);
+  for (int64_t i = 0; i < n; i += 97) x[size_t(i)] *= 8.0f;
+  if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero 32-block
+  if (n >= 256) x[5] = 9.0f, x[200] = -9.0f;                        // a tie in magnitude: first wins
+  return x;
+}
+
+double tolerance(int64_t K, const float* a, const float* w) {
+  float amax = 0, wmax = 0;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(a[k])), wmax = std::max(wmax, std::fabs(w[k]));
+  return 4.0 * double(K) * std::numeric_limits<float>::epsilon() * amax * wmax + 1e-30;
+}
+
+double dot_double(const float* a, const float* b, int64_t K) {
+  double s = 0;
+  for (int64_t k = 0; k < K; ++k) s += double(a[k]) * b[k];
+  return s;
+}
+
+// ---- activation quantization ---------------------------------------------------------------------
+
+TEST(KernelActQuant, RefMatchesTheCodecs) {
+  for (const int64_t K : {32, 7 * 32, 256, 3 * 256}) {
+    const auto x = activations(K, uint64_t(K));
+    const KernelSet& ref = kernel::ref_kernels();
+    QActs q32 = quantize_acts(ref, ActKind::kQ8x32, x, 1, K);
+    const Format q8_1 = Format::parse("q8_1");
+    std::vector<uint8_t> blocks(q8_1.row_bytes(K));
+    q8_1.quantize_row(x.data(), K, nullptr, blocks.data());
+    for (int64_t b = 0; b < K / 32; ++b) {
+      const uint8_t* blk = blocks.data() + b * 36;  // {fp16 d, fp16 s, i8 qs[32]}
+      uint16_t d, s;
+      std::memcpy(&d, blk, 2), std::memcpy(&s, blk + 2, 2);
+      EXPECT_EQ(q32.d[size_t(b)], fp16_to_f32(d)) << "K=" << K << " block " << b;
+      EXPECT_EQ(f32_to_fp16(q32.s[size_t(b)]), s) << "K=" << K << " block " << b;
+      EXPECT_EQ(0, std::memcmp(blk + 4, q32.qs.data() + b * 32, 32)) << "K=" << K << " block " << b;
+    }
+    if (K % 256 != 0) continue;
+    QActs qk = quantize_acts(ref, ActKind::kQ8x256, x, 1, K);
+    const Format q8_k = Format::parse("q8_k");
+    std::vector<uint8_t> kb(q8_k.row_bytes(K));
+    q8_k.quantize_row(x.data(), K, nullptr, kb.data());
+    for (int64_t b = 0; b < K / 256; ++b) {
+      const uint8_t* blk = kb.data() + b * 292;  // {f32 d, i8 qs[256], i16 bsums[16]}
+      float d;
+      std::memcpy(&d, blk, 4);
+      EXPECT_EQ(std::memcmp(&d, &qk.d[size_t(b)], 4), 0) << "K=" << K << " block " << b;
+      EXPECT_EQ(0, std::memcmp(blk + 4, qk.qs.data() + b * 256, 256));
+      EXPECT_EQ(0, std::memcmp(blk + 260, qk.bsums.data() + b * 16, 32));
+    }
+  }
+}
+
+TEST(KernelActQuant, TiersBitExact) {
+  constexpr int64_t K = 3 * 256;
+  std::vector<float> x = activations(K, 7);
+  std::vector<float> tiny = test::gaussian(K, 8, 1e-6);  // fp16 scales go subnormal
+  std::vector<float> zeros(K, -0.0f);
+  for (const Isa isa : supported_isas()) {
+    for (const auto* in : {&x, &tiny, &zeros}) {
+      for (const ActKind kind : {ActKind::kQ8x32, ActKind::kQ8x256}) {
+        const QActs want = quantize_acts(kernel::ref_kernels(), kind, *in, 1, K);
+        const QActs got = quantize_acts(kernel::kernels_for(isa), kind, *in, 1, K);
+        EXPECT_EQ(got.qs, want.qs) << isa_name(isa);
+        EXPECT_EQ(0, std::memcmp(got.d.data(), want.d.data(), got.d.size() * 4)) << isa_name(isa);
+        if (kind == ActKind::kQ8x32) EXPECT_EQ(0, std::memcmp(got.s.data(), want.s.data(), got.s.size() * 4));
+        else EXPECT_EQ(got.bsums, want.bsums) << isa_name(isa);
+      }
+    }
+  }
+}
+
+// ---- dot products ------------------------------------------------------------------------------------
+
+// Row lengths from the block size: one block, two, a prime number of blocks.
+std::vector<int64_t> row_lengths(const Format& f) {
+  const int64_t b = f.grouped() ? 32 : f.info().block_elems;
+  if (b == 1) return {1, 7, 16, 33, 100};
+  return {b, 2 * b, (b == 256 ? 3 : 7) * b};
+}
+
+std::vector<Format> kernel_formats() {
+  std::vector<Format> v;
+  for (const auto& info : all_formats()) {
+    const Format f(info, info.block_elems == 0 ? 32 : 0);
+    if (kernel::act_kind(f) != ActKind::kNone) v.push_back(f);
+  }
+  return v;
+}
+
+TEST(KernelVecDot, RefMatchesTheDecodedFloats) {
+  for (const Format& f : kernel_formats()) {
+    for (const int64_t K : row_lengths(f)) {
+      const auto w = test::gaussian(K, 11);
+      std::vector<uint8_t> q(f.row_bytes(K));
+      f.quantize_row(w.data(), K, nullptr, q.data());
+      std::vector<float> wd(static_cast<size_t>(K));
+      f.dequantize_row(q.data(), K, wd.data());
+      const auto x = activations(K, 12);
+      const QActs a = quantize_acts(kernel::ref_kernels(), kernel::act_kind(f), x, 1, K);
+      const auto ad = dequantized(a, x);
+      const float got = kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
+      EXPECT_NEAR(got, dot_double(wd.data(), ad.data(), K), tolerance(K, ad.data(), wd.data()))
+          << f.name() << " K=" << K;
+    }
+  }
+}
+
+TEST(KernelVecDot, TiersMatchRef) {
+  for (const Isa isa : supported_isas()) {
+    const KernelSet& ks = kernel::kernels_for(isa);
+    for (const Format& f : kernel_formats()) {
+      const auto& fk = ks.formats[kernel::format_index(f)];
+      if (fk.dot == nullptr) continue;  // this tier runs the ref kernel for it
+      for (const int64_t K : row_lengths(f)) {
+        const auto w = test::student_t(K, 21);
+        std::vector<uint8_t> q(f.row_bytes(K));
+        f.quantize_row(w.data(), K, nullptr, q.data());
+        std::vector<float> wd(static_cast<size_t>(K));
+        f.dequantize_row(q.data(), K, wd.data());
+        const auto x = activations(K, 22);
+        const QActs a = quantize_acts(ks, kernel::act_kind(f), x, 1, K);
+        const auto ad = dequantized(a, x);
+        const float want = kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
+        EXPECT_NEAR(fk.dot(q.data(), a.acts, 0), want, tolerance(K, ad.data(), wd.data()))
+            << isa_name(isa) << " " << f.name() << " K=" << K;
+      }
+    }
+  }
+}
+
+// ---- matmul -------------------------------------------------------------------------------------------
+
+struct Problem {
+  Format f;
+  int64_t M, K, N;
+  std::vector<uint8_t> w;
+  std::vector<float> wd, x;
+};
+
+Problem make_problem(const Format& f, int64_t M, int64_t K, int64_t N, uint64_t seed) {
+  Problem p{f, M, K, N, {}, {}, activations(N * K, seed + 1)};
+  const auto w = test::gaussian(M * K, seed);
+  p.w.resize(f.row_bytes(K) * uint64_t(M));
+  f.quantize(w.data(), M, K, nullptr, p.w.data());
+  p.wd.resize(size_t(M * K));
+  f.dequantize(p.w.data(), M, K, p.wd.data());
+  return p;
+}
+
+// matmul on a tier against the float reference: W dequantized, x quantized and dequantized as
+// the format's activation type (per tier: the quantizers are bit-exact anyway), dot in double.
+void expect_matmul_matches(Isa isa, const Problem& p) {
+  std::vector<float> y(size_t(p.N * p.M), std::nanf(""));
+  matmul_isa(isa, p.f, p.w.data(), p.M, p.K, p.x.data(), p.N, y.data());
+  const QActs a = quantize_acts(kernel::kernels_for(isa), kernel::act_kind(p.f), p.x, p.N, p.K);
+  const auto ad = dequantized(a, p.x);
+  for (int64_t t = 0; t < p.N; ++t) {
+    for (int64_t r = 0; r < p.M; ++r) {
+      const float* wr = p.wd.data() + r * p.K;
+      const float* at = ad.data() + t * p.K;
+      ASSERT_NEAR(y[size_t(t * p.M + r)], dot_double(wr, at, p.K), tolerance(p.K, at, wr))
+          << isa_name(isa) << " " << p.f.name() << " M=" << p.M << " K=" << p.K << " N=" << p.N
+          << " row " << r << " token " << t;
+    }
+  }
+}
+
+TEST(KernelMatmul, EveryFormatEveryTier) {
+  // Shapes around the tiles (<= 4 x 4): fewer rows/tokens than a tile, odd counts, one token.
+  struct Shape { int64_t M, N; };
+  const Shape shapes[] = {{1, 1}, {3, 2}, {6, 5}, {9, 1}};
+  uint64_t seed = 100;
+  for (const auto& info : all_formats()) {
+    const Format f(info, info.block_elems == 0 ? 32 : 0);
+    const int64_t K = info.block_elems == 0 ? 100 : info.block_elems == 1 ? 40 : 2 * info.block_elems;
+    for (const Shape& s : shapes) {
+      const Problem p = make_problem(f, s.M, K, s.N, ++seed);
+      for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
+    }
+  }
+}
+
+TEST(KernelMatmul, LargerShapesOfThePriorityFormats) {
+  for (const char* name : {"f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "iq4_xs", "tq1_0"}) {
+    const Format f = Format::parse(name);
+    const Problem p = make_problem(f, 13, 512, 11, 7);
+    for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
+  }
+}
+
+TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
+  for (const char* name : {"f32", "q4_0", "q4_k", "nf4"}) {
+    const Format f = Format::parse(name);
+    const Problem p = make_problem(f, 90, 512, 3, 9);
+    for (const Isa isa : supported_isas()) {
+      std::vector<float> y1(size_t(p.N * p.M)), y2(y1.size());
+      matmul_isa(isa, f, p.w.data(), p.M, p.K, p.x.data(), p.N, y1.data());
+      set_threads(2);
+      matmul_isa(isa, f, p.w.data(), p.M, p.K, p.x.data(), p.N, y2.data());
+      set_threads(0);
+      EXPECT_EQ(y1, y2) << isa_name(isa) << " " << name;
+    }
+  }
+}
+
+TEST(KernelDispatch, IsaNamesAndSelection) {
+  EXPECT_TRUE(isa_supported(Isa::kRef));
+  EXPECT_TRUE(isa_supported(active_isa()));
+  EXPECT_STREQ(kernel_isa(), isa_name(active_isa()));
+  for (const Isa isa : supported_isas()) EXPECT_EQ(kernel::kernels_for(isa).isa, isa);
+  // Every format with an activation type has a reference kernel.
+  for (const Format& f : kernel_formats()) {
+    const auto& fk = kernel::ref_kernels().formats[kernel::format_index(f)];
+    EXPECT_TRUE(fk.dot != nullptr && fk.gemm != nullptr) << f.name();
+  }
+}
+
+}  // namespace
+}  // namespace lowbit
