@@ -196,5 +196,37 @@ TEST(Cli, PerplexityAndCompare) {
   EXPECT_NE(missing.out.find("/nonexistent/text.txt"), std::string::npos) << missing.out;
 }
 
+// `lowbit calibrate` writes an imatrix that `quantize --method imatrix --imatrix` uses; GPTQ
+// needs calibration text and, given it, writes a file that runs.
+TEST(Cli, CalibrateAndQuantizeWithMethods) {
+  const std::string p = test::fixture("models/stories260K/stories260K.bin");
+  const std::string t = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(p);
+  const std::string dir = ::testing::TempDir();
+  const CliRun cal = run_cli("calibrate -m " + p + " -f " + t + " -o " + dir +
+                             "/s.imatrix --calib-tokens 1024 --ctx 128");
+  ASSERT_EQ(cal.rc, 0) << cal.out;
+  EXPECT_NE(cal.out.find("21 input groups, 8 chunks of 128"), std::string::npos) << cal.out;
+  GgufFile g(dir + "/s.imatrix");
+  EXPECT_EQ(g.get_string("general.type"), "imatrix");
+  ASSERT_NE(g.find_tensor("blk.4.ffn_down.weight.in_sum2"), nullptr);
+  EXPECT_EQ(g.find_tensor("blk.4.ffn_down.weight.in_sum2")->ne[0], 172);
+  const CliRun im = run_cli("quantize -m " + p + " -o " + dir + "/s_im.gguf --type q4_0 --method "
+                            "imatrix --imatrix " + dir + "/s.imatrix");
+  ASSERT_EQ(im.rc, 0) << im.out;
+  const CliRun no_text = run_cli("quantize -m " + p + " -o " + dir + "/s_g.gguf --type q4_0 "
+                                 "--method gptq");
+  EXPECT_EQ(no_text.rc, 1) << no_text.out;
+  EXPECT_NE(no_text.out.find("needs calibration text"), std::string::npos) << no_text.out;
+  const CliRun gq = run_cli("quantize -m " + p + " -o " + dir + "/s_g.gguf --type int4_g32 "
+                            "--method gptq --act-order --calib " + t +
+                            " --calib-tokens 1024 --ctx 128");
+  ASSERT_EQ(gq.rc, 0) << gq.out;
+  EXPECT_NE(gq.out.find("gptq int4_g32"), std::string::npos) << gq.out;
+  const CliRun run = run_cli("run -m " + dir + "/s_g.gguf -n 12 --temp 0");
+  ASSERT_EQ(run.rc, 0) << run.out;
+  EXPECT_EQ(run.out.rfind("Once upon a time", 0), 0u) << run.out;
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -97,5 +97,40 @@ TEST(Methods, ImatrixFileRoundTripsAndDrivesQuantization) {
                                     {.method = Method::kGptq}, nullptr), Error);
 }
 
+// The folds keep the function: AWQ's four scalings (into attn_norm, v, ffn_norm, up) and
+// SmoothQuant's two, with near-lossless F16 weights, must leave the model's predictions as they
+// were (a wrong fold would move them by orders of magnitude more).
+TEST(Methods, AwqAndSmoothQuantFoldsPreserveTheFunction) {
+  const std::string p = test::fixture("models/stories260K/stories260K.bin");
+  LOWBIT_REQUIRE_FIXTURE(p);
+  const Model m = Model::load(p);
+  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const Chunks calib = chunk_text(m, text.substr(0, 40000), {.ctx = 128, .chunks = 6});
+  const EvalOptions eo{.ctx = 128, .chunks = 8};
+  const Chunks eval = chunk_text(m, text.substr(300000, 40000), eo);
+  const std::string f16 = ::testing::TempDir() + "/fold_f16.gguf";
+  write_gguf(m, f16, Format::parse("f16"));
+  const Model plain = Model::load(f16);
+  std::vector<Model> models;
+  for (const Method me : {Method::kAwq, Method::kSmoothQuant}) {
+    const std::string out = ::testing::TempDir() + "/fold_" + method_name(me) + ".gguf";
+    quantize_with_method(m, out, {.type = Format::parse("f16")}, {.method = me, .awq_grid = 10}, &calib);
+    models.push_back(Model::load(out));
+  }
+  // The folds really changed the norms (SmoothQuant always does, with α = 0.5).
+  const ModelTensor* g0 = m.find("blk.0.attn_norm.weight");
+  const ModelTensor* g1 = models[1].find("blk.0.attn_norm.weight");
+  EXPECT_NE(std::vector<uint8_t>(g0->data, g0->data + g0->bytes),
+            std::vector<uint8_t>(g1->data, g1->data + g1->bytes));
+  const auto r = compare_models(m, {&plain, &models[0], &models[1]}, eval, eo);
+  const double base = r[0].kld.mean;  // F16 rounding alone
+  std::printf("[ kld ] f16 %.3g awq %.3g smoothquant %.3g\n", base, r[1].kld.mean, r[2].kld.mean);
+  EXPECT_LT(base, 1e-4);
+  EXPECT_LT(r[1].kld.mean, std::max(20 * base, 1e-4)) << "awq";
+  EXPECT_LT(r[2].kld.mean, std::max(20 * base, 1e-4)) << "smoothquant";
+  EXPECT_GT(r[1].top1, 0.97);
+  EXPECT_GT(r[2].top1, 0.97);
+}
+
 }  // namespace
 }  // namespace lowbit

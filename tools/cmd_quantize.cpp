@@ -43,7 +43,7 @@ Runner add_quantize(CLI::App& app) {
     std::string calib, imatrix;
     int64_t calib_tokens = 32768, ctx = 512;
     bool act_order = false;
-    double damp = 0.01;
+    double damp = 0.01, sq_alpha = 0.5;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -53,8 +53,11 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--type", o->type, "Format of the weight matrices (see `lowbit formats`), "
                                      "e.g. q4_0, q4_k, iq4_nl, nf4, int4_g32, tq2_0")->required();
   cmd->add_option("--method", o->method, "rtn (round-to-nearest), imatrix (importance-weighted "
-                  "RTN), gptq, awq, awq+gptq")->capture_default_str()
-      ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq"}));
+                  "RTN), gptq, awq, awq+gptq, smoothquant (W8A8 smoothing, then imatrix RTN)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant"}));
+  cmd->add_option("--sq-alpha", o->sq_alpha, "SmoothQuant migration strength")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--calib", o->calib, "Calibration text (imatrix, gptq, awq)");
   cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens used")
       ->capture_default_str()->check(CLI::Range(int64_t(16), int64_t(1) << 30));
@@ -87,7 +90,7 @@ Runner add_quantize(CLI::App& app) {
                                            : FallbackPolicy::kAuto;
     const Model m = Model::load(o->in, {.tokenizer_path = o->tokenizer});
     MethodOptions mo{.method = parse_method(o->method)};
-    mo.gptq.act_order = o->act_order, mo.gptq.damp = o->damp;
+    mo.gptq.act_order = o->act_order, mo.gptq.damp = o->damp, mo.sq_alpha = o->sq_alpha;
     Importance imp;
     if (!o->imatrix.empty()) {
       if (mo.method != Method::kImatrix) {

@@ -16,13 +16,14 @@ namespace lowbit {
 void InputStats::add(const float* x, int64_t n, int64_t k, bool hessian) {
   if (K == 0) {
     K = k;
-    sum_sq.assign(size_t(K), 0.0), sum_abs.assign(size_t(K), 0.0);
+    sum_sq.assign(size_t(K), 0.0), sum_abs.assign(size_t(K), 0.0), max_abs.assign(size_t(K), 0.0f);
   }
   LOWBIT_CHECK(k == K, "InputStats: the input width changed");
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t i = 0; i < K; ++i) {
       const double v = x[t * K + i];
       sum_sq[size_t(i)] += v * v, sum_abs[size_t(i)] += std::fabs(v);
+      max_abs[size_t(i)] = std::max(max_abs[size_t(i)], float(std::fabs(v)));
     }
   }
   if (hessian) {

@@ -19,6 +19,7 @@ namespace lowbit {
 struct InputStats {
   int64_t K = 0, count = 0;              // channels, tokens seen
   std::vector<double> sum_sq, sum_abs;   // (K)
+  std::vector<float> max_abs;            // (K) largest |x| seen (SmoothQuant)
   std::vector<double> xtx;               // (K, K) Σ x xᵀ when collected, else empty
   void add(const float* x, int64_t n, int64_t K, bool hessian);  // x (n, K)
   std::vector<float> importance() const;                         // sum_sq / count

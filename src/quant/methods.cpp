@@ -21,8 +21,9 @@ Method parse_method(const std::string& n) {
   if (n == "gptq") return Method::kGptq;
   if (n == "awq") return Method::kAwq;
   if (n == "awq+gptq") return Method::kAwqGptq;
-  throw Error("unknown method", {.field = "--method", .expected = "rtn, imatrix, gptq, awq or "
-                                 "awq+gptq", .found = n});
+  if (n == "smoothquant") return Method::kSmoothQuant;
+  throw Error("unknown method", {.field = "--method", .expected = "rtn, imatrix, gptq, awq, "
+                                 "awq+gptq or smoothquant", .found = n});
 }
 
 const char* method_name(Method m) {
@@ -31,6 +32,7 @@ const char* method_name(Method m) {
     case Method::kImatrix: return "imatrix";
     case Method::kGptq: return "gptq";
     case Method::kAwq: return "awq";
+    case Method::kSmoothQuant: return "smoothquant";
     default: return "awq+gptq";
   }
 }
@@ -158,6 +160,7 @@ void scale_stats(InputStats& st, const std::vector<float>& s) {
   for (int64_t i = 0; i < K; ++i) {
     st.sum_sq[size_t(i)] /= double(s[size_t(i)]) * s[size_t(i)];
     st.sum_abs[size_t(i)] /= s[size_t(i)];
+    if (!st.max_abs.empty()) st.max_abs[size_t(i)] /= s[size_t(i)];
     for (int64_t j = 0; j < K && !st.xtx.empty(); ++j) {
       st.xtx[size_t(i * K + j)] /= double(s[size_t(i)]) * s[size_t(j)];
     }
@@ -229,6 +232,41 @@ void awq_layer(Work& w, int64_t L, Calibration& cal, int grid) {
   }
 }
 
+// SmoothQuant on layer L: the activation outliers of the norm outputs migrate into the weights
+// (s_j = max|x_j|^α / max_i |w_ij|^(1-α)), folded into attn_norm / ffn_norm, so both the weights
+// and the 8-bit activations of the INT8 runtime see tamer ranges.
+void smoothquant_layer(Work& w, int64_t L, Calibration& cal, double alpha) {
+  const std::string b = "blk." + std::to_string(L) + ".";
+  const int64_t C = w.m.config.n_embd;
+  auto group = [&](const std::string& norm, std::vector<std::string> names, const std::string& g) {
+    InputStats& st = cal.at(b + g);
+    std::vector<std::vector<float>> ws;
+    std::vector<float> wmax(static_cast<size_t>(C), 0.0f);
+    for (const auto& n : names) {
+      ws.push_back(w.floats(b + n));
+      for (size_t i = 0; i < ws.back().size(); ++i) {
+        wmax[i % size_t(C)] = std::max(wmax[i % size_t(C)], std::fabs(ws.back()[i]));
+      }
+    }
+    std::vector<float> s(static_cast<size_t>(C));
+    for (int64_t j = 0; j < C; ++j) {
+      const double xm = std::max(double(st.max_abs[size_t(j)]), 1e-5);
+      const double wm = std::max(double(wmax[size_t(j)]), 1e-5);
+      s[size_t(j)] = float(std::clamp(std::pow(xm, alpha) / std::pow(wm, 1 - alpha), 1e-4, 1e4));
+    }
+    std::vector<float> gamma = w.floats(b + norm);
+    for (int64_t j = 0; j < C; ++j) gamma[size_t(j)] /= s[size_t(j)];
+    w.set_floats(b + norm, gamma);
+    for (size_t i = 0; i < names.size(); ++i) {
+      scale_columns(ws[i], C, s);
+      w.set_floats(b + names[i], ws[i]);
+    }
+    scale_stats(st, s);
+  };
+  group("attn_norm.weight", {"attn_q.weight", "attn_k.weight", "attn_v.weight"}, "attn_q.weight");
+  group("ffn_norm.weight", {"ffn_gate.weight", "ffn_up.weight"}, "ffn_gate.weight");
+}
+
 // Quantizes one weight matrix of layer L with its input statistics.
 void quantize_weight(Work& w, const std::string& name, const InputStats& st, Method method,
                      const GptqOptions& go) {
@@ -287,7 +325,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
     throw Error(std::string("method ") + method_name(mo.method) + " needs calibration text",
                 {.field = "--calib", .expected = "a text file"});
   }
-  const bool hessian = mo.method != Method::kImatrix;
+  const bool hessian = mo.method != Method::kImatrix && mo.method != Method::kSmoothQuant;
   const int64_t n = int64_t(calib->tokens[0].size()), C = c.n_embd;
   // Calibration activations entering layer 0, one (n, C) block per chunk.
   std::vector<std::vector<float>> X;
@@ -303,7 +341,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
     {
       LlamaEngine e(w.m, n, n);
       e.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
-        if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian || mo.method == Method::kAwq);
+        if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian);
       });
       std::vector<float> x(static_cast<size_t>(n * C));
       for (const auto& xc : X) {
@@ -317,11 +355,13 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
       }
     }
     if (mo.method == Method::kAwq || mo.method == Method::kAwqGptq) awq_layer(w, L, cal, mo.awq_grid);
+    if (mo.method == Method::kSmoothQuant) smoothquant_layer(w, L, cal, mo.sq_alpha);
     const std::string b = "blk." + std::to_string(L) + ".";
     for (const char* name : {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
                              "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) {
       const auto g = input_group_of(b + name, w.m);
-      const Method how = mo.method == Method::kAwq ? Method::kImatrix : mo.method;
+      const Method how = mo.method == Method::kAwq || mo.method == Method::kSmoothQuant
+                             ? Method::kImatrix : mo.method;
       quantize_weight(w, b + name, cal.at(*g), how, mo.gptq);
     }
     {  // the activations through the quantized layer

@@ -1,7 +1,7 @@
 // Quantization methods beyond round-to-nearest, layer by layer (sequential): calibration text is
 // embedded once; then for each layer L, the inputs of L's linear layers are collected by running
 // L on the activations that the already-quantized layers < L produced, L's weights are quantized
-// (imatrix RTN, GPTQ, AWQ or AWQ then GPTQ), and the activations are pushed through the quantized
+// (imatrix RTN, GPTQ, AWQ, AWQ then GPTQ, or SmoothQuant's smoothing then imatrix RTN), and the activations are pushed through the quantized
 // L for the next layer. The output head gets importance-weighted RTN from the final norm's
 // statistics; an untied token embedding (a lookup, no inputs) plain RTN.
 #pragma once
@@ -18,14 +18,17 @@
 
 namespace lowbit {
 
-enum class Method { kRtn, kImatrix, kGptq, kAwq, kAwqGptq };
-Method parse_method(const std::string& name);  // rtn imatrix gptq awq awq+gptq
+enum class Method { kRtn, kImatrix, kGptq, kAwq, kAwqGptq, kSmoothQuant };
+// rtn imatrix gptq awq awq+gptq smoothquant
+Method parse_method(const std::string& name);
 const char* method_name(Method m);
 
 struct MethodOptions {
   Method method = Method::kRtn;
   GptqOptions gptq;
   int awq_grid = 20;                 // α ∈ {0, 1/grid, ..., (grid-1)/grid}
+  // SmoothQuant (Xiao et al. 2022) migration strength: s_j = max|x_j|^α / max|w_j|^(1-α).
+  double sq_alpha = 0.5;
   const Importance* imatrix = nullptr;  // imatrix: use these instead of calibrating
 };
 

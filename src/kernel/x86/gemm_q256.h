@@ -7,7 +7,6 @@
 // dc = d for the offset ones (Q3_K, Q6_K, TQ*). Byte codes fit maddubs: c <= 63.
 #pragma once
 
-#include "kernel/block_scales.h"
 #include "kernel/x86/common.h"
 
 namespace lowbit::kernel {
@@ -20,7 +19,7 @@ inline __m256i bits_at(__m256i v, int shift, int mask) {
 }
 
 // The parts of a super-block a tile needs once per row: scales as 16 int16 (one per 16 values),
-// the correction coefficients, and the two float scales.
+// the correction coefficients (int16 per 16 values), and the float scales d and dc.
 struct Prep256 {
   __m256i sc16, coef16;
   float d, dc;
@@ -29,48 +28,82 @@ struct Prep256 {
 
 template <typename T> struct Dec256 { static constexpr bool kHas = false; };
 
-// Common scale preparation: affine formats (mins) or offset formats (off * sc).
-template <typename Block, bool kAffine, int kOff>
-void prep_scales(const Block& b, Prep256& p) {
-  SubScales16 s;
-  sub_scales(b, s);
-  p.sc16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.sc));
-  p.d = half_to_float(super_d(b));
-  if constexpr (kAffine) {
-    p.coef16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.mn));
-    p.dc = half_to_float(super_dmin(b));
-  } else {
-    p.coef16 = _mm256_mullo_epi16(p.sc16, _mm256_set1_epi16(kOff));
-    p.dc = p.d;
-  }
+inline __m128i load64(const void* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
+inline __m256i dup_bytes_i16(__m128i v, bool is_signed) {  // 8 bytes -> 16 int16: b0 b0 b1 b1 ...
+  const __m128i d = _mm_unpacklo_epi8(v, v);
+  return is_signed ? _mm256_cvtepi8_epi16(d) : _mm256_cvtepu8_epi16(d);
+}
+
+// Offset formats: value d * sc * (c - off); the correction is off * sc against the block sums.
+template <int kOff>
+void prep_offset(__m256i sc16, uint16_t d, Prep256& p) {
+  static_assert((kOff & (kOff - 1)) == 0, "offsets are powers of two");
+  p.sc16 = sc16;
+  p.coef16 = _mm256_slli_epi16(sc16, __builtin_ctz(unsigned(kOff)));
+  p.d = p.dc = half_to_float(d);
+}
+inline void prep_affine(__m256i sc16, __m256i mn16, uint16_t d, uint16_t dmin, Prep256& p) {
+  p.sc16 = sc16, p.coef16 = mn16;
+  p.d = half_to_float(d), p.dc = half_to_float(dmin);
 }
 
 template <> struct Dec256<formats::Q2_K> {
   using Block = formats::Q2_K::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
-  static void prep(const Block& b, Prep256& p) { prep_scales<Block, true, 0>(b, p); }
+  static constexpr bool kAffine = true;
+  static void prep(const Block& b, Prep256& p) {  // scales[j] = sc | mn << 4
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)), m = _mm_set1_epi8(0x0F);
+    prep_affine(_mm256_cvtepu8_epi16(_mm_and_si128(v, m)),
+                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m)), b.d, b.dmin, p);
+  }
   static __m256i codes(const Block& b, const Prep256&, int c) { return bits_at(load256(b.qs + 32 * (c / 4)), 2 * (c % 4), 3); }
 };
 template <> struct Dec256<formats::Q3_K> {
   using Block = formats::Q3_K::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
-  static void prep(const Block& b, Prep256& p) { prep_scales<Block, false, 4>(b, p); }
+  static constexpr bool kAffine = false;
+  // 6-bit u_j = s_j + 32: low 4 bits in scales[j] (j < 8) or scales[j-8] >> 4; top 2 bits of
+  // scales[8 + j%4] at bit 2*(j/4).
+  static void prep(const Block& b, Prep256& p) {
+    const __m128i a = load64(b.scales), m = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(a, m), _mm_and_si128(_mm_srli_epi16(a, 4), m));
+    uint32_t h;
+    __builtin_memcpy(&h, b.scales + 8, 4);
+    const __m128i hi = _mm_and_si128(_mm_setr_epi32(int(h), int(h >> 2), int(h >> 4), int(h >> 6)), _mm_set1_epi8(3));
+    const __m128i u = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+    prep_offset<4>(_mm256_cvtepi8_epi16(u), b.d, p);
+  }
   static __m256i codes(const Block& b, const Prep256&, int c) {
     const __m256i lo = bits_at(load256(b.qs + 32 * (c / 4)), 2 * (c % 4), 3);
     const __m256i hi = bits_at(load256(b.hmask), c, 1);  // bit 4n + j = c
     return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
   }
 };
+// Q4_K / Q5_K: 8 six-bit scales and mins in 12 bytes = words a, b, c: sc[0..3] = a & 63,
+// mn[0..3] = b & 63, sc[4..7] = (c & 0xF) | (a >> 6) << 4, mn[4..7] = (c >> 4) | (b >> 6) << 4.
+inline void prep_k4(const uint8_t* q, uint16_t d, uint16_t dmin, Prep256& p) {
+  uint32_t w[3];
+  __builtin_memcpy(w, q, 12);
+  const uint32_t lo6 = 0x3F3F3F3F, lo4 = 0x0F0F0F0F, top2 = 0x30303030;
+  const uint32_t sc_lo = w[0] & lo6, mn_lo = w[1] & lo6;
+  const uint32_t sc_hi = (w[2] & lo4) | ((w[0] >> 2) & top2), mn_hi = ((w[2] >> 4) & lo4) | ((w[1] >> 2) & top2);
+  const __m128i sc = _mm_cvtsi64_si128(int64_t(uint64_t(sc_lo) | uint64_t(sc_hi) << 32));
+  const __m128i mn = _mm_cvtsi64_si128(int64_t(uint64_t(mn_lo) | uint64_t(mn_hi) << 32));
+  prep_affine(dup_bytes_i16(sc, false), dup_bytes_i16(mn, false), d, dmin, p);
+}
+
 template <> struct Dec256<formats::Q4_K> {
   using Block = formats::Q4_K::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
-  static void prep(const Block& b, Prep256& p) { prep_scales<Block, true, 0>(b, p); }
+  static constexpr bool kAffine = true;
+  static void prep(const Block& b, Prep256& p) { prep_k4(b.scales, b.d, b.dmin, p); }
   static __m256i codes(const Block& b, const Prep256&, int c) { return bits_at(load256(b.qs + 32 * (c / 2)), 4 * (c % 2), 0xF); }
 };
 template <> struct Dec256<formats::Q5_K> {
   using Block = formats::Q5_K::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
-  static void prep(const Block& b, Prep256& p) { prep_scales<Block, true, 0>(b, p); }
+  static constexpr bool kAffine = true;
+  static void prep(const Block& b, Prep256& p) { prep_k4(b.scales, b.d, b.dmin, p); }
   static __m256i codes(const Block& b, const Prep256&, int c) {
     const __m256i lo = bits_at(load256(b.qs + 32 * (c / 2)), 4 * (c % 2), 0xF);
     return _mm256_or_si256(lo, _mm256_slli_epi16(bits_at(load256(b.qh), c, 1), 4));
@@ -79,7 +112,10 @@ template <> struct Dec256<formats::Q5_K> {
 template <> struct Dec256<formats::Q6_K> {
   using Block = formats::Q6_K::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
-  static void prep(const Block& b, Prep256& p) { prep_scales<Block, false, 32>(b, p); }
+  static constexpr bool kAffine = false;
+  static void prep(const Block& b, Prep256& p) {
+    prep_offset<32>(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales))), b.d, p);
+  }
   static __m256i codes(const Block& b, const Prep256&, int c) {
     const int n = c / 4, k = c % 4;
     const __m256i lo = bits_at(load256(b.ql + n * 64 + (k & 1) * 32), 4 * (k >> 1), 0xF);
@@ -90,10 +126,16 @@ template <> struct Dec256<formats::Q6_K> {
 template <> struct Dec256<formats::IQ4_XS> {
   using Block = formats::IQ4_XS::Block;
   static constexpr bool kHas = true, kSigned = true, kCorr = false;
+  static constexpr bool kAffine = false;
+  // ls_j = (scales_l[j/2] >> 4*(j%2)) & 0xF | ((scales_h >> 2j) & 3) << 4; scale ls_j - 32.
   static void prep(const Block& b, Prep256& p) {
-    SubScales16 s;
-    sub_scales(b, s);
-    p.sc16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.sc));
+    uint32_t l;
+    __builtin_memcpy(&l, b.scales_l, 4);
+    const __m128i lv = _mm_cvtsi32_si128(int(l)), m = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_unpacklo_epi8(_mm_and_si128(lv, m), _mm_and_si128(_mm_srli_epi16(lv, 4), m));
+    const __m128i hi = _mm_cvtsi64_si128(int64_t(_pdep_u64(b.scales_h, 0x0303030303030303ull)));
+    const __m128i ls = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+    p.sc16 = dup_bytes_i16(ls, true);
     p.coef16 = _mm256_setzero_si256();
     p.d = half_to_float(b.d), p.dc = 0;
   }
@@ -107,7 +149,8 @@ template <> struct Dec256<formats::IQ4_XS> {
 template <> struct Dec256<formats::TQ2_0> {
   using Block = formats::TQ2_0::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
-  static void prep(const Block& b, Prep256& p) { prep_scales<Block, false, 1>(b, p); }
+  static constexpr bool kAffine = false;
+  static void prep(const Block& b, Prep256& p) { prep_offset<1>(_mm256_set1_epi16(1), b.d, p); }
   static __m256i codes(const Block& b, const Prep256&, int c) { return bits_at(load256(b.qs + 32 * (c / 4)), 2 * (c % 4), 3); }
 };
 
@@ -125,10 +168,11 @@ inline __m256i tq1_digits(__m256i x, __m256i m) {
 template <> struct Dec256<formats::TQ1_0> {
   using Block = formats::TQ1_0::Block;
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
+  static constexpr bool kAffine = false;
   // Placement (src/format/ternary.h): values 0..159 are digit e/32 of qs[e%32]; 160..239 digit
   // (e-160)/16 of qs[32 + e%16]; 240..255 digit (e-240)/4 of qh[e%4].
   static void prep(const Block& b, Prep256& p) {
-    prep_scales<Block, false, 1>(b, p);
+    prep_offset<1>(_mm256_set1_epi16(1), b.d, p);
     const __m256i lo = load256(b.qs);
     const __m128i mid = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 32));
     const __m256i mid2 = _mm256_set_m128i(mid, mid);
@@ -169,9 +213,8 @@ struct Q256Tiles {
     const Block* blk[R];
     LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
     __m256 acc[R][T];
-    float corr[R][T];
     LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps(), corr[r][t] = 0;
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
     }
     for (int64_t sb = 0; sb < nsb; ++sb) {
       Prep256 pr[R];
@@ -197,15 +240,19 @@ struct Q256Tiles {
         const float da = a.d[t * nsb + sb];
         const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums + (t * nsb + sb) * 16));
         LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-          acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][t]), _mm256_set1_ps(pr[r].d * da), acc[r][t]);
-          if constexpr (Dec::kCorr) {
-            corr[r][t] -= (pr[r].dc * da) * float(hsum_epi32(_mm256_madd_epi16(pr[r].coef16, bs)));
+          // Offset formats (dc == d) subtract the correction in int32, affine ones in float.
+          __m256i is = isum[r][t];
+          if constexpr (Dec::kCorr && !Dec::kAffine) is = _mm256_sub_epi32(is, _mm256_madd_epi16(pr[r].coef16, bs));
+          acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(pr[r].d * da), acc[r][t]);
+          if constexpr (Dec::kCorr && Dec::kAffine) {
+            const __m256 c = _mm256_cvtepi32_ps(_mm256_madd_epi16(pr[r].coef16, bs));
+            acc[r][t] = _mm256_fnmadd_ps(c, _mm256_set1_ps(pr[r].dc * da), acc[r][t]);
           }
         }
       }
     }
     LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = hsum_ps(acc[r][t]) + corr[r][t];
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = hsum_ps(acc[r][t]);
     }
   }
 };

@@ -14,9 +14,12 @@
 namespace lowbit::kernel {
 namespace {
 
-inline __m256i nibbles32(const uint8_t* qs) {  // 16 bytes -> 32 codes: low nibbles, then high
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+// 16 bytes -> 32 codes: low nibbles, then high nibbles. The bytes are broadcast to both halves
+// (a plain load) and the upper half shifted by 4 (per-dword shifts; stray bits are masked).
+inline __m256i nibbles32(const uint8_t* qs) {
+  const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  return _mm256_and_si256(_mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                          _mm256_set1_epi8(0x0F));
 }
 
 inline __m256i fifth_bits(const uint8_t* qh) {  // bit i of the u32 -> 0x10 in byte i
@@ -89,14 +92,23 @@ struct Q32Tiles {
 
   // dw and e = m - off * dw of blocks [0, n) (n <= 8; lanes >= n are 0).
   static void scales8(const Block* blk, int n, __m256& dw, __m256& e) {
-    alignas(16) uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0}, hm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int i = 0; i < n; ++i) {
-      h[i] = blk[i].d;
-      if constexpr (Dec::kAffine) hm[i] = Dec::m(blk[i]);
+    __m128i h, hm = _mm_setzero_si128();
+    if (n == 8) {  // the common case: eight 16-bit loads straight into a vector
+      h = _mm_setr_epi16(short(blk[0].d), short(blk[1].d), short(blk[2].d), short(blk[3].d),
+                         short(blk[4].d), short(blk[5].d), short(blk[6].d), short(blk[7].d));
+      if constexpr (Dec::kAffine) {
+        hm = _mm_setr_epi16(short(Dec::m(blk[0])), short(Dec::m(blk[1])), short(Dec::m(blk[2])),
+                            short(Dec::m(blk[3])), short(Dec::m(blk[4])), short(Dec::m(blk[5])),
+                            short(Dec::m(blk[6])), short(Dec::m(blk[7])));
+      }
+    } else {
+      alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int i = 0; i < n; ++i) t[i] = blk[i].d, tm[i] = Dec::m(blk[i]);
+      h = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+      hm = _mm_load_si128(reinterpret_cast<const __m128i*>(tm));
     }
-    dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
-    e = Dec::kAffine ? _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(hm)))
-                     : _mm256_setzero_ps();
+    dw = _mm256_cvtph_ps(h);
+    e = Dec::kAffine ? _mm256_cvtph_ps(hm) : _mm256_setzero_ps();
     if constexpr (kOff != 0) e = _mm256_fnmadd_ps(_mm256_set1_ps(float(kOff)), dw, e);
   }
 
