@@ -76,11 +76,15 @@ void validate_model(const Model& m, const std::string& file);
 void write_gguf(const Model& m, const std::string& path, const Format& float_type,
                 bool show_progress = false);
 // The general form: each tensor written in target(t) (converted from its own format when they
-// differ, a chunk of rows at a time), with extra metadata (key -> string value).
+// differ, a chunk of rows at a time), with extra metadata (key -> string value). `before` runs
+// just before a tensor's data is written (it may produce it: replace data/format in m, which it
+// can reach by name) and `after` right after (to free it): producers stream through the writer.
+using TensorHook = std::function<void(const ModelTensor&)>;
 void write_gguf(const Model& m, const std::string& path,
                 const std::function<Format(const ModelTensor&)>& target,
                 const std::vector<std::pair<std::string, std::string>>& extra_metadata,
-                bool show_progress = false);
+                bool show_progress = false, const TensorHook& before = {},
+                const TensorHook& after = {});
 // Writes m as safetensors with Hugging Face names and Q/K back in the rotate-half layout, plus
 // config.json beside it; the tokenizer data rides in __metadata__ so lowbit can read it back.
 void write_safetensors(const Model& m, const std::string& path, const Format& float_type,

@@ -127,7 +127,7 @@ void write_gguf(const Model& m, const std::string& path, const Format& float_typ
 void write_gguf(const Model& m, const std::string& path,
                 const std::function<Format(const ModelTensor&)>& target,
                 const std::vector<std::pair<std::string, std::string>>& extra_metadata,
-                bool show_progress) {
+                bool show_progress, const TensorHook& before, const TensorHook& after) {
   GgufWriter w;
   set_config(w, m.config);
   set_tokenizer(w, m.tokenizer);
@@ -136,10 +136,12 @@ void write_gguf(const Model& m, const std::string& path,
     const Format to = target(t);
     private_types |= !to.is_ggml_type();
     std::vector<int64_t> ne(t.shape.rbegin(), t.shape.rend());
-    w.add_tensor(t.name, ne, to, [&t, to](OutputFile& out) {
+    w.add_tensor(t.name, ne, to, [&t, to, &before, &after](OutputFile& out) {
+      if (before) before(t);
       write_converted(out, t, to);
       // Streaming: a tensor read once is not kept resident (RSS stays about one tensor).
       if (t.mapped) release_mapped_pages(t.data, t.bytes);
+      if (after) after(t);
     });
   }
   w.set("general.quantization_version", GgufValue::u32(2));

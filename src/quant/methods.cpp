@@ -43,6 +43,8 @@ namespace {
 struct Work {
   Model m;
   std::map<std::string, Format> plan;
+  std::map<std::string, std::shared_ptr<const void>> bufs;  // replaced tensors' storage
+  std::map<std::string, ModelTensor> original;               // to point back to once written
 
   ModelTensor& t(const std::string& name) {
     for (auto& x : m.tensors) {
@@ -62,7 +64,7 @@ struct Work {
     x.format = Format::parse("f32");
     x.data = reinterpret_cast<const uint8_t*>(buf->data());
     x.bytes = buf->size() * 4, x.mapped = false;
-    m.owners.push_back(buf);
+    bufs[name] = buf;
   }
   void set_bytes(const std::string& name, const Format& f, std::vector<uint8_t> b) {
     auto buf = std::make_shared<std::vector<uint8_t>>(std::move(b));
@@ -70,7 +72,14 @@ struct Work {
     x.format = f;
     x.data = buf->data();
     x.bytes = buf->size(), x.mapped = false;
-    m.owners.push_back(buf);
+    bufs[name] = buf;
+  }
+  // Once written, a replaced tensor goes back to its original view and its buffer is freed.
+  void release(const std::string& name) {
+    const auto it = original.find(name);
+    if (it == original.end() || !bufs.count(name)) return;
+    t(name) = it->second;
+    bufs.erase(name);
   }
 };
 
@@ -291,34 +300,35 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
                                              const Chunks* calib, const LayerProgress& progress) {
   if (mo.method == Method::kRtn) return quantize_model(m, path, q);
   const std::vector<TensorPlan> plan = plan_quantization(m, q);
-  Work w{m, {}};
+  Work w{m, {}, {}, {}};
   for (const auto& p : plan) w.plan.emplace(p.name, p.to);
+  for (const auto& t : m.tensors) w.original.emplace(t.name, t);
   const ModelConfig& c = m.config;
   const std::vector<std::pair<std::string, std::string>> meta = {
       {"lowbit.quantize.method", method_name(mo.method)}, {"lowbit.quantize.type", q.type.name()}};
   auto is_matrix = [&](const std::string& n) { return w.t(n).shape.size() >= 2; };
+  auto rtn = [&](const std::string& name, const float* imp) {
+    const ModelTensor& t = w.t(name);
+    const Format f = w.plan.at(name);
+    std::vector<float> W = w.floats(name);
+    std::vector<uint8_t> out(f.row_bytes(t.row_length()) * uint64_t(t.rows()));
+    f.quantize(W.data(), t.rows(), t.row_length(), imp, out.data());
+    w.set_bytes(name, f, std::move(out));
+  };
+  auto target = [&](const ModelTensor& t) {
+    return t.shape.size() >= 2 ? w.plan.at(t.name) : Format::parse("f32");
+  };
+  auto release = [&](const ModelTensor& t) { w.release(t.name); };
 
-  if (mo.method == Method::kImatrix && mo.imatrix) {  // importance from a file: one pass
-    for (const auto& p : plan) {
-      if (!is_matrix(p.name)) continue;
-      const auto it = mo.imatrix->find(p.name == "token_embd.weight" && c.tied_output
-                                           ? std::string("output.weight") : p.name);
-      InputStats st;
-      if (it != mo.imatrix->end() && int64_t(it->second.size()) == w.t(p.name).row_length()) {
-        st.K = int64_t(it->second.size()), st.count = 1;
-        st.sum_sq.assign(it->second.begin(), it->second.end());
-      }
-      if (st.K == 0) {  // no statistics for this tensor: plain RTN
-        const ModelTensor& t = w.t(p.name);
-        std::vector<float> W = w.floats(p.name);
-        std::vector<uint8_t> out(p.to.row_bytes(t.row_length()) * uint64_t(t.rows()));
-        p.to.quantize(W.data(), t.rows(), t.row_length(), nullptr, out.data());
-        w.set_bytes(p.name, p.to, std::move(out));
-      } else {
-        quantize_weight(w, p.name, st, Method::kImatrix, mo.gptq);
-      }
-    }
-    write_gguf(w.m, path, [&](const ModelTensor& t) { return t.format; }, meta, true);
+  if (mo.method == Method::kImatrix && mo.imatrix) {  // importance from a file: per tensor
+    auto produce = [&](const ModelTensor& t) {
+      if (!is_matrix(t.name)) return;
+      const auto it = mo.imatrix->find(t.name == "token_embd.weight" && c.tied_output
+                                           ? std::string("output.weight") : t.name);
+      const bool have = it != mo.imatrix->end() && int64_t(it->second.size()) == t.row_length();
+      rtn(t.name, have ? it->second.data() : nullptr);  // no statistics: plain RTN
+    };
+    write_gguf(w.m, path, target, meta, true, produce, release);
     return plan;
   }
   if (!calib || calib->tokens.empty()) {
@@ -327,7 +337,12 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
   }
   const bool hessian = mo.method != Method::kImatrix && mo.method != Method::kSmoothQuant;
   const int64_t n = int64_t(calib->tokens[0].size()), C = c.n_embd;
-  // Calibration activations entering layer 0, one (n, C) block per chunk.
+  // The file's data in processing order: the blocks layer by layer, then embedding, norm and
+  // head; the writer pulls each layer when it reaches it, so only one quantized layer (plus the
+  // calibration activations) is ever held.
+  std::stable_partition(w.m.tensors.begin(), w.m.tensors.end(),
+                        [](const ModelTensor& t) { return t.name.rfind("blk.", 0) == 0; });
+  // Calibration activations entering the next layer, one (n, C) block per chunk.
   std::vector<std::vector<float>> X;
   {
     LlamaEngine e(w.m, n, n);
@@ -336,7 +351,8 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
       e.embed(ch.data(), n, X.back().data());
     }
   }
-  for (int64_t L = 0; L < c.n_layer; ++L) {
+  int64_t layers_done = 0;
+  auto process_layer = [&](int64_t L) {
     Calibration cal;
     {
       LlamaEngine e(w.m, n, n);
@@ -369,10 +385,11 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
       for (auto& xc : X) e.run_layers(xc.data(), n, 0, L, L + 1);
     }
     if (progress) progress(L + 1, c.n_layer);
-  }
-  // The output head: importance of the final norm's outputs.
-  InputStats head;
-  {
+  };
+  bool head_done = false;
+  auto process_head = [&] {
+    while (layers_done < c.n_layer) process_layer(layers_done++);
+    InputStats head;  // the output head's inputs: the final norm of the activations
     const ModelTensor& g = w.t("output_norm.weight");
     std::vector<float> gamma(static_cast<size_t>(C)), y(static_cast<size_t>(C));
     g.format.dequantize_row(g.data, C, gamma.data());
@@ -386,24 +403,25 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
         head.add(y.data(), 1, C, false);
       }
     }
-  }
-  for (const auto& p : plan) {
-    if (!is_matrix(p.name) || p.name.rfind("blk.", 0) == 0) continue;
-    const bool is_head = p.name == "output.weight" || c.tied_output;
-    if (is_head) {
-      quantize_weight(w, p.name, head, Method::kImatrix, mo.gptq);
-    } else {  // an untied embedding: a lookup table, no inputs to weight by
-      const ModelTensor& t = w.t(p.name);
-      std::vector<float> W = w.floats(p.name);
-      std::vector<uint8_t> out(p.to.row_bytes(t.row_length()) * uint64_t(t.rows()));
-      p.to.quantize(W.data(), t.rows(), t.row_length(), nullptr, out.data());
-      w.set_bytes(p.name, p.to, std::move(out));
+    for (const auto& p : plan) {
+      if (!is_matrix(p.name) || p.name.rfind("blk.", 0) == 0) continue;
+      if (p.name == "output.weight" || c.tied_output) {
+        quantize_weight(w, p.name, head, Method::kImatrix, mo.gptq);
+      } else {
+        rtn(p.name, nullptr);  // an untied embedding: a lookup table, no inputs to weight by
+      }
     }
-  }
-  // Norm weights AWQ rescaled are f32 already; everything else carries its planned format.
-  write_gguf(w.m, path, [&](const ModelTensor& t) {
-    return t.shape.size() >= 2 ? w.plan.at(t.name) : Format::parse("f32");
-  }, meta, true);
+    head_done = true;
+  };
+  auto produce = [&](const ModelTensor& t) {
+    if (t.name.rfind("blk.", 0) == 0) {
+      const int64_t L = std::stoll(t.name.substr(4));
+      while (layers_done <= L) process_layer(layers_done++);
+    } else if (!head_done && is_matrix(t.name)) {
+      process_head();
+    }
+  };
+  write_gguf(w.m, path, target, meta, true, produce, release);
   return plan;
 }
 
