@@ -7,6 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 fx=${LOWBIT_FIXTURES:-$root/../shared/fixtures}
 lowbit=${LOWBIT:-$root/build/lowbit}
 out=${1:-/tmp/lowbit-anchor}
+shift || true
 base=$fx/models/stories260K/stories260K.gguf
 mkdir -p "$out"
 sed -n '1,1999p' "$fx/text/tinystories-valid-head.txt" > "$out/calib.txt"

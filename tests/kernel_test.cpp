@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernel/kernels.h"
@@ -254,7 +255,9 @@ TEST(KernelMatmul, EveryFormatEveryTier) {
   uint64_t seed = 100;
   for (const auto& info : all_formats()) {
     const Format f(info, info.block_elems == 0 ? 32 : 0);
-    const int64_t K = info.block_elems == 0 ? 100 : info.block_elems == 1 ? 40 : 2 * info.block_elems;
+    // Ragged groups; float tails; 11 blocks of 32 = one group of 8 (packed tiles) plus 3.
+    const int64_t K = info.block_elems == 0 ? 100 : info.block_elems == 1 ? 40
+                      : info.block_elems == 32 ? 11 * 32 : 2 * info.block_elems;
     for (const Shape& s : shapes) {
       const Problem p = make_problem(f, s.M, K, s.N, ++seed);
       for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
@@ -266,6 +269,16 @@ TEST(KernelMatmul, LargerShapesOfThePriorityFormats) {
   for (const char* name : {"f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "iq4_xs", "tq1_0"}) {
     const Format f = Format::parse(name);
     const Problem p = make_problem(f, 13, 512, 11, 7);
+    for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
+  }
+}
+
+// Rows longer than one decoded panel (4096 values): partial sums carried across panels, and for
+// 32-value formats blocks past the last full group of 8.
+TEST(KernelMatmul, RowsLongerThanAPanel) {
+  for (const auto& [name, K] : {std::pair{"q4_0", 4096 + 256 + 64}, std::pair{"iq4_nl", 4096 + 32},
+                                std::pair{"q4_k", 4096 + 512}, std::pair{"q3_k", 4096 + 256}}) {
+    const Problem p = make_problem(Format::parse(name), 5, K, 9, 3);
     for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
   }
 }

@@ -67,8 +67,8 @@ void print_text(const BenchArgs& a, const Model& m, const BenchResult& r) {
     formats += fmt::format("{}{} {:.2f}%", formats.empty() ? "" : ", ", name,
                            100.0 * double(b) / double(total));
   }
-  fmt::print("model: {} ({}, {:.3f} B parameters, {:.1f} MiB: {}), {} threads\n", a.model,
-             m.config.arch, double(m.parameter_count()) * 1e-9, double(total) / (1 << 20),
+  fmt::print("model: {} ({}, {} parameters, {:.1f} MiB: {}), {} threads\n", a.model,
+             m.config.arch, m.parameter_count(), double(total) / (1 << 20),
              formats, r.threads);
   fmt::print("weights read per generated token: {:.1f} MB\n", double(r.bytes_per_token) * 1e-6);
   fmt::print("| test   | t/s median |      min |      max | weights GB/s |\n");

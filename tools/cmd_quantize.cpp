@@ -1,64 +1,315 @@
 // `lowbit quantize -m IN -o OUT --type TYPE [--method rtn|imatrix|gptq|awq|awq+gptq]
 // [--calib FILE] [--calib-tokens N] [--ctx C] [--imatrix FILE] [--act-order] [--damp D]
-// [--token-embedding-type T] [--output-tensor-type T] [--fallback auto|ggml|lowbit] [-t N]`,
-// and `lowbit calibrate -m IN -f TEXT -o IMATRIX`. Prints which tensors fell back and why.
+// [--token-embedding-type T] [--output-tensor-type T] [--fallback auto|ggml|lowbit] [-t N]`
+// with mixed precision: [--tensor-type REGEX=TYPE ...] [--recipe FILE] (manual), or
+// [--target-bpw B | --target-size SIZE] [--sensitivity SENS.json | --calib FILE] (planned), or
+// [--plan PLAN.json] (repeated); and `lowbit calibrate -m IN -f TEXT -o IMATRIX`. Prints which
+// tensors fell back and why, and a mix's plan (written to OUT's stem + .plan.json).
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "commands.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
+#include "lowbit/progress.h"
 #include "lowbit/threads.h"
 #include "quant/calibrate.h"
 #include "quant/methods.h"
+#include "quant/plan.h"
 #include "quant/quantize.h"
-#include "lowbit/progress.h"
-#include <fstream>
-#include <sstream>
+#include "quant/sensitivity.h"
 
 namespace lowbit::cli {
 
 namespace {
 
-// Calibration chunks: the text's first `tokens` tokens cut into chunks of `ctx` positions (BOS
-// first where the model uses it), as perplexity cuts them.
-Chunks calibration_chunks(const Model& m, const std::string& file, int64_t ctx, int64_t tokens) {
-  std::ifstream f(file, std::ios::binary);
-  if (!f) throw Error("cannot open the calibration text", {.file = file, .field = "--calib"});
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const int64_t chunks = std::max<int64_t>(1, tokens / ctx);
-  return chunk_text(m, ss.str(), {.ctx = ctx, .chunks = chunks});
+struct QuantizeArgs {
+  std::string in, out, type, emb_type, out_type, fallback = "auto", method = "rtn", tokenizer;
+  std::string calib, imatrix;
+  int64_t calib_tokens = 32768, ctx = 512;
+  bool act_order = false;
+  double damp = 0.01, sq_alpha = 0.5;
+  int threads = 0;
+  // mixed precision
+  std::vector<std::string> tensor_types;
+  std::string recipe, target_size, sensitivity, plan, formats;
+  double target_bpw = 0;
+  int64_t sensitivity_chunks = 8;
+};
+
+FallbackPolicy parse_fallback(const std::string& s) {
+  return s == "ggml" ? FallbackPolicy::kGgml : s == "lowbit" ? FallbackPolicy::kLowbit
+                                                             : FallbackPolicy::kAuto;
+}
+
+// OUT's stem + ".plan.json" (x.gguf -> x.plan.json), beside OUT.
+std::string beside(const std::string& out, const std::string& suffix) {
+  std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + suffix)).string();
+}
+
+// What a manual mix asks: --tensor-type rules first, then --token-embedding-type /
+// --output-tensor-type for those tensors, then the recipe's rules.
+std::map<std::string, Format> manual_mix(const Model& m, const TypeRules& cli,
+                                         const TypeRules& recipe, const QuantizeArgs& a) {
+  const std::string out_name = m.config.tied_output ? "token_embd.weight" : "output.weight";
+  std::map<std::string, Format> mix;
+  for (const ModelTensor& t : m.tensors) {
+    if (t.shape.size() < 2) continue;
+    std::optional<Format> f = cli.match(rule_names(t.name, m));
+    const bool flagged = (t.name == out_name && !a.out_type.empty()) ||
+                         (t.name == "token_embd.weight" && !a.emb_type.empty());
+    if (!f && !flagged) f = recipe.match(rule_names(t.name, m));
+    if (f) mix.emplace(t.name, *f);
+  }
+  return mix;
+}
+
+// The sensitivity measurement: from --sensitivity, or measured now on the calibration text.
+std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs& a,
+                                              Method method, FallbackPolicy fb) {
+  if (!a.sensitivity.empty()) {
+    const Sensitivity s = Sensitivity::load(a.sensitivity);
+    if (!s.method.empty() && s.method != method_name(method)) {
+      fmt::print("note: {} was measured with {} variants; quantizing with {}\n", a.sensitivity,
+                 s.method, method_name(method));
+    }
+    return candidates_of(s, m, a.sensitivity);
+  }
+  if (a.calib.empty()) {
+    throw Error("a size target needs a sensitivity measurement", {.field = "--target-bpw",
+                .expected = "--sensitivity SENS.json (lowbit sensitivity) or --calib TEXT"});
+  }
+  SensitivityOptions so{.fallback = fb, .method = method};
+  so.gptq.damp = a.damp;
+  if (!a.formats.empty()) so.formats = parse_format_list(a.formats);
+  const Chunks c = calibration_chunks(m, a.calib, a.ctx,
+                                      std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks));
+  std::optional<Progress> bar;
+  Sensitivity s = measure_sensitivity(m, c, so, [&](int64_t, int64_t total) {
+    if (!bar) bar.emplace("sensitivity", total);
+    bar->advance();
+  });
+  if (bar) bar->finish();
+  s.model = a.in, s.calib = a.calib;
+  const std::string path = beside(a.out, ".sens.json");
+  s.save(path);
+  fmt::print("sensitivity: {} tensors, {} chunks of {} ({:.1f} s) -> {}\n", s.tensors.size(),
+             s.chunks, s.ctx, s.seconds, path);
+  return candidates_of(s, m, path);
+}
+
+// The planner: per-tensor formats minimising the summed sensitivity within the size target.
+// Tensors a --tensor-type / recipe rule names are pinned to that format.
+PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, FallbackPolicy fb,
+                         const TypeRules& pins) {
+  uint64_t fixed = 0;  // 1-D tensors stay F32
+  for (const ModelTensor& t : m.tensors) {
+    if (t.shape.size() < 2) fixed += uint64_t(t.rows() * t.row_length()) * 4;
+  }
+  const int64_t params = int64_t(m.parameter_count());
+  const uint64_t total = a.target_bpw > 0 ? uint64_t(std::floor(a.target_bpw * double(params) / 8))
+                                          : parse_size(a.target_size);
+  if (total <= fixed) {
+    throw Error("the size target leaves nothing for the weight matrices", {.field = "--target",
+                .expected = "> " + std::to_string(fixed) + " bytes", .found = std::to_string(total)});
+  }
+  std::vector<TensorCandidates> cand = measure_or_load(m, a, method, fb);
+  for (auto& tc : cand) {
+    const std::optional<Format> want = pins.match(rule_names(tc.name, m));
+    if (!want) continue;
+    const ModelTensor& t = *m.find(tc.name);
+    const Format f = fallback_for(*want, t.row_length(), fb);
+    const auto it = std::find_if(tc.options.begin(), tc.options.end(),
+                                 [&](const Candidate& c) { return c.format == f; });
+    const Candidate pinned = it != tc.options.end() ? *it
+        : Candidate{f, f.row_bytes(t.row_length()) * uint64_t(t.rows()), 0.0};
+    tc.options = {pinned};
+  }
+  const BudgetSolution sol = solve_budget(cand, total - fixed);
+  PlanFile p;
+  p.model = a.in, p.method = method_name(method), p.sensitivity = a.sensitivity;
+  if (a.target_bpw > 0) p.target_bpw = a.target_bpw;
+  p.budget_bytes = total, p.estimated_cost = sol.cost, p.lower_bound = sol.lower_bound;
+  for (size_t i = 0; i < cand.size(); ++i) {
+    const Candidate& c = cand[i].options[sol.choice[i]];
+    p.tensors.push_back({cand[i].name, c.format, cand[i].params, c.bytes, c.cost});
+  }
+  return p;
+}
+
+// The plan as it will be written (every tensor), with the planner's estimates where known.
+PlanFile describe(const std::vector<TensorPlan>& plan, const PlanFile& planned) {
+  std::map<std::string, double> cost;
+  for (const auto& e : planned.tensors) {
+    if (e.cost) cost[e.name] = *e.cost;
+  }
+  PlanFile p = planned;
+  p.tensors.clear();
+  for (const auto& t : plan) {
+    PlanEntry e{t.name, t.to, t.params, t.bytes, {}};
+    if (cost.count(t.name)) e.cost = cost.at(t.name);
+    p.tensors.push_back(e);
+  }
+  return p;
+}
+
+void print_plan(const PlanFile& p, const Model& m) {
+  fmt::print("{:<28} {:<14} {:>10} {:>12}\n", "tensor", "format", "bytes", "est. cost");
+  for (const auto& e : p.tensors) {
+    if (m.find(e.name)->shape.size() < 2) continue;
+    fmt::print("{:<28} {:<14} {:>10} {:>12}\n", e.name, e.format.name(), e.bytes,
+               e.cost ? fmt::format("{:.4e}", *e.cost) : "-");
+  }
+  fmt::print("plan: {} bytes, {:.4f} bits per weight", p.total_bytes(), p.bits_per_weight());
+  if (p.budget_bytes) {
+    fmt::print(" (target {}{} bytes)", p.target_bpw ? fmt::format("{:.4f} bpw = ", *p.target_bpw)
+                                                    : "", p.budget_bytes);
+    fmt::print(", estimated cost {:.5f} (optimum >= {:.5f})", p.estimated_cost, p.lower_bound);
+  }
+  fmt::print("; {}\n", p.llama_cpp_loadable() ? "all formats are GGUF types: llama.cpp loads it"
+                                               : "uses lowbit formats: llama.cpp will not load it");
+}
+
+// The per-tensor choices of a mix (manual, planned or repeated), and the plan to print/write.
+std::optional<PlanFile> choose_mix(const Model& m, const QuantizeArgs& a, Method method,
+                                   QuantizeOptions& q) {
+  TypeRules cli, recipe;
+  for (const auto& r : a.tensor_types) cli.add_argument(r);
+  if (!a.recipe.empty()) recipe.add_recipe_file(a.recipe);
+  const bool target = a.target_bpw > 0 || !a.target_size.empty();
+  if (!a.plan.empty()) {
+    const PlanFile p = PlanFile::load(a.plan);
+    q.per_tensor = plan_choices(p, m, a.plan);
+    return p;
+  }
+  if (target) {
+    TypeRules pins;  // both kinds of rules pin tensors; --tensor-type first
+    for (size_t i = 0; i < cli.size(); ++i) pins.add(cli.rule(i).pattern, cli.rule(i).format, cli.rule(i).origin);
+    for (size_t i = 0; i < recipe.size(); ++i) pins.add(recipe.rule(i).pattern, recipe.rule(i).format, recipe.rule(i).origin);
+    const PlanFile p = plan_for_target(m, a, method, q.fallback, pins);
+    for (const auto& e : p.tensors) q.per_tensor.emplace(e.name, e.format);
+    return p;
+  }
+  if (cli.empty() && recipe.empty()) return std::nullopt;
+  q.per_tensor = manual_mix(m, cli, recipe, a);
+  PlanFile p;
+  p.model = a.in, p.method = method_name(method);
+  return p;
+}
+
+// Checks the method's inputs; returns the calibration chunks it needs (if any).
+std::optional<Chunks> method_inputs(const Model& m, const QuantizeArgs& a, MethodOptions& mo,
+                                    Importance& imp) {
+  if (!a.imatrix.empty()) {
+    if (mo.method != Method::kImatrix) {
+      throw Error("--imatrix goes with --method imatrix", {.field = "--imatrix"});
+    }
+    imp = load_imatrix(a.imatrix);
+    mo.imatrix = &imp;
+  }
+  if (mo.method == Method::kRtn || mo.imatrix) return std::nullopt;
+  if (a.calib.empty()) {
+    throw Error("method " + a.method + " needs calibration text", {.field = "--calib",
+                .expected = "a text file (or --imatrix FILE with --method imatrix)"});
+  }
+  Chunks c = calibration_chunks(m, a.calib, a.ctx, a.calib_tokens);
+  fmt::print("calibration: {} chunks of {} tokens from {}\n", c.tokens.size(), a.ctx, a.calib);
+  return c;
+}
+
+int run_quantize(const QuantizeArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.threads > 0) set_threads(a.threads);
+  QuantizeOptions q;
+  if (!a.emb_type.empty()) q.token_embedding_type = Format::parse(a.emb_type);
+  if (!a.out_type.empty()) q.output_type = Format::parse(a.out_type);
+  q.fallback = parse_fallback(a.fallback);
+  const Model m = Model::load(a.in, {.tokenizer_path = a.tokenizer});
+  MethodOptions mo{.method = parse_method(a.method)};
+  mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
+  std::optional<PlanFile> mix = choose_mix(m, a, mo.method, q);
+  if (!a.type.empty()) {
+    q.type = Format::parse(a.type);
+  } else {
+    for (const ModelTensor& t : m.tensors) {
+      if (t.shape.size() >= 2 && !q.per_tensor.count(t.name) &&
+          !(t.name == "token_embd.weight" && q.token_embedding_type) &&
+          !(t.name == (m.config.tied_output ? "token_embd.weight" : "output.weight") && q.output_type)) {
+        throw Error("no format for a weight matrix", {.field = t.name, .expected = "--type, or "
+                    "a --tensor-type / recipe rule that matches it"});
+      }
+    }
+    q.type = Format::parse("f16");  // provisional: every matrix has its own format
+    q.type = dominant_format(plan_quantization(m, q));
+  }
+  const std::vector<TensorPlan> planned = plan_quantization(m, q);
+  if (mix) {
+    *mix = describe(planned, *mix);
+    print_plan(*mix, m);
+  }
+  Importance imp;
+  const std::optional<Chunks> calib = method_inputs(m, a, mo, imp);
+  Progress bar(a.method + " layers", m.config.n_layer);
+  const auto plan = quantize_with_method(m, a.out, q, mo, calib ? &*calib : nullptr,
+                                         [&](int64_t, int64_t) { bar.advance(); });
+  bar.finish();
+  uint64_t bytes = 0;
+  int64_t params = 0;
+  bool private_types = false;
+  for (const auto& p : plan) {
+    bytes += p.bytes, params += p.params;
+    private_types |= !p.to.is_ggml_type();
+    if (!(p.to == p.wanted)) {
+      const ModelTensor* t = m.find(p.name);
+      fmt::print("{}: rows of {} do not tile into {} blocks -> {}\n", p.name, t->row_length(),
+                 p.wanted.name(), p.to.name());
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double bits = 8.0 * double(bytes) / double(params);
+  fmt::print("{} -> {}: {} {} ({} tensors, {} parameters, {:.3f} bits per weight), {:.2f} MiB "
+             "file, {:.2f} s\n", a.in, a.out, a.method, mix ? "mix" : q.type.name(), plan.size(),
+             params, bits, double(std::filesystem::file_size(a.out)) / (1 << 20), secs);
+  if (mix) {
+    const std::string path = beside(a.out, ".plan.json");
+    mix->save(path);
+    fmt::print("plan -> {} (repeat it with --plan {})\n", path, path);
+    if (mix->target_bpw && (bits > *mix->target_bpw || bits < 0.99 * *mix->target_bpw)) {
+      fmt::print("note: {:.4f} bits per weight is not within 1% below the target {:.4f} (the "
+                 "candidates cannot meet it more closely)\n", bits, *mix->target_bpw);
+    }
+  }
+  if (private_types) {
+    fmt::print("note: {} uses lowbit's own formats; it loads in lowbit, not in llama.cpp\n", a.out);
+  }
+  return 0;
 }
 
 }  // namespace
 
 Runner add_quantize(CLI::App& app) {
-  auto* cmd = app.add_subcommand("quantize", "Quantize a model into GGUF (round-to-nearest with "
-                                             "per-block error-minimising scales)");
-  struct Opts {
-    std::string in, out, type, emb_type, out_type, fallback = "auto", method = "rtn", tokenizer;
-    std::string calib, imatrix;
-    int64_t calib_tokens = 32768, ctx = 512;
-    bool act_order = false;
-    double damp = 0.01, sq_alpha = 0.5;
-    int threads = 0;
-  };
-  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("quantize", "Quantize a model into GGUF: one format, a manual "
+                                 "mix (--tensor-type, --recipe) or a planned mix for a size "
+                                 "target (--target-bpw, --target-size)");
+  auto o = std::make_shared<QuantizeArgs>();
   cmd->add_option("-m,--model", o->in, "Input model: .gguf, .bin (llama2.c), .safetensors or a "
                                        "Hugging Face folder")->required();
   cmd->add_option("-o,--output", o->out, "Output .gguf")->required();
   cmd->add_option("--type", o->type, "Format of the weight matrices (see `lowbit formats`), "
-                                     "e.g. q4_0, q4_k, iq4_nl, nf4, int4_g32, tq2_0")->required();
+                                     "e.g. q4_0, q4_k, iq4_nl, nf4, int4_g32, tq2_0; with a mix: "
+                                     "the matrices no rule names");
   cmd->add_option("--method", o->method, "rtn (round-to-nearest), imatrix (importance-weighted "
                   "RTN), gptq, awq, awq+gptq, smoothquant (W8A8 smoothing, then imatrix RTN)")
       ->capture_default_str()
       ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant"}));
   cmd->add_option("--sq-alpha", o->sq_alpha, "SmoothQuant migration strength")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--calib", o->calib, "Calibration text (imatrix, gptq, awq)");
+  cmd->add_option("--calib", o->calib, "Calibration text (imatrix, gptq, awq; the planner's "
+                                       "sensitivity when no --sensitivity file is given)");
   cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens used")
       ->capture_default_str()->check(CLI::Range(int64_t(16), int64_t(1) << 30));
   cmd->add_option("--ctx", o->ctx, "Calibration chunk length")->capture_default_str()
@@ -76,67 +327,27 @@ Runner add_quantize(CLI::App& app) {
                   "file), lowbit = nearest lowbit format (ragged groups), auto = ggml when the "
                   "requested types are GGUF types")
       ->check(CLI::IsMember({"auto", "ggml", "lowbit"}));
+  cmd->add_option("--tensor-type", o->tensor_types, "REGEX=TYPE: matrices whose GGUF name the "
+                  "regex (PCRE2, unanchored) matches get TYPE; repeatable, first match wins");
+  cmd->add_option("--recipe", o->recipe, "Mix file: lines `REGEX = TYPE`, # comments (after "
+                  "--tensor-type rules; see recipes/)");
+  auto* bpw = cmd->add_option("--target-bpw", o->target_bpw, "Plan a mix of this many bits per "
+                              "weight (8 x all tensors' bytes / all parameters)")
+                  ->check(CLI::Range(0.5, 64.0));
+  auto* size = cmd->add_option("--target-size", o->target_size, "Plan a mix of this many bytes of "
+                               "tensor data: 350KiB, 1.5GiB, 200MB, ...");
+  bpw->excludes(size);
+  cmd->add_option("--sensitivity", o->sensitivity, "The planner's measurement (lowbit "
+                                                   "sensitivity); default: measure on --calib");
+  cmd->add_option("--formats", o->formats, "Measuring here: candidate formats, comma-separated");
+  cmd->add_option("--sensitivity-chunks", o->sensitivity_chunks, "Measuring here: calibration "
+                  "chunks used")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--plan", o->plan, "Repeat a plan (a .plan.json written by an earlier run)")
+      ->excludes(bpw)->excludes(size);
   cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer file (default: inside or beside the "
                                                "input)");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
-  return [o] {
-    const auto t0 = std::chrono::steady_clock::now();
-    if (o->threads > 0) set_threads(o->threads);
-    QuantizeOptions q{.type = Format::parse(o->type)};
-    if (!o->emb_type.empty()) q.token_embedding_type = Format::parse(o->emb_type);
-    if (!o->out_type.empty()) q.output_type = Format::parse(o->out_type);
-    q.fallback = o->fallback == "ggml"     ? FallbackPolicy::kGgml
-                 : o->fallback == "lowbit" ? FallbackPolicy::kLowbit
-                                           : FallbackPolicy::kAuto;
-    const Model m = Model::load(o->in, {.tokenizer_path = o->tokenizer});
-    MethodOptions mo{.method = parse_method(o->method)};
-    mo.gptq.act_order = o->act_order, mo.gptq.damp = o->damp, mo.sq_alpha = o->sq_alpha;
-    Importance imp;
-    if (!o->imatrix.empty()) {
-      if (mo.method != Method::kImatrix) {
-        throw Error("--imatrix goes with --method imatrix", {.field = "--imatrix"});
-      }
-      imp = load_imatrix(o->imatrix);
-      mo.imatrix = &imp;
-    }
-    std::optional<Chunks> calib;
-    if (mo.method != Method::kRtn && !mo.imatrix) {
-      if (o->calib.empty()) {
-        throw Error("method " + o->method + " needs calibration text", {.field = "--calib",
-                    .expected = "a text file (or --imatrix FILE with --method imatrix)"});
-      }
-      calib = calibration_chunks(m, o->calib, o->ctx, o->calib_tokens);
-      fmt::print("calibration: {} chunks of {} tokens from {}\n", calib->tokens.size(), o->ctx,
-                 o->calib);
-    }
-    Progress bar(o->method + " layers", m.config.n_layer);
-    const auto plan = quantize_with_method(m, o->out, q, mo, calib ? &*calib : nullptr,
-                                           [&](int64_t, int64_t) { bar.advance(); });
-    bar.finish();
-    uint64_t bytes = 0;
-    int64_t params = 0;
-    bool private_types = false;
-    for (const auto& p : plan) {
-      bytes += p.bytes, params += p.params;
-      private_types |= !p.to.is_ggml_type();
-      if (!(p.to == p.wanted)) {
-        const ModelTensor* t = m.find(p.name);
-        fmt::print("{}: rows of {} do not tile into {} blocks -> {}\n", p.name, t->row_length(),
-                   p.wanted.name(), p.to.name());
-      }
-    }
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    fmt::print("{} -> {}: {} {} ({} tensors, {} parameters, {:.3f} bits per weight), {:.2f} MiB "
-               "file, {:.2f} s\n", o->in, o->out, o->method, q.type.name(), plan.size(), params,
-               8.0 * double(bytes) / double(params),
-               double(std::filesystem::file_size(o->out)) / (1 << 20), secs);
-    if (private_types) {
-      fmt::print("note: {} uses lowbit's own formats; it loads in lowbit, not in llama.cpp\n",
-                 o->out);
-    }
-    return 0;
-  };
+  return [o] { return run_quantize(*o); };
 }
 
 Runner add_calibrate(CLI::App& app) {

@@ -99,13 +99,15 @@ int run_synth(const SynthArgs& a) {
     fmt::print("{} tensor(s) with rows of {} do not tile into {} blocks -> {}\n", n,
                std::get<2>(k), std::get<0>(k), std::get<1>(k));
   }
+  const double params = double(r.parameters);
   fmt::print("{}: {} ({}, dim {}, ff {}, {} layers, {}/{} heads, vocab {}), {}: {} tensors, {} "
-             "parameters ({:.3f} B), {:.3f} bits per weight, {:.2f} MiB file, {:.2f} s "
-             "({:.0f} MB/s, {} threads)\n",
+             "parameters ({}), {:.3f} bits per weight, {:.2f} MiB file, {:.2f} s "
+             "({:.2f} M weights/s, {} threads)\n",
              a.out, c.name, c.arch, c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv,
              c.n_vocab, o.type.name(), r.tensors.size(), r.parameters,
-             double(r.parameters) * 1e-9, bpw, double(file_bytes) / (1 << 20), secs,
-             double(file_bytes) / secs * 1e-6, max_threads());
+             params >= 1e9 ? fmt::format("{:.3f} B", params * 1e-9)
+                           : fmt::format("{:.3f} M", params * 1e-6),
+             bpw, double(file_bytes) / (1 << 20), secs, params / secs * 1e-6, max_threads());
   if (private_types) {
     fmt::print("note: {} uses lowbit's own formats; it loads in lowbit, not in llama.cpp\n", a.out);
   }

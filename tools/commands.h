@@ -14,6 +14,7 @@ Runner add_convert(CLI::App& app);
 Runner add_inspect(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_calibrate(CLI::App& app);
+Runner add_sensitivity(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_perplexity(CLI::App& app);
 Runner add_compare(CLI::App& app);

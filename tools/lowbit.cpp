@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_inspect);
   add(lowbit::cli::add_quantize);
   add(lowbit::cli::add_calibrate);
+  add(lowbit::cli::add_sensitivity);
   add(lowbit::cli::add_run);
   add(lowbit::cli::add_perplexity);
   add(lowbit::cli::add_compare);

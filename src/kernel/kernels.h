@@ -57,6 +57,8 @@ struct Acts {
   const float* d = nullptr;        // (n, K / block)      kQ8x32, kQ8x256
   const float* s = nullptr;        // (n, K / 32)         kQ8x32: d * sum(q), f32
   const int16_t* bsums = nullptr;  // (n, K / 16)         kQ8x256: sums of 16 q
+  // qs in the tier's packed layout (KernelSet::pack_q8), else in order. Scales never move.
+  bool packed = false;
 
   int64_t block() const { return kind == ActKind::kQ8x256 ? kQ8x256Block : kQ8x32Block; }
   // The same view starting at token t0 (n - t0 tokens).
@@ -66,6 +68,8 @@ struct Acts {
 // One quantized row: x (K) -> qs (K), d (K/block), s (K/32) or bsums (K/16). K % block == 0.
 using QuantizeFn = void (*)(const float* x, int64_t K, int8_t* qs, float* d, float* s_or_null,
                             int16_t* bsums_or_null);
+// Rearranges one token's qs (K) in place into a tier's layout for multi-token tiles.
+using PackFn = void (*)(int8_t* qs, int64_t K);
 
 // y[t * ldy + r] = dot(row r of w, token t of a) for r < rows, t < a.n. w: rows of row_bytes.
 using GemmFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t rows, const Acts& a,
@@ -85,6 +89,9 @@ struct KernelSet {
   const char* name;
   QuantizeFn quantize_q8x32;
   QuantizeFn quantize_q8x256;
+  // Applied to the quantized activations of calls with N > 1 (nullptr: in order).
+  PackFn pack_q8x32;
+  PackFn pack_q8x256;
   // The generic path's float gemm: rows of K f32 values with f32 activations.
   GemmFn gemm_f32;
   std::array<FormatKernels, kFormatCount> formats;

@@ -27,11 +27,19 @@ std::vector<TensorPlan> plan_quantization(const Model& m, const QuantizeOptions&
     throw Error("format is for activations only, not weights", {.field = "--type",
                 .expected = "a weight format (lowbit formats)", .found = o.type.name()});
   }
+  for (const auto& [name, f] : o.per_tensor) {
+    if (f.info().activation_only) {
+      throw Error("format is for activations only, not weights", {.field = name,
+                  .expected = "a weight format (lowbit formats)", .found = f.name()});
+    }
+  }
   const std::string out_name = m.config.tied_output ? "token_embd.weight" : "output.weight";
   std::vector<TensorPlan> plan;
   for (const ModelTensor& t : m.tensors) {
     Format want = o.type;
-    if (t.shape.size() < 2) {
+    if (const auto it = o.per_tensor.find(t.name); it != o.per_tensor.end() && t.shape.size() >= 2) {
+      want = it->second;
+    } else if (t.shape.size() < 2) {
       want = Format::parse("f32");
     } else if (t.name == out_name && o.output_type) {
       want = *o.output_type;

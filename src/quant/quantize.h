@@ -6,6 +6,7 @@
 // all GGUF types, so llama.cpp loads the file; else along lowbit's chain (ragged groups).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ struct QuantizeOptions {
   std::optional<Format> token_embedding_type;
   std::optional<Format> output_type;       // output.weight (or the tied embedding)
   FallbackPolicy fallback = FallbackPolicy::kAuto;
+  // Per-tensor choices by exact name (mixed precision: --tensor-type, recipes, the planner);
+  // they take precedence over everything above.
+  std::map<std::string, Format> per_tensor;
 };
 
 struct TensorPlan {

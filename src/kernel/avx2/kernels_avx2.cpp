@@ -35,10 +35,12 @@ struct Avx2Ops {
   static __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
   }
+  static __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_add_epi32(acc, dot_u8s8(u, s)); }
   static __m256i prep_signed(__m256i w) { return w; }
   static __m256i dot_signed(__m256i w, __m256i s) {
     return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
   }
+  static __m256i dot_signed_acc(__m256i acc, __m256i w, __m256i s) { return _mm256_add_epi32(acc, dot_signed(w, s)); }
   template <bool kSigned>
   static __m256i madd_scaled(__m256i acc, __m256i w, __m256i a, __m256i sc) {
     const __m256i p = kSigned ? _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
@@ -46,8 +48,9 @@ struct Avx2Ops {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
   }
 
-  struct Shape32 { static constexpr int kR = 2, kT = 4, kRv = 4; };
-  struct Shape256 { static constexpr int kR = 2, kT = 4, kRv = 2; };
+  static constexpr bool kPacked = true;
+  struct Shape32 { static constexpr int kR = 2, kT = 4, kRv = 4, kRp = 2, kTp = 4; };
+  struct Shape256 { static constexpr int kR = 2, kT = 4, kRv = 2, kRp = 2, kTp = 4; };
   struct ShapeF { static constexpr int kR = 2, kT = 4, kRv = 4; };
 };
 

@@ -32,6 +32,8 @@ struct Avx512Ops {
 
   static constexpr int kSignedOffset = 128;
   static __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+  static __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+  static __m256i dot_signed_acc(__m256i acc, __m256i w, __m256i s) { return _mm256_dpbusd_epi32(acc, w, s); }
   static __m256i prep_signed(__m256i w) { return _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))); }
   static __m256i dot_signed(__m256i w, __m256i s) { return dot_u8s8(w, s); }
   template <bool kSigned>
@@ -41,8 +43,9 @@ struct Avx512Ops {
     return _mm256_dpwssd_epi32(acc, p, sc);
   }
 
-  struct Shape32 { static constexpr int kR = 4, kT = 4, kRv = 4; };
-  struct Shape256 { static constexpr int kR = 4, kT = 4, kRv = 4; };
+  static constexpr bool kPacked = true;
+  struct Shape32 { static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4; };
+  struct Shape256 { static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4; };
   struct ShapeF { static constexpr int kR = 4, kT = 4, kRv = 4; };
 };
 

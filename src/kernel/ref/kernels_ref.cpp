@@ -279,8 +279,8 @@ void gemm_f32_ref(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
   }
 }
 
-constexpr KernelSet kRefKernels{Isa::kRef,         "ref",        quantize_q8x32_ref,
-                                quantize_q8x256_ref, gemm_f32_ref, make_format_table<RefImpl>()};
+constexpr KernelSet kRefKernels{Isa::kRef,       "ref",        quantize_q8x32_ref, quantize_q8x256_ref,
+                                nullptr,         nullptr,      gemm_f32_ref,       make_format_table<RefImpl>()};
 
 }  // namespace
 

@@ -12,6 +12,8 @@
 #include "kernel/kernels.h"
 
 #define LOWBIT_UNROLL _Pragma("GCC unroll 16")
+// Hot helpers must inline: a call in a tile spills every vector register (and adds vzeroupper).
+#define LOWBIT_INLINE inline __attribute__((always_inline))
 
 namespace lowbit::kernel {
 namespace {
@@ -114,13 +116,71 @@ void quantize_q8x256_x86(const float* x, int64_t K, int8_t* qs, float* d, float*
   }
 }
 
+// ---- packed activations -----------------------------------------------------------------------
+// Multi-token tiles keep an integer accumulator per 32-value block in each dword lane, so the
+// activations of a group of 8 blocks (256 values) are stored transposed: vector m (32 bytes at
+// 32m) holds dword m of blocks 0..7, one per lane. Values past the last full group stay in order.
+
+// v[j] = row j of an 8 x 8 matrix of dwords -> v[k] = column k.
+LOWBIT_INLINE void transpose8x8_epi32(__m256i v[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 4h .. 4h+3
+    u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
+    v[k + 4] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
+  }
+}
+
+void pack_q8_x86(int8_t* qs, int64_t K) {
+  for (int64_t g = 0; g + 256 <= K; g += 256) {
+    __m256i v[8];
+    for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + g + 32 * j));
+    transpose8x8_epi32(v);
+    for (int m = 0; m < 8; ++m) _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + g + 32 * m), v[m]);
+  }
+}
+
 // ---- tiles ----------------------------------------------------------------------------------
 // A tile family Tiles provides `template <int R, int T> static void tile(w, rb, a, y, ldy)`:
-// R rows from w (row_bytes rb) times the first T tokens of a. Shape: kR x kT tiles for
-// prompts, kRv x 1 for one token (generation), smaller ones for the edges.
+// R rows from w (row_bytes rb) times the first T tokens of a. With kPackable it also provides
+// `rows_packed<R, T>(w, rb, a, y, ldy)`: R rows times all tokens of packed activations, the rows
+// decoded once into a panel (kPanelElems values at a time) and reused by every token tile.
+// Shape: kR x kT tiles for prompts (kRp x kTp when packed), kRv x 1 for one token
+// (generation), smaller ones for the edges.
 
-template <typename Tiles, int kR, int kT, int kRv>
+inline constexpr int64_t kPanelElems = 4096;  // values per decoded panel (multiple of 256)
+
+template <typename Tiles, int kR, int kT>
+void gemm_packed(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y, int64_t ldy) {
+  int64_t r = 0;
+  for (; r + kR <= rows; r += kR) Tiles::template rows_packed<kR, kT>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
+  for (; r < rows; ++r) Tiles::template rows_packed<1, kT>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
+}
+
+// Token loop of rows_packed over a decoded panel: Tiles::panel_tile<R, T>(panel, a_from_t,
+// y, ldy, accumulate) for T = kT, then single tokens.
+template <typename Tiles, int R, int kT, typename Panel>
+void panel_tokens(const Panel& p, const Acts& a, float* y, int64_t ldy, bool accumulate) {
+  int64_t t = 0;
+  for (; t + kT <= a.n; t += kT) Tiles::template panel_tile<R, kT>(p, a.from(t), y + t * ldy, ldy, accumulate);
+  for (; t < a.n; ++t) Tiles::template panel_tile<R, 1>(p, a.from(t), y + t * ldy, ldy, accumulate);
+}
+
+template <typename Tiles, typename Shape>
 void gemm_tiled(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y, int64_t ldy) {
+  constexpr int kR = Shape::kR, kT = Shape::kT, kRv = Shape::kRv;
+  if constexpr (Tiles::kPackable) {
+    if (a.packed) return gemm_packed<Tiles, Shape::kRp, Shape::kTp>(w, rb, rows, a, y, ldy);
+  }
   int64_t r = 0;
   if (a.n == 1) {
     for (; r + kRv <= rows; r += kRv) Tiles::template tile<kRv, 1>(w + uint64_t(r) * rb, rb, a, y + r, ldy);

@@ -15,6 +15,7 @@ template <typename Ops, FloatKind kKind>
 struct FloatTiles {
   using F = typename Ops::F;
   static constexpr int kL = Ops::kLanes;
+  static constexpr bool kPackable = false;
 
   static F load(const uint8_t* row, int64_t k) {
     if constexpr (kKind == FloatKind::kF32) return Ops::load(reinterpret_cast<const float*>(row) + k);

@@ -255,6 +255,108 @@ struct Q256Tiles {
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = hsum_ps(acc[r][t]);
     }
   }
+
+  // Packed activations (lane j of vector m = dword m of chunk j): the row's 8 chunks of codes are
+  // transposed alike, so the dot-accumulates of vectors 0..3 (first 16 values of each chunk) and
+  // 4..7 (last 16) leave per-lane sums for the 16 sub-blocks, multiplied by their scales in int32.
+  // A panel holds R rows decoded that way for up to kPanelElems values.
+  static constexpr bool kPackable = true;
+  // Signed codes shifted to u8 by the tier (VNNI: +128) are corrected like an offset.
+  static constexpr int kSignedOff = Dec::kSigned ? Ops::kSignedOffset : 0;
+  static constexpr bool kIntCorr = (Dec::kCorr && !Dec::kAffine) || kSignedOff != 0;
+  static constexpr int64_t kPanelBlocks = kPanelElems / 256;
+
+  struct PanelBlock {
+    __m256i codes[8];       // transposed
+    __m256i sc_lo, sc_hi;   // int32 scale of each chunk's first / last 16 values
+    __m256i coef16;         // correction coefficients against the block sums
+    float d, dc;
+  };
+  template <int R>
+  struct Panel {
+    alignas(32) PanelBlock b[R][kPanelBlocks];
+    int64_t sb0 = 0, nsb = 0;
+  };
+
+  static void decode_block(const Block& blk, PanelBlock& o) {
+    Prep256 pr;
+    Dec::prep(blk, pr);
+    LOWBIT_UNROLL for (int c = 0; c < 8; ++c) {
+      o.codes[c] = Dec::codes(blk, pr, c);
+      if constexpr (Dec::kSigned) o.codes[c] = Ops::prep_signed(o.codes[c]);
+    }
+    transpose8x8_epi32(o.codes);
+    // Dword j of sc16 = (sc[2j], sc[2j+1]): the scales of chunk j's two halves.
+    o.sc_lo = _mm256_srai_epi32(_mm256_slli_epi32(pr.sc16, 16), 16);
+    o.sc_hi = _mm256_srai_epi32(pr.sc16, 16);
+    o.coef16 = pr.coef16;
+    if constexpr (kSignedOff != 0) {
+      o.coef16 = _mm256_add_epi16(o.coef16, _mm256_slli_epi16(pr.sc16, __builtin_ctz(unsigned(kSignedOff))));
+    }
+    o.d = pr.d, o.dc = pr.dc;
+  }
+
+  template <int R, int T>
+  static void panel_tile(const Panel<R>& p, const Acts& a, float* y, int64_t ldy, bool accumulate) {
+    const int64_t K = a.K, nsb = K / 256;
+    __m256 acc[R][T];
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < p.nsb; ++i) {
+      const int64_t sb = p.sb0 + i;
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const int8_t* at = a.qs + t * K + sb * 256;
+        __m256i lo[R], hi[R];
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+        LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32 * m));
+          LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+            if (m < 4) lo[r] = dot_acc(lo[r], p.b[r][i].codes[m], av);
+            else hi[r] = dot_acc(hi[r], p.b[r][i].codes[m], av);
+          }
+        }
+        const float da = a.d[t * nsb + sb];
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums + (t * nsb + sb) * 16));
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+          const PanelBlock& pb = p.b[r][i];
+          __m256i is = _mm256_add_epi32(_mm256_mullo_epi32(lo[r], pb.sc_lo), _mm256_mullo_epi32(hi[r], pb.sc_hi));
+          if constexpr (kIntCorr) is = _mm256_sub_epi32(is, _mm256_madd_epi16(pb.coef16, bs));
+          acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(pb.d * da), acc[r][t]);
+          if constexpr (Dec::kCorr && Dec::kAffine) {
+            const __m256 c = _mm256_cvtepi32_ps(_mm256_madd_epi16(pb.coef16, bs));
+            acc[r][t] = _mm256_fnmadd_ps(c, _mm256_set1_ps(pb.dc * da), acc[r][t]);
+          }
+        }
+      }
+    }
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const float v = hsum_ps(acc[r][t]);
+        y[t * ldy + r] = accumulate ? y[t * ldy + r] + v : v;
+      }
+    }
+  }
+
+  template <int R, int T>
+  static void rows_packed(const uint8_t* w, uint64_t rb, const Acts& a, float* y, int64_t ldy) {
+    const int64_t nsb = a.K / 256;
+    const Block* blk[R];
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
+    Panel<R> p;
+    for (int64_t sb0 = 0; sb0 < nsb; sb0 += kPanelBlocks) {
+      p.sb0 = sb0, p.nsb = nsb - sb0 < kPanelBlocks ? nsb - sb0 : kPanelBlocks;
+      for (int64_t i = 0; i < p.nsb; ++i) {
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) decode_block(blk[r][sb0 + i], p.b[r][i]);
+      }
+      panel_tokens<Q256Tiles, R, T>(p, a, y, ldy, sb0 > 0);
+    }
+  }
+
+  static __m256i dot_acc(__m256i acc, __m256i w, __m256i a) {
+    if constexpr (Dec::kSigned) return Ops::dot_signed_acc(acc, w, a);
+    else return Ops::dot_u8s8_acc(acc, w, a);
+  }
 };
 
 }  // namespace

@@ -120,25 +120,48 @@ struct Q32Tiles {
     if constexpr (Dec::kSigned) return Ops::dot_signed(w, a);
     else return Ops::dot_u8s8(w, a);
   }
+  static __m256i dot_acc(__m256i acc, __m256i w, __m256i a) {
+    if constexpr (Dec::kSigned) return Ops::dot_signed_acc(acc, w, a);
+    else return Ops::dot_u8s8_acc(acc, w, a);
+  }
 
   template <int R, int T>
-  static void tile(const uint8_t* w, uint64_t rb, const Acts& a, float* y, int64_t ldy) {
-    const int64_t K = a.K, nb = K / 32;
-    const Block* blk[R];
-    LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
-    __m256 acc[R][T], corr[R][T];
-    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = corr[r][t] = _mm256_setzero_ps();
+  struct Acc {
+    __m256 v[R][T], corr[R][T];
+    Acc() {
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) v[r][t] = corr[r][t] = _mm256_setzero_ps();
+      }
     }
-    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
-      const int n = int(nb - b0 < 8 ? nb - b0 : 8);
+    void store(float* y, int64_t ldy, bool accumulate = false) const {
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          const float v_rt = hsum_ps(_mm256_add_ps(v[r][t], corr[r][t]));
+          y[t * ldy + r] = accumulate ? y[t * ldy + r] + v_rt : v_rt;
+        }
+      }
+    }
+  };
+
+  template <int R>
+  static void rows(const uint8_t* w, uint64_t rb, const Block* (&blk)[R]) {
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
+  }
+
+  // Blocks [b_begin, b_end) with activations in order: one int32 dot per block, scaled into the
+  // (row, token) accumulator by the block's dw * da.
+  template <int R, int T>
+  static void natural(const Block* const (&blk)[R], const Acts& a, int64_t b_begin, int64_t b_end, Acc<R, T>& acc) {
+    const int64_t K = a.K, nb = K / 32;
+    for (int64_t b0 = b_begin; b0 < b_end; b0 += 8) {
+      const int n = int(b_end - b0 < 8 ? b_end - b0 : 8);
       alignas(32) float p[R][T][8];
       LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
         __m256 dw, e;
         scales8(blk[r] + b0, n, dw, e);
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
           _mm256_store_ps(p[r][t], _mm256_mul_ps(dw, load_partial8(a.d + t * nb + b0, n)));
-          if constexpr (kCorr) corr[r][t] = _mm256_fmadd_ps(e, load_partial8(a.s + t * nb + b0, n), corr[r][t]);
+          if constexpr (kCorr) acc.corr[r][t] = _mm256_fmadd_ps(e, load_partial8(a.s + t * nb + b0, n), acc.corr[r][t]);
         }
       }
       for (int j = 0; j < n; ++j) {
@@ -147,13 +170,102 @@ struct Q32Tiles {
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
           const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + t * K + (b0 + j) * 32));
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)), _mm256_set1_ps(p[r][t][j]), acc[r][t]);
+            acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)), _mm256_set1_ps(p[r][t][j]), acc.v[r][t]);
           }
         }
       }
     }
-    LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = hsum_ps(_mm256_add_ps(acc[r][t], corr[r][t]));
+  }
+
+  template <int R, int T>
+  static void tile(const uint8_t* w, uint64_t rb, const Acts& a, float* y, int64_t ldy) {
+    const Block* blk[R];
+    rows<R>(w, rb, blk);
+    Acc<R, T> acc;
+    natural<R, T>(blk, a, 0, a.K / 32, acc);
+    acc.store(y, ldy);
+  }
+
+  // Packed activations: per group of 8 blocks, the rows' codes are transposed the same way
+  // (lane j = block j), so 8 dot-accumulates per (row, token) leave each block's integer sum in
+  // its own lane; one convert and one multiply-add by the 8 scales dw * da finish the group.
+  // A panel holds R rows decoded that way for up to kPanelElems values (whole groups only).
+  static constexpr bool kPackable = true;
+
+  template <int R>
+  struct Panel {
+    alignas(32) uint8_t codes[R][kPanelElems];
+    alignas(32) float dw[R][kPanelElems / 32], e[R][kPanelElems / 32];
+    int64_t b0 = 0, ng = 0;  // first block, number of groups of 8
+  };
+
+  template <int R>
+  static void decode_panel(const Block* const (&blk)[R], int64_t b0, int64_t ng, Panel<R>& p) {
+    p.b0 = b0, p.ng = ng;
+    for (int64_t g = 0; g < ng; ++g) {
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        const Block* bg = blk[r] + b0 + 8 * g;
+        __m256 dw, e;
+        scales8(bg, 8, dw, e);
+        _mm256_store_ps(p.dw[r] + 8 * g, dw);
+        _mm256_store_ps(p.e[r] + 8 * g, e);
+        __m256i c[8];
+        LOWBIT_UNROLL for (int j = 0; j < 8; ++j) c[j] = prep(bg[j]);
+        transpose8x8_epi32(c);
+        LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(p.codes[r] + 256 * g + 32 * m), c[m]);
+        }
+      }
+    }
+  }
+
+  template <int R, int T>
+  static void panel_tile(const Panel<R>& p, const Acts& a, float* y, int64_t ldy, bool accumulate) {
+    const int64_t K = a.K, nb = K / 32;
+    Acc<R, T> acc;
+    for (int64_t g = 0; g < p.ng; ++g) {
+      const int64_t b0 = p.b0 + 8 * g;
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const int8_t* at = a.qs + t * K + b0 * 32;
+        __m256i is[R];
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) is[r] = _mm256_setzero_si256();
+        LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32 * m));
+          LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+            is[r] = dot_acc(is[r], _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes[r] + 256 * g + 32 * m)), av);
+          }
+        }
+        const __m256 da = _mm256_loadu_ps(a.d + t * nb + b0);
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+          const __m256 scale = _mm256_mul_ps(_mm256_load_ps(p.dw[r] + 8 * g), da);
+          acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r]), scale, acc.v[r][t]);
+          if constexpr (kCorr) {
+            acc.corr[r][t] = _mm256_fmadd_ps(_mm256_load_ps(p.e[r] + 8 * g), _mm256_loadu_ps(a.s + t * nb + b0), acc.corr[r][t]);
+          }
+        }
+      }
+    }
+    acc.store(y, ldy, accumulate);
+  }
+
+  // R rows times all tokens: panel by panel, then the blocks after the last full group (whose
+  // activations are in order) through the natural tile.
+  template <int R, int T>
+  static void rows_packed(const uint8_t* w, uint64_t rb, const Acts& a, float* y, int64_t ldy) {
+    const int64_t nb = a.K / 32, ng = nb / 8;
+    const Block* blk[R];
+    rows<R>(w, rb, blk);
+    Panel<R> p;
+    constexpr int64_t kGroups = kPanelElems / 256;
+    for (int64_t g0 = 0; g0 < ng; g0 += kGroups) {
+      decode_panel<R>(blk, 8 * g0, ng - g0 < kGroups ? ng - g0 : kGroups, p);
+      panel_tokens<Q32Tiles, R, T>(p, a, y, ldy, g0 > 0);
+    }
+    if (8 * ng == nb) return;
+    for (int64_t t = 0; t < a.n; ++t) {
+      Acc<R, 1> acc;
+      natural<R, 1>(blk, a.from(t), 8 * ng, nb, acc);
+      acc.store(y + t * ldy, ldy, ng > 0);
     }
   }
 };

@@ -14,10 +14,11 @@ template <> inline constexpr int kFloatKindOf<formats::F32> = int(FloatKind::kF3
 template <> inline constexpr int kFloatKindOf<formats::F16> = int(FloatKind::kF16);
 template <> inline constexpr int kFloatKindOf<formats::BF16> = int(FloatKind::kBF16);
 
-// Ops::Shape32 / Shape256 / ShapeF: kR x kT tiles for prompts, kRv rows for one token.
+// Ops::Shape32 / Shape256 / ShapeF: kR x kT tiles for prompts (kRp x kTp on packed
+// activations), kRv rows for one token.
 template <typename Tiles, typename Shape>
 constexpr FormatKernels tiles_kernels() {
-  return {dot_tiled<Tiles>, gemm_tiled<Tiles, Shape::kR, Shape::kT, Shape::kRv>};
+  return {dot_tiled<Tiles>, gemm_tiled<Tiles, Shape>};
 }
 
 template <typename Ops>
@@ -45,8 +46,9 @@ struct X86Tier {
   static constexpr KernelSet kernel_set(Isa isa, const char* name) {
     using F32Tiles = FloatTiles<Ops, FloatKind::kF32>;
     using S = typename Ops::ShapeF;
-    return KernelSet{isa, name, quantize_q8x32_x86, quantize_q8x256_x86,
-                     gemm_tiled<F32Tiles, S::kR, S::kT, S::kRv>, make_format_table<Impl>()};
+    const PackFn pack = Ops::kPacked ? pack_q8_x86 : nullptr;
+    return KernelSet{isa,  name, quantize_q8x32_x86,          quantize_q8x256_x86,
+                     pack, pack, gemm_tiled<F32Tiles, S>, make_format_table<Impl>()};
   }
 };
 

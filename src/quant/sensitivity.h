@@ -1,0 +1,91 @@
+// Per-tensor sensitivity (the planner's input, like EXL2's measurement pass): for every weight
+// matrix and every candidate format, the damage when only that tensor is quantized, with its
+// bytes. Damage = KL divergence of the output distribution against the original on calibration
+// chunks (scored positions as perplexity scores them), measured layer-wise: the inputs of layer
+// L are computed once, so a variant of a layer-L tensor reruns only layers L.. and the head.
+// Alongside, a cheap proxy: the layer-output error E = Σ_rows Δw H Δwᵀ / tokens, H = Σ x xᵀ of
+// the tensor's inputs (the untied token embedding: Σ_v count_v ‖Δw_v‖² / tokens). Metric kProxy
+// measures one KLD per tensor (at the candidate nearest 4 bits) and scales E by it.
+// Candidates resolve through fallback_for per tensor (so each tiles); duplicates are measured once.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/perplexity.h"
+#include "lowbit/model.h"
+#include "quant/methods.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+
+namespace lowbit {
+
+enum class SensitivityMetric { kKld, kProxy };
+
+struct SensitivityOptions {
+  std::vector<Format> formats;  // empty = default_ladder()
+  FallbackPolicy fallback = FallbackPolicy::kAuto;
+  // How each variant is quantized: rtn (plain), imatrix (importance-weighted RTN) or gptq (with
+  // the Hessian of the original model's inputs). awq / smoothquant measure as imatrix,
+  // awq+gptq as gptq. The output head takes imatrix RTN, an untied embedding plain RTN, as the
+  // methods do.
+  Method method = Method::kRtn;
+  SensitivityMetric metric = SensitivityMetric::kKld;
+  GptqOptions gptq;
+};
+
+struct SensitivityEntry {
+  Format format;                       // as stored (after fallback)
+  std::vector<std::string> requested;  // the candidates that resolved to it
+  uint64_t bytes = 0;
+  double kld = NAN;                    // mean KL(original || variant) per scored position; NaN if
+                                       // not measured
+  double proxy = 0;                    // mean squared layer-output error per token
+  double cost = 0;                     // what the planner minimises (nats of KLD, estimated)
+};
+
+struct TensorSensitivity {
+  std::string name;
+  int64_t rows = 0, K = 0;
+  std::vector<SensitivityEntry> entries;  // by increasing bytes
+};
+
+struct Sensitivity {
+  std::string model, calib, method, metric;
+  int64_t chunks = 0, ctx = 0, params = 0;
+  std::vector<std::string> formats;   // the candidates asked for
+  std::vector<TensorSensitivity> tensors;
+  double spearman_proxy = NAN;        // rank correlation of E and KLD over all measured entries
+  double spearman_scaled = NAN;       // ... of the per-tensor scaled E (metric kProxy's cost)
+  double seconds = 0;
+
+  void save(const std::string& path) const;
+  static Sensitivity load(const std::string& path);
+};
+
+// int2_g32 int3_g64 int3_g32 nf4 iq4_nl int4_g32 int5_g64 int5_g32 int6_g32 int8_g32 f16: the
+// formats on the size/damage frontier of uniform files (see docs/mixed_precision.md).
+std::vector<Format> default_ladder();
+// "int3_g32,q4_0,f16" -> formats; throws Error naming the bad one.
+std::vector<Format> parse_format_list(const std::string& list);
+
+using SensitivityProgress = std::function<void(int64_t done, int64_t total)>;
+Sensitivity measure_sensitivity(const Model& m, const Chunks& calib, const SensitivityOptions& o,
+                                const SensitivityProgress& progress = {});
+
+// The planner's input for m's weight matrices; throws Error (naming `path`) when the measurement
+// does not fit m (a tensor missing or of another shape, a format that does not tile).
+std::vector<TensorCandidates> candidates_of(const Sensitivity& s, const Model& m,
+                                            const std::string& path);
+
+// Calibration chunks: the first `tokens` tokens of a text file cut into chunks of `ctx` positions
+// (BOS first where the model uses it), as perplexity cuts them. Throws Error naming the file.
+Chunks calibration_chunks(const Model& m, const std::string& file, int64_t ctx, int64_t tokens);
+
+// Spearman's rank correlation (average ranks for ties).
+double spearman(const std::vector<double>& a, const std::vector<double>& b);
+
+}  // namespace lowbit
