@@ -53,6 +53,8 @@ void expect_sane(const Speed& s, int64_t tokens, int reps) {
   EXPECT_LE(s.min_tps(), s.median_tps());
   EXPECT_LE(s.median_tps(), s.max_tps());
   EXPECT_TRUE(std::isfinite(s.max_tps()));
+  EXPECT_GE(s.cpu_seconds, 0);
+  EXPECT_TRUE(std::isfinite(s.cpu_share(2)));
 }
 
 TEST(Bench, TinyModelSpeedsArePositiveAndBytesPerTokenIsTheWeightsRead) {

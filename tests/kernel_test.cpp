@@ -56,15 +56,15 @@ QActs quantize_acts(const KernelSet& ks, ActKind kind, const std::vector<float>&
   q.bsums.resize(size_t(N * K / 16));
   for (int64_t t = 0; t < N; ++t) {
     if (kind == ActKind::kQ8x32) {
-      ks.quantize_q8x32(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, q.s.data() + t * nb, nullptr);
+      ks.quantize_q8x32(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, q.s.data() + t * nb,
+                        q.bsums.data() + t * K / 32);
     } else {
       ks.quantize_q8x256(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, nullptr,
                          q.bsums.data() + t * K / 16);
     }
   }
-  q.acts.qs = q.qs.data(), q.acts.d = q.d.data();
+  q.acts.qs = q.qs.data(), q.acts.d = q.d.data(), q.acts.bsums = q.bsums.data();
   if (kind == ActKind::kQ8x32) q.acts.s = q.s.data();
-  else q.acts.bsums = q.bsums.data();
   return q;
 }
 
@@ -115,6 +115,9 @@ TEST(KernelActQuant, RefMatchesTheCodecs) {
       std::memcpy(&d, blk, 2), std::memcpy(&s, blk + 2, 2);
       EXPECT_EQ(q32.d[size_t(b)], fp16_to_f32(d)) << "K=" << K << " block " << b;
       EXPECT_EQ(f32_to_fp16(q32.s[size_t(b)]), s) << "K=" << K << " block " << b;
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) sum += int8_t(blk[4 + i]);
+      EXPECT_EQ(q32.bsums[size_t(b)], sum) << "K=" << K << " block " << b;
       EXPECT_EQ(0, std::memcmp(blk + 4, q32.qs.data() + b * 32, 32)) << "K=" << K << " block " << b;
     }
     if (K % 256 != 0) continue;
@@ -145,8 +148,10 @@ TEST(KernelActQuant, TiersBitExact) {
         const QActs got = quantize_acts(kernel::kernels_for(isa), kind, *in, 1, K);
         EXPECT_EQ(got.qs, want.qs) << isa_name(isa);
         EXPECT_EQ(0, std::memcmp(got.d.data(), want.d.data(), got.d.size() * 4)) << isa_name(isa);
-        if (kind == ActKind::kQ8x32) EXPECT_EQ(0, std::memcmp(got.s.data(), want.s.data(), got.s.size() * 4));
-        else EXPECT_EQ(got.bsums, want.bsums) << isa_name(isa);
+        if (kind == ActKind::kQ8x32) {
+          EXPECT_EQ(0, std::memcmp(got.s.data(), want.s.data(), got.s.size() * 4));
+        }
+        EXPECT_EQ(got.bsums, want.bsums) << isa_name(isa);
       }
     }
   }
@@ -189,23 +194,46 @@ TEST(KernelVecDot, RefMatchesTheDecodedFloats) {
 }
 
 TEST(KernelVecDot, TiersMatchRef) {
-  for (const Isa isa : supported_isas()) {
-    const KernelSet& ks = kernel::kernels_for(isa);
-    for (const Format& f : kernel_formats()) {
-      const auto& fk = ks.formats[kernel::format_index(f)];
-      if (fk.dot == nullptr) continue;  // this tier runs the ref kernel for it
-      for (const int64_t K : row_lengths(f)) {
-        const auto w = test::student_t(K, 21);
-        std::vector<uint8_t> q(f.row_bytes(K));
-        f.quantize_row(w.data(), K, nullptr, q.data());
-        std::vector<float> wd(static_cast<size_t>(K));
-        f.dequantize_row(q.data(), K, wd.data());
-        const auto x = activations(K, 22);
+  for (const Format& f : kernel_formats()) {
+    for (const int64_t K : row_lengths(f)) {
+      const auto w = test::student_t(K, 21);
+      std::vector<uint8_t> q(f.row_bytes(K));
+      f.quantize_row(w.data(), K, nullptr, q.data());
+      std::vector<float> wd(static_cast<size_t>(K));
+      f.dequantize_row(q.data(), K, wd.data());
+      const auto x = activations(K, 22);
+      for (const Isa isa : supported_isas()) {
+        const KernelSet& ks = kernel::kernels_for(isa);
+        const auto& fk = ks.formats[kernel::format_index(f)];
+        if (fk.dot == nullptr) continue;  // this tier runs the ref kernel for it
         const QActs a = quantize_acts(ks, kernel::act_kind(f), x, 1, K);
         const auto ad = dequantized(a, x);
         const float want = kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
         EXPECT_NEAR(fk.dot(q.data(), a.acts, 0), want, tolerance(K, ad.data(), wd.data()))
             << isa_name(isa) << " " << f.name() << " K=" << K;
+      }
+    }
+  }
+}
+
+// ---- generic path: the tiers' row decoders -------------------------------------------------------
+
+TEST(KernelDequant, TierDecodersBitExact) {
+  for (const auto& info : all_formats()) {
+    for (const uint32_t group : {0u, 32u, 100u}) {  // per row; ragged last group of a 200-row
+      if (info.block_elems != 0 && group != 0) continue;
+      const Format f(info, info.block_elems == 0 ? group : 0);
+      const int64_t K = info.block_elems > 1 ? 4 * info.block_elems : 200;
+      const auto w = test::gaussian(K, 5);
+      std::vector<uint8_t> q(f.row_bytes(K));
+      f.quantize_row(w.data(), K, nullptr, q.data());
+      std::vector<float> want(static_cast<size_t>(K)), got(want.size());
+      f.dequantize_row(q.data(), K, want.data());
+      for (const Isa isa : supported_isas()) {
+        const auto dequant = kernel::kernels_for(isa).formats[kernel::format_index(f)].dequant;
+        if (dequant == nullptr) continue;
+        dequant(q.data(), K, f.block_elems(K), got.data());
+        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * 4)) << isa_name(isa) << " " << f.name();
       }
     }
   }
@@ -232,43 +260,45 @@ Problem make_problem(const Format& f, int64_t M, int64_t K, int64_t N, uint64_t 
 
 // matmul on a tier against the float reference: W dequantized, x quantized and dequantized as
 // the format's activation type (per tier: the quantizers are bit-exact anyway), dot in double.
-void expect_matmul_matches(Isa isa, const Problem& p) {
-  std::vector<float> y(size_t(p.N * p.M), std::nanf(""));
-  matmul_isa(isa, p.f, p.w.data(), p.M, p.K, p.x.data(), p.N, y.data());
-  const QActs a = quantize_acts(kernel::kernels_for(isa), kernel::act_kind(p.f), p.x, p.N, p.K);
+// Uses the first M rows and N tokens of the problem (quantizing weights is the slow part).
+void expect_matmul_matches(Isa isa, const Problem& p, int64_t M, int64_t N) {
+  std::vector<float> y(size_t(N * M), std::nanf(""));
+  matmul_isa(isa, p.f, p.w.data(), M, p.K, p.x.data(), N, y.data());
+  const QActs a = quantize_acts(kernel::kernels_for(isa), kernel::act_kind(p.f), p.x, N, p.K);
   const auto ad = dequantized(a, p.x);
-  for (int64_t t = 0; t < p.N; ++t) {
-    for (int64_t r = 0; r < p.M; ++r) {
+  for (int64_t t = 0; t < N; ++t) {
+    for (int64_t r = 0; r < M; ++r) {
       const float* wr = p.wd.data() + r * p.K;
       const float* at = ad.data() + t * p.K;
-      ASSERT_NEAR(y[size_t(t * p.M + r)], dot_double(wr, at, p.K), tolerance(p.K, at, wr))
-          << isa_name(isa) << " " << p.f.name() << " M=" << p.M << " K=" << p.K << " N=" << p.N
+      ASSERT_NEAR(y[size_t(t * M + r)], dot_double(wr, at, p.K), tolerance(p.K, at, wr))
+          << isa_name(isa) << " " << p.f.name() << " M=" << M << " K=" << p.K << " N=" << N
           << " row " << r << " token " << t;
     }
   }
 }
+void expect_matmul_matches(Isa isa, const Problem& p) { expect_matmul_matches(isa, p, p.M, p.N); }
 
 TEST(KernelMatmul, EveryFormatEveryTier) {
-  // Shapes around the tiles (<= 4 x 4): fewer rows/tokens than a tile, odd counts, one token.
+  // Shapes around the tiles (<= 6 x 4): fewer rows/tokens than a tile, odd counts, one token.
   struct Shape { int64_t M, N; };
-  const Shape shapes[] = {{1, 1}, {3, 2}, {6, 5}, {9, 1}};
+  const Shape shapes[] = {{1, 1}, {3, 2}, {7, 5}, {9, 1}};
   uint64_t seed = 100;
   for (const auto& info : all_formats()) {
     const Format f(info, info.block_elems == 0 ? 32 : 0);
     // Ragged groups; float tails; 11 blocks of 32 = one group of 8 (packed tiles) plus 3.
     const int64_t K = info.block_elems == 0 ? 100 : info.block_elems == 1 ? 40
                       : info.block_elems == 32 ? 11 * 32 : 2 * info.block_elems;
+    const Problem p = make_problem(f, 9, K, 5, ++seed);
     for (const Shape& s : shapes) {
-      const Problem p = make_problem(f, s.M, K, s.N, ++seed);
-      for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
+      for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p, s.M, s.N);
     }
   }
 }
 
 TEST(KernelMatmul, LargerShapesOfThePriorityFormats) {
-  for (const char* name : {"f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "iq4_xs", "tq1_0"}) {
-    const Format f = Format::parse(name);
-    const Problem p = make_problem(f, 13, 512, 11, 7);
+  // 13 rows = two 6-row tiles + 1; 11 tokens = two 4-token tiles + 3.
+  for (const char* name : {"f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "tq1_0"}) {
+    const Problem p = make_problem(Format::parse(name), 13, 512, 11, 7);
     for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
   }
 }
@@ -276,17 +306,16 @@ TEST(KernelMatmul, LargerShapesOfThePriorityFormats) {
 // Rows longer than one decoded panel (4096 values): partial sums carried across panels, and for
 // 32-value formats blocks past the last full group of 8.
 TEST(KernelMatmul, RowsLongerThanAPanel) {
-  for (const auto& [name, K] : {std::pair{"q4_0", 4096 + 256 + 64}, std::pair{"iq4_nl", 4096 + 32},
-                                std::pair{"q4_k", 4096 + 512}, std::pair{"q3_k", 4096 + 256}}) {
-    const Problem p = make_problem(Format::parse(name), 5, K, 9, 3);
+  for (const auto& [name, K] : {std::pair{"q4_0", 4096 + 256 + 64}, std::pair{"q4_k", 4096 + 512}}) {
+    const Problem p = make_problem(Format::parse(name), 7, K, 5, 3);
     for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
   }
 }
 
 TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
-  for (const char* name : {"f32", "q4_0", "q4_k", "nf4"}) {
+  for (const char* name : {"f32", "q4_0", "q4_k", "int4_g64"}) {
     const Format f = Format::parse(name);
-    const Problem p = make_problem(f, 90, 512, 3, 9);
+    const Problem p = make_problem(f, 40, 256, 16, 9);  // >= 2 x 16 rows: two threads
     for (const Isa isa : supported_isas()) {
       std::vector<float> y1(size_t(p.N * p.M)), y2(y1.size());
       matmul_isa(isa, f, p.w.data(), p.M, p.K, p.x.data(), p.N, y1.data());

@@ -180,6 +180,12 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
   }
   EXPECT_LE(file_bpw(a), 4.5);
   EXPECT_GE(file_bpw(a), 0.99 * 4.5);
+  const CliRun sized = run_cli("quantize -m " + p + " -o " + dir + "/s150.gguf --target-size 150KiB "
+                               "--sensitivity " + sens);
+  ASSERT_EQ(sized.rc, 0) << sized.out;
+  const PlanFile sp = PlanFile::load(dir + "/s150.plan.json");
+  EXPECT_LE(sp.total_bytes(), 150u * 1024);
+  EXPECT_GE(sp.total_bytes(), 148u * 1024);
   const CliRun low = run_cli("quantize -m " + p + " -o " + dir + "/low.gguf --target-bpw 1 "
                              "--sensitivity " + sens);
   EXPECT_EQ(low.rc, 1) << low.out;

@@ -26,11 +26,11 @@ struct BenchArgs {
   bool json = false;
 };
 
-nlohmann::json speed_json(const Speed& s) {
+nlohmann::json speed_json(const Speed& s, int threads) {
   return {{"tokens", s.tokens},
           {"tokens_per_second",
            {{"median", s.median_tps()}, {"min", s.min_tps()}, {"max", s.max_tps()}}},
-          {"seconds", s.seconds}};
+          {"seconds", s.seconds}, {"cpu_share", s.cpu_share(threads)}};
 }
 
 nlohmann::json probe_json(const ReadBandwidth::Probe& p) {
@@ -71,15 +71,17 @@ void print_text(const BenchArgs& a, const Model& m, const BenchResult& r) {
              m.config.arch, m.parameter_count(), double(total) / (1 << 20),
              formats, r.threads);
   fmt::print("weights read per generated token: {:.1f} MB\n", double(r.bytes_per_token) * 1e-6);
-  fmt::print("| test   | t/s median |      min |      max | weights GB/s |\n");
-  fmt::print("|--------|-----------:|---------:|---------:|-------------:|\n");
+  fmt::print("| test   | t/s median |      min |      max | weights GB/s | CPU share |\n");
+  fmt::print("|--------|-----------:|---------:|---------:|-------------:|----------:|\n");
   if (r.pp.tokens > 0) {
-    fmt::print("| {:<6} | {:>10.2f} | {:>8.2f} | {:>8.2f} | {:>12} |\n", fmt::format("pp{}",
-               r.pp.tokens), r.pp.median_tps(), r.pp.min_tps(), r.pp.max_tps(), "");
+    fmt::print("| {:<6} | {:>10.2f} | {:>8.2f} | {:>8.2f} | {:>12} | {:>8.0f}% |\n",
+               fmt::format("pp{}", r.pp.tokens), r.pp.median_tps(), r.pp.min_tps(),
+               r.pp.max_tps(), "", 100 * r.pp.cpu_share(r.threads));
   }
   if (r.tg.tokens > 0) {
-    fmt::print("| {:<6} | {:>10.2f} | {:>8.2f} | {:>8.2f} | {:>12.2f} |\n", fmt::format("tg{}",
-               r.tg.tokens), r.tg.median_tps(), r.tg.min_tps(), r.tg.max_tps(), r.tg_gbps());
+    fmt::print("| {:<6} | {:>10.2f} | {:>8.2f} | {:>8.2f} | {:>12.2f} | {:>8.0f}% |\n",
+               fmt::format("tg{}", r.tg.tokens), r.tg.median_tps(), r.tg.min_tps(),
+               r.tg.max_tps(), r.tg_gbps(), 100 * r.tg.cpu_share(r.threads));
   }
   auto line = [&](const char* when, const ReadBandwidth::Probe& p) {
     const double limit = p.median() * 1e9 / double(r.bytes_per_token);
@@ -100,9 +102,9 @@ void print_json(const BenchArgs& a, const Model& m, const BenchResult& r) {
                       {"formats", bytes_by_format(m)}, {"threads", r.threads},
                       {"n_prompt", a.o.n_prompt}, {"n_gen", a.o.n_gen}, {"reps", a.o.reps},
                       {"weight_bytes_per_token", r.bytes_per_token}};
-  if (r.pp.tokens > 0) j["pp"] = speed_json(r.pp);
+  if (r.pp.tokens > 0) j["pp"] = speed_json(r.pp, r.threads);
   if (r.tg.tokens > 0) {
-    j["tg"] = speed_json(r.tg);
+    j["tg"] = speed_json(r.tg, r.threads);
     j["tg"]["weights_gb_per_s"] = r.tg_gbps();
   }
   if (r.bw_before) {

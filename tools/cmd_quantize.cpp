@@ -168,7 +168,11 @@ void print_plan(const PlanFile& p, const Model& m) {
   if (p.budget_bytes) {
     fmt::print(" (target {}{} bytes)", p.target_bpw ? fmt::format("{:.4f} bpw = ", *p.target_bpw)
                                                     : "", p.budget_bytes);
-    fmt::print(", estimated cost {:.5f} (optimum >= {:.5f})", p.estimated_cost, p.lower_bound);
+    if (p.lower_bound >= p.estimated_cost) {
+      fmt::print(", estimated cost {:.5f} (the optimum for these estimates)", p.estimated_cost);
+    } else {
+      fmt::print(", estimated cost {:.5f} (optimum >= {:.5f})", p.estimated_cost, p.lower_bound);
+    }
   }
   fmt::print("; {}\n", p.llama_cpp_loadable() ? "all formats are GGUF types: llama.cpp loads it"
                                                : "uses lowbit formats: llama.cpp will not load it");
@@ -181,6 +185,16 @@ std::optional<PlanFile> choose_mix(const Model& m, const QuantizeArgs& a, Method
   for (const auto& r : a.tensor_types) cli.add_argument(r);
   if (!a.recipe.empty()) recipe.add_recipe_file(a.recipe);
   const bool target = a.target_bpw > 0 || !a.target_size.empty();
+  if ((target || !a.plan.empty()) &&
+      (!a.type.empty() || !a.emb_type.empty() || !a.out_type.empty())) {
+    throw Error("a size target or a plan chooses every matrix's format", {.field = "--type",
+                .expected = "no --type / --token-embedding-type / --output-tensor-type (pin "
+                "tensors with --tensor-type instead)"});
+  }
+  if (!a.plan.empty() && (!cli.empty() || !recipe.empty())) {
+    throw Error("--plan repeats a plan exactly", {.field = "--plan",
+                .expected = "no --tensor-type / --recipe with it"});
+  }
   if (!a.plan.empty()) {
     const PlanFile p = PlanFile::load(a.plan);
     q.per_tensor = plan_choices(p, m, a.plan);
@@ -221,42 +235,26 @@ std::optional<Chunks> method_inputs(const Model& m, const QuantizeArgs& a, Metho
   return c;
 }
 
-int run_quantize(const QuantizeArgs& a) {
-  const auto t0 = std::chrono::steady_clock::now();
-  if (a.threads > 0) set_threads(a.threads);
-  QuantizeOptions q;
-  if (!a.emb_type.empty()) q.token_embedding_type = Format::parse(a.emb_type);
-  if (!a.out_type.empty()) q.output_type = Format::parse(a.out_type);
-  q.fallback = parse_fallback(a.fallback);
-  const Model m = Model::load(a.in, {.tokenizer_path = a.tokenizer});
-  MethodOptions mo{.method = parse_method(a.method)};
-  mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
-  std::optional<PlanFile> mix = choose_mix(m, a, mo.method, q);
-  if (!a.type.empty()) {
-    q.type = Format::parse(a.type);
-  } else {
-    for (const ModelTensor& t : m.tensors) {
-      if (t.shape.size() >= 2 && !q.per_tensor.count(t.name) &&
-          !(t.name == "token_embd.weight" && q.token_embedding_type) &&
-          !(t.name == (m.config.tied_output ? "token_embd.weight" : "output.weight") && q.output_type)) {
-        throw Error("no format for a weight matrix", {.field = t.name, .expected = "--type, or "
-                    "a --tensor-type / recipe rule that matches it"});
-      }
+// --type, or (for a mix that names every matrix) the format covering most parameters.
+Format base_type(const Model& m, const QuantizeArgs& a, QuantizeOptions& q) {
+  if (!a.type.empty()) return Format::parse(a.type);
+  const std::string out_name = m.config.tied_output ? "token_embd.weight" : "output.weight";
+  for (const ModelTensor& t : m.tensors) {
+    if (t.shape.size() < 2 || q.per_tensor.count(t.name) ||
+        (t.name == "token_embd.weight" && q.token_embedding_type) ||
+        (t.name == out_name && q.output_type)) {
+      continue;
     }
-    q.type = Format::parse("f16");  // provisional: every matrix has its own format
-    q.type = dominant_format(plan_quantization(m, q));
+    throw Error("no format for a weight matrix", {.field = t.name, .expected = "--type, or "
+                "a --tensor-type / recipe rule that matches it"});
   }
-  const std::vector<TensorPlan> planned = plan_quantization(m, q);
-  if (mix) {
-    *mix = describe(planned, *mix);
-    print_plan(*mix, m);
-  }
-  Importance imp;
-  const std::optional<Chunks> calib = method_inputs(m, a, mo, imp);
-  Progress bar(a.method + " layers", m.config.n_layer);
-  const auto plan = quantize_with_method(m, a.out, q, mo, calib ? &*calib : nullptr,
-                                         [&](int64_t, int64_t) { bar.advance(); });
-  bar.finish();
+  q.type = Format::parse("f16");  // provisional: every matrix has its own format
+  return dominant_format(plan_quantization(m, q));
+}
+
+// What was written: fallbacks, size, bits per weight against the target, where the plan went.
+void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
+            const std::vector<TensorPlan>& plan, const std::optional<PlanFile>& mix, double secs) {
   uint64_t bytes = 0;
   int64_t params = 0;
   bool private_types = false;
@@ -264,12 +262,10 @@ int run_quantize(const QuantizeArgs& a) {
     bytes += p.bytes, params += p.params;
     private_types |= !p.to.is_ggml_type();
     if (!(p.to == p.wanted)) {
-      const ModelTensor* t = m.find(p.name);
-      fmt::print("{}: rows of {} do not tile into {} blocks -> {}\n", p.name, t->row_length(),
-                 p.wanted.name(), p.to.name());
+      fmt::print("{}: rows of {} do not tile into {} blocks -> {}\n", p.name,
+                 m.find(p.name)->row_length(), p.wanted.name(), p.to.name());
     }
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double bits = 8.0 * double(bytes) / double(params);
   fmt::print("{} -> {}: {} {} ({} tensors, {} parameters, {:.3f} bits per weight), {:.2f} MiB "
              "file, {:.2f} s\n", a.in, a.out, a.method, mix ? "mix" : q.type.name(), plan.size(),
@@ -286,6 +282,32 @@ int run_quantize(const QuantizeArgs& a) {
   if (private_types) {
     fmt::print("note: {} uses lowbit's own formats; it loads in lowbit, not in llama.cpp\n", a.out);
   }
+}
+
+int run_quantize(const QuantizeArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.threads > 0) set_threads(a.threads);
+  QuantizeOptions q;
+  if (!a.emb_type.empty()) q.token_embedding_type = Format::parse(a.emb_type);
+  if (!a.out_type.empty()) q.output_type = Format::parse(a.out_type);
+  q.fallback = parse_fallback(a.fallback);
+  const Model m = Model::load(a.in, {.tokenizer_path = a.tokenizer});
+  MethodOptions mo{.method = parse_method(a.method)};
+  mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
+  std::optional<PlanFile> mix = choose_mix(m, a, mo.method, q);
+  q.type = base_type(m, a, q);
+  if (mix) {
+    *mix = describe(plan_quantization(m, q), *mix);
+    print_plan(*mix, m);
+  }
+  Importance imp;
+  const std::optional<Chunks> calib = method_inputs(m, a, mo, imp);
+  Progress bar(a.method + " layers", m.config.n_layer);
+  const auto plan = quantize_with_method(m, a.out, q, mo, calib ? &*calib : nullptr,
+                                         [&](int64_t, int64_t) { bar.advance(); });
+  bar.finish();
+  report(m, a, q, plan, mix,
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
 }
 

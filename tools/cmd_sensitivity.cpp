@@ -34,7 +34,7 @@ Runner add_sensitivity(CLI::App& app) {
   cmd->add_option("--calib", o->calib, "Calibration text")->required();
   cmd->add_option("-o,--output", o->out, "Output measurement (JSON)")->required();
   cmd->add_option("--formats", o->formats, "Candidate formats, comma-separated (default: "
-                  "int2_g32,int3_g64,int3_g32,nf4,iq4_nl,int4_g32,int5_g64,int5_g32,int6_g32,\n"
+                  "int2_g32,int3_g64,int3_g32,nf4,iq4_nl,int4_g32,int5_g64,int5_g32,int6_g32,"
                   "int8_g32,f16)");
   cmd->add_option("--ctx", o->ctx, "Chunk length")->capture_default_str()
       ->check(CLI::Range(8, 1 << 20));

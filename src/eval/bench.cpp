@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <numeric>
+
+#include <sys/resource.h>
 
 #include "engine/llama.h"
 #include "lowbit/error.h"
@@ -15,6 +18,13 @@ namespace lowbit {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double cpu_now() {  // this process's user + system time, seconds
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) * 1e-6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -79,6 +89,10 @@ uint64_t weight_bytes_per_token(const Model& m) {
 double Speed::median_tps() const { return median_of(rates(*this)); }
 double Speed::min_tps() const { return min_of(rates(*this)); }
 double Speed::max_tps() const { return max_of(rates(*this)); }
+double Speed::cpu_share(int threads) const {
+  const double wall = std::accumulate(seconds.begin(), seconds.end(), 0.0);
+  return wall > 0 && threads > 0 ? cpu_seconds / (wall * threads) : 0.0;
+}
 
 double ReadBandwidth::Probe::median() const { return median_of(gbps); }
 double ReadBandwidth::Probe::min() const { return min_of(gbps); }
@@ -135,11 +149,13 @@ BenchResult run_bench(const Model& m, const BenchOptions& o) {
     const std::vector<int32_t> tokens = random_tokens(m, o.n_prompt, rng);
     r.pp.tokens = o.n_prompt;
     if (o.warmup) e.eval(tokens.data(), o.n_prompt, 0);
+    const double cpu0 = cpu_now();
     for (int i = 0; i < o.reps; ++i) {
       const auto t0 = Clock::now();
       e.eval(tokens.data(), o.n_prompt, 0);  // from position 0: an empty context
       r.pp.seconds.push_back(seconds_since(t0));
     }
+    r.pp.cpu_seconds = cpu_now() - cpu0;
   }
   std::optional<ReadBandwidth> bw;
   if (o.bandwidth) bw.emplace(o.bandwidth_bytes);
@@ -148,11 +164,13 @@ BenchResult run_bench(const Model& m, const BenchOptions& o) {
     r.tg.tokens = o.n_gen;
     if (o.warmup) generate(e, tokens, std::min<int64_t>(o.n_gen, 2));
     if (bw) r.bw_before = bw->measure(o.bandwidth_passes);
+    const double cpu0 = cpu_now();
     for (int i = 0; i < o.reps; ++i) {
       const auto t0 = Clock::now();
       generate(e, tokens, o.n_gen);
       r.tg.seconds.push_back(seconds_since(t0));
     }
+    r.tg.cpu_seconds = cpu_now() - cpu0;
     if (bw) r.bw_after = bw->measure(o.bandwidth_passes);
   } else if (bw) {
     r.bw_before = bw->measure(o.bandwidth_passes);

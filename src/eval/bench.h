@@ -24,9 +24,13 @@ uint64_t weight_bytes_per_token(const Model& m);
 struct Speed {
   int64_t tokens = 0;            // per repetition
   std::vector<double> seconds;   // one per timed repetition
+  double cpu_seconds = 0;        // process CPU time (user + system) over the timed repetitions
   double median_tps() const;     // tokens per second
   double min_tps() const;
   double max_tps() const;
+  // CPU time / (wall time x threads): near 1 when the threads had the cores to themselves; far
+  // below on a shared, oversubscribed machine (the figures then measure the neighbours too).
+  double cpu_share(int threads) const;
 };
 
 // Multi-threaded streaming read of a buffer much larger than the caches: each pass sums it

@@ -1,5 +1,6 @@
 // Scalar unpacking of the sub-block scales of the 256-value formats, one value per 16 weights
-// (formats with 32-value sub-blocks repeat each scale twice), shared by every kernel tier.
+// (formats with 32-value sub-blocks repeat each scale twice): the ref tier's spec of the scale
+// layouts (the x86 tiers unpack them with vector code in x86/gemm_q256.h, tested against it).
 // Everything here has internal linkage (anonymous namespace): the header is included by
 // translation units compiled for different instruction sets, and a shared inline copy could
 // otherwise be emitted with one tier's instructions and linked into another.

@@ -16,6 +16,7 @@ namespace lowbit::kernel {
 // activation blocks, stored as structure-of-arrays so that SIMD loads of 32 values are contiguous:
 //   kQ8x32  = Q8_1 (and Q8_0) blocks of 32: d = fp16(absmax / 127), q = round(x / d) in
 //             -127..127 (round half to even), plus s = d * sum(q) in f32 (Q8_1 stores it in fp16)
+//             and the integer sum(q) per block
 //   kQ8x256 = Q8_K blocks of 256: d = x_absmax_first / -127 (f32), q as above, bsums per 16
 enum class ActKind : uint8_t {
   kNone,     // no kernel: the generic path dequantizes rows and dots them with f32 activations
@@ -56,16 +57,19 @@ struct Acts {
   const int8_t* qs = nullptr;      // (n, K)              kQ8x32, kQ8x256
   const float* d = nullptr;        // (n, K / block)      kQ8x32, kQ8x256
   const float* s = nullptr;        // (n, K / 32)         kQ8x32: d * sum(q), f32
-  const int16_t* bsums = nullptr;  // (n, K / 16)         kQ8x256: sums of 16 q
+  const int16_t* bsums = nullptr;  // (n, K / 32) sums of each block's q (kQ8x32), or
+                                   // (n, K / 16) sums of each 16 q (kQ8x256)
   // qs in the tier's packed layout (KernelSet::pack_q8), else in order. Scales never move.
   bool packed = false;
 
   int64_t block() const { return kind == ActKind::kQ8x256 ? kQ8x256Block : kQ8x32Block; }
+  int64_t bsum_elems() const { return kind == ActKind::kQ8x256 ? 16 : 32; }  // values per bsum
   // The same view starting at token t0 (n - t0 tokens).
   Acts from(int64_t t0) const;
 };
 
-// One quantized row: x (K) -> qs (K), d (K/block), s (K/32) or bsums (K/16). K % block == 0.
+// One quantized row: x (K) -> qs (K), d (K/block), bsums (K/32 or K/16), s (K/32, kQ8x32 only).
+// K % block == 0.
 using QuantizeFn = void (*)(const float* x, int64_t K, int8_t* qs, float* d, float* s_or_null,
                             int16_t* bsums_or_null);
 // Rearranges one token's qs (K) in place into a tier's layout for multi-token tiles.
@@ -76,10 +80,13 @@ using GemmFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t rows, cons
                         float* y, int64_t ldy);
 // One dot product: weight row (K values) with token t of a.
 using VecDotFn = float (*)(const uint8_t* w, const Acts& a, int64_t t);
+// A row of K values (blocks or groups of `group` values) to floats, bit-exact to the codec.
+using DequantFn = void (*)(const uint8_t* row, int64_t K, int64_t group, float* y);
 
 struct FormatKernels {
   VecDotFn dot = nullptr;  // nullptr: this tier has no kernel of the format (use ref / generic)
   GemmFn gemm = nullptr;
+  DequantFn dequant = nullptr;  // generic path: a fast row decoder (nullptr: the codec's)
 };
 
 inline constexpr size_t kFormatCount = size_t(FormatId::kCount);

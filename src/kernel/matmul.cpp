@@ -19,7 +19,7 @@ Acts Acts::from(int64_t t0) const {
   if (qs) a.qs = qs + t0 * K;
   if (d) a.d = d + t0 * nb;
   if (s) a.s = s + t0 * (K / 32);
-  if (bsums) a.bsums = bsums + t0 * (K / 16);
+  if (bsums) a.bsums = bsums + t0 * (K / bsum_elems());
   return a;
 }
 
@@ -59,19 +59,19 @@ Acts quantize_acts(const KernelSet& ks, ActKind kind, const float* x, int64_t N,
   const bool q32 = kind == ActKind::kQ8x32;
   buf.qs.resize(size_t(N * K));
   buf.d.resize(size_t(N * nb));
+  const int64_t nbs = K / a.bsum_elems();
   if (q32) buf.s.resize(size_t(N * nb));
-  else buf.bsums.resize(size_t(N * K / 16));
+  buf.bsums.resize(size_t(N * nbs));
   // Plain pointers: the body runs on other threads too, where `buf` names their own buffer.
   int8_t* qs = buf.qs.data();
   float* d = buf.d.data();
   float* s = q32 ? buf.s.data() : nullptr;
-  int16_t* bsums = q32 ? nullptr : buf.bsums.data();
+  int16_t* bsums = buf.bsums.data();
   const QuantizeFn quantize = q32 ? ks.quantize_q8x32 : ks.quantize_q8x256;
   const PackFn pack = N > 1 ? (q32 ? ks.pack_q8x32 : ks.pack_q8x256) : nullptr;
   parallel_for(N, std::max<int64_t>(1, (int64_t(1) << 18) / K), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      quantize(x + t * K, K, qs + t * K, d + t * nb, s ? s + t * nb : nullptr,
-               bsums ? bsums + t * K / 16 : nullptr);
+      quantize(x + t * K, K, qs + t * K, d + t * nb, s ? s + t * nb : nullptr, bsums + t * nbs);
       if (pack) pack(qs + t * K, K);
     }
   });
@@ -113,12 +113,19 @@ void matmul_generic(const KernelSet& ks, const Format& f, const uint8_t* w, int6
                     const float* x, int64_t N, float* y) {
   const uint64_t rb = f.row_bytes(K);
   const Acts a{.kind = ActKind::kF32, .n = N, .K = K, .f32 = x};
+  const DequantFn dequant = ks.formats[format_index(f)].dequant;
+  const int64_t group = f.block_elems(K);
   constexpr int64_t kRows = 8;  // rows dequantized at a time, then reused across all N tokens
   for_row_groups(M, K, N, [&](int64_t r0, int64_t r1) {
-    std::vector<float> rows(size_t(kRows * K));
+    thread_local std::vector<float> rows;  // this thread's decoded rows, reused across calls
+    rows.resize(size_t(kRows * K));
     for (int64_t r = r0; r < r1; r += kRows) {
       const int64_t n = std::min(kRows, r1 - r);
-      for (int64_t i = 0; i < n; ++i) f.dequantize_row(w + uint64_t(r + i) * rb, K, rows.data() + i * K);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint8_t* row = w + uint64_t(r + i) * rb;
+        if (dequant) dequant(row, K, group, rows.data() + i * K);
+        else f.dequantize_row(row, K, rows.data() + i * K);
+      }
       gemm_chunked(ks.gemm_f32, reinterpret_cast<const uint8_t*>(rows.data()), uint64_t(K) * 4, n,
                    a, y + r, M);
     }
@@ -131,10 +138,12 @@ void run(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int6
   const ActKind kind = act_kind(f);
   if (kind == ActKind::kNone) return matmul_generic(ks, f, w, M, K, x, N, y);
   const size_t fi = format_index(f);
-  // A tier without this format's kernel runs the reference kernel: same numbers, slower.
-  const GemmFn gemm = ks.formats[fi].gemm ? ks.formats[fi].gemm : ref_kernels().formats[fi].gemm;
+  // A tier without this format's kernel runs the reference tier for it (activations included,
+  // so they stay in the layout its kernel reads): same numbers, slower.
+  const KernelSet& kt = ks.formats[fi].gemm ? ks : ref_kernels();
+  const GemmFn gemm = kt.formats[fi].gemm;
   const uint64_t rb = f.row_bytes(K);
-  const Acts a = quantize_acts(ks, kind, x, N, K);
+  const Acts a = quantize_acts(kt, kind, x, N, K);
   for_row_groups(M, K, N, [&](int64_t r0, int64_t r1) {
     gemm_chunked(gemm, w + uint64_t(r0) * rb, rb, r1 - r0, a, y + r0, M);
   });

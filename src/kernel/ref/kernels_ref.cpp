@@ -35,8 +35,8 @@ using namespace formats;
 
 inline int8_t round_q8(float v) { return int8_t(std::nearbyint(std::clamp(v, -127.0f, 127.0f))); }
 
-// Q8_1's absmax rule: d = fp16(amax / 127), q = round(x / d) with the stored d.
-void quantize_q8x32_ref(const float* x, int64_t K, int8_t* qs, float* d, float* s, int16_t*) {
+// Q8_1's absmax rule: d = fp16(amax / 127), q = round(x / d) with the stored d; sums of q.
+void quantize_q8x32_ref(const float* x, int64_t K, int8_t* qs, float* d, float* s, int16_t* bsums) {
   for (int64_t b = 0; b < K / 32; ++b) {
     const float* xb = x + b * 32;
     float amax = 0;
@@ -46,6 +46,7 @@ void quantize_q8x32_ref(const float* x, int64_t K, int8_t* qs, float* d, float* 
     for (int i = 0; i < 32; ++i) sum += (qs[b * 32 + i] = round_q8(xb[i] * id));
     d[b] = db;
     s[b] = db * float(sum);
+    bsums[b] = int16_t(sum);
   }
 }
 

@@ -70,8 +70,8 @@ inline void store_q8(const __m256i q[4], int8_t* out) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(p, perm));
 }
 
-// kQ8x32: d = fp16(absmax / 127), q = round(x / d), s = d * sum(q).
-void quantize_q8x32_x86(const float* x, int64_t K, int8_t* qs, float* d, float* s, int16_t*) {
+// kQ8x32: d = fp16(absmax / 127), q = round(x / d), s = d * sum(q), bsums = sum(q).
+void quantize_q8x32_x86(const float* x, int64_t K, int8_t* qs, float* d, float* s, int16_t* bsums) {
   for (int64_t b = 0; b < K / 32; ++b) {
     const float* xb = x + b * 32;
     __m256 m = abs_ps(_mm256_loadu_ps(xb));
@@ -83,6 +83,7 @@ void quantize_q8x32_x86(const float* x, int64_t K, int8_t* qs, float* d, float* 
     store_q8(q, qs + b * 32);
     d[b] = db;
     s[b] = db * float(sum);
+    bsums[b] = int16_t(sum);
   }
 }
 

@@ -49,6 +49,7 @@ inline void prep_affine(__m256i sc16, __m256i mn16, uint16_t d, uint16_t dmin, P
 
 template <> struct Dec256<formats::Q2_K> {
   using Block = formats::Q2_K::Block;
+  static constexpr bool kSub16 = true, kUnitScale = false;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = true;
   static void prep(const Block& b, Prep256& p) {  // scales[j] = sc | mn << 4
@@ -60,6 +61,7 @@ template <> struct Dec256<formats::Q2_K> {
 };
 template <> struct Dec256<formats::Q3_K> {
   using Block = formats::Q3_K::Block;
+  static constexpr bool kSub16 = true, kUnitScale = false;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = false;
   // 6-bit u_j = s_j + 32: low 4 bits in scales[j] (j < 8) or scales[j-8] >> 4; top 2 bits of
@@ -94,6 +96,7 @@ inline void prep_k4(const uint8_t* q, uint16_t d, uint16_t dmin, Prep256& p) {
 
 template <> struct Dec256<formats::Q4_K> {
   using Block = formats::Q4_K::Block;
+  static constexpr bool kSub16 = false, kUnitScale = false;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = true;
   static void prep(const Block& b, Prep256& p) { prep_k4(b.scales, b.d, b.dmin, p); }
@@ -101,6 +104,7 @@ template <> struct Dec256<formats::Q4_K> {
 };
 template <> struct Dec256<formats::Q5_K> {
   using Block = formats::Q5_K::Block;
+  static constexpr bool kSub16 = false, kUnitScale = false;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = true;
   static void prep(const Block& b, Prep256& p) { prep_k4(b.scales, b.d, b.dmin, p); }
@@ -111,6 +115,7 @@ template <> struct Dec256<formats::Q5_K> {
 };
 template <> struct Dec256<formats::Q6_K> {
   using Block = formats::Q6_K::Block;
+  static constexpr bool kSub16 = true, kUnitScale = false;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = false;
   static void prep(const Block& b, Prep256& p) {
@@ -125,6 +130,7 @@ template <> struct Dec256<formats::Q6_K> {
 };
 template <> struct Dec256<formats::IQ4_XS> {
   using Block = formats::IQ4_XS::Block;
+  static constexpr bool kSub16 = false, kUnitScale = false;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = true, kCorr = false;
   static constexpr bool kAffine = false;
   // ls_j = (scales_l[j/2] >> 4*(j%2)) & 0xF | ((scales_h >> 2j) & 3) << 4; scale ls_j - 32.
@@ -148,6 +154,7 @@ template <> struct Dec256<formats::IQ4_XS> {
 };
 template <> struct Dec256<formats::TQ2_0> {
   using Block = formats::TQ2_0::Block;
+  static constexpr bool kSub16 = false, kUnitScale = true;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = false;
   static void prep(const Block& b, Prep256& p) { prep_offset<1>(_mm256_set1_epi16(1), b.d, p); }
@@ -167,6 +174,7 @@ inline __m256i tq1_digits(__m256i x, __m256i m) {
 
 template <> struct Dec256<formats::TQ1_0> {
   using Block = formats::TQ1_0::Block;
+  static constexpr bool kSub16 = false, kUnitScale = true;  // 16-value sub-blocks; all scales 1
   static constexpr bool kHas = true, kSigned = false, kCorr = true;
   static constexpr bool kAffine = false;
   // Placement (src/format/ternary.h): values 0..159 are digit e/32 of qs[e%32]; 160..239 digit
@@ -312,15 +320,17 @@ struct Q256Tiles {
         LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
           const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32 * m));
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-            if (m < 4) lo[r] = dot_acc(lo[r], p.b[r][i].codes[m], av);
-            else hi[r] = dot_acc(hi[r], p.b[r][i].codes[m], av);
+            if (Dec::kSub16 && m >= 4) hi[r] = dot_acc(hi[r], p.b[r][i].codes[m], av);
+            else lo[r] = dot_acc(lo[r], p.b[r][i].codes[m], av);
           }
         }
         const float da = a.d[t * nsb + sb];
         const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums + (t * nsb + sb) * 16));
         LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
           const PanelBlock& pb = p.b[r][i];
-          __m256i is = _mm256_add_epi32(_mm256_mullo_epi32(lo[r], pb.sc_lo), _mm256_mullo_epi32(hi[r], pb.sc_hi));
+          __m256i is = lo[r];  // 32-value sub-blocks: one scale per lane; TQ*: none
+          if constexpr (Dec::kSub16) is = _mm256_add_epi32(_mm256_mullo_epi32(lo[r], pb.sc_lo), _mm256_mullo_epi32(hi[r], pb.sc_hi));
+          else if constexpr (!Dec::kUnitScale) is = _mm256_mullo_epi32(lo[r], pb.sc_lo);
           if constexpr (kIntCorr) is = _mm256_sub_epi32(is, _mm256_madd_epi16(pb.coef16, bs));
           acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(pb.d * da), acc[r][t]);
           if constexpr (Dec::kCorr && Dec::kAffine) {

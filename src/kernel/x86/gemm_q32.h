@@ -2,10 +2,13 @@
 // with value v = c - off (unsigned codes, off per format) or v = c (signed codes); then
 //   dot = sum_b (dw_b * da_b) * sum_i c_i q_i  +  sum_b e_b * s_b,   e_b = m_b - off * dw_b
 // (s_b = da_b * sum q, m_b the affine formats' min). Ops supplies the integer dot of 32 bytes:
-// dot_u8s8 (codes <= 127) and, for signed codes, prep_signed/dot_signed, which may shift the
-// codes by Ops::kSignedOffset (VNNI's u8 x s8 dot takes c + 128; the sign trick takes 0).
-// Scales are handled 8 blocks at a time: the 8 products dw * da of each (row, token) pair in one
-// multiply, broadcast per block into that pair's accumulator.
+// dot_u8s8 (codes <= 127 for maddubs) and, for signed codes, prep_signed/dot_signed, which may
+// shift the codes by Ops::kSignedOffset (VNNI's u8 x s8 dot takes c + 128; the sign trick 0).
+// One token (natural layout): 8 blocks' scales at a time, the 8 products dw * da of each
+// (row, token) pair in one multiply, broadcast per block. Several tokens (packed layout, see
+// common.h): rows decoded once into a transposed panel; per group of 8 blocks 8 dot-accumulates
+// leave each block's sum in its own lane, started at -off * sum(q) so only the affine min term
+// stays in float.
 #pragma once
 
 #include "format/legacy.h"
@@ -88,6 +91,7 @@ template <typename Ops, typename Dec>
 struct Q32Tiles {
   using Block = typename Dec::Block;
   static constexpr int kOff = Dec::kOffset + (Dec::kSigned ? Ops::kSignedOffset : 0);
+  static_assert((kOff & (kOff - 1)) == 0, "offsets are powers of two (shifted, not multiplied)");
   static constexpr bool kCorr = Dec::kAffine || kOff != 0;
 
   // dw and e = m - off * dw of blocks [0, n) (n <= 8; lanes >= n are 0).
@@ -195,7 +199,7 @@ struct Q32Tiles {
   template <int R>
   struct Panel {
     alignas(32) uint8_t codes[R][kPanelElems];
-    alignas(32) float dw[R][kPanelElems / 32], e[R][kPanelElems / 32];
+    alignas(32) float dw[R][kPanelElems / 32], m[R][kPanelElems / 32];  // m: affine formats
     int64_t b0 = 0, ng = 0;  // first block, number of groups of 8
   };
 
@@ -208,7 +212,7 @@ struct Q32Tiles {
         __m256 dw, e;
         scales8(bg, 8, dw, e);
         _mm256_store_ps(p.dw[r] + 8 * g, dw);
-        _mm256_store_ps(p.e[r] + 8 * g, e);
+        if constexpr (Dec::kAffine) _mm256_store_ps(p.m[r] + 8 * g, _mm256_fmadd_ps(_mm256_set1_ps(float(kOff)), dw, e));
         __m256i c[8];
         LOWBIT_UNROLL for (int j = 0; j < 8; ++j) c[j] = prep(bg[j]);
         transpose8x8_epi32(c);
@@ -227,8 +231,14 @@ struct Q32Tiles {
       const int64_t b0 = p.b0 + 8 * g;
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         const int8_t* at = a.qs + t * K + b0 * 32;
+        // The offset (value = code - off) starts each block's sum at -off * sum(q).
+        __m256i init = _mm256_setzero_si256();
+        if constexpr (kOff != 0) {
+          const __m256i bs = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.bsums + t * nb + b0)));
+          init = _mm256_sub_epi32(init, _mm256_slli_epi32(bs, __builtin_ctz(unsigned(kOff))));
+        }
         __m256i is[R];
-        LOWBIT_UNROLL for (int r = 0; r < R; ++r) is[r] = _mm256_setzero_si256();
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) is[r] = init;
         LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
           const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32 * m));
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
@@ -239,8 +249,8 @@ struct Q32Tiles {
         LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
           const __m256 scale = _mm256_mul_ps(_mm256_load_ps(p.dw[r] + 8 * g), da);
           acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r]), scale, acc.v[r][t]);
-          if constexpr (kCorr) {
-            acc.corr[r][t] = _mm256_fmadd_ps(_mm256_load_ps(p.e[r] + 8 * g), _mm256_loadu_ps(a.s + t * nb + b0), acc.corr[r][t]);
+          if constexpr (Dec::kAffine) {
+            acc.corr[r][t] = _mm256_fmadd_ps(_mm256_load_ps(p.m[r] + 8 * g), _mm256_loadu_ps(a.s + t * nb + b0), acc.corr[r][t]);
           }
         }
       }

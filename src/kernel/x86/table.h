@@ -1,7 +1,9 @@
 // The kernel table of an x86 tier, derived from the format list: a format gets the tiles its
-// decoder family provides (float, 32-value or 256-value), or none (generic path).
+// decoder family provides (float, 32-value or 256-value), or none (generic path, with a vector
+// row decoder where x86/dequant.h has one).
 #pragma once
 
+#include "kernel/x86/dequant.h"
 #include "kernel/x86/gemm_float.h"
 #include "kernel/x86/gemm_q256.h"
 #include "kernel/x86/gemm_q32.h"
@@ -35,7 +37,7 @@ struct X86Tier {
       static_assert(kActOf<T> == ActKind::kF32);
       return tiles_kernels<FloatTiles<Ops, FloatKind(kFloatKindOf<T>)>, typename Ops::ShapeF>();
     } else {
-      return {};
+      return {nullptr, nullptr, kDequantOf<T>};
     }
   }
   template <typename T>

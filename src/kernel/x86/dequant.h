@@ -1,0 +1,95 @@
+// Vectorized row decoders for formats without an integer-dot kernel (lowbit's NF4 and grouped
+// intN with B = 2, 4, 8): the generic path decodes rows with them instead of the scalar codecs,
+// then runs the float gemm. Bit-exact to the codecs (same products: kNf4[q] * d, (q - z) * d).
+#pragma once
+
+#include "format/intn.h"
+#include "format/legacy.h"
+#include "kernel/x86/common.h"
+
+namespace lowbit::kernel {
+namespace {
+
+// NF4: blocks of 64 {fp16 d; u8 qs[32]}, value i < 32 in the low nibble of qs[i], else the high
+// nibble of qs[i - 32]. The 16-entry codebook times d is looked up by two 8-entry permutes.
+void dequant_nf4(const uint8_t* row, int64_t K, int64_t, float* y) {
+  const auto& book = formats::kNf4Values;
+  const __m256 lo_tab = _mm256_loadu_ps(book.data()), hi_tab = _mm256_loadu_ps(book.data() + 8);
+  for (int64_t b = 0; b < K / 64; ++b) {
+    const auto& blk = reinterpret_cast<const formats::NF4::Block*>(row)[b];
+    const __m256 d = _mm256_set1_ps(half_to_float(blk.d));
+    const __m256 tl = _mm256_mul_ps(lo_tab, d), th = _mm256_mul_ps(hi_tab, d);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+    const __m256i nib[2] = {_mm256_and_si256(q, _mm256_set1_epi8(0x0F)),
+                            _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F))};
+    for (int h = 0; h < 2; ++h) {
+      alignas(32) uint8_t c[32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(c), nib[h]);
+      for (int i = 0; i < 32; i += 8) {
+        const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + i)));
+        const __m256 vl = _mm256_permutevar8x32_ps(tl, idx), vh = _mm256_permutevar8x32_ps(th, idx);
+        const __m256 hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+        _mm256_storeu_ps(y + b * 64 + h * 32 + i, _mm256_blendv_ps(vl, vh, hi));
+      }
+    }
+  }
+}
+
+// 8 codes of B bits (2, 4 or 8) from the LSB-first bit stream, starting at value i (i % 8 == 0).
+template <int B>
+LOWBIT_INLINE __m256i codes8(const uint8_t* codes, int64_t i) {
+  const uint8_t* p = codes + i * B / 8;
+  if constexpr (B == 8) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  } else if constexpr (B == 4) {
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    const __m256i w = _mm256_set1_epi32(int(v));
+    return _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
+  } else {
+    static_assert(B == 2);
+    uint16_t v;
+    __builtin_memcpy(&v, p, 2);
+    const __m256i w = _mm256_set1_epi32(int(v));
+    return _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
+  }
+}
+
+// Grouped intN: groups of G values {fp16 d; u8 z (asym); codes}, the last group may be shorter;
+// x = (q - z) * d with z = 2^(B-1) for the symmetric variants.
+template <int B, bool kAsym>
+void dequant_intn(const uint8_t* row, int64_t K, int64_t G, float* y) {
+  const int64_t hdr = kAsym ? 3 : 2;
+  for (int64_t k0 = 0; k0 < K; k0 += G) {
+    const int64_t n = K - k0 < G ? K - k0 : G;
+    uint16_t h;
+    __builtin_memcpy(&h, row, 2);
+    const float d = half_to_float(h);
+    const int z = kAsym ? row[2] : (1 << (B - 1));
+    const uint8_t* codes = row + hdr;
+    const __m256 dv = _mm256_set1_ps(d);
+    const __m256i zv = _mm256_set1_epi32(z);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256i q = _mm256_sub_epi32(codes8<B>(codes, i), zv);
+      _mm256_storeu_ps(y + k0 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(q), dv));
+    }
+    for (; i < n; ++i) {  // tail of a group whose length is not a multiple of 8
+      const int q = (codes[i * B / 8] >> (i * B % 8)) & ((1 << B) - 1);
+      y[k0 + i] = float(q - z) * d;
+    }
+    row += hdr + (n * B + 7) / 8;
+  }
+}
+
+// The decoder of format T, or nullptr.
+template <typename T> inline constexpr DequantFn kDequantOf = nullptr;
+template <> inline constexpr DequantFn kDequantOf<formats::NF4> = dequant_nf4;
+template <> inline constexpr DequantFn kDequantOf<formats::Int8> = dequant_intn<8, false>;
+template <> inline constexpr DequantFn kDequantOf<formats::Int4> = dequant_intn<4, false>;
+template <> inline constexpr DequantFn kDequantOf<formats::Int4Asym> = dequant_intn<4, true>;
+template <> inline constexpr DequantFn kDequantOf<formats::Int2> = dequant_intn<2, false>;
+template <> inline constexpr DequantFn kDequantOf<formats::Int2Asym> = dequant_intn<2, true>;
+
+}  // namespace
+}  // namespace lowbit::kernel
