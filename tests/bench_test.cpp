@@ -4,11 +4,11 @@
 // (Speeds are measured by benchmarks, never asserted: only their sanity is checked here.)
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "eval/bench.h"
 #include "io/gguf.h"
@@ -121,12 +121,15 @@ CliRun run_cli(const std::string& args) {
 
 TEST(Bench, CliSynthThenBenchJson) {
   const std::string p = tmp("cli.gguf");
-  const CliRun s = run_cli("synth --dim 64 --ff 128 --layers 2 --heads 4 --kv-heads 2 "
-                           "--vocab 300 --ctx 64 --type q8_0 --seed 3 --json -o " + p);
+  const CliRun s = run_cli(
+      "synth --dim 64 --ff 128 --layers 2 --heads 4 --kv-heads 2 "
+      "--vocab 300 --ctx 64 --type q8_0 --seed 3 --json -o " +
+      p);
   ASSERT_EQ(s.rc, 0) << s.out;
   const auto sj = nlohmann::json::parse(s.out);
   EXPECT_EQ(sj["parameters"].get<int64_t>(), Model::load(p).parameter_count());
-  const CliRun b = run_cli("bench -m " + p + " -p 8 -n 4 -r 2 --json --bandwidth "
+  const CliRun b = run_cli("bench -m " + p +
+                           " -p 8 -n 4 -r 2 --json --bandwidth "
                            "--bandwidth-mib 4 --bandwidth-passes 2");
   ASSERT_EQ(b.rc, 0) << b.out;
   const auto j = nlohmann::json::parse(b.out);
@@ -136,8 +139,8 @@ TEST(Bench, CliSynthThenBenchJson) {
   EXPECT_GT(j["bandwidth"]["after"]["tg_limit_tokens_per_second"].get<double>(), 0);
   EXPECT_GT(j["bandwidth"]["before"]["fraction_of_limit"].get<double>(), 0);
 
-  const CliRun bad = run_cli("synth --dim 64 --ff 128 --layers 2 --heads 3 --vocab 300 -o " +
-                             tmp("bad.gguf"));
+  const CliRun bad =
+      run_cli("synth --dim 64 --ff 128 --layers 2 --heads 3 --vocab 300 -o " + tmp("bad.gguf"));
   EXPECT_EQ(bad.rc, 1) << bad.out;
   EXPECT_NE(bad.out.find("--heads"), std::string::npos) << bad.out;
   EXPECT_EQ(run_cli("bench").rc, 1);

@@ -56,7 +56,9 @@ std::vector<float> values(const ModelTensor& t) {
   return v;
 }
 
-bool is_norm(const std::string& name) { return name.find("_norm.") != std::string::npos; }
+bool is_norm(const std::string& name) {
+  return name.find("_norm.") != std::string::npos;
+}
 
 TEST(Synth, TinyF32LoadsWithThePlannedTensorsAndTheStatistics) {
   const std::string p = tmp("f32.gguf");

@@ -30,7 +30,8 @@ nlohmann::json speed_json(const Speed& s, int threads) {
   return {{"tokens", s.tokens},
           {"tokens_per_second",
            {{"median", s.median_tps()}, {"min", s.min_tps()}, {"max", s.max_tps()}}},
-          {"seconds", s.seconds}, {"cpu_share", s.cpu_share(threads)}};
+          {"seconds", s.seconds},
+          {"cpu_share", s.cpu_share(threads)}};
 }
 
 nlohmann::json probe_json(const ReadBandwidth::Probe& p) {
@@ -41,14 +42,16 @@ int bandwidth_only(const BenchArgs& a) {
   ReadBandwidth bw(a.o.bandwidth_bytes);
   const ReadBandwidth::Probe p = bw.measure(a.o.bandwidth_passes);
   if (a.json) {
-    nlohmann::json j = {{"buffer_bytes", bw.buffer_bytes()}, {"threads", max_threads()},
+    nlohmann::json j = {{"buffer_bytes", bw.buffer_bytes()},
+                        {"threads", max_threads()},
                         {"gb_per_s", probe_json(p)}};
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("read bandwidth: {:.1f} GB/s median (min {:.1f}, max {:.1f}) over {} passes of a "
-             "{} MiB buffer, {} threads\n", p.median(), p.min(), p.max(), p.gbps.size(),
-             bw.buffer_bytes() >> 20, max_threads());
+  fmt::print(
+      "read bandwidth: {:.1f} GB/s median (min {:.1f}, max {:.1f}) over {} passes of a "
+      "{} MiB buffer, {} threads\n",
+      p.median(), p.min(), p.max(), p.gbps.size(), bw.buffer_bytes() >> 20, max_threads());
   return 0;
 }
 
@@ -67,27 +70,29 @@ void print_text(const BenchArgs& a, const Model& m, const BenchResult& r) {
     formats += fmt::format("{}{} {:.2f}%", formats.empty() ? "" : ", ", name,
                            100.0 * double(b) / double(total));
   }
-  fmt::print("model: {} ({}, {} parameters, {:.1f} MiB: {}), {} threads\n", a.model,
-             m.config.arch, m.parameter_count(), double(total) / (1 << 20),
-             formats, r.threads);
+  fmt::print("model: {} ({}, {} parameters, {:.1f} MiB: {}), {} threads\n", a.model, m.config.arch,
+             m.parameter_count(), double(total) / (1 << 20), formats, r.threads);
   fmt::print("weights read per generated token: {:.1f} MB\n", double(r.bytes_per_token) * 1e-6);
   fmt::print("| test   | t/s median |      min |      max | weights GB/s | CPU share |\n");
   fmt::print("|--------|-----------:|---------:|---------:|-------------:|----------:|\n");
   if (r.pp.tokens > 0) {
     fmt::print("| {:<6} | {:>10.2f} | {:>8.2f} | {:>8.2f} | {:>12} | {:>8.0f}% |\n",
-               fmt::format("pp{}", r.pp.tokens), r.pp.median_tps(), r.pp.min_tps(),
-               r.pp.max_tps(), "", 100 * r.pp.cpu_share(r.threads));
+               fmt::format("pp{}", r.pp.tokens), r.pp.median_tps(), r.pp.min_tps(), r.pp.max_tps(),
+               "", 100 * r.pp.cpu_share(r.threads));
   }
   if (r.tg.tokens > 0) {
     fmt::print("| {:<6} | {:>10.2f} | {:>8.2f} | {:>8.2f} | {:>12.2f} | {:>8.0f}% |\n",
-               fmt::format("tg{}", r.tg.tokens), r.tg.median_tps(), r.tg.min_tps(),
-               r.tg.max_tps(), r.tg_gbps(), 100 * r.tg.cpu_share(r.threads));
+               fmt::format("tg{}", r.tg.tokens), r.tg.median_tps(), r.tg.min_tps(), r.tg.max_tps(),
+               r.tg_gbps(), 100 * r.tg.cpu_share(r.threads));
   }
   auto line = [&](const char* when, const ReadBandwidth::Probe& p) {
     const double limit = p.median() * 1e9 / double(r.bytes_per_token);
-    fmt::print("read bandwidth {}: {:.1f} GB/s median (min {:.1f}, max {:.1f}) -> generation "
-               "limit {:.1f} tokens/s", when, p.median(), p.min(), p.max(), limit);
-    if (r.tg.tokens > 0) fmt::print("; lowbit reached {:.0f}% of it", 100 * r.tg.median_tps() / limit);
+    fmt::print(
+        "read bandwidth {}: {:.1f} GB/s median (min {:.1f}, max {:.1f}) -> generation "
+        "limit {:.1f} tokens/s",
+        when, p.median(), p.min(), p.max(), limit);
+    if (r.tg.tokens > 0)
+      fmt::print("; lowbit reached {:.0f}% of it", 100 * r.tg.median_tps() / limit);
     fmt::print("\n");
   };
   if (r.bw_before) line(r.tg.tokens > 0 ? "before tg" : "", *r.bw_before);
@@ -97,10 +102,15 @@ void print_text(const BenchArgs& a, const Model& m, const BenchResult& r) {
 void print_json(const BenchArgs& a, const Model& m, const BenchResult& r) {
   uint64_t total = 0;
   for (const auto& t : m.tensors) total += t.bytes;
-  nlohmann::json j = {{"model", a.model}, {"arch", m.config.arch},
-                      {"parameters", m.parameter_count()}, {"model_bytes", total},
-                      {"formats", bytes_by_format(m)}, {"threads", r.threads},
-                      {"n_prompt", a.o.n_prompt}, {"n_gen", a.o.n_gen}, {"reps", a.o.reps},
+  nlohmann::json j = {{"model", a.model},
+                      {"arch", m.config.arch},
+                      {"parameters", m.parameter_count()},
+                      {"model_bytes", total},
+                      {"formats", bytes_by_format(m)},
+                      {"threads", r.threads},
+                      {"n_prompt", a.o.n_prompt},
+                      {"n_gen", a.o.n_gen},
+                      {"reps", a.o.reps},
                       {"weight_bytes_per_token", r.bytes_per_token}};
   if (r.pp.tokens > 0) j["pp"] = speed_json(r.pp, r.threads);
   if (r.tg.tokens > 0) {
@@ -134,32 +144,42 @@ int run_bench_cmd(BenchArgs a) {
   }
   const Model m = Model::load(a.model);
   const BenchResult r = run_bench(m, a.o);
-  if (a.json) print_json(a, m, r);
-  else print_text(a, m, r);
+  if (a.json)
+    print_json(a, m, r);
+  else
+    print_text(a, m, r);
   return 0;
 }
 
 }  // namespace
 
 Runner add_bench(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "Prompt and generation speed (llama-bench style) "
-                                          "against the memory-bandwidth limit");
+  auto* cmd = app.add_subcommand("bench",
+                                 "Prompt and generation speed (llama-bench style) "
+                                 "against the memory-bandwidth limit");
   auto a = std::make_shared<BenchArgs>();
-  cmd->add_option("-m,--model", a->model, "Model file (.gguf, llama2.c .bin, .safetensors or a "
-                                          "Hugging Face folder)");
+  cmd->add_option("-m,--model", a->model,
+                  "Model file (.gguf, llama2.c .bin, .safetensors or a "
+                  "Hugging Face folder)");
   cmd->add_option("-p,--n-prompt", a->o.n_prompt, "Prompt tokens (0: no pp test)")
-      ->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   cmd->add_option("-n,--n-gen", a->o.n_gen, "Generated tokens (0: no tg test)")
-      ->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   cmd->add_option("-r,--repetitions", a->o.reps, "Timed repetitions of each test")
-      ->capture_default_str()->check(CLI::Range(1, 1000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)");
-  cmd->add_flag("--bandwidth", a->o.bandwidth, "Measure memory read bandwidth (with -m: before "
-                                               "and after generation, and the limit it sets)");
+  cmd->add_flag("--bandwidth", a->o.bandwidth,
+                "Measure memory read bandwidth (with -m: before "
+                "and after generation, and the limit it sets)");
   cmd->add_option("--bandwidth-mib", a->bandwidth_mib, "Bandwidth probe buffer (MiB)")
-      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--bandwidth-passes", a->o.bandwidth_passes, "Passes per bandwidth probe")
-      ->capture_default_str()->check(CLI::Range(1, 1000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", a->json, "Machine-readable output");
   return [a] { return run_bench_cmd(*a); };
 }

@@ -42,8 +42,10 @@ ModelConfig config_of(const SynthArgs& a) {
                                                  {"--vocab", a.vocab.has_value()}};
     for (const auto& [opt, given] : need) {
       if (!given) {
-        throw Error("a custom shape needs --dim, --ff, --layers, --heads and --vocab (or use "
-                    "--shape)", {.field = opt, .expected = "a value"});
+        throw Error(
+            "a custom shape needs --dim, --ff, --layers, --heads and --vocab (or use "
+            "--shape)",
+            {.field = opt, .expected = "a value"});
       }
     }
     c.name = "custom (synthetic weights)";
@@ -70,8 +72,7 @@ int run_synth(const SynthArgs& a) {
   SynthOptions o{.type = Format::parse(a.type), .seed = a.seed, .show_progress = !a.json};
   if (!a.output_type.empty()) o.output_type = Format::parse(a.output_type);
   const SynthResult r = write_synth_model(c, a.out, o);
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const uint64_t file_bytes = std::filesystem::file_size(a.out);
   const double bpw = 8.0 * double(r.tensor_bytes) / double(r.parameters);
   // Fallbacks, one line per (wanted, chosen, row length) rather than per tensor.
@@ -82,32 +83,42 @@ int run_synth(const SynthArgs& a) {
     if (!(t.to == t.wanted)) ++fallbacks[{t.wanted.name(), t.to.name(), t.shape.back()}];
   }
   if (a.json) {
-    nlohmann::json j = {{"output", a.out}, {"arch", c.arch}, {"name", c.name},
-                        {"type", o.type.name()}, {"seed", a.seed},
-                        {"tensors", r.tensors.size()}, {"parameters", r.parameters},
-                        {"tensor_bytes", r.tensor_bytes}, {"file_bytes", file_bytes},
-                        {"bits_per_weight", bpw}, {"seconds", secs},
-                        {"threads", max_threads()}, {"fallbacks", nlohmann::json::array()}};
+    nlohmann::json j = {{"output", a.out},
+                        {"arch", c.arch},
+                        {"name", c.name},
+                        {"type", o.type.name()},
+                        {"seed", a.seed},
+                        {"tensors", r.tensors.size()},
+                        {"parameters", r.parameters},
+                        {"tensor_bytes", r.tensor_bytes},
+                        {"file_bytes", file_bytes},
+                        {"bits_per_weight", bpw},
+                        {"seconds", secs},
+                        {"threads", max_threads()},
+                        {"fallbacks", nlohmann::json::array()}};
     for (const auto& [k, n] : fallbacks) {
-      j["fallbacks"].push_back({{"wanted", std::get<0>(k)}, {"to", std::get<1>(k)},
-                                {"row_length", std::get<2>(k)}, {"tensors", n}});
+      j["fallbacks"].push_back({{"wanted", std::get<0>(k)},
+                                {"to", std::get<1>(k)},
+                                {"row_length", std::get<2>(k)},
+                                {"tensors", n}});
     }
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
   for (const auto& [k, n] : fallbacks) {
-    fmt::print("{} tensor(s) with rows of {} do not tile into {} blocks -> {}\n", n,
-               std::get<2>(k), std::get<0>(k), std::get<1>(k));
+    fmt::print("{} tensor(s) with rows of {} do not tile into {} blocks -> {}\n", n, std::get<2>(k),
+               std::get<0>(k), std::get<1>(k));
   }
   const double params = double(r.parameters);
-  fmt::print("{}: {} ({}, dim {}, ff {}, {} layers, {}/{} heads, vocab {}), {}: {} tensors, {} "
-             "parameters ({}), {:.3f} bits per weight, {:.2f} MiB file, {:.2f} s "
-             "({:.2f} M weights/s, {} threads)\n",
-             a.out, c.name, c.arch, c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv,
-             c.n_vocab, o.type.name(), r.tensors.size(), r.parameters,
-             params >= 1e9 ? fmt::format("{:.3f} B", params * 1e-9)
-                           : fmt::format("{:.3f} M", params * 1e-6),
-             bpw, double(file_bytes) / (1 << 20), secs, params / secs * 1e-6, max_threads());
+  fmt::print(
+      "{}: {} ({}, dim {}, ff {}, {} layers, {}/{} heads, vocab {}), {}: {} tensors, {} "
+      "parameters ({}), {:.3f} bits per weight, {:.2f} MiB file, {:.2f} s "
+      "({:.2f} M weights/s, {} threads)\n",
+      a.out, c.name, c.arch, c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.n_vocab,
+      o.type.name(), r.tensors.size(), r.parameters,
+      params >= 1e9 ? fmt::format("{:.3f} B", params * 1e-9)
+                    : fmt::format("{:.3f} M", params * 1e-6),
+      bpw, double(file_bytes) / (1 << 20), secs, params / secs * 1e-6, max_threads());
   if (private_types) {
     fmt::print("note: {} uses lowbit's own formats; it loads in lowbit, not in llama.cpp\n", a.out);
   }
@@ -117,18 +128,22 @@ int run_synth(const SynthArgs& a) {
 }  // namespace
 
 Runner add_synth(CLI::App& app) {
-  auto* cmd = app.add_subcommand("synth", "Write a model of a real shape with synthetic weights "
-                                          "(N(0, 0.02²), norms 1) for speed benchmarks");
+  auto* cmd = app.add_subcommand("synth",
+                                 "Write a model of a real shape with synthetic weights "
+                                 "(N(0, 0.02²), norms 1) for speed benchmarks");
   auto a = std::make_shared<SynthArgs>();
   std::string names;
   for (const auto& n : synth_shape_names()) names += (names.empty() ? "" : ", ") + n;
   cmd->add_option("--shape", a->shape, "Named shape: " + names)
       ->check(CLI::IsMember(synth_shape_names()));
   cmd->add_option("-o,--output", a->out, "Output .gguf")->required();
-  cmd->add_option("--type", a->type, "Format of the weight matrices (see `lowbit formats`); rows "
-                                     "it cannot tile fall back")->capture_default_str();
-  cmd->add_option("--output-type", a->output_type, "Format of output.weight (or of the tied "
-                                                   "embedding), default --type");
+  cmd->add_option("--type", a->type,
+                  "Format of the weight matrices (see `lowbit formats`); rows "
+                  "it cannot tile fall back")
+      ->capture_default_str();
+  cmd->add_option("--output-type", a->output_type,
+                  "Format of output.weight (or of the tied "
+                  "embedding), default --type");
   cmd->add_option("--seed", a->seed, "Seed of the weights")->capture_default_str();
   auto pos = CLI::Range(int64_t(1), int64_t(1) << 40);
   cmd->add_option("--dim", a->dim, "Embedding length")->check(pos);

@@ -80,23 +80,35 @@ uint64_t weight_bytes_per_token(const Model& m) {
       bytes += t.bytes;
       continue;
     }
-    bytes += t.bytes / uint64_t(t.rows());  // the one row embedded
+    bytes += t.bytes / uint64_t(t.rows());       // the one row embedded
     if (m.config.tied_output) bytes += t.bytes;  // and the whole matrix as the output layer
   }
   return bytes;
 }
 
-double Speed::median_tps() const { return median_of(rates(*this)); }
-double Speed::min_tps() const { return min_of(rates(*this)); }
-double Speed::max_tps() const { return max_of(rates(*this)); }
+double Speed::median_tps() const {
+  return median_of(rates(*this));
+}
+double Speed::min_tps() const {
+  return min_of(rates(*this));
+}
+double Speed::max_tps() const {
+  return max_of(rates(*this));
+}
 double Speed::cpu_share(int threads) const {
   const double wall = std::accumulate(seconds.begin(), seconds.end(), 0.0);
   return wall > 0 && threads > 0 ? cpu_seconds / (wall * threads) : 0.0;
 }
 
-double ReadBandwidth::Probe::median() const { return median_of(gbps); }
-double ReadBandwidth::Probe::min() const { return min_of(gbps); }
-double ReadBandwidth::Probe::max() const { return max_of(gbps); }
+double ReadBandwidth::Probe::median() const {
+  return median_of(gbps);
+}
+double ReadBandwidth::Probe::min() const {
+  return min_of(gbps);
+}
+double ReadBandwidth::Probe::max() const {
+  return max_of(gbps);
+}
 
 ReadBandwidth::ReadBandwidth(uint64_t buffer_bytes)
     : words_(std::max<uint64_t>(buffer_bytes / sizeof(uint64_t), 1)) {
@@ -137,8 +149,8 @@ BenchResult run_bench(const Model& m, const BenchOptions& o) {
     throw Error("nothing to measure", {.field = "-p / -n", .expected = ">= 0, not both 0"});
   }
   if (o.reps < 1) {
-    throw Error("repetitions must be positive", {.field = "-r", .expected = ">= 1",
-                                                 .found = std::to_string(o.reps)});
+    throw Error("repetitions must be positive",
+                {.field = "-r", .expected = ">= 1", .found = std::to_string(o.reps)});
   }
   BenchResult r;
   r.threads = max_threads();

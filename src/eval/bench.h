@@ -22,10 +22,10 @@ namespace lowbit {
 uint64_t weight_bytes_per_token(const Model& m);
 
 struct Speed {
-  int64_t tokens = 0;            // per repetition
-  std::vector<double> seconds;   // one per timed repetition
-  double cpu_seconds = 0;        // process CPU time (user + system) over the timed repetitions
-  double median_tps() const;     // tokens per second
+  int64_t tokens = 0;           // per repetition
+  std::vector<double> seconds;  // one per timed repetition
+  double cpu_seconds = 0;       // process CPU time (user + system) over the timed repetitions
+  double median_tps() const;    // tokens per second
   double min_tps() const;
   double max_tps() const;
   // CPU time / (wall time x threads): near 1 when the threads had the cores to themselves; far
@@ -58,8 +58,8 @@ struct BenchOptions {
   int64_t n_prompt = 512, n_gen = 128;  // 0 skips that test
   int reps = 5;
   bool warmup = true;
-  uint64_t seed = 1234;                 // of the random token ids
-  bool bandwidth = false;               // probe before and after generation
+  uint64_t seed = 1234;    // of the random token ids
+  bool bandwidth = false;  // probe before and after generation
   uint64_t bandwidth_bytes = uint64_t(1) << 30;
   int bandwidth_passes = 9;
 };

@@ -66,7 +66,7 @@ void fill_normal(uint64_t seed, float stddev, float* x, int64_t n) {
   constexpr float kTwoPi = 6.28318530717958647f;
   for (int64_t i = 0; i < n; i += 2) {
     const uint64_t u = rng.next_u64();
-    const float u1 = float((u >> 40) + 1) * 0x1p-24f;         // (0, 1]
+    const float u1 = float((u >> 40) + 1) * 0x1p-24f;          // (0, 1]
     const float u2 = float((u >> 16) & 0xFFFFFFu) * 0x1p-24f;  // [0, 1)
     const float r = stddev * std::sqrt(-2.0f * std::log(u1));
     x[i] = r * std::cos(kTwoPi * u2);
@@ -88,7 +88,9 @@ ModelConfig resolved(const ModelConfig& c) {
   return r;
 }
 
-bool is_norm(const std::string& name) { return name.find("_norm.") != std::string::npos; }
+bool is_norm(const std::string& name) {
+  return name.find("_norm.") != std::string::npos;
+}
 
 void set_metadata(GgufWriter& w, const ModelConfig& c, const SynthOptions& o) {
   const std::string a = c.arch + ".";
@@ -152,9 +154,8 @@ void write_tensor(OutputFile& out, const SynthTensor& t, uint64_t seed, float st
       }
     });
     if (writing.valid()) writing.get();  // the other buffer is free again (rethrows errors)
-    writing = std::async(std::launch::async, [&out, buf, bytes = uint64_t(n) * rb] {
-      out.write(buf, bytes);
-    });
+    writing = std::async(std::launch::async,
+                         [&out, buf, bytes = uint64_t(n) * rb] { out.write(buf, bytes); });
     if (progress) progress->advance(n * K);
   }
   if (writing.valid()) writing.get();
@@ -185,15 +186,15 @@ ModelConfig synth_shape(std::string_view name) {
   }
   std::string known;
   for (const auto& n : synth_shape_names()) known += (known.empty() ? "" : ", ") + n;
-  throw Error("unknown model shape", {.field = "--shape", .expected = known,
-                                      .found = std::string(name)});
+  throw Error("unknown model shape",
+              {.field = "--shape", .expected = known, .found = std::string(name)});
 }
 
 void validate_synth_config(const ModelConfig& c) {
   constexpr int64_t kMaxDim = int64_t(1) << 20, kMaxLayers = 1024, kMaxVocab = int64_t(1) << 24;
   if (c.arch != "llama" && c.arch != "qwen2") {
-    throw Error("unsupported architecture", {.field = "--arch", .expected = "llama or qwen2",
-                                             .found = c.arch});
+    throw Error("unsupported architecture",
+                {.field = "--arch", .expected = "llama or qwen2", .found = c.arch});
   }
   auto range = [](const char* opt, int64_t v, int64_t lo, int64_t hi) {
     if (v < lo || v > hi) bad_arg(opt, v, std::to_string(lo) + ".." + std::to_string(hi));
@@ -210,15 +211,16 @@ void validate_synth_config(const ModelConfig& c) {
     bad_arg("--kv-heads", c.n_head_kv, "a divisor of --heads " + std::to_string(c.n_head));
   }
   if (c.head_dim == 0 && c.n_embd % c.n_head != 0) {
-    bad_arg("--heads", c.n_head, "a divisor of --dim " + std::to_string(c.n_embd) +
-                                     " (or an explicit --head-dim)");
+    bad_arg("--heads", c.n_head,
+            "a divisor of --dim " + std::to_string(c.n_embd) + " (or an explicit --head-dim)");
   }
   const int64_t hd = c.head_dim ? c.head_dim : c.n_embd / c.n_head;
   if (hd % 2 != 0) bad_arg("--head-dim", hd, "an even number (RoPE rotates pairs)");
   if (c.n_head * hd > kMaxDim) bad_arg("--heads", c.n_head, "heads x head_dim <= 2^20");
   if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) {
-    throw Error("invalid RoPE base", {.field = "--rope-theta", .expected = "> 0",
-                                      .found = std::to_string(c.rope_theta)});
+    throw Error(
+        "invalid RoPE base",
+        {.field = "--rope-theta", .expected = "> 0", .found = std::to_string(c.rope_theta)});
   }
 }
 
@@ -255,7 +257,8 @@ std::vector<SynthTensor> synth_plan(const ModelConfig& config, const SynthOption
   const ModelConfig c = resolved(config);
   if (o.type.info().activation_only || (o.output_type && o.output_type->info().activation_only)) {
     throw Error("format is for activations only, not weights",
-                {.field = "--type", .expected = "a weight format (lowbit formats)",
+                {.field = "--type",
+                 .expected = "a weight format (lowbit formats)",
                  .found = o.type.name()});
   }
   const int64_t C = c.n_embd, Q = c.n_head * c.head_dim, KV = c.n_head_kv * c.head_dim;
@@ -311,9 +314,8 @@ SynthResult write_synth_model(const ModelConfig& config, const std::string& path
   const float stddev = float(o.stddev);
   for (const auto& t : res.tensors) {
     std::vector<int64_t> ne(t.shape.rbegin(), t.shape.rend());
-    w.add_tensor(t.name, ne, t.to, [&t, &o, stddev, p](OutputFile& out) {
-      write_tensor(out, t, o.seed, stddev, p);
-    });
+    w.add_tensor(t.name, ne, t.to,
+                 [&t, &o, stddev, p](OutputFile& out) { write_tensor(out, t, o.seed, stddev, p); });
   }
   w.write(path);
   return res;

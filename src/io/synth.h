@@ -37,7 +37,7 @@ struct SynthOptions {
   Format type = Format::parse("f16");  // every weight matrix (falls back where rows don't tile)
   std::optional<Format> output_type;   // output.weight (or the tied embedding), default `type`
   uint64_t seed = 0;
-  double stddev = 0.02;                // of every weight matrix and bias
+  double stddev = 0.02;  // of every weight matrix and bias
   bool show_progress = false;
 };
 
@@ -59,7 +59,6 @@ struct SynthResult {
 };
 
 // Validates c and writes the model to `path` (temporary name, renamed when complete).
-SynthResult write_synth_model(const ModelConfig& c, const std::string& path,
-                              const SynthOptions& o);
+SynthResult write_synth_model(const ModelConfig& c, const std::string& path, const SynthOptions& o);
 
 }  // namespace lowbit
