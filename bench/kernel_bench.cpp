@@ -31,7 +31,8 @@ std::vector<uint8_t> make_weights(const Format& f, int64_t M, int64_t K) {
   std::vector<uint8_t> q(rb * kSrcRows);
   f.quantize(src.data(), kSrcRows, K, nullptr, q.data());
   std::vector<uint8_t> w(rb * uint64_t(M));
-  for (int64_t r = 0; r < M; ++r) std::memcpy(w.data() + rb * uint64_t(r), q.data() + rb * uint64_t(r % kSrcRows), rb);
+  for (int64_t r = 0; r < M; ++r)
+    std::memcpy(w.data() + rb * uint64_t(r), q.data() + rb * uint64_t(r % kSrcRows), rb);
   return w;
 }
 
@@ -46,24 +47,29 @@ void bench_matmul(benchmark::State& st, const Format& f, int64_t M, int64_t K, i
     benchmark::ClobberMemory();
   }
   const double bytes = double(w.size()), flops = 2.0 * double(M) * double(K) * double(N);
-  st.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GB/s"] =
+      benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   st.SetLabel(lowbit::kernel_isa());
 }
 
 void register_all() {
-  struct Shape { int64_t M, K; };
+  struct Shape {
+    int64_t M, K;
+  };
   const Shape shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {5632, 2048}};
   const char* priority[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"};
-  const char* others[] = {"q4_1", "q5_0", "q5_1", "iq4_nl", "q6_k", "q5_k", "q3_k", "q2_k",
-                          "iq4_xs", "tq2_0", "tq1_0", "nf4", "int4_g128"};
+  const char* others[] = {"q4_1", "q5_0",   "q5_1",  "iq4_nl", "q6_k", "q5_k",     "q3_k",
+                          "q2_k", "iq4_xs", "tq2_0", "tq1_0",  "nf4",  "int4_g128"};
   const char* env = std::getenv("LOWBIT_BENCH_SHAPES");
   const bool all_shapes = env != nullptr && std::string(env) == "all";
   auto add = [](const char* name, Shape s, int64_t N) {
     const Format f = Format::parse(name);
     const std::string id = "matmul/" + std::string(name) + "/" + std::to_string(s.M) + "x" +
                            std::to_string(s.K) + "/n" + std::to_string(N);
-    benchmark::RegisterBenchmark(id.c_str(), [f, s, N](benchmark::State& st) { bench_matmul(st, f, s.M, s.K, N); })
+    benchmark::RegisterBenchmark(
+        id.c_str(), [f, s, N](benchmark::State& st) { bench_matmul(st, f, s.M, s.K, N); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   };

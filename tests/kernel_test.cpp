@@ -21,8 +21,8 @@
 namespace lowbit {
 namespace {
 
-using kernel::Acts;
 using kernel::ActKind;
+using kernel::Acts;
 using kernel::KernelSet;
 
 std::vector<Isa> supported_isas() {
@@ -41,7 +41,8 @@ struct QActs {
   Acts acts;
 };
 
-QActs quantize_acts(const KernelSet& ks, ActKind kind, const std::vector<float>& x, int64_t N, int64_t K) {
+QActs quantize_acts(const KernelSet& ks, ActKind kind, const std::vector<float>& x, int64_t N,
+                    int64_t K) {
   QActs q;
   q.acts = Acts{.kind = kind, .n = N, .K = K};
   if (kind == ActKind::kF32 || kind == ActKind::kNone) {
@@ -56,8 +57,8 @@ QActs quantize_acts(const KernelSet& ks, ActKind kind, const std::vector<float>&
   q.bsums.resize(size_t(N * K / 16));
   for (int64_t t = 0; t < N; ++t) {
     if (kind == ActKind::kQ8x32) {
-      ks.quantize_q8x32(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, q.s.data() + t * nb,
-                        q.bsums.data() + t * K / 32);
+      ks.quantize_q8x32(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb,
+                        q.s.data() + t * nb, q.bsums.data() + t * K / 32);
     } else {
       ks.quantize_q8x256(x.data() + t * K, K, q.qs.data() + t * K, q.d.data() + t * nb, nullptr,
                          q.bsums.data() + t * K / 16);
@@ -83,13 +84,14 @@ std::vector<float> activations(int64_t n, uint64_t seed) {
   std::vector<float> x = test::gaussian(n, seed);
   for (int64_t i = 0; i < n; i += 97) x[size_t(i)] *= 8.0f;
   if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero 32-block
-  if (n >= 256) x[5] = 9.0f, x[200] = -9.0f;                        // a tie in magnitude: first wins
+  if (n >= 256) x[5] = 9.0f, x[200] = -9.0f;                     // a tie in magnitude: first wins
   return x;
 }
 
 double tolerance(int64_t K, const float* a, const float* w) {
   float amax = 0, wmax = 0;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(a[k])), wmax = std::max(wmax, std::fabs(w[k]));
+  for (int64_t k = 0; k < K; ++k)
+    amax = std::max(amax, std::fabs(a[k])), wmax = std::max(wmax, std::fabs(w[k]));
   return 4.0 * double(K) * std::numeric_limits<float>::epsilon() * amax * wmax + 1e-30;
 }
 
@@ -99,7 +101,8 @@ double dot_double(const float* a, const float* b, int64_t K) {
   return s;
 }
 
-// ---- activation quantization ---------------------------------------------------------------------
+// ---- activation quantization
+// ---------------------------------------------------------------------
 
 TEST(KernelActQuant, RefMatchesTheCodecs) {
   for (const int64_t K : {32, 7 * 32, 256, 3 * 256}) {
@@ -157,7 +160,8 @@ TEST(KernelActQuant, TiersBitExact) {
   }
 }
 
-// ---- dot products ------------------------------------------------------------------------------------
+// ---- dot products
+// ------------------------------------------------------------------------------------
 
 // Row lengths from the block size: one block, two, a prime number of blocks.
 std::vector<int64_t> row_lengths(const Format& f) {
@@ -186,7 +190,8 @@ TEST(KernelVecDot, RefMatchesTheDecodedFloats) {
       const auto x = activations(K, 12);
       const QActs a = quantize_acts(kernel::ref_kernels(), kernel::act_kind(f), x, 1, K);
       const auto ad = dequantized(a, x);
-      const float got = kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
+      const float got =
+          kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
       EXPECT_NEAR(got, dot_double(wd.data(), ad.data(), K), tolerance(K, ad.data(), wd.data()))
           << f.name() << " K=" << K;
     }
@@ -208,7 +213,8 @@ TEST(KernelVecDot, TiersMatchRef) {
         if (fk.dot == nullptr) continue;  // this tier runs the ref kernel for it
         const QActs a = quantize_acts(ks, kernel::act_kind(f), x, 1, K);
         const auto ad = dequantized(a, x);
-        const float want = kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
+        const float want =
+            kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
         EXPECT_NEAR(fk.dot(q.data(), a.acts, 0), want, tolerance(K, ad.data(), wd.data()))
             << isa_name(isa) << " " << f.name() << " K=" << K;
       }
@@ -216,7 +222,8 @@ TEST(KernelVecDot, TiersMatchRef) {
   }
 }
 
-// ---- generic path: the tiers' row decoders -------------------------------------------------------
+// ---- generic path: the tiers' row decoders
+// -------------------------------------------------------
 
 TEST(KernelDequant, TierDecodersBitExact) {
   for (const auto& info : all_formats()) {
@@ -233,13 +240,15 @@ TEST(KernelDequant, TierDecodersBitExact) {
         const auto dequant = kernel::kernels_for(isa).formats[kernel::format_index(f)].dequant;
         if (dequant == nullptr) continue;
         dequant(q.data(), K, f.block_elems(K), got.data());
-        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * 4)) << isa_name(isa) << " " << f.name();
+        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * 4))
+            << isa_name(isa) << " " << f.name();
       }
     }
   }
 }
 
-// ---- matmul -------------------------------------------------------------------------------------------
+// ---- matmul
+// -------------------------------------------------------------------------------------------
 
 struct Problem {
   Format f;
@@ -276,18 +285,24 @@ void expect_matmul_matches(Isa isa, const Problem& p, int64_t M, int64_t N) {
     }
   }
 }
-void expect_matmul_matches(Isa isa, const Problem& p) { expect_matmul_matches(isa, p, p.M, p.N); }
+void expect_matmul_matches(Isa isa, const Problem& p) {
+  expect_matmul_matches(isa, p, p.M, p.N);
+}
 
 TEST(KernelMatmul, EveryFormatEveryTier) {
   // Shapes around the tiles (<= 6 x 4): fewer rows/tokens than a tile, odd counts, one token.
-  struct Shape { int64_t M, N; };
+  struct Shape {
+    int64_t M, N;
+  };
   const Shape shapes[] = {{1, 1}, {3, 2}, {7, 5}, {9, 1}};
   uint64_t seed = 100;
   for (const auto& info : all_formats()) {
     const Format f(info, info.block_elems == 0 ? 32 : 0);
     // Ragged groups; float tails; 11 blocks of 32 = one group of 8 (packed tiles) plus 3.
-    const int64_t K = info.block_elems == 0 ? 100 : info.block_elems == 1 ? 40
-                      : info.block_elems == 32 ? 11 * 32 : 2 * info.block_elems;
+    const int64_t K = info.block_elems == 0    ? 100
+                      : info.block_elems == 1  ? 40
+                      : info.block_elems == 32 ? 11 * 32
+                                               : 2 * info.block_elems;
     const Problem p = make_problem(f, 9, K, 5, ++seed);
     for (const Shape& s : shapes) {
       for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p, s.M, s.N);
@@ -306,7 +321,8 @@ TEST(KernelMatmul, LargerShapesOfThePriorityFormats) {
 // Rows longer than one decoded panel (4096 values): partial sums carried across panels, and for
 // 32-value formats blocks past the last full group of 8.
 TEST(KernelMatmul, RowsLongerThanAPanel) {
-  for (const auto& [name, K] : {std::pair{"q4_0", 4096 + 256 + 64}, std::pair{"q4_k", 4096 + 512}}) {
+  for (const auto& [name, K] :
+       {std::pair{"q4_0", 4096 + 256 + 64}, std::pair{"q4_k", 4096 + 512}}) {
     const Problem p = make_problem(Format::parse(name), 7, K, 5, 3);
     for (const Isa isa : supported_isas()) expect_matmul_matches(isa, p);
   }

@@ -23,7 +23,8 @@ struct SubScales16 {
 };
 
 inline void sub_scales(const formats::Q2_K::Block& b, SubScales16& s) {
-  for (int j = 0; j < 16; ++j) s.sc[j] = int16_t(b.scales[j] & 0xF), s.mn[j] = int16_t(b.scales[j] >> 4);
+  for (int j = 0; j < 16; ++j)
+    s.sc[j] = int16_t(b.scales[j] & 0xF), s.mn[j] = int16_t(b.scales[j] >> 4);
 }
 
 inline void sub_scales(const formats::Q3_K::Block& b, SubScales16& s) {
@@ -48,8 +49,12 @@ inline void sub_scales_k4(const uint8_t* q, SubScales16& s) {
     s.mn[2 * j] = s.mn[2 * j + 1] = int16_t(mn);
   }
 }
-inline void sub_scales(const formats::Q4_K::Block& b, SubScales16& s) { sub_scales_k4(b.scales, s); }
-inline void sub_scales(const formats::Q5_K::Block& b, SubScales16& s) { sub_scales_k4(b.scales, s); }
+inline void sub_scales(const formats::Q4_K::Block& b, SubScales16& s) {
+  sub_scales_k4(b.scales, s);
+}
+inline void sub_scales(const formats::Q5_K::Block& b, SubScales16& s) {
+  sub_scales_k4(b.scales, s);
+}
 
 inline void sub_scales(const formats::Q6_K::Block& b, SubScales16& s) {
   for (int j = 0; j < 16; ++j) s.sc[j] = b.scales[j], s.mn[j] = 0;
@@ -57,7 +62,8 @@ inline void sub_scales(const formats::Q6_K::Block& b, SubScales16& s) {
 
 inline void sub_scales(const formats::IQ4_XS::Block& b, SubScales16& s) {
   for (int j = 0; j < 8; ++j) {
-    const int ls = ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
+    const int ls =
+        ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
     s.sc[2 * j] = s.sc[2 * j + 1] = int16_t(ls - 32);
     s.mn[2 * j] = s.mn[2 * j + 1] = 0;
   }
@@ -71,18 +77,43 @@ inline void sub_scales(const formats::TQ1_0::Block&, SubScales16& s) {
 }
 
 // fp16 fields of the super-block: d, and dmin for the affine formats (else 0).
-inline uint16_t super_d(const formats::Q2_K::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::Q3_K::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::Q4_K::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::Q5_K::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::Q6_K::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::IQ4_XS::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::TQ2_0::Block& b) { return b.d; }
-inline uint16_t super_d(const formats::TQ1_0::Block& b) { return b.d; }
-inline uint16_t super_dmin(const formats::Q2_K::Block& b) { return b.dmin; }
-inline uint16_t super_dmin(const formats::Q4_K::Block& b) { return b.dmin; }
-inline uint16_t super_dmin(const formats::Q5_K::Block& b) { return b.dmin; }
-template <typename B> inline uint16_t super_dmin(const B&) { return 0; }
+inline uint16_t super_d(const formats::Q2_K::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::Q3_K::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::Q4_K::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::Q5_K::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::Q6_K::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::IQ4_XS::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::TQ2_0::Block& b) {
+  return b.d;
+}
+inline uint16_t super_d(const formats::TQ1_0::Block& b) {
+  return b.d;
+}
+inline uint16_t super_dmin(const formats::Q2_K::Block& b) {
+  return b.dmin;
+}
+inline uint16_t super_dmin(const formats::Q4_K::Block& b) {
+  return b.dmin;
+}
+inline uint16_t super_dmin(const formats::Q5_K::Block& b) {
+  return b.dmin;
+}
+template <typename B>
+inline uint16_t super_dmin(const B&) {
+  return 0;
+}
 
 // TQ1_0 digit n (0..4) of a packed byte: ((q * 3^n) mod 256) * 3 >> 8.
 inline int tq1_digit_of(uint8_t q, int n) {

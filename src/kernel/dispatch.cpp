@@ -80,18 +80,24 @@ Isa choose_isa() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kRef: return "ref";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
+    case Isa::kRef:
+      return "ref";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
   }
   return "?";
 }
 
 bool isa_supported(Isa isa) {
   switch (isa) {
-    case Isa::kRef: return true;
-    case Isa::kAvx2: return features().avx2;
-    case Isa::kAvx512: return features().avx512;
+    case Isa::kRef:
+      return true;
+    case Isa::kAvx2:
+      return features().avx2;
+    case Isa::kAvx512:
+      return features().avx512;
   }
   return false;
 }
@@ -101,16 +107,21 @@ Isa active_isa() {
   return isa;
 }
 
-const char* kernel_isa() { return isa_name(active_isa()); }
+const char* kernel_isa() {
+  return isa_name(active_isa());
+}
 
 namespace kernel {
 
 const KernelSet& kernels_for(Isa isa) {
   LOWBIT_CHECK(isa_supported(isa), "kernel tier not supported by this CPU");
   switch (isa) {
-    case Isa::kRef: return ref_kernels();
-    case Isa::kAvx2: return avx2_kernels();
-    case Isa::kAvx512: return avx512_kernels();
+    case Isa::kRef:
+      return ref_kernels();
+    case Isa::kAvx2:
+      return avx2_kernels();
+    case Isa::kAvx512:
+      return avx512_kernels();
   }
   return ref_kernels();
 }

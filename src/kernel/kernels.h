@@ -19,14 +19,15 @@ namespace lowbit::kernel {
 //             and the integer sum(q) per block
 //   kQ8x256 = Q8_K blocks of 256: d = x_absmax_first / -127 (f32), q as above, bsums per 16
 enum class ActKind : uint8_t {
-  kNone,     // no kernel: the generic path dequantizes rows and dots them with f32 activations
-  kF32,      // f32 activations (float weight formats)
-  kQ8x32,    // 32-blocks of int8 (ggml's 32-value formats)
-  kQ8x256,   // 256-blocks of int8 (K-quants, IQ4_XS, TQ1_0, TQ2_0)
+  kNone,    // no kernel: the generic path dequantizes rows and dots them with f32 activations
+  kF32,     // f32 activations (float weight formats)
+  kQ8x32,   // 32-blocks of int8 (ggml's 32-value formats)
+  kQ8x256,  // 256-blocks of int8 (K-quants, IQ4_XS, TQ1_0, TQ2_0)
 };
 
 // Which activation each format uses: the one table row per format (default: generic path).
-template <typename T> inline constexpr ActKind kActOf = ActKind::kNone;
+template <typename T>
+inline constexpr ActKind kActOf = ActKind::kNone;
 // clang-format off
 template <> inline constexpr ActKind kActOf<formats::F32> = ActKind::kF32;
 template <> inline constexpr ActKind kActOf<formats::F16> = ActKind::kF32;
@@ -76,8 +77,8 @@ using QuantizeFn = void (*)(const float* x, int64_t K, int8_t* qs, float* d, flo
 using PackFn = void (*)(int8_t* qs, int64_t K);
 
 // y[t * ldy + r] = dot(row r of w, token t of a) for r < rows, t < a.n. w: rows of row_bytes.
-using GemmFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t rows, const Acts& a,
-                        float* y, int64_t ldy);
+using GemmFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t rows, const Acts& a, float* y,
+                        int64_t ldy);
 // One dot product: weight row (K values) with token t of a.
 using VecDotFn = float (*)(const uint8_t* w, const Acts& a, int64_t t);
 // A row of K values (blocks or groups of `group` values) to floats, bit-exact to the codec.

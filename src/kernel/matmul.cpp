@@ -86,8 +86,8 @@ int64_t token_chunk(const Acts& a) {
   return std::max<int64_t>(1, (int64_t(512) << 10) / std::max<int64_t>(1, bytes));
 }
 
-void gemm_chunked(GemmFn gemm, const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a,
-                  float* y, int64_t ldy) {
+void gemm_chunked(GemmFn gemm, const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y,
+                  int64_t ldy) {
   const int64_t chunk = token_chunk(a);
   for (int64_t t0 = 0; t0 < a.n; t0 += chunk) {
     Acts part = a.from(t0);
@@ -101,12 +101,12 @@ void gemm_chunked(GemmFn gemm, const uint8_t* w, uint64_t rb, int64_t rows, cons
 // in groups of kRowGroup so that threads split on tile boundaries.
 constexpr int64_t kRowGroup = 4;
 
-void for_row_groups(int64_t M, int64_t K, int64_t N, const std::function<void(int64_t, int64_t)>& body) {
+void for_row_groups(int64_t M, int64_t K, int64_t N,
+                    const std::function<void(int64_t, int64_t)>& body) {
   const int64_t min_rows = std::max<int64_t>(16, (int64_t(1) << 16) / std::max<int64_t>(1, K * N));
   const int64_t groups = (M + kRowGroup - 1) / kRowGroup;
-  parallel_for(groups, (min_rows + kRowGroup - 1) / kRowGroup, [&](int64_t g0, int64_t g1) {
-    body(g0 * kRowGroup, std::min(M, g1 * kRowGroup));
-  });
+  parallel_for(groups, (min_rows + kRowGroup - 1) / kRowGroup,
+               [&](int64_t g0, int64_t g1) { body(g0 * kRowGroup, std::min(M, g1 * kRowGroup)); });
 }
 
 void matmul_generic(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int64_t K,
@@ -123,8 +123,10 @@ void matmul_generic(const KernelSet& ks, const Format& f, const uint8_t* w, int6
       const int64_t n = std::min(kRows, r1 - r);
       for (int64_t i = 0; i < n; ++i) {
         const uint8_t* row = w + uint64_t(r + i) * rb;
-        if (dequant) dequant(row, K, group, rows.data() + i * K);
-        else f.dequantize_row(row, K, rows.data() + i * K);
+        if (dequant)
+          dequant(row, K, group, rows.data() + i * K);
+        else
+          f.dequantize_row(row, K, rows.data() + i * K);
       }
       gemm_chunked(ks.gemm_f32, reinterpret_cast<const uint8_t*>(rows.data()), uint64_t(K) * 4, n,
                    a, y + r, M);

@@ -17,8 +17,8 @@ namespace lowbit {
 // w: M rows of f.row_bytes(K) bytes; x: (N, K) floats; y: (N, M) floats. Threaded over rows.
 void matmul(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
             float* y);
-void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
-                int64_t N, float* y);
+void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
+                float* y);
 
 // Instruction-set tiers of the kernels. kRef is the scalar reference tier (the spec).
 enum class Isa { kRef, kAvx2, kAvx512 };

@@ -15,7 +15,9 @@ struct Avx2Ops {
   static F load_partial(const float* p, int n) { return load_partial8(p, n); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   static float hsum(F v) { return hsum_ps(v); }
-  static F load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static F load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static F load_bf16(const uint16_t* p) {
     const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
@@ -35,12 +37,16 @@ struct Avx2Ops {
   static __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
   }
-  static __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_add_epi32(acc, dot_u8s8(u, s)); }
+  static __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, dot_u8s8(u, s));
+  }
   static __m256i prep_signed(__m256i w) { return w; }
   static __m256i dot_signed(__m256i w, __m256i s) {
     return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w));
   }
-  static __m256i dot_signed_acc(__m256i acc, __m256i w, __m256i s) { return _mm256_add_epi32(acc, dot_signed(w, s)); }
+  static __m256i dot_signed_acc(__m256i acc, __m256i w, __m256i s) {
+    return _mm256_add_epi32(acc, dot_signed(w, s));
+  }
   template <bool kSigned>
   static __m256i madd_scaled(__m256i acc, __m256i w, __m256i a, __m256i sc) {
     const __m256i p = kSigned ? _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
@@ -49,15 +55,23 @@ struct Avx2Ops {
   }
 
   static constexpr bool kPacked = true;
-  struct Shape32 { static constexpr int kR = 2, kT = 4, kRv = 4, kRp = 2, kTp = 4; };
-  struct Shape256 { static constexpr int kR = 2, kT = 4, kRv = 2, kRp = 2, kTp = 4; };
-  struct ShapeF { static constexpr int kR = 2, kT = 4, kRv = 4; };
+  struct Shape32 {
+    static constexpr int kR = 2, kT = 4, kRv = 4, kRp = 2, kTp = 4;
+  };
+  struct Shape256 {
+    static constexpr int kR = 2, kT = 4, kRv = 2, kRp = 2, kTp = 4;
+  };
+  struct ShapeF {
+    static constexpr int kR = 2, kT = 4, kRv = 4;
+  };
 };
 
 constexpr KernelSet kAvx2Kernels = X86Tier<Avx2Ops>::kernel_set(Isa::kAvx2, "avx2");
 
 }  // namespace
 
-const KernelSet& avx2_kernels() { return kAvx2Kernels; }
+const KernelSet& avx2_kernels() {
+  return kAvx2Kernels;
+}
 
 }  // namespace lowbit::kernel

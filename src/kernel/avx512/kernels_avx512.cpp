@@ -24,17 +24,35 @@ struct Avx512Ops {
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(F v) { return _mm512_reduce_add_ps(v); }
   static F f16(__m256i h) { return _mm512_cvtph_ps(h); }
-  static F bf16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
-  static F load_f16(const uint16_t* p) { return f16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-  static F load_bf16(const uint16_t* p) { return bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-  static F load_f16_partial(const uint16_t* p, int n) { return f16(_mm256_maskz_loadu_epi16(mask(n), p)); }
-  static F load_bf16_partial(const uint16_t* p, int n) { return bf16(_mm256_maskz_loadu_epi16(mask(n), p)); }
+  static F bf16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static F load_f16(const uint16_t* p) {
+    return f16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static F load_bf16(const uint16_t* p) {
+    return bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static F load_f16_partial(const uint16_t* p, int n) {
+    return f16(_mm256_maskz_loadu_epi16(mask(n), p));
+  }
+  static F load_bf16_partial(const uint16_t* p, int n) {
+    return bf16(_mm256_maskz_loadu_epi16(mask(n), p));
+  }
 
   static constexpr int kSignedOffset = 128;
-  static __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
-  static __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
-  static __m256i dot_signed_acc(__m256i acc, __m256i w, __m256i s) { return _mm256_dpbusd_epi32(acc, w, s); }
-  static __m256i prep_signed(__m256i w) { return _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))); }
+  static __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+  }
+  static __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+  }
+  static __m256i dot_signed_acc(__m256i acc, __m256i w, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, w, s);
+  }
+  static __m256i prep_signed(__m256i w) {
+    return _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80)));
+  }
   static __m256i dot_signed(__m256i w, __m256i s) { return dot_u8s8(w, s); }
   template <bool kSigned>
   static __m256i madd_scaled(__m256i acc, __m256i w, __m256i a, __m256i sc) {
@@ -44,15 +62,23 @@ struct Avx512Ops {
   }
 
   static constexpr bool kPacked = true;
-  struct Shape32 { static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4; };
-  struct Shape256 { static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4; };
-  struct ShapeF { static constexpr int kR = 4, kT = 4, kRv = 4; };
+  struct Shape32 {
+    static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4;
+  };
+  struct Shape256 {
+    static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4;
+  };
+  struct ShapeF {
+    static constexpr int kR = 4, kT = 4, kRv = 4;
+  };
 };
 
 constexpr KernelSet kAvx512Kernels = X86Tier<Avx512Ops>::kernel_set(Isa::kAvx512, "avx512");
 
 }  // namespace
 
-const KernelSet& avx512_kernels() { return kAvx512Kernels; }
+const KernelSet& avx512_kernels() {
+  return kAvx512Kernels;
+}
 
 }  // namespace lowbit::kernel

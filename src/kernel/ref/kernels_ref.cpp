@@ -3,7 +3,8 @@
 //   32-value formats, value w = dw * v (+ m for Q4_1/Q5_1), v the block's signed integer value:
 //     dot = sum over blocks b, in order, of (dw_b * da_b) * S_b [+ m_b * s_b],  S_b = sum v * q
 //   256-value formats, w = d * sc_j * v - dmin * mn_j over 16-groups j (kernel/block_scales.h):
-//     dot = sum over super-blocks of (d * da) * sum_j sc_j * S_j - (dmin * da) * sum_j mn_j * bsum_j
+//     dot = sum over super-blocks of (d * da) * sum_j sc_j * S_j - (dmin * da) * sum_j mn_j *
+//     bsum_j
 //   Float formats: the row decoded, dotted in 8 interleaved lanes (dot_f32_ref).
 // Integer sums are exact (int32); only the float accumulation order differs between tiers.
 #include <algorithm>
@@ -33,7 +34,9 @@ using namespace formats;
 
 // ---- activation quantizers ------------------------------------------------------------------
 
-inline int8_t round_q8(float v) { return int8_t(std::nearbyint(std::clamp(v, -127.0f, 127.0f))); }
+inline int8_t round_q8(float v) {
+  return int8_t(std::nearbyint(std::clamp(v, -127.0f, 127.0f)));
+}
 
 // Q8_1's absmax rule: d = fp16(amax / 127), q = round(x / d) with the stored d; sums of q.
 void quantize_q8x32_ref(const float* x, int64_t K, int8_t* qs, float* d, float* s, int16_t* bsums) {
@@ -71,51 +74,62 @@ void quantize_q8x256_ref(const float* x, int64_t K, int8_t* qs, float* d, float*
 
 // ---- 32-value formats: signed values, scale, min ---------------------------------------------
 
-inline int nib(const uint8_t* qs, int i) { return i < 16 ? (qs[i] & 0xF) : (qs[i - 16] >> 4); }
-inline int bit5(const uint8_t* qh, int i) { return (qh[i / 8] >> (i % 8)) & 1; }
+inline int nib(const uint8_t* qs, int i) {
+  return i < 16 ? (qs[i] & 0xF) : (qs[i - 16] >> 4);
+}
+inline int bit5(const uint8_t* qh, int i) {
+  return (qh[i / 8] >> (i % 8)) & 1;
+}
 
 struct Block32 {
   int v[32];
   float dw, m;
 };
 
-template <typename T> struct Values32;
-template <> struct Values32<Q4_0> {
+template <typename T>
+struct Values32;
+template <>
+struct Values32<Q4_0> {
   static constexpr bool kAffine = false;
   static void get(const Q4_0::Block& b, Block32& o) {
     for (int i = 0; i < 32; ++i) o.v[i] = nib(b.qs, i) - 8;
     o.dw = fp16_to_f32(b.d), o.m = 0;
   }
 };
-template <> struct Values32<Q4_1> {
+template <>
+struct Values32<Q4_1> {
   static constexpr bool kAffine = true;
   static void get(const Q4_1::Block& b, Block32& o) {
     for (int i = 0; i < 32; ++i) o.v[i] = nib(b.qs, i);
     o.dw = fp16_to_f32(b.d), o.m = fp16_to_f32(b.m);
   }
 };
-template <> struct Values32<Q5_0> {
+template <>
+struct Values32<Q5_0> {
   static constexpr bool kAffine = false;
   static void get(const Q5_0::Block& b, Block32& o) {
     for (int i = 0; i < 32; ++i) o.v[i] = (nib(b.qs, i) | bit5(b.qh, i) << 4) - 16;
     o.dw = fp16_to_f32(b.d), o.m = 0;
   }
 };
-template <> struct Values32<Q5_1> {
+template <>
+struct Values32<Q5_1> {
   static constexpr bool kAffine = true;
   static void get(const Q5_1::Block& b, Block32& o) {
     for (int i = 0; i < 32; ++i) o.v[i] = nib(b.qs, i) | bit5(b.qh, i) << 4;
     o.dw = fp16_to_f32(b.d), o.m = fp16_to_f32(b.m);
   }
 };
-template <> struct Values32<Q8_0> {
+template <>
+struct Values32<Q8_0> {
   static constexpr bool kAffine = false;
   static void get(const Q8_0::Block& b, Block32& o) {
     for (int i = 0; i < 32; ++i) o.v[i] = b.qs[i];
     o.dw = fp16_to_f32(b.d), o.m = 0;
   }
 };
-template <> struct Values32<IQ4_NL> {
+template <>
+struct Values32<IQ4_NL> {
   static constexpr bool kAffine = false;
   static void get(const IQ4_NL::Block& b, Block32& o) {
     for (int i = 0; i < 32; ++i) o.v[i] = int(kIq4nlValues[size_t(nib(b.qs, i))]);
@@ -145,16 +159,26 @@ float dot32(const uint8_t* w, const Acts& a, int64_t t) {
 
 // ---- 256-value formats: signed values ---------------------------------------------------------
 
-template <typename T> struct Values256;
+template <typename T>
+struct Values256;
 // Q2_K, TQ2_0: value e at qs[(e/128)*32 + e%32] >> 2*((e%128)/32).
-inline int crumb(const uint8_t* qs, int e) { return (qs[(e >> 7) * 32 + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3; }
-template <> struct Values256<Q2_K> {
-  static void get(const Q2_K::Block& b, int* v) { for (int e = 0; e < 256; ++e) v[e] = crumb(b.qs, e); }
+inline int crumb(const uint8_t* qs, int e) {
+  return (qs[(e >> 7) * 32 + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3;
+}
+template <>
+struct Values256<Q2_K> {
+  static void get(const Q2_K::Block& b, int* v) {
+    for (int e = 0; e < 256; ++e) v[e] = crumb(b.qs, e);
+  }
 };
-template <> struct Values256<TQ2_0> {
-  static void get(const TQ2_0::Block& b, int* v) { for (int e = 0; e < 256; ++e) v[e] = crumb(b.qs, e) - 1; }
+template <>
+struct Values256<TQ2_0> {
+  static void get(const TQ2_0::Block& b, int* v) {
+    for (int e = 0; e < 256; ++e) v[e] = crumb(b.qs, e) - 1;
+  }
 };
-template <> struct Values256<Q3_K> {
+template <>
+struct Values256<Q3_K> {
   static void get(const Q3_K::Block& b, int* v) {
     for (int e = 0; e < 256; ++e) {
       const int n = e >> 7, j = (e >> 5) & 3, l = e & 31;
@@ -171,13 +195,16 @@ void values_q45k(const B& b, int* v) {
     if constexpr (kBits == 5) v[e] |= ((b.qh[l] >> (2 * c + hi)) & 1) << 4;
   }
 }
-template <> struct Values256<Q4_K> {
+template <>
+struct Values256<Q4_K> {
   static void get(const Q4_K::Block& b, int* v) { values_q45k<Q4_K::Block, 4>(b, v); }
 };
-template <> struct Values256<Q5_K> {
+template <>
+struct Values256<Q5_K> {
   static void get(const Q5_K::Block& b, int* v) { values_q45k<Q5_K::Block, 5>(b, v); }
 };
-template <> struct Values256<Q6_K> {
+template <>
+struct Values256<Q6_K> {
   static void get(const Q6_K::Block& b, int* v) {
     for (int e = 0; e < 256; ++e) {
       const int n = e >> 7, k = (e >> 5) & 3, l = e & 31;
@@ -186,7 +213,8 @@ template <> struct Values256<Q6_K> {
     }
   }
 };
-template <> struct Values256<IQ4_XS> {
+template <>
+struct Values256<IQ4_XS> {
   static void get(const IQ4_XS::Block& b, int* v) {
     for (int e = 0; e < 256; ++e) {
       const int c = (b.qs[(e >> 5) * 16 + (e & 15)] >> (4 * ((e >> 4) & 1))) & 0xF;
@@ -194,13 +222,17 @@ template <> struct Values256<IQ4_XS> {
     }
   }
 };
-template <> struct Values256<TQ1_0> {
+template <>
+struct Values256<TQ1_0> {
   static void get(const TQ1_0::Block& b, int* v) {
     for (int e = 0; e < 256; ++e) {
       int byte, digit;
-      if (e < 160) byte = e % 32, digit = e / 32;
-      else if (e < 240) byte = 32 + (e - 160) % 16, digit = (e - 160) / 16;
-      else byte = 48 + (e - 240) % 4, digit = (e - 240) / 4;
+      if (e < 160)
+        byte = e % 32, digit = e / 32;
+      else if (e < 240)
+        byte = 32 + (e - 160) % 16, digit = (e - 160) / 16;
+      else
+        byte = 48 + (e - 240) % 4, digit = (e - 240) / 4;
       v[e] = tq1_digit_of(byte < 48 ? b.qs[byte] : b.qh[byte - 48], digit) - 1;
     }
   }
@@ -261,10 +293,14 @@ void gemm_by_dots(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
 template <typename T>
 constexpr FormatKernels kernels_of() {
   constexpr ActKind k = kActOf<T>;
-  if constexpr (k == ActKind::kQ8x32) return {dot32<T>, gemm_by_dots<dot32<T>>};
-  else if constexpr (k == ActKind::kQ8x256) return {dot256<T>, gemm_by_dots<dot256<T>>};
-  else if constexpr (k == ActKind::kF32) return {dot_float<T>, gemm_by_dots<dot_float<T>>};
-  else return {};
+  if constexpr (k == ActKind::kQ8x32)
+    return {dot32<T>, gemm_by_dots<dot32<T>>};
+  else if constexpr (k == ActKind::kQ8x256)
+    return {dot256<T>, gemm_by_dots<dot256<T>>};
+  else if constexpr (k == ActKind::kF32)
+    return {dot_float<T>, gemm_by_dots<dot_float<T>>};
+  else
+    return {};
 }
 
 template <typename T>
@@ -280,11 +316,14 @@ void gemm_f32_ref(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
   }
 }
 
-constexpr KernelSet kRefKernels{Isa::kRef,       "ref",        quantize_q8x32_ref, quantize_q8x256_ref,
-                                nullptr,         nullptr,      gemm_f32_ref,       make_format_table<RefImpl>()};
+constexpr KernelSet kRefKernels{
+    Isa::kRef, "ref",   quantize_q8x32_ref, quantize_q8x256_ref,
+    nullptr,   nullptr, gemm_f32_ref,       make_format_table<RefImpl>()};
 
 }  // namespace
 
-const KernelSet& ref_kernels() { return kRefKernels; }
+const KernelSet& ref_kernels() {
+  return kRefKernels;
+}
 
 }  // namespace lowbit::kernel

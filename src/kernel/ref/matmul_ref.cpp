@@ -9,8 +9,8 @@
 
 namespace lowbit {
 
-void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
-                int64_t N, float* y) {
+void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
+                float* y) {
   const uint64_t rb = f.row_bytes(K);
   // Threads only when each gets >= ~64k multiply-adds: small layers (and generation on tiny
   // models) are faster on one thread than with OpenMP's start-up and hand-off.

@@ -39,9 +39,13 @@ inline float hmax_ps(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+inline float half_to_float(uint16_t h) {
+  return _cvtsh_ss(h);
+}
 // Round to fp16 and back, to nearest even (F16C is IEEE: subnormals kept, as lowbit's codecs).
-inline float round_half(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+inline float round_half(float f) {
+  return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
 
 // n (0..8) floats, zero-filled above n.
 inline __m256 load_partial8(const float* p, int n) {
@@ -52,7 +56,9 @@ inline __m256 load_partial8(const float* p, int n) {
 
 // ---- activation quantizers ------------------------------------------------------------------
 
-inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+inline __m256 abs_ps(__m256 v) {
+  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
 
 // 32 floats times id, clamped to +-127, rounded to nearest even (the default MXCSR mode, as
 // nearbyint): four vectors of 8 int32.
@@ -65,7 +71,8 @@ inline void round_scaled(const float* x, float id, __m256i q[4]) {
 }
 
 inline void store_q8(const __m256i q[4], int8_t* out) {
-  const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+  const __m256i p =
+      _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
   const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(p, perm));
 }
@@ -79,7 +86,8 @@ void quantize_q8x32_x86(const float* x, int64_t K, int8_t* qs, float* d, float* 
     const float db = round_half(hmax_ps(m) / 127.0f), id = db != 0 ? 1.0f / db : 0.0f;
     __m256i q[4];
     round_scaled(xb, id, q);
-    const int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    const int sum =
+        hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
     store_q8(q, qs + b * 32);
     d[b] = db;
     s[b] = db * float(sum);
@@ -98,7 +106,8 @@ void quantize_q8x256_x86(const float* x, int64_t K, int8_t* qs, float* d, float*
     if (amax != 0) {
       const __m256 mv = _mm256_set1_ps(amax);
       for (int i = 0; i < 32; ++i) {
-        const int hit = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(xb + 8 * i)), mv, _CMP_EQ_OQ));
+        const int hit =
+            _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(xb + 8 * i)), mv, _CMP_EQ_OQ));
         if (hit) {
           xm = xb[8 * i + __builtin_ctz(unsigned(hit))];
           break;
@@ -144,9 +153,11 @@ LOWBIT_INLINE void transpose8x8_epi32(__m256i v[8]) {
 void pack_q8_x86(int8_t* qs, int64_t K) {
   for (int64_t g = 0; g + 256 <= K; g += 256) {
     __m256i v[8];
-    for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + g + 32 * j));
+    for (int j = 0; j < 8; ++j)
+      v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + g + 32 * j));
     transpose8x8_epi32(v);
-    for (int m = 0; m < 8; ++m) _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + g + 32 * m), v[m]);
+    for (int m = 0; m < 8; ++m)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + g + 32 * m), v[m]);
   }
 }
 
@@ -161,9 +172,11 @@ void pack_q8_x86(int8_t* qs, int64_t K) {
 inline constexpr int64_t kPanelElems = 4096;  // values per decoded panel (multiple of 256)
 
 template <typename Tiles, int kR, int kT>
-void gemm_packed(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y, int64_t ldy) {
+void gemm_packed(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y,
+                 int64_t ldy) {
   int64_t r = 0;
-  for (; r + kR <= rows; r += kR) Tiles::template rows_packed<kR, kT>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
+  for (; r + kR <= rows; r += kR)
+    Tiles::template rows_packed<kR, kT>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
   for (; r < rows; ++r) Tiles::template rows_packed<1, kT>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
 }
 
@@ -172,7 +185,8 @@ void gemm_packed(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, flo
 template <typename Tiles, int R, int kT, typename Panel>
 void panel_tokens(const Panel& p, const Acts& a, float* y, int64_t ldy, bool accumulate) {
   int64_t t = 0;
-  for (; t + kT <= a.n; t += kT) Tiles::template panel_tile<R, kT>(p, a.from(t), y + t * ldy, ldy, accumulate);
+  for (; t + kT <= a.n; t += kT)
+    Tiles::template panel_tile<R, kT>(p, a.from(t), y + t * ldy, ldy, accumulate);
   for (; t < a.n; ++t) Tiles::template panel_tile<R, 1>(p, a.from(t), y + t * ldy, ldy, accumulate);
 }
 
@@ -184,19 +198,32 @@ void gemm_tiled(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, floa
   }
   int64_t r = 0;
   if (a.n == 1) {
-    for (; r + kRv <= rows; r += kRv) Tiles::template tile<kRv, 1>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
+    for (; r + kRv <= rows; r += kRv)
+      Tiles::template tile<kRv, 1>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
     for (; r < rows; ++r) Tiles::template tile<1, 1>(w + uint64_t(r) * rb, rb, a, y + r, ldy);
     return;
   }
-  for (; r + kR <= rows; r += kR) {
-    int64_t t = 0;
-    for (; t + kT <= a.n; t += kT) Tiles::template tile<kR, kT>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
-    for (; t < a.n; ++t) Tiles::template tile<kR, 1>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
-  }
-  for (; r < rows; ++r) {
-    int64_t t = 0;
-    for (; t + kT <= a.n; t += kT) Tiles::template tile<1, kT>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
-    for (; t < a.n; ++t) Tiles::template tile<1, 1>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
+  if constexpr (Tiles::kPackedOnly) {  // the tier packs every multi-token call: no kR x kT tiles
+    for (int64_t t = 0; t < a.n; ++t) {
+      Acts one = a.from(t);
+      one.n = 1;
+      gemm_tiled<Tiles, Shape>(w, rb, rows, one, y + t * ldy, ldy);
+    }
+  } else {
+    for (; r + kR <= rows; r += kR) {
+      int64_t t = 0;
+      for (; t + kT <= a.n; t += kT)
+        Tiles::template tile<kR, kT>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
+      for (; t < a.n; ++t)
+        Tiles::template tile<kR, 1>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
+    }
+    for (; r < rows; ++r) {
+      int64_t t = 0;
+      for (; t + kT <= a.n; t += kT)
+        Tiles::template tile<1, kT>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
+      for (; t < a.n; ++t)
+        Tiles::template tile<1, 1>(w + uint64_t(r) * rb, rb, a.from(t), y + t * ldy + r, ldy);
+    }
   }
 }
 

@@ -26,7 +26,8 @@ void dequant_nf4(const uint8_t* row, int64_t K, int64_t, float* y) {
       alignas(32) uint8_t c[32];
       _mm256_store_si256(reinterpret_cast<__m256i*>(c), nib[h]);
       for (int i = 0; i < 32; i += 8) {
-        const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + i)));
+        const __m256i idx =
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + i)));
         const __m256 vl = _mm256_permutevar8x32_ps(tl, idx), vh = _mm256_permutevar8x32_ps(th, idx);
         const __m256 hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
         _mm256_storeu_ps(y + b * 64 + h * 32 + i, _mm256_blendv_ps(vl, vh, hi));
@@ -45,13 +46,15 @@ LOWBIT_INLINE __m256i codes8(const uint8_t* codes, int64_t i) {
     uint32_t v;
     __builtin_memcpy(&v, p, 4);
     const __m256i w = _mm256_set1_epi32(int(v));
-    return _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
+    return _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                            _mm256_set1_epi32(15));
   } else {
     static_assert(B == 2);
     uint16_t v;
     __builtin_memcpy(&v, p, 2);
     const __m256i w = _mm256_set1_epi32(int(v));
-    return _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
+    return _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                            _mm256_set1_epi32(3));
   }
 }
 
@@ -83,13 +86,20 @@ void dequant_intn(const uint8_t* row, int64_t K, int64_t G, float* y) {
 }
 
 // The decoder of format T, or nullptr.
-template <typename T> inline constexpr DequantFn kDequantOf = nullptr;
-template <> inline constexpr DequantFn kDequantOf<formats::NF4> = dequant_nf4;
-template <> inline constexpr DequantFn kDequantOf<formats::Int8> = dequant_intn<8, false>;
-template <> inline constexpr DequantFn kDequantOf<formats::Int4> = dequant_intn<4, false>;
-template <> inline constexpr DequantFn kDequantOf<formats::Int4Asym> = dequant_intn<4, true>;
-template <> inline constexpr DequantFn kDequantOf<formats::Int2> = dequant_intn<2, false>;
-template <> inline constexpr DequantFn kDequantOf<formats::Int2Asym> = dequant_intn<2, true>;
+template <typename T>
+inline constexpr DequantFn kDequantOf = nullptr;
+template <>
+inline constexpr DequantFn kDequantOf<formats::NF4> = dequant_nf4;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Int8> = dequant_intn<8, false>;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Int4> = dequant_intn<4, false>;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Int4Asym> = dequant_intn<4, true>;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Int2> = dequant_intn<2, false>;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Int2Asym> = dequant_intn<2, true>;
 
 }  // namespace
 }  // namespace lowbit::kernel

@@ -15,17 +15,23 @@ template <typename Ops, FloatKind kKind>
 struct FloatTiles {
   using F = typename Ops::F;
   static constexpr int kL = Ops::kLanes;
-  static constexpr bool kPackable = false;
+  static constexpr bool kPackable = false, kPackedOnly = false;
 
   static F load(const uint8_t* row, int64_t k) {
-    if constexpr (kKind == FloatKind::kF32) return Ops::load(reinterpret_cast<const float*>(row) + k);
-    else if constexpr (kKind == FloatKind::kF16) return Ops::load_f16(reinterpret_cast<const uint16_t*>(row) + k);
-    else return Ops::load_bf16(reinterpret_cast<const uint16_t*>(row) + k);
+    if constexpr (kKind == FloatKind::kF32)
+      return Ops::load(reinterpret_cast<const float*>(row) + k);
+    else if constexpr (kKind == FloatKind::kF16)
+      return Ops::load_f16(reinterpret_cast<const uint16_t*>(row) + k);
+    else
+      return Ops::load_bf16(reinterpret_cast<const uint16_t*>(row) + k);
   }
   static F load_partial(const uint8_t* row, int64_t k, int n) {
-    if constexpr (kKind == FloatKind::kF32) return Ops::load_partial(reinterpret_cast<const float*>(row) + k, n);
-    else if constexpr (kKind == FloatKind::kF16) return Ops::load_f16_partial(reinterpret_cast<const uint16_t*>(row) + k, n);
-    else return Ops::load_bf16_partial(reinterpret_cast<const uint16_t*>(row) + k, n);
+    if constexpr (kKind == FloatKind::kF32)
+      return Ops::load_partial(reinterpret_cast<const float*>(row) + k, n);
+    else if constexpr (kKind == FloatKind::kF16)
+      return Ops::load_f16_partial(reinterpret_cast<const uint16_t*>(row) + k, n);
+    else
+      return Ops::load_bf16_partial(reinterpret_cast<const uint16_t*>(row) + k, n);
   }
 
   template <int R, int T>

@@ -20,7 +20,8 @@ namespace {
 // 16 bytes -> 32 codes: low nibbles, then high nibbles. The bytes are broadcast to both halves
 // (a plain load) and the upper half shifted by 4 (per-dword shifts; stray bits are masked).
 inline __m256i nibbles32(const uint8_t* qs) {
-  const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i q =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
   return _mm256_and_si256(_mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
                           _mm256_set1_epi8(0x0F));
 }
@@ -29,57 +30,73 @@ inline __m256i fifth_bits(const uint8_t* qh) {  // bit i of the u32 -> 0x10 in b
   uint32_t h;
   __builtin_memcpy(&h, qh, 4);
   const __m256i spread = _mm256_shuffle_epi8(
-      _mm256_set1_epi32(int(h)),
-      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
-                       3, 3, 3, 3, 3, 3));
+      _mm256_set1_epi32(int(h)), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+                                                  2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+                          _mm256_set1_epi8(0x10));
 }
 
 inline __m256i iq4nl_lut() {
-  const __m128i t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+  const __m128i t =
+      _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
   return _mm256_set_m128i(t, t);
 }
 
 // Decoders: Block, kSigned, kOffset, kAffine, codes(block), and the fp16 fields d (and m).
-template <typename T> struct Dec32 { static constexpr bool kHas = false; };
+template <typename T>
+struct Dec32 {
+  static constexpr bool kHas = false;
+};
 
-template <> struct Dec32<formats::Q4_0> {
+template <>
+struct Dec32<formats::Q4_0> {
   using Block = formats::Q4_0::Block;
   static constexpr bool kHas = true, kSigned = false, kAffine = false;
   static constexpr int kOffset = 8;
   static __m256i codes(const Block& b) { return nibbles32(b.qs); }
   static uint16_t m(const Block&) { return 0; }
 };
-template <> struct Dec32<formats::Q4_1> {
+template <>
+struct Dec32<formats::Q4_1> {
   using Block = formats::Q4_1::Block;
   static constexpr bool kHas = true, kSigned = false, kAffine = true;
   static constexpr int kOffset = 0;
   static __m256i codes(const Block& b) { return nibbles32(b.qs); }
   static uint16_t m(const Block& b) { return b.m; }
 };
-template <> struct Dec32<formats::Q5_0> {
+template <>
+struct Dec32<formats::Q5_0> {
   using Block = formats::Q5_0::Block;
   static constexpr bool kHas = true, kSigned = false, kAffine = false;
   static constexpr int kOffset = 16;
-  static __m256i codes(const Block& b) { return _mm256_or_si256(nibbles32(b.qs), fifth_bits(b.qh)); }
+  static __m256i codes(const Block& b) {
+    return _mm256_or_si256(nibbles32(b.qs), fifth_bits(b.qh));
+  }
   static uint16_t m(const Block&) { return 0; }
 };
-template <> struct Dec32<formats::Q5_1> {
+template <>
+struct Dec32<formats::Q5_1> {
   using Block = formats::Q5_1::Block;
   static constexpr bool kHas = true, kSigned = false, kAffine = true;
   static constexpr int kOffset = 0;
-  static __m256i codes(const Block& b) { return _mm256_or_si256(nibbles32(b.qs), fifth_bits(b.qh)); }
+  static __m256i codes(const Block& b) {
+    return _mm256_or_si256(nibbles32(b.qs), fifth_bits(b.qh));
+  }
   static uint16_t m(const Block& b) { return b.m; }
 };
-template <> struct Dec32<formats::Q8_0> {
+template <>
+struct Dec32<formats::Q8_0> {
   using Block = formats::Q8_0::Block;
   static constexpr bool kHas = true, kSigned = true, kAffine = false;
   static constexpr int kOffset = 0;
-  static __m256i codes(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  static __m256i codes(const Block& b) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  }
   static uint16_t m(const Block&) { return 0; }
 };
-template <> struct Dec32<formats::IQ4_NL> {
+template <>
+struct Dec32<formats::IQ4_NL> {
   using Block = formats::IQ4_NL::Block;
   static constexpr bool kHas = true, kSigned = true, kAffine = false;
   static constexpr int kOffset = 0;
@@ -117,16 +134,22 @@ struct Q32Tiles {
   }
 
   static __m256i prep(const Block& b) {
-    if constexpr (Dec::kSigned) return Ops::prep_signed(Dec::codes(b));
-    else return Dec::codes(b);
+    if constexpr (Dec::kSigned)
+      return Ops::prep_signed(Dec::codes(b));
+    else
+      return Dec::codes(b);
   }
   static __m256i dot(__m256i w, __m256i a) {
-    if constexpr (Dec::kSigned) return Ops::dot_signed(w, a);
-    else return Ops::dot_u8s8(w, a);
+    if constexpr (Dec::kSigned)
+      return Ops::dot_signed(w, a);
+    else
+      return Ops::dot_u8s8(w, a);
   }
   static __m256i dot_acc(__m256i acc, __m256i w, __m256i a) {
-    if constexpr (Dec::kSigned) return Ops::dot_signed_acc(acc, w, a);
-    else return Ops::dot_u8s8_acc(acc, w, a);
+    if constexpr (Dec::kSigned)
+      return Ops::dot_signed_acc(acc, w, a);
+    else
+      return Ops::dot_u8s8_acc(acc, w, a);
   }
 
   template <int R, int T>
@@ -149,13 +172,15 @@ struct Q32Tiles {
 
   template <int R>
   static void rows(const uint8_t* w, uint64_t rb, const Block* (&blk)[R]) {
-    LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) blk[r] =
+        reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
   }
 
   // Blocks [b_begin, b_end) with activations in order: one int32 dot per block, scaled into the
   // (row, token) accumulator by the block's dw * da.
   template <int R, int T>
-  static void natural(const Block* const (&blk)[R], const Acts& a, int64_t b_begin, int64_t b_end, Acc<R, T>& acc) {
+  static void natural(const Block* const (&blk)[R], const Acts& a, int64_t b_begin, int64_t b_end,
+                      Acc<R, T>& acc) {
     const int64_t K = a.K, nb = K / 32;
     for (int64_t b0 = b_begin; b0 < b_end; b0 += 8) {
       const int n = int(b_end - b0 < 8 ? b_end - b0 : 8);
@@ -165,16 +190,20 @@ struct Q32Tiles {
         scales8(blk[r] + b0, n, dw, e);
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
           _mm256_store_ps(p[r][t], _mm256_mul_ps(dw, load_partial8(a.d + t * nb + b0, n)));
-          if constexpr (kCorr) acc.corr[r][t] = _mm256_fmadd_ps(e, load_partial8(a.s + t * nb + b0, n), acc.corr[r][t]);
+          if constexpr (kCorr)
+            acc.corr[r][t] =
+                _mm256_fmadd_ps(e, load_partial8(a.s + t * nb + b0, n), acc.corr[r][t]);
         }
       }
       for (int j = 0; j < n; ++j) {
         __m256i wv[R];
         LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = prep(blk[r][b0 + j]);
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + t * K + (b0 + j) * 32));
+          const __m256i av =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + t * K + (b0 + j) * 32));
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-            acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)), _mm256_set1_ps(p[r][t][j]), acc.v[r][t]);
+            acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)),
+                                          _mm256_set1_ps(p[r][t][j]), acc.v[r][t]);
           }
         }
       }
@@ -194,7 +223,7 @@ struct Q32Tiles {
   // (lane j = block j), so 8 dot-accumulates per (row, token) leave each block's integer sum in
   // its own lane; one convert and one multiply-add by the 8 scales dw * da finish the group.
   // A panel holds R rows decoded that way for up to kPanelElems values (whole groups only).
-  static constexpr bool kPackable = true;
+  static constexpr bool kPackable = true, kPackedOnly = Ops::kPacked;
 
   template <int R>
   struct Panel {
@@ -212,7 +241,8 @@ struct Q32Tiles {
         __m256 dw, e;
         scales8(bg, 8, dw, e);
         _mm256_store_ps(p.dw[r] + 8 * g, dw);
-        if constexpr (Dec::kAffine) _mm256_store_ps(p.m[r] + 8 * g, _mm256_fmadd_ps(_mm256_set1_ps(float(kOff)), dw, e));
+        if constexpr (Dec::kAffine)
+          _mm256_store_ps(p.m[r] + 8 * g, _mm256_fmadd_ps(_mm256_set1_ps(float(kOff)), dw, e));
         __m256i c[8];
         LOWBIT_UNROLL for (int j = 0; j < 8; ++j) c[j] = prep(bg[j]);
         transpose8x8_epi32(c);
@@ -234,7 +264,8 @@ struct Q32Tiles {
         // The offset (value = code - off) starts each block's sum at -off * sum(q).
         __m256i init = _mm256_setzero_si256();
         if constexpr (kOff != 0) {
-          const __m256i bs = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.bsums + t * nb + b0)));
+          const __m256i bs = _mm256_cvtepi16_epi32(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.bsums + t * nb + b0)));
           init = _mm256_sub_epi32(init, _mm256_slli_epi32(bs, __builtin_ctz(unsigned(kOff))));
         }
         __m256i is[R];
@@ -242,7 +273,10 @@ struct Q32Tiles {
         LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
           const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32 * m));
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-            is[r] = dot_acc(is[r], _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes[r] + 256 * g + 32 * m)), av);
+            is[r] = dot_acc(
+                is[r],
+                _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes[r] + 256 * g + 32 * m)),
+                av);
           }
         }
         const __m256 da = _mm256_loadu_ps(a.d + t * nb + b0);
@@ -250,7 +284,8 @@ struct Q32Tiles {
           const __m256 scale = _mm256_mul_ps(_mm256_load_ps(p.dw[r] + 8 * g), da);
           acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r]), scale, acc.v[r][t]);
           if constexpr (Dec::kAffine) {
-            acc.corr[r][t] = _mm256_fmadd_ps(_mm256_load_ps(p.m[r] + 8 * g), _mm256_loadu_ps(a.s + t * nb + b0), acc.corr[r][t]);
+            acc.corr[r][t] = _mm256_fmadd_ps(_mm256_load_ps(p.m[r] + 8 * g),
+                                             _mm256_loadu_ps(a.s + t * nb + b0), acc.corr[r][t]);
           }
         }
       }

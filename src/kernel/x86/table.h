@@ -11,10 +11,14 @@
 namespace lowbit::kernel {
 namespace {
 
-template <typename T> inline constexpr int kFloatKindOf = -1;
-template <> inline constexpr int kFloatKindOf<formats::F32> = int(FloatKind::kF32);
-template <> inline constexpr int kFloatKindOf<formats::F16> = int(FloatKind::kF16);
-template <> inline constexpr int kFloatKindOf<formats::BF16> = int(FloatKind::kBF16);
+template <typename T>
+inline constexpr int kFloatKindOf = -1;
+template <>
+inline constexpr int kFloatKindOf<formats::F32> = int(FloatKind::kF32);
+template <>
+inline constexpr int kFloatKindOf<formats::F16> = int(FloatKind::kF16);
+template <>
+inline constexpr int kFloatKindOf<formats::BF16> = int(FloatKind::kBF16);
 
 // Ops::Shape32 / Shape256 / ShapeF: kR x kT tiles for prompts (kRp x kTp on packed
 // activations), kRv rows for one token.
@@ -49,7 +53,7 @@ struct X86Tier {
     using F32Tiles = FloatTiles<Ops, FloatKind::kF32>;
     using S = typename Ops::ShapeF;
     const PackFn pack = Ops::kPacked ? pack_q8_x86 : nullptr;
-    return KernelSet{isa,  name, quantize_q8x32_x86,          quantize_q8x256_x86,
+    return KernelSet{isa,  name, quantize_q8x32_x86,      quantize_q8x256_x86,
                      pack, pack, gemm_tiled<F32Tiles, S>, make_format_table<Impl>()};
   }
 };
