@@ -3,11 +3,11 @@
 // brute-force optimum of small multiple-choice knapsacks.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sys/wait.h>
 
 #include "lowbit/error.h"
 #include "lowbit/rng.h"
@@ -26,7 +26,9 @@ std::string error_of(const std::function<void()>& f) {
   return "(no error)";
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 TEST(TypeRules, FirstMatchWinsUnanchored) {
   TypeRules r;
@@ -52,7 +54,8 @@ TEST(TypeRules, FirstMatchWinsUnanchored) {
 TEST(TypeRules, ArgumentErrorsSayWhat) {
   TypeRules r;
   const std::string bad_regex = error_of([&] { r.add_argument("attn_(v=q4_0"); });
-  EXPECT_TRUE(has(bad_regex, "bad tensor-name regex") && has(bad_regex, "--tensor-type")) << bad_regex;
+  EXPECT_TRUE(has(bad_regex, "bad tensor-name regex") && has(bad_regex, "--tensor-type"))
+      << bad_regex;
   const std::string bad_type = error_of([&] { r.add_argument("attn_v=q9_9"); });
   EXPECT_TRUE(has(bad_type, "unknown tensor type") && has(bad_type, "q9_9")) << bad_type;
   const std::string no_eq = error_of([&] { r.add_argument("attn_v"); });
@@ -64,23 +67,40 @@ TEST(TypeRules, ArgumentErrorsSayWhat) {
 
 TEST(TypeRules, RecipeTextAndErrorsNameFileAndLine) {
   TypeRules r;
-  r.add_recipe_text("# a comment\n\n  output\\.weight = q6_k   # trailing comment\r\n"
-                    "attn_v = q5_0\n.* = q4_0\n", "mix.recipe");
+  r.add_recipe_text(
+      "# a comment\n\n  output\\.weight = q6_k   # trailing comment\r\n"
+      "attn_v = q5_0\n.* = q4_0\n",
+      "mix.recipe");
   ASSERT_EQ(r.size(), 3u);
   EXPECT_EQ(r.rule(0).origin, "mix.recipe:3");
   EXPECT_EQ(r.match("output.weight")->name(), "q6_k");
   EXPECT_EQ(r.match("blk.1.attn_v.weight")->name(), "q5_0");
-  const std::string no_type = error_of([] { TypeRules x; x.add_recipe_text("a = q4_0\nattn_v =\n", "r1.recipe"); });
+  const std::string no_type = error_of([] {
+    TypeRules x;
+    x.add_recipe_text("a = q4_0\nattn_v =\n", "r1.recipe");
+  });
   EXPECT_TRUE(has(no_type, "r1.recipe") && has(no_type, "line 2") && has(no_type, "does not parse"))
       << no_type;
-  const std::string no_eq = error_of([] { TypeRules x; x.add_recipe_text("attn_v q4_0\n", "r2.recipe"); });
+  const std::string no_eq = error_of([] {
+    TypeRules x;
+    x.add_recipe_text("attn_v q4_0\n", "r2.recipe");
+  });
   EXPECT_TRUE(has(no_eq, "r2.recipe") && has(no_eq, "line 1")) << no_eq;
-  const std::string bad_re = error_of([] { TypeRules x; x.add_recipe_text("\n\n[ = f16\n", "r3.recipe"); });
+  const std::string bad_re = error_of([] {
+    TypeRules x;
+    x.add_recipe_text("\n\n[ = f16\n", "r3.recipe");
+  });
   EXPECT_TRUE(has(bad_re, "r3.recipe") && has(bad_re, "line 3") && has(bad_re, "regex")) << bad_re;
-  const std::string bad_type = error_of([] { TypeRules x; x.add_recipe_text("a = q4_0\nb = int4_gx\n", "r4.recipe"); });
+  const std::string bad_type = error_of([] {
+    TypeRules x;
+    x.add_recipe_text("a = q4_0\nb = int4_gx\n", "r4.recipe");
+  });
   EXPECT_TRUE(has(bad_type, "r4.recipe") && has(bad_type, "line 2") && has(bad_type, "int4_gx"))
       << bad_type;
-  const std::string missing = error_of([] { TypeRules x; x.add_recipe_file("/nonexistent/x.recipe"); });
+  const std::string missing = error_of([] {
+    TypeRules x;
+    x.add_recipe_file("/nonexistent/x.recipe");
+  });
   EXPECT_TRUE(has(missing, "/nonexistent/x.recipe")) << missing;
 }
 
@@ -160,13 +180,15 @@ std::vector<TensorCandidates> random_instance(Rng& rng, int tensors, int formats
   std::vector<TensorCandidates> ts;
   for (int i = 0; i < tensors; ++i) {
     char name[32];
-    std::snprintf(name, sizeof name, "t%d", i);  // (not "t" + to_string: a GCC 12 -Wrestrict false positive)
+    std::snprintf(name, sizeof name, "t%d",
+                  i);  // (not "t" + to_string: a GCC 12 -Wrestrict false positive)
     TensorCandidates t{name, 1000, {}};
     const double size = 200 + 800 * rng.uniform(), sens = std::exp(3 * rng.normal());
     for (int j = 0; j < formats; ++j) {  // more bytes, (mostly) less damage: bits 2..8
       const double bits = 2 + 6.0 * j / (formats - 1) + 0.3 * rng.uniform();
       const double cost = sens * std::exp(-1.3 * bits) * (0.7 + 0.6 * rng.uniform());
-      const uint64_t bytes = uint64_t(size * bits) * bytes_scale + (bytes_scale > 1 ? 2 * j + 1 : 0);
+      const uint64_t bytes =
+          uint64_t(size * bits) * bytes_scale + (bytes_scale > 1 ? 2 * j + 1 : 0);
       t.options.push_back({Format::parse("f16"), bytes, cost});
     }
     ts.push_back(t);
@@ -180,7 +202,8 @@ double brute_force(const std::vector<TensorCandidates>& ts, uint64_t budget) {
   for (;;) {
     uint64_t b = 0;
     double cost = 0;
-    for (size_t i = 0; i < ts.size(); ++i) b += ts[i].options[c[i]].bytes, cost += ts[i].options[c[i]].cost;
+    for (size_t i = 0; i < ts.size(); ++i)
+      b += ts[i].options[c[i]].bytes, cost += ts[i].options[c[i]].cost;
     if (b <= budget) best = std::min(best, cost);
     size_t i = 0;
     while (i < ts.size() && ++c[i] == ts[i].options.size()) c[i++] = 0;
@@ -203,7 +226,8 @@ TEST(Planner, NearTheBruteForceOptimumAndNeverOverBudget) {
       ASSERT_LE(s.bytes, budget);
       uint64_t b = 0;
       double c = 0;
-      for (size_t i = 0; i < ts.size(); ++i) b += ts[i].options[s.choice[i]].bytes, c += ts[i].options[s.choice[i]].cost;
+      for (size_t i = 0; i < ts.size(); ++i)
+        b += ts[i].options[s.choice[i]].bytes, c += ts[i].options[s.choice[i]].cost;
       ASSERT_EQ(b, s.bytes);
       ASSERT_NEAR(c, s.cost, 1e-9 * c);
       ASSERT_GE(s.cost, opt * (1 - 1e-12));
@@ -220,6 +244,23 @@ TEST(Planner, NearTheBruteForceOptimumAndNeverOverBudget) {
   EXPECT_LT(sum_gap / n, 0.005);
   EXPECT_LT(worst, 0.05);
   EXPECT_GT(exact, n * 8 / 10);
+}
+
+// A model-sized instance (coarse grid: the bytes' gcd is 1): within budget, within a hair of the
+// Lagrangian lower bound, and the budget nearly spent.
+TEST(Planner, LargeInstanceMeetsItsLowerBound) {
+  Rng rng(3);
+  const auto ts = random_instance(rng, 200, 8, 1000003);
+  uint64_t lo = 0, hi = 0;
+  for (const auto& t : ts) lo += t.options.front().bytes, hi += t.options.back().bytes;
+  for (const double f : {0.1, 0.4, 0.7}) {
+    const uint64_t budget = lo + uint64_t(f * double(hi - lo));
+    const BudgetSolution s = solve_budget(ts, budget);
+    EXPECT_LE(s.bytes, budget);
+    EXPECT_GE(s.bytes, budget - budget / 200);  // a finely divisible budget is (nearly) spent
+    EXPECT_LE(s.cost, s.lower_bound * 1.01) << f;
+    EXPECT_LE(s.lower_bound, s.cost);
+  }
 }
 
 TEST(Planner, EdgeCases) {
@@ -250,7 +291,9 @@ TEST(Plan, FileRoundTripAndChecks) {
   p.model = "m.gguf", p.method = "gptq", p.target_bpw = 4.0, p.budget_bytes = 12345;
   p.estimated_cost = 0.25, p.lower_bound = 0.24;
   for (const auto& t : m.tensors) {
-    const Format f = Format::parse(t.shape.size() < 2 ? "f32" : t.row_length() == 172 ? "int4_g32" : "q4_0");
+    const Format f = Format::parse(t.shape.size() < 2      ? "f32"
+                                   : t.row_length() == 172 ? "int4_g32"
+                                                           : "q4_0");
     p.tensors.push_back({t.name, f, t.rows() * t.row_length(),
                          f.row_bytes(t.row_length()) * uint64_t(t.rows()), 0.01});
   }

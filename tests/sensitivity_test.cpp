@@ -4,11 +4,11 @@
 // (--tensor-type, --recipe, --target-bpw with --sensitivity, --plan repeating a plan exactly).
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "lowbit/error.h"
 #include "quant/plan.h"
@@ -125,7 +125,8 @@ TEST_F(MixStories, PlannedFileMeetsTheTargetWithinOnePercent) {
     const auto cand = candidates_of(*sens_, m, "mem");
     const BudgetSolution sol = solve_budget(cand, total - fixed);
     QuantizeOptions q{.type = Format::parse("int4_g32")};
-    for (size_t i = 0; i < cand.size(); ++i) q.per_tensor.emplace(cand[i].name, cand[i].options[sol.choice[i]].format);
+    for (size_t i = 0; i < cand.size(); ++i)
+      q.per_tensor.emplace(cand[i].name, cand[i].options[sol.choice[i]].format);
     const std::string out = ::testing::TempDir() + "/planned.gguf";
     quantize_model(m, out, q);
     const Model back = Model::load(out);
@@ -134,8 +135,10 @@ TEST_F(MixStories, PlannedFileMeetsTheTargetWithinOnePercent) {
     EXPECT_GE(bpw, 0.99 * target);
     std::set<std::string> used;
     for (const auto& t : back.tensors) {
-      if (t.shape.size() >= 2) used.insert(t.format.name());
-      else EXPECT_EQ(t.format.name(), "f32") << t.name;  // norms stay F32
+      if (t.shape.size() >= 2)
+        used.insert(t.format.name());
+      else
+        EXPECT_EQ(t.format.name(), "f32") << t.name;  // norms stay F32
     }
     EXPECT_GE(used.size(), 2u);  // a mix, not one format
   }
@@ -147,9 +150,10 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
   const std::string sens = dir + "/cli.sens.json";
   sens_->save(sens);
   // A manual mix: --tensor-type before the recipe; the plan is written beside the output.
-  const CliRun mixed = run_cli("quantize -m " + p + " -o " + dir + "/mix.gguf --tensor-type "
-                               "\"blk\\.0\\.=int8_g32\" --recipe " + LOWBIT_SOURCE_DIR +
-                               "/recipes/attn-f16-ffn-int8.recipe");
+  const CliRun mixed = run_cli("quantize -m " + p + " -o " + dir +
+                               "/mix.gguf --tensor-type "
+                               "\"blk\\.0\\.=int8_g32\" --recipe " +
+                               LOWBIT_SOURCE_DIR + "/recipes/attn-f16-ffn-int8.recipe");
   ASSERT_EQ(mixed.rc, 0) << mixed.out;
   const Model mm = Model::load(dir + "/mix.gguf");
   EXPECT_EQ(mm.find("blk.0.attn_q.weight")->format.name(), "int8_g32");
@@ -157,20 +161,24 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
   EXPECT_EQ(mm.find("blk.1.ffn_up.weight")->format.name(), "q8_0");
   EXPECT_EQ(mm.find("blk.1.ffn_down.weight")->format.name(), "f16");  // 172: fallback
   EXPECT_TRUE(std::filesystem::exists(dir + "/mix.plan.json"));
-  const CliRun bad = run_cli("quantize -m " + p + " -o " + dir + "/bad.gguf --tensor-type "
+  const CliRun bad = run_cli("quantize -m " + p + " -o " + dir +
+                             "/bad.gguf --tensor-type "
                              "\"attn_(=q4_0\"");
   EXPECT_EQ(bad.rc, 1) << bad.out;
   EXPECT_NE(bad.out.find("bad tensor-name regex"), std::string::npos) << bad.out;
-  const CliRun none = run_cli("quantize -m " + p + " -o " + dir + "/none.gguf --tensor-type "
+  const CliRun none = run_cli("quantize -m " + p + " -o " + dir +
+                              "/none.gguf --tensor-type "
                               "attn_v=q8_0");
   EXPECT_EQ(none.rc, 1) << none.out;  // no --type: the other matrices have no format
   // A planned mix for a target, and the same plan repeated from its file.
-  const CliRun planned = run_cli("quantize -m " + p + " -o " + dir + "/p45.gguf --target-bpw 4.5 "
-                                 "--sensitivity " + sens);
+  const CliRun planned = run_cli("quantize -m " + p + " -o " + dir +
+                                 "/p45.gguf --target-bpw 4.5 "
+                                 "--sensitivity " +
+                                 sens);
   ASSERT_EQ(planned.rc, 0) << planned.out;
   EXPECT_NE(planned.out.find("llama.cpp will not load it"), std::string::npos) << planned.out;
-  const CliRun again = run_cli("quantize -m " + p + " -o " + dir + "/p45b.gguf --plan " + dir +
-                               "/p45.plan.json");
+  const CliRun again =
+      run_cli("quantize -m " + p + " -o " + dir + "/p45b.gguf --plan " + dir + "/p45.plan.json");
   ASSERT_EQ(again.rc, 0) << again.out;
   const Model a = Model::load(dir + "/p45.gguf"), b = Model::load(dir + "/p45b.gguf");
   ASSERT_EQ(a.tensors.size(), b.tensors.size());
@@ -180,14 +188,18 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
   }
   EXPECT_LE(file_bpw(a), 4.5);
   EXPECT_GE(file_bpw(a), 0.99 * 4.5);
-  const CliRun sized = run_cli("quantize -m " + p + " -o " + dir + "/s150.gguf --target-size 150KiB "
-                               "--sensitivity " + sens);
+  const CliRun sized = run_cli("quantize -m " + p + " -o " + dir +
+                               "/s150.gguf --target-size 150KiB "
+                               "--sensitivity " +
+                               sens);
   ASSERT_EQ(sized.rc, 0) << sized.out;
   const PlanFile sp = PlanFile::load(dir + "/s150.plan.json");
   EXPECT_LE(sp.total_bytes(), 150u * 1024);
   EXPECT_GE(sp.total_bytes(), 148u * 1024);
-  const CliRun low = run_cli("quantize -m " + p + " -o " + dir + "/low.gguf --target-bpw 1 "
-                             "--sensitivity " + sens);
+  const CliRun low = run_cli("quantize -m " + p + " -o " + dir +
+                             "/low.gguf --target-bpw 1 "
+                             "--sensitivity " +
+                             sens);
   EXPECT_EQ(low.rc, 1) << low.out;
   EXPECT_NE(low.out.find("below the smallest"), std::string::npos) << low.out;
 }

@@ -41,8 +41,9 @@ struct QuantizeArgs {
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
-  return s == "ggml" ? FallbackPolicy::kGgml : s == "lowbit" ? FallbackPolicy::kLowbit
-                                                             : FallbackPolicy::kAuto;
+  return s == "ggml"     ? FallbackPolicy::kGgml
+         : s == "lowbit" ? FallbackPolicy::kLowbit
+                         : FallbackPolicy::kAuto;
 }
 
 // OUT's stem + ".plan.json" (x.gguf -> x.plan.json), beside OUT.
@@ -69,8 +70,8 @@ std::map<std::string, Format> manual_mix(const Model& m, const TypeRules& cli,
 }
 
 // The sensitivity measurement: from --sensitivity, or measured now on the calibration text.
-std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs& a,
-                                              Method method, FallbackPolicy fb) {
+std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs& a, Method method,
+                                              FallbackPolicy fb) {
   if (!a.sensitivity.empty()) {
     const Sensitivity s = Sensitivity::load(a.sensitivity);
     if (!s.method.empty() && s.method != method_name(method)) {
@@ -80,14 +81,15 @@ std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs
     return candidates_of(s, m, a.sensitivity);
   }
   if (a.calib.empty()) {
-    throw Error("a size target needs a sensitivity measurement", {.field = "--target-bpw",
-                .expected = "--sensitivity SENS.json (lowbit sensitivity) or --calib TEXT"});
+    throw Error("a size target needs a sensitivity measurement",
+                {.field = "--target-bpw",
+                 .expected = "--sensitivity SENS.json (lowbit sensitivity) or --calib TEXT"});
   }
   SensitivityOptions so{.fallback = fb, .method = method};
   so.gptq.damp = a.damp;
   if (!a.formats.empty()) so.formats = parse_format_list(a.formats);
-  const Chunks c = calibration_chunks(m, a.calib, a.ctx,
-                                      std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks));
+  const Chunks c =
+      calibration_chunks(m, a.calib, a.ctx, std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks));
   std::optional<Progress> bar;
   Sensitivity s = measure_sensitivity(m, c, so, [&](int64_t, int64_t total) {
     if (!bar) bar.emplace("sensitivity", total);
@@ -114,8 +116,10 @@ PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, F
   const uint64_t total = a.target_bpw > 0 ? uint64_t(std::floor(a.target_bpw * double(params) / 8))
                                           : parse_size(a.target_size);
   if (total <= fixed) {
-    throw Error("the size target leaves nothing for the weight matrices", {.field = "--target",
-                .expected = "> " + std::to_string(fixed) + " bytes", .found = std::to_string(total)});
+    throw Error("the size target leaves nothing for the weight matrices",
+                {.field = "--target",
+                 .expected = "> " + std::to_string(fixed) + " bytes",
+                 .found = std::to_string(total)});
   }
   std::vector<TensorCandidates> cand = measure_or_load(m, a, method, fb);
   for (auto& tc : cand) {
@@ -125,8 +129,10 @@ PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, F
     const Format f = fallback_for(*want, t.row_length(), fb);
     const auto it = std::find_if(tc.options.begin(), tc.options.end(),
                                  [&](const Candidate& c) { return c.format == f; });
-    const Candidate pinned = it != tc.options.end() ? *it
-        : Candidate{f, f.row_bytes(t.row_length()) * uint64_t(t.rows()), 0.0};
+    const Candidate pinned =
+        it != tc.options.end()
+            ? *it
+            : Candidate{f, f.row_bytes(t.row_length()) * uint64_t(t.rows()), 0.0};
     tc.options = {pinned};
   }
   const BudgetSolution sol = solve_budget(cand, total - fixed);
@@ -166,8 +172,8 @@ void print_plan(const PlanFile& p, const Model& m) {
   }
   fmt::print("plan: {} bytes, {:.4f} bits per weight", p.total_bytes(), p.bits_per_weight());
   if (p.budget_bytes) {
-    fmt::print(" (target {}{} bytes)", p.target_bpw ? fmt::format("{:.4f} bpw = ", *p.target_bpw)
-                                                    : "", p.budget_bytes);
+    fmt::print(" (target {}{} bytes)",
+               p.target_bpw ? fmt::format("{:.4f} bpw = ", *p.target_bpw) : "", p.budget_bytes);
     if (p.lower_bound >= p.estimated_cost) {
       fmt::print(", estimated cost {:.5f} (the optimum for these estimates)", p.estimated_cost);
     } else {
@@ -175,7 +181,7 @@ void print_plan(const PlanFile& p, const Model& m) {
     }
   }
   fmt::print("; {}\n", p.llama_cpp_loadable() ? "all formats are GGUF types: llama.cpp loads it"
-                                               : "uses lowbit formats: llama.cpp will not load it");
+                                              : "uses lowbit formats: llama.cpp will not load it");
 }
 
 // The per-tensor choices of a mix (manual, planned or repeated), and the plan to print/write.
@@ -187,13 +193,14 @@ std::optional<PlanFile> choose_mix(const Model& m, const QuantizeArgs& a, Method
   const bool target = a.target_bpw > 0 || !a.target_size.empty();
   if ((target || !a.plan.empty()) &&
       (!a.type.empty() || !a.emb_type.empty() || !a.out_type.empty())) {
-    throw Error("a size target or a plan chooses every matrix's format", {.field = "--type",
-                .expected = "no --type / --token-embedding-type / --output-tensor-type (pin "
-                "tensors with --tensor-type instead)"});
+    throw Error("a size target or a plan chooses every matrix's format",
+                {.field = "--type",
+                 .expected = "no --type / --token-embedding-type / --output-tensor-type (pin "
+                             "tensors with --tensor-type instead)"});
   }
   if (!a.plan.empty() && (!cli.empty() || !recipe.empty())) {
-    throw Error("--plan repeats a plan exactly", {.field = "--plan",
-                .expected = "no --tensor-type / --recipe with it"});
+    throw Error("--plan repeats a plan exactly",
+                {.field = "--plan", .expected = "no --tensor-type / --recipe with it"});
   }
   if (!a.plan.empty()) {
     const PlanFile p = PlanFile::load(a.plan);
@@ -202,8 +209,10 @@ std::optional<PlanFile> choose_mix(const Model& m, const QuantizeArgs& a, Method
   }
   if (target) {
     TypeRules pins;  // both kinds of rules pin tensors; --tensor-type first
-    for (size_t i = 0; i < cli.size(); ++i) pins.add(cli.rule(i).pattern, cli.rule(i).format, cli.rule(i).origin);
-    for (size_t i = 0; i < recipe.size(); ++i) pins.add(recipe.rule(i).pattern, recipe.rule(i).format, recipe.rule(i).origin);
+    for (size_t i = 0; i < cli.size(); ++i)
+      pins.add(cli.rule(i).pattern, cli.rule(i).format, cli.rule(i).origin);
+    for (size_t i = 0; i < recipe.size(); ++i)
+      pins.add(recipe.rule(i).pattern, recipe.rule(i).format, recipe.rule(i).origin);
     const PlanFile p = plan_for_target(m, a, method, q.fallback, pins);
     for (const auto& e : p.tensors) q.per_tensor.emplace(e.name, e.format);
     return p;
@@ -227,8 +236,9 @@ std::optional<Chunks> method_inputs(const Model& m, const QuantizeArgs& a, Metho
   }
   if (mo.method == Method::kRtn || mo.imatrix) return std::nullopt;
   if (a.calib.empty()) {
-    throw Error("method " + a.method + " needs calibration text", {.field = "--calib",
-                .expected = "a text file (or --imatrix FILE with --method imatrix)"});
+    throw Error(
+        "method " + a.method + " needs calibration text",
+        {.field = "--calib", .expected = "a text file (or --imatrix FILE with --method imatrix)"});
   }
   Chunks c = calibration_chunks(m, a.calib, a.ctx, a.calib_tokens);
   fmt::print("calibration: {} chunks of {} tokens from {}\n", c.tokens.size(), a.ctx, a.calib);
@@ -245,8 +255,10 @@ Format base_type(const Model& m, const QuantizeArgs& a, QuantizeOptions& q) {
         (t.name == out_name && q.output_type)) {
       continue;
     }
-    throw Error("no format for a weight matrix", {.field = t.name, .expected = "--type, or "
-                "a --tensor-type / recipe rule that matches it"});
+    throw Error("no format for a weight matrix",
+                {.field = t.name,
+                 .expected = "--type, or "
+                             "a --tensor-type / recipe rule that matches it"});
   }
   q.type = Format::parse("f16");  // provisional: every matrix has its own format
   return dominant_format(plan_quantization(m, q));
@@ -267,16 +279,20 @@ void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
     }
   }
   const double bits = 8.0 * double(bytes) / double(params);
-  fmt::print("{} -> {}: {} {} ({} tensors, {} parameters, {:.3f} bits per weight), {:.2f} MiB "
-             "file, {:.2f} s\n", a.in, a.out, a.method, mix ? "mix" : q.type.name(), plan.size(),
-             params, bits, double(std::filesystem::file_size(a.out)) / (1 << 20), secs);
+  fmt::print(
+      "{} -> {}: {} {} ({} tensors, {} parameters, {:.3f} bits per weight), {:.2f} MiB "
+      "file, {:.2f} s\n",
+      a.in, a.out, a.method, mix ? "mix" : q.type.name(), plan.size(), params, bits,
+      double(std::filesystem::file_size(a.out)) / (1 << 20), secs);
   if (mix) {
     const std::string path = beside(a.out, ".plan.json");
     mix->save(path);
     fmt::print("plan -> {} (repeat it with --plan {})\n", path, path);
     if (mix->target_bpw && (bits > *mix->target_bpw || bits < 0.99 * *mix->target_bpw)) {
-      fmt::print("note: {:.4f} bits per weight is not within 1% below the target {:.4f} (the "
-                 "candidates cannot meet it more closely)\n", bits, *mix->target_bpw);
+      fmt::print(
+          "note: {:.4f} bits per weight is not within 1% below the target {:.4f} (the "
+          "candidates cannot meet it more closely)\n",
+          bits, *mix->target_bpw);
     }
   }
   if (private_types) {
@@ -314,67 +330,90 @@ int run_quantize(const QuantizeArgs& a) {
 }  // namespace
 
 Runner add_quantize(CLI::App& app) {
-  auto* cmd = app.add_subcommand("quantize", "Quantize a model into GGUF: one format, a manual "
+  auto* cmd = app.add_subcommand("quantize",
+                                 "Quantize a model into GGUF: one format, a manual "
                                  "mix (--tensor-type, --recipe) or a planned mix for a size "
                                  "target (--target-bpw, --target-size)");
   auto o = std::make_shared<QuantizeArgs>();
-  cmd->add_option("-m,--model", o->in, "Input model: .gguf, .bin (llama2.c), .safetensors or a "
-                                       "Hugging Face folder")->required();
+  cmd->add_option("-m,--model", o->in,
+                  "Input model: .gguf, .bin (llama2.c), .safetensors or a "
+                  "Hugging Face folder")
+      ->required();
   cmd->add_option("-o,--output", o->out, "Output .gguf")->required();
-  cmd->add_option("--type", o->type, "Format of the weight matrices (see `lowbit formats`), "
-                                     "e.g. q4_0, q4_k, iq4_nl, nf4, int4_g32, tq2_0; with a mix: "
-                                     "the matrices no rule names");
-  cmd->add_option("--method", o->method, "rtn (round-to-nearest), imatrix (importance-weighted "
+  cmd->add_option("--type", o->type,
+                  "Format of the weight matrices (see `lowbit formats`), "
+                  "e.g. q4_0, q4_k, iq4_nl, nf4, int4_g32, tq2_0; with a mix: "
+                  "the matrices no rule names");
+  cmd->add_option("--method", o->method,
+                  "rtn (round-to-nearest), imatrix (importance-weighted "
                   "RTN), gptq, awq, awq+gptq, smoothquant (W8A8 smoothing, then imatrix RTN)")
       ->capture_default_str()
       ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant"}));
   cmd->add_option("--sq-alpha", o->sq_alpha, "SmoothQuant migration strength")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--calib", o->calib, "Calibration text (imatrix, gptq, awq; the planner's "
-                                       "sensitivity when no --sensitivity file is given)");
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--calib", o->calib,
+                  "Calibration text (imatrix, gptq, awq; the planner's "
+                  "sensitivity when no --sensitivity file is given)");
   cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens used")
-      ->capture_default_str()->check(CLI::Range(int64_t(16), int64_t(1) << 30));
-  cmd->add_option("--ctx", o->ctx, "Calibration chunk length")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(16), int64_t(1) << 30));
+  cmd->add_option("--ctx", o->ctx, "Calibration chunk length")
+      ->capture_default_str()
       ->check(CLI::Range(8, 1 << 20));
-  cmd->add_option("--imatrix", o->imatrix, "Importance matrix (lowbit calibrate or "
-                                           "llama-imatrix, GGUF or legacy .dat) for imatrix");
+  cmd->add_option("--imatrix", o->imatrix,
+                  "Importance matrix (lowbit calibrate or "
+                  "llama-imatrix, GGUF or legacy .dat) for imatrix");
   cmd->add_flag("--act-order", o->act_order, "GPTQ: columns in descending Hessian diagonal");
   cmd->add_option("--damp", o->damp, "GPTQ: dampening, fraction of the mean Hessian diagonal")
-      ->capture_default_str()->check(CLI::Range(0.0, 10.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 10.0));
   cmd->add_option("--token-embedding-type", o->emb_type, "Format of token_embd.weight");
-  cmd->add_option("--output-tensor-type", o->out_type, "Format of output.weight (or of the tied "
-                                                       "embedding)");
+  cmd->add_option("--output-tensor-type", o->out_type,
+                  "Format of output.weight (or of the tied "
+                  "embedding)");
   cmd->add_option("--fallback", o->fallback,
                   "For rows the format cannot tile: ggml = nearest GGUF type (llama.cpp loads the "
                   "file), lowbit = nearest lowbit format (ragged groups), auto = ggml when the "
                   "requested types are GGUF types")
       ->check(CLI::IsMember({"auto", "ggml", "lowbit"}));
-  cmd->add_option("--tensor-type", o->tensor_types, "REGEX=TYPE: matrices whose GGUF name the "
+  cmd->add_option("--tensor-type", o->tensor_types,
+                  "REGEX=TYPE: matrices whose GGUF name the "
                   "regex (PCRE2, unanchored) matches get TYPE; repeatable, first match wins");
-  cmd->add_option("--recipe", o->recipe, "Mix file: lines `REGEX = TYPE`, # comments (after "
+  cmd->add_option("--recipe", o->recipe,
+                  "Mix file: lines `REGEX = TYPE`, # comments (after "
                   "--tensor-type rules; see recipes/)");
-  auto* bpw = cmd->add_option("--target-bpw", o->target_bpw, "Plan a mix of this many bits per "
+  auto* bpw = cmd->add_option("--target-bpw", o->target_bpw,
+                              "Plan a mix of this many bits per "
                               "weight (8 x all tensors' bytes / all parameters)")
                   ->check(CLI::Range(0.5, 64.0));
-  auto* size = cmd->add_option("--target-size", o->target_size, "Plan a mix of this many bytes of "
+  auto* size = cmd->add_option("--target-size", o->target_size,
+                               "Plan a mix of this many bytes of "
                                "tensor data: 350KiB, 1.5GiB, 200MB, ...");
   bpw->excludes(size);
-  cmd->add_option("--sensitivity", o->sensitivity, "The planner's measurement (lowbit "
-                                                   "sensitivity); default: measure on --calib");
+  cmd->add_option("--sensitivity", o->sensitivity,
+                  "The planner's measurement (lowbit "
+                  "sensitivity); default: measure on --calib");
   cmd->add_option("--formats", o->formats, "Measuring here: candidate formats, comma-separated");
-  cmd->add_option("--sensitivity-chunks", o->sensitivity_chunks, "Measuring here: calibration "
-                  "chunks used")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--sensitivity-chunks", o->sensitivity_chunks,
+                  "Measuring here: calibration "
+                  "chunks used")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--plan", o->plan, "Repeat a plan (a .plan.json written by an earlier run)")
-      ->excludes(bpw)->excludes(size);
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer file (default: inside or beside the "
-                                               "input)");
+      ->excludes(bpw)
+      ->excludes(size);
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "Tokenizer file (default: inside or beside the "
+                  "input)");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
   return [o] { return run_quantize(*o); };
 }
 
 Runner add_calibrate(CLI::App& app) {
-  auto* cmd = app.add_subcommand("calibrate", "Collect the importance matrix (per-channel mean "
-                                              "x² of every linear input) over calibration text");
+  auto* cmd = app.add_subcommand("calibrate",
+                                 "Collect the importance matrix (per-channel mean "
+                                 "x² of every linear input) over calibration text");
   struct Opts {
     std::string in, text, out;
     int64_t tokens = 32768, ctx = 512;
@@ -384,9 +423,11 @@ Runner add_calibrate(CLI::App& app) {
   cmd->add_option("-m,--model", o->in, "Model")->required();
   cmd->add_option("-f,--file", o->text, "Calibration text")->required();
   cmd->add_option("-o,--output", o->out, "Output imatrix (GGUF, llama.cpp's layout)")->required();
-  cmd->add_option("--calib-tokens", o->tokens, "Tokens used")->capture_default_str()
+  cmd->add_option("--calib-tokens", o->tokens, "Tokens used")
+      ->capture_default_str()
       ->check(CLI::Range(int64_t(16), int64_t(1) << 30));
-  cmd->add_option("--ctx", o->ctx, "Chunk length")->capture_default_str()
+  cmd->add_option("--ctx", o->ctx, "Chunk length")
+      ->capture_default_str()
       ->check(CLI::Range(8, 1 << 20));
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
   return [o] {

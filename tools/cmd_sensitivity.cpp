@@ -19,7 +19,8 @@
 namespace lowbit::cli {
 
 Runner add_sensitivity(CLI::App& app) {
-  auto* cmd = app.add_subcommand("sensitivity", "Measure each weight matrix's sensitivity to "
+  auto* cmd = app.add_subcommand("sensitivity",
+                                 "Measure each weight matrix's sensitivity to "
                                  "each candidate format (KL divergence when only it is "
                                  "quantized) for the mixed-precision planner");
   struct Opts {
@@ -33,21 +34,30 @@ Runner add_sensitivity(CLI::App& app) {
   cmd->add_option("-m,--model", o->in, "Input model")->required();
   cmd->add_option("--calib", o->calib, "Calibration text")->required();
   cmd->add_option("-o,--output", o->out, "Output measurement (JSON)")->required();
-  cmd->add_option("--formats", o->formats, "Candidate formats, comma-separated (default: "
+  cmd->add_option("--formats", o->formats,
+                  "Candidate formats, comma-separated (default: "
                   "int2_g32,int3_g64,int3_g32,nf4,iq4_nl,int4_g32,int5_g64,int5_g32,int6_g32,"
                   "int8_g32,f16)");
-  cmd->add_option("--ctx", o->ctx, "Chunk length")->capture_default_str()
+  cmd->add_option("--ctx", o->ctx, "Chunk length")
+      ->capture_default_str()
       ->check(CLI::Range(8, 1 << 20));
   cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens (chunks = this / ctx)")
-      ->capture_default_str()->check(CLI::Range(int64_t(8), int64_t(1) << 30));
-  cmd->add_option("--method", o->method, "How variants are quantized: rtn, imatrix, gptq (awq "
-                  "measures as imatrix, awq+gptq as gptq)")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(8), int64_t(1) << 30));
+  cmd->add_option("--method", o->method,
+                  "How variants are quantized: rtn, imatrix, gptq (awq "
+                  "measures as imatrix, awq+gptq as gptq)")
+      ->capture_default_str()
       ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant"}));
-  cmd->add_option("--metric", o->metric, "kld: KL divergence of every variant; proxy: the "
+  cmd->add_option("--metric", o->metric,
+                  "kld: KL divergence of every variant; proxy: the "
                   "layer-output error, scaled per tensor by one KLD (at ~4 bits)")
-      ->capture_default_str()->check(CLI::IsMember({"kld", "proxy"}));
-  cmd->add_option("--fallback", o->fallback, "For rows a candidate cannot tile: auto, ggml, "
-                  "lowbit (as lowbit quantize)")->check(CLI::IsMember({"auto", "ggml", "lowbit"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"kld", "proxy"}));
+  cmd->add_option("--fallback", o->fallback,
+                  "For rows a candidate cannot tile: auto, ggml, "
+                  "lowbit (as lowbit quantize)")
+      ->check(CLI::IsMember({"auto", "ggml", "lowbit"}));
   cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer file");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
   cmd->add_flag("--json", o->json, "Print the measurement as JSON instead of a table");
@@ -75,8 +85,7 @@ Runner add_sensitivity(CLI::App& app) {
       fmt::print("{}", std::string(std::istreambuf_iterator<char>(f), {}));
       return 0;
     }
-    fmt::print("{:<28} {:<14} {:>10} {:>12} {:>12}\n", "tensor", "format", "bytes", "KLD",
-               "proxy");
+    fmt::print("{:<28} {:<14} {:>10} {:>12} {:>12}\n", "tensor", "format", "bytes", "KLD", "proxy");
     for (const auto& t : s.tensors) {
       for (const auto& e : t.entries) {
         fmt::print("{:<28} {:<14} {:>10} {:>12.4e} {:>12.4e}\n", t.name, e.format.name(), e.bytes,

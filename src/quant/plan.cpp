@@ -9,8 +9,8 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <sstream>
 
 #include "lowbit/error.h"
@@ -73,8 +73,8 @@ void TypeRules::add(const std::string& pattern, const Format& f, const std::stri
   }
   int err = 0;
   PCRE2_SIZE off = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   0, &err, &off, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), 0,
+                                   &err, &off, nullptr);
   if (!code) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
@@ -95,7 +95,8 @@ void TypeRules::add_argument(const std::string& arg) {
   const std::string type = eq == std::string::npos ? "" : trim(arg.substr(eq + 1));
   if (pattern.empty() || type.empty()) {
     throw Error("--tensor-type takes REGEX=TYPE", {.file = "argument --tensor-type",
-                .expected = "REGEX=TYPE, e.g. attn_v=q6_k", .found = arg});
+                                                   .expected = "REGEX=TYPE, e.g. attn_v=q6_k",
+                                                   .found = arg});
   }
   add(pattern, parse_rule_format(type, "--tensor-type"), "--tensor-type");
 }
@@ -112,8 +113,10 @@ void TypeRules::add_recipe_text(const std::string& text, const std::string& orig
     const std::string pattern = eq == std::string::npos ? "" : trim(line.substr(0, eq));
     const std::string type = eq == std::string::npos ? "" : trim(line.substr(eq + 1));
     if (pattern.empty() || type.empty()) {
-      throw Error("recipe line does not parse", {.file = origin, .field = "line " +
-                  std::to_string(n), .expected = "REGEX = TYPE", .found = line});
+      throw Error("recipe line does not parse", {.file = origin,
+                                                 .field = "line " + std::to_string(n),
+                                                 .expected = "REGEX = TYPE",
+                                                 .found = line});
     }
     add(pattern, parse_rule_format(type, at), at);
   }
@@ -136,8 +139,8 @@ std::optional<Format> TypeRules::match(const std::vector<std::string>& names) co
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(r->code, nullptr);
     bool hit = false;
     for (const std::string& n : names) {
-      hit = hit || pcre2_match(r->code, reinterpret_cast<PCRE2_SPTR>(n.data()), n.size(), 0, 0,
-                               md, nullptr) >= 0;
+      hit = hit || pcre2_match(r->code, reinterpret_cast<PCRE2_SPTR>(n.data()), n.size(), 0, 0, md,
+                               nullptr) >= 0;
     }
     pcre2_match_data_free(md);
     if (hit) return r->rule.format;
@@ -150,8 +153,12 @@ std::vector<std::string> rule_names(const std::string& tensor, const Model& m) {
   return {tensor};
 }
 
-size_t TypeRules::size() const { return rules_.size(); }
-const TypeRule& TypeRules::rule(size_t i) const { return rules_.at(i)->rule; }
+size_t TypeRules::size() const {
+  return rules_.size();
+}
+const TypeRule& TypeRules::rule(size_t i) const {
+  return rules_.at(i)->rule;
+}
 
 std::map<std::string, Format> apply_rules(const TypeRules& rules, const Model& m) {
   std::map<std::string, Format> out;
@@ -173,14 +180,25 @@ uint64_t parse_size(const std::string& text) {
   }
   std::string unit = trim(s.substr(used));
   for (char& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
-  const std::map<std::string, double> units = {
-      {"", 1}, {"B", 1}, {"K", 1024.0}, {"KIB", 1024.0}, {"KB", 1e3}, {"M", 1048576.0},
-      {"MIB", 1048576.0}, {"MB", 1e6}, {"G", 1073741824.0}, {"GIB", 1073741824.0}, {"GB", 1e9},
-      {"TIB", 1099511627776.0}, {"TB", 1e12}};
+  const std::map<std::string, double> units = {{"", 1},
+                                               {"B", 1},
+                                               {"K", 1024.0},
+                                               {"KIB", 1024.0},
+                                               {"KB", 1e3},
+                                               {"M", 1048576.0},
+                                               {"MIB", 1048576.0},
+                                               {"MB", 1e6},
+                                               {"G", 1073741824.0},
+                                               {"GIB", 1073741824.0},
+                                               {"GB", 1e9},
+                                               {"TIB", 1099511627776.0},
+                                               {"TB", 1e12}};
   const auto u = units.find(unit);
   if (used == 0 || u == units.end() || !(v > 0) || !std::isfinite(v) || v * u->second > 1e18) {
-    throw Error("bad size", {.field = "--target-size", .expected = "a positive size such as "
-                "350KiB, 1.5GiB, 200MB or a byte count", .found = text});
+    throw Error("bad size", {.field = "--target-size",
+                             .expected = "a positive size such as "
+                                         "350KiB, 1.5GiB, 200MB or a byte count",
+                             .found = text});
   }
   return uint64_t(std::floor(v * u->second));
 }
@@ -246,8 +264,10 @@ int64_t greedy_fill(const std::vector<TensorCandidates>& ts, BudgetSolution& s, 
   }
 }
 
-// One exchange: change two tensors at once (typically one down, one up) when that lowers the
-// cost within budget; the best such pair. Returns false when none improves.
+// One exchange: change two tensors at once (typically one up, another down to pay for it) when
+// that lowers the cost within budget; the best such pair. Moves sorted by bytes with prefix
+// minima of the cost change (the best two, from different tensors) find each upgrade's best
+// partner by binary search: O(M log M) for M moves. Returns false when no pair improves.
 bool best_exchange(const std::vector<TensorCandidates>& ts, BudgetSolution& s, uint64_t budget) {
   std::vector<Move> moves;
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -258,20 +278,40 @@ bool best_exchange(const std::vector<TensorCandidates>& ts, BudgetSolution& s, u
       moves.push_back({i, j, int64_t(c.bytes) - int64_t(cur.bytes), c.cost - cur.cost});
     }
   }
+  std::sort(moves.begin(), moves.end(),
+            [](const Move& a, const Move& b) { return a.dbytes < b.dbytes; });
+  // best[k], second[k]: indices of the two lowest-dcost moves among moves[0..k], of different
+  // tensors (second = npos when all are of one tensor).
+  constexpr size_t npos = size_t(-1);
+  std::vector<size_t> best(moves.size()), second(moves.size());
+  for (size_t k = 0; k < moves.size(); ++k) {
+    size_t b1 = k > 0 ? best[k - 1] : npos, b2 = k > 0 ? second[k - 1] : npos;
+    if (b1 == npos || moves[k].dcost < moves[b1].dcost) {
+      if (b1 != npos && moves[b1].i != moves[k].i) b2 = b1;
+      b1 = k;
+    } else if (moves[k].i != moves[b1].i && (b2 == npos || moves[k].dcost < moves[b2].dcost)) {
+      b2 = k;
+    }
+    best[k] = b1, second[k] = b2;
+  }
   const int64_t left = int64_t(budget) - int64_t(s.bytes);
   const double eps = 1e-12 * std::max(1.0, std::fabs(s.cost));
-  std::optional<std::pair<size_t, size_t>> best;
-  double best_gain = eps;
+  std::optional<std::pair<size_t, size_t>> pick;
+  double pick_gain = eps;
   for (size_t a = 0; a < moves.size(); ++a) {
     if (moves[a].dbytes <= 0) continue;  // a: the upgrade, b: the move that pays for it
-    for (size_t b = 0; b < moves.size(); ++b) {
-      if (moves[b].i == moves[a].i || moves[a].dbytes + moves[b].dbytes > left) continue;
-      const double gain = -(moves[a].dcost + moves[b].dcost);
-      if (gain > best_gain) best_gain = gain, best = {a, b};
-    }
+    const int64_t room = left - moves[a].dbytes;
+    const auto end = std::upper_bound(moves.begin(), moves.end(), room,
+                                      [](int64_t r, const Move& m) { return r < m.dbytes; });
+    if (end == moves.begin()) continue;
+    const size_t k = size_t(end - moves.begin()) - 1;
+    const size_t b = moves[best[k]].i != moves[a].i ? best[k] : second[k];
+    if (b == npos) continue;
+    const double gain = -(moves[a].dcost + moves[b].dcost);
+    if (gain > pick_gain) pick_gain = gain, pick = {a, b};
   }
-  if (!best) return false;
-  for (const size_t k : {best->first, best->second}) {
+  if (!pick) return false;
+  for (const size_t k : {pick->first, pick->second}) {
     s.choice[moves[k].i] = moves[k].j;
     s.bytes = uint64_t(int64_t(s.bytes) + moves[k].dbytes);
     s.cost += moves[k].dcost;
@@ -281,9 +321,11 @@ bool best_exchange(const std::vector<TensorCandidates>& ts, BudgetSolution& s, u
 
 // The exact repair: dynamic programming over the bytes each tensor spends above its smallest
 // option, in units of the gcd of those amounts (exact), or -- when that makes more than
-// kMaxStates states -- of slack / kMaxStates bytes with every option's amount rounded up (never
-// over budget, within one unit per tensor of exact). Time O(states x Σ options).
-std::vector<size_t> dp_solve(const std::vector<TensorCandidates>& ts, uint64_t budget, bool& exact) {
+// kMaxStates states (fewer for very many tensors) -- of slack / kMaxStates bytes with every
+// option's amount rounded up (never over budget, within one unit per tensor of exact).
+// Time O(states x Σ options).
+std::vector<size_t> dp_solve(const std::vector<TensorCandidates>& ts, uint64_t budget,
+                             bool& exact) {
   constexpr uint64_t kMaxStates = uint64_t(1) << 15;
   std::vector<uint64_t> low;
   uint64_t g = 0, used = 0;
@@ -295,8 +337,11 @@ std::vector<size_t> dp_solve(const std::vector<TensorCandidates>& ts, uint64_t b
   }
   const uint64_t slack = budget - used;
   uint64_t unit = std::max<uint64_t>(g, 1);
-  exact = slack / unit < kMaxStates;
-  if (!exact) unit = std::max(unit, (slack + kMaxStates - 2) / (kMaxStates - 1));
+  // The choice table holds tensors x states entries: at most 2^26 (128 MiB).
+  const uint64_t max_states = std::max<uint64_t>(
+      2, std::min<uint64_t>(kMaxStates, (uint64_t(1) << 26) / std::max<size_t>(ts.size(), 1)));
+  exact = slack / unit < max_states;
+  if (!exact) unit = std::max(unit, (slack + max_states - 2) / (max_states - 1));
   const size_t states = size_t(slack / unit) + 1;
   std::vector<double> cur(states, INFINITY), next(states);
   cur[0] = 0;
@@ -307,7 +352,8 @@ std::vector<size_t> dp_solve(const std::vector<TensorCandidates>& ts, uint64_t b
       const uint64_t w = (ts[i].options[j].bytes - low[i] + unit - 1) / unit;
       const double c = ts[i].options[j].cost;
       for (size_t b = 0; b + w < states; ++b) {
-        if (cur[b] + c < next[b + w]) next[b + w] = cur[b] + c, pick[i * states + b + w] = uint16_t(j);
+        if (cur[b] + c < next[b + w])
+          next[b + w] = cur[b] + c, pick[i * states + b + w] = uint16_t(j);
       }
     }
     std::swap(cur, next);
@@ -348,15 +394,17 @@ BudgetSolution solve_budget(const std::vector<TensorCandidates>& ts, uint64_t bu
     for (const auto& a : t.options) {
       lo = std::min(lo, a.bytes);
       for (const auto& b : t.options) {
-        if (a.bytes > b.bytes) max_slope = std::max(max_slope, (b.cost - a.cost) / double(a.bytes - b.bytes));
+        if (a.bytes > b.bytes)
+          max_slope = std::max(max_slope, (b.cost - a.cost) / double(a.bytes - b.bytes));
       }
     }
     min_bytes += lo;
   }
   if (min_bytes > budget) {
-    throw Error("the size budget is below the smallest candidate formats", {.field = "budget",
-                .expected = ">= " + std::to_string(min_bytes) + " bytes of weight matrices",
-                .found = std::to_string(budget) + " bytes"});
+    throw Error("the size budget is below the smallest candidate formats",
+                {.field = "budget",
+                 .expected = ">= " + std::to_string(min_bytes) + " bytes of weight matrices",
+                 .found = std::to_string(budget) + " bytes"});
   }
   // Lagrangian relaxation: bisection on λ for the cheapest multiplier whose per-tensor argmins
   // fit the budget.
@@ -422,7 +470,9 @@ void PlanFile::save(const std::string& path) const {
   j["llama_cpp_loadable"] = llama_cpp_loadable();
   j["tensors"] = Json::array();
   for (const auto& e : tensors) {
-    Json t = {{"name", e.name}, {"format", e.format.name()}, {"parameters", e.params},
+    Json t = {{"name", e.name},
+              {"format", e.format.name()},
+              {"parameters", e.params},
               {"bytes", e.bytes}};
     if (e.cost) t["cost"] = *e.cost;
     j["tensors"].push_back(t);
@@ -445,12 +495,14 @@ PlanFile PlanFile::load(const std::string& path) {
   PlanFile p;
   try {
     if (!j.is_object() || !j.contains("tensors") || !j["tensors"].is_array()) {
-      throw Error("not a lowbit plan", {.file = path, .field = "tensors",
-                                        .expected = "an object with a \"tensors\" array"});
+      throw Error(
+          "not a lowbit plan",
+          {.file = path, .field = "tensors", .expected = "an object with a \"tensors\" array"});
     }
     p.model = j.value("model", ""), p.method = j.value("method", "");
     p.sensitivity = j.value("sensitivity", "");
-    if (j.contains("target_bits_per_weight")) p.target_bpw = j["target_bits_per_weight"].get<double>();
+    if (j.contains("target_bits_per_weight"))
+      p.target_bpw = j["target_bits_per_weight"].get<double>();
     p.budget_bytes = j.value("budget_bytes", uint64_t(0));
     p.estimated_cost = j.value("estimated_cost", 0.0), p.lower_bound = j.value("lower_bound", 0.0);
     for (const auto& t : j["tensors"]) {
@@ -458,8 +510,10 @@ PlanFile PlanFile::load(const std::string& path) {
       const std::string fmt = t.at("format").get<std::string>();
       const std::optional<Format> fo = Format::find(fmt);
       if (!fo) {
-        throw Error("unknown format in the plan", {.file = path, .field = name,
-                    .expected = "a format name (lowbit formats)", .found = fmt});
+        throw Error("unknown format in the plan", {.file = path,
+                                                   .field = name,
+                                                   .expected = "a format name (lowbit formats)",
+                                                   .found = fmt});
       }
       PlanEntry e{name, *fo, t.value("parameters", int64_t(0)), t.value("bytes", uint64_t(0)), {}};
       if (t.contains("cost")) e.cost = t["cost"].get<double>();
@@ -476,8 +530,8 @@ std::map<std::string, Format> plan_choices(const PlanFile& p, const Model& m,
   std::map<std::string, Format> named;
   for (const auto& e : p.tensors) {
     if (!m.find(e.name)) {
-      throw Error("the plan names a tensor the model does not have", {.file = path,
-                  .field = e.name, .expected = "a plan made for this model"});
+      throw Error("the plan names a tensor the model does not have",
+                  {.file = path, .field = e.name, .expected = "a plan made for this model"});
     }
     named.insert_or_assign(e.name, e.format);
   }
@@ -486,13 +540,16 @@ std::map<std::string, Format> plan_choices(const PlanFile& p, const Model& m,
     if (t.shape.size() < 2) continue;
     const auto it = named.find(t.name);
     if (it == named.end()) {
-      throw Error("the plan lacks a weight matrix of the model", {.file = path, .field = t.name,
-                  .expected = "a format for every weight matrix"});
+      throw Error("the plan lacks a weight matrix of the model",
+                  {.file = path, .field = t.name, .expected = "a format for every weight matrix"});
     }
     if (!it->second.can_tile(t.row_length()) || it->second.info().activation_only) {
-      throw Error("the plan's format cannot store this tensor", {.file = path, .field = t.name,
-                  .expected = "a weight format that tiles rows of " +
-                  std::to_string(t.row_length()), .found = it->second.name()});
+      throw Error(
+          "the plan's format cannot store this tensor",
+          {.file = path,
+           .field = t.name,
+           .expected = "a weight format that tiles rows of " + std::to_string(t.row_length()),
+           .found = it->second.name()});
     }
     out.emplace(t.name, it->second);
   }

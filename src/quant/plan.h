@@ -25,7 +25,7 @@ namespace lowbit {
 struct TypeRule {
   std::string pattern;  // PCRE2 syntax
   Format format;
-  std::string origin;   // "--tensor-type" or "FILE:LINE", for messages
+  std::string origin;  // "--tensor-type" or "FILE:LINE", for messages
 };
 
 // An ordered list of rules; the first whose pattern occurs in a tensor's name decides.
@@ -83,13 +83,13 @@ struct TensorCandidates {
 };
 
 struct BudgetSolution {
-  std::vector<size_t> choice;   // per tensor: index into its options
+  std::vector<size_t> choice;  // per tensor: index into its options
   uint64_t bytes = 0;
   double cost = 0;
-  double lower_bound = 0;       // Lagrangian dual bound: no choice within budget costs less
-  double lambda = 0;            // the multiplier of the relaxation's feasible side
-  int64_t repair_moves = 0;     // upgrades and exchanges applied after the relaxation
-  bool exact = false;           // proven optimal (the dynamic program ran on exact bytes)
+  double lower_bound = 0;    // Lagrangian dual bound: no choice within budget costs less
+  double lambda = 0;         // the multiplier of the relaxation's feasible side
+  int64_t repair_moves = 0;  // upgrades and exchanges applied after the relaxation
+  bool exact = false;        // proven optimal (the dynamic program ran on exact bytes)
 };
 
 // Minimises Σ cost subject to Σ bytes <= budget_bytes. Throws Error when even the smallest

@@ -35,8 +35,10 @@ std::vector<Format> parse_format_list(const std::string& list) {
     if (name.empty()) continue;
     const std::optional<Format> f = Format::find(name);
     if (!f || f->info().activation_only) {
-      throw Error("unknown or activation-only format", {.field = "--formats",
-                  .expected = "weight formats (lowbit formats), comma-separated", .found = name});
+      throw Error("unknown or activation-only format",
+                  {.field = "--formats",
+                   .expected = "weight formats (lowbit formats), comma-separated",
+                   .found = name});
     }
     out.push_back(*f);
   }
@@ -101,7 +103,8 @@ std::vector<SensitivityEntry> variants_of(const ModelTensor& t, const Sensitivit
     }
     it->requested.push_back(want.name());
   }
-  std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.bytes < b.bytes; });
+  std::stable_sort(v.begin(), v.end(),
+                   [](const auto& a, const auto& b) { return a.bytes < b.bytes; });
   return v;
 }
 
@@ -126,8 +129,14 @@ double output_error(const std::vector<float>& dW, int64_t R, int64_t K, const st
 class Measurer {
  public:
   Measurer(const Model& base, const Chunks& c, const SensitivityOptions& o)
-      : base_(base), w_(base), c_(c), o_(o), n_(int64_t(c.tokens.at(0).size())),
-        C_(base.config.n_embd), V_(base.config.n_vocab), S_(c.scored_per_chunk()),
+      : base_(base),
+        w_(base),
+        c_(c),
+        o_(o),
+        n_(int64_t(c.tokens.at(0).size())),
+        C_(base.config.n_embd),
+        V_(base.config.n_vocab),
+        S_(c.scored_per_chunk()),
         e_(w_, n_, n_) {
     logits_.resize(size_t(n_ * V_));
   }
@@ -195,7 +204,8 @@ class Measurer {
       std::vector<float> Wc = W;
       gptq_quantize(f, Wc.data(), R, K, st->xtx.data(), o_.gptq, out.data());
     } else {
-      const std::vector<float> imp = how == Method::kImatrix ? st->importance() : std::vector<float>{};
+      const std::vector<float> imp =
+          how == Method::kImatrix ? st->importance() : std::vector<float>{};
       f.quantize(W.data(), R, K, imp.empty() ? nullptr : imp.data(), out.data());
     }
     return out;
@@ -244,13 +254,17 @@ std::vector<float> floats_of(const ModelTensor& t) {
   return v;
 }
 
-std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+std::vector<float> to_float(const std::vector<double>& v) {
+  return {v.begin(), v.end()};
+}
 
 // The entry whose bits per weight are nearest 4: metric kProxy's one KLD measurement.
 size_t reference_entry(const std::vector<SensitivityEntry>& es, int64_t params) {
   size_t best = 0;
   for (size_t i = 0; i < es.size(); ++i) {
-    const auto d = [&](size_t k) { return std::fabs(8.0 * double(es[k].bytes) / double(params) - 4.0); };
+    const auto d = [&](size_t k) {
+      return std::fabs(8.0 * double(es[k].bytes) / double(params) - 4.0);
+    };
     if (d(i) < d(best)) best = i;
   }
   return best;
@@ -258,9 +272,9 @@ size_t reference_entry(const std::vector<SensitivityEntry>& es, int64_t params) 
 
 struct TensorJob {
   std::string name;
-  const InputStats* stats = nullptr;                 // the inputs (nullptr: a lookup table)
-  const std::vector<float>* hessian = nullptr;       // (K, K) floats of stats->xtx
-  const std::vector<double>* token_counts = nullptr; // lookup table: rows' use counts
+  const InputStats* stats = nullptr;                   // the inputs (nullptr: a lookup table)
+  const std::vector<float>* hessian = nullptr;         // (K, K) floats of stats->xtx
+  const std::vector<double>* token_counts = nullptr;   // lookup table: rows' use counts
   const std::vector<std::vector<float>>* X = nullptr;  // inputs of layer `begin`, or re-embed
   int64_t begin = 0;
 };
@@ -285,7 +299,8 @@ TensorSensitivity measure_tensor(Measurer& me, const Model& m, const TensorJob& 
       double s = 0, total = 0;
       for (int64_t r = 0; r < R; ++r) {
         double row = 0;
-        for (int64_t c = 0; c < K; ++c) row += double(dW[size_t(r * K + c)]) * dW[size_t(r * K + c)];
+        for (int64_t c = 0; c < K; ++c)
+          row += double(dW[size_t(r * K + c)]) * dW[size_t(r * K + c)];
         s += (*j.token_counts)[size_t(r)] * row, total += (*j.token_counts)[size_t(r)];
       }
       e.proxy = s / std::max(total, 1.0);
@@ -317,29 +332,16 @@ std::vector<float> hessian_of(InputStats& st) {
   return to_float(st.xtx);
 }
 
-}  // namespace
+using Activations = std::vector<std::vector<float>>;  // per chunk (n, C)
 
-Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const SensitivityOptions& opts,
-                                const SensitivityProgress& progress) {
-  if (c.tokens.empty()) throw Error("sensitivity needs calibration text", {.field = "--calib"});
-  const auto t0 = std::chrono::steady_clock::now();
-  SensitivityOptions o = opts;
-  if (o.formats.empty()) o.formats = default_ladder();
-  const ModelConfig& cfg = m.config;
-  int64_t total = 0, done = 0;
-  for (const auto& t : m.tensors) {
-    if (t.shape.size() >= 2) total += int64_t(variants_of(t, o).size());
-  }
-  auto tick = [&] {
-    if (progress) progress(++done, total);
-  };
-  Measurer me(m, c, o);
-  me.base_pass();
-  Sensitivity s;
-  std::vector<std::vector<float>> X = me.embed_all();
-  for (int64_t L = 0; L < cfg.n_layer; ++L) {
-    Calibration cal;  // the inputs of layer L's linear layers, through the original model
-    std::vector<std::vector<float>> next = X;
+// Layer by layer: the statistics of layer L's inputs (through the original model), every variant
+// of its matrices, then the activations moved on to layer L + 1. Leaves X at the last layer's
+// outputs.
+void measure_layers(Measurer& me, const Model& m, const SensitivityOptions& o, Activations& X,
+                    Sensitivity& s, const std::function<void()>& tick) {
+  for (int64_t L = 0; L < m.config.n_layer; ++L) {
+    Calibration cal;
+    Activations next = X;
     me.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
       if (layer == L) cal[input_group(layer, which)].add(x, rows, K, true);
     });
@@ -357,8 +359,13 @@ Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const Sensitivi
     }
     X = std::move(next);
   }
-  // The head's inputs (final norm of the last layer's outputs); then the head, then the
-  // embedding (a variant of it changes every layer's input: full runs).
+}
+
+// The head's inputs (the final norm of the last layer's outputs X); then the head, and the
+// embedding (a variant of it changes every layer's input: full runs).
+void measure_outside_layers(Measurer& me, const Model& m, const Chunks& c,
+                            const SensitivityOptions& o, const Activations& X, Sensitivity& s,
+                            const std::function<void()>& tick) {
   InputStats head;
   me.set_observer([&](int64_t, LinearInput which, const float* x, int64_t rows, int64_t K) {
     if (which == LinearInput::kOutput) head.add(x, rows, K, true);
@@ -366,7 +373,7 @@ Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const Sensitivi
   for (const auto& x : X) me.head_all(x);
   me.set_observer({});
   const std::vector<float> head_h = hessian_of(head);
-  std::vector<double> counts(size_t(cfg.n_vocab), 0.0);
+  std::vector<double> counts(size_t(m.config.n_vocab), 0.0);
   for (const auto& ch : c.tokens) {
     for (const int32_t tok : ch) counts[size_t(tok)] += 1;
   }
@@ -374,13 +381,19 @@ Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const Sensitivi
     if (t.shape.size() < 2 || t.name.rfind("blk.", 0) == 0) continue;
     const bool is_head = input_group_of(t.name, m) == std::string("output.weight");
     const bool is_embd = t.name == "token_embd.weight";
-    TensorJob j{t.name, is_head ? &head : nullptr, is_head ? &head_h : nullptr,
-                is_head ? nullptr : &counts, is_embd ? nullptr : &X,
-                is_embd ? 0 : cfg.n_layer};
-    if (!is_head && !is_embd) j.token_counts = nullptr;  // unknown role: no proxy
+    TensorJob j{t.name,
+                is_head ? &head : nullptr,
+                is_head ? &head_h : nullptr,
+                is_head || !is_embd ? nullptr : &counts,  // unknown role: no proxy
+                is_embd ? nullptr : &X,
+                is_embd ? 0 : m.config.n_layer};
     s.tensors.push_back(measure_tensor(me, m, j, o, tick));
   }
-  // Validation of the proxy against the measured KLD.
+}
+
+// Rank correlations of the proxy (raw, and scaled per tensor as metric kProxy scales it) with
+// the measured KLD, over every entry whose KLD was measured.
+void validate_proxy(Sensitivity& s) {
   std::vector<double> kld, proxy, scaled;
   for (const auto& ts : s.tensors) {
     const SensitivityEntry& r = ts.entries[reference_entry(ts.entries, ts.rows * ts.K)];
@@ -390,9 +403,31 @@ Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const Sensitivi
       scaled.push_back(r.proxy > 0 ? e.proxy * r.kld / r.proxy : 0.0);
     }
   }
-  if (o.metric == SensitivityMetric::kKld) {
-    s.spearman_proxy = spearman(proxy, kld), s.spearman_scaled = spearman(scaled, kld);
+  s.spearman_proxy = spearman(proxy, kld), s.spearman_scaled = spearman(scaled, kld);
+}
+
+}  // namespace
+
+Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const SensitivityOptions& opts,
+                                const SensitivityProgress& progress) {
+  if (c.tokens.empty()) throw Error("sensitivity needs calibration text", {.field = "--calib"});
+  const auto t0 = std::chrono::steady_clock::now();
+  SensitivityOptions o = opts;
+  if (o.formats.empty()) o.formats = default_ladder();
+  int64_t total = 0, done = 0;
+  for (const auto& t : m.tensors) {
+    if (t.shape.size() >= 2) total += int64_t(variants_of(t, o).size());
   }
+  auto tick = [&] {
+    if (progress) progress(++done, total);
+  };
+  Measurer me(m, c, o);
+  me.base_pass();
+  Sensitivity s;
+  Activations X = me.embed_all();
+  measure_layers(me, m, o, X, s, tick);
+  measure_outside_layers(me, m, c, o, X, s, tick);
+  if (o.metric == SensitivityMetric::kKld) validate_proxy(s);
   s.method = method_name(measured_as(o.method));
   s.metric = o.metric == SensitivityMetric::kKld ? "kld" : "proxy";
   s.chunks = int64_t(c.tokens.size()), s.ctx = int64_t(c.tokens[0].size());
@@ -405,24 +440,37 @@ Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const Sensitivi
 // ---- Files ----
 
 namespace {
-Json number_or_null(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
+Json number_or_null(double v) {
+  return std::isfinite(v) ? Json(v) : Json(nullptr);
+}
 double number_or_nan(const Json& j, const char* key) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
 }
 }  // namespace
 
 void Sensitivity::save(const std::string& path) const {
-  Json j = {{"lowbit_sensitivity", 1}, {"model", model}, {"calib", calib}, {"method", method},
-            {"metric", metric}, {"chunks", chunks}, {"ctx", ctx}, {"parameters", params},
-            {"formats", formats}, {"spearman_proxy_kld", number_or_null(spearman_proxy)},
+  Json j = {{"lowbit_sensitivity", 1},
+            {"model", model},
+            {"calib", calib},
+            {"method", method},
+            {"metric", metric},
+            {"chunks", chunks},
+            {"ctx", ctx},
+            {"parameters", params},
+            {"formats", formats},
+            {"spearman_proxy_kld", number_or_null(spearman_proxy)},
             {"spearman_scaled_proxy_kld", number_or_null(spearman_scaled)},
-            {"seconds", seconds}, {"tensors", Json::array()}};
+            {"seconds", seconds},
+            {"tensors", Json::array()}};
   for (const auto& t : tensors) {
     Json jt = {{"name", t.name}, {"rows", t.rows}, {"K", t.K}, {"entries", Json::array()}};
     for (const auto& e : t.entries) {
-      jt["entries"].push_back({{"format", e.format.name()}, {"requested", e.requested},
-                               {"bytes", e.bytes}, {"kld", number_or_null(e.kld)},
-                               {"proxy", e.proxy}, {"cost", e.cost}});
+      jt["entries"].push_back({{"format", e.format.name()},
+                               {"requested", e.requested},
+                               {"bytes", e.bytes},
+                               {"kld", number_or_null(e.kld)},
+                               {"proxy", e.proxy},
+                               {"cost", e.cost}});
     }
     j["tensors"].push_back(jt);
   }
@@ -439,8 +487,8 @@ Sensitivity Sensitivity::load(const std::string& path) {
   try {
     const Json j = Json::parse(f);
     if (!j.is_object() || !j.contains("lowbit_sensitivity")) {
-      throw Error("not a lowbit sensitivity file", {.file = path,
-                  .expected = "the output of lowbit sensitivity"});
+      throw Error("not a lowbit sensitivity file",
+                  {.file = path, .expected = "the output of lowbit sensitivity"});
     }
     s.model = j.value("model", ""), s.calib = j.value("calib", "");
     s.method = j.value("method", ""), s.metric = j.value("metric", "");
@@ -451,21 +499,28 @@ Sensitivity Sensitivity::load(const std::string& path) {
     s.spearman_scaled = number_or_nan(j, "spearman_scaled_proxy_kld");
     s.seconds = j.value("seconds", 0.0);
     for (const auto& jt : j.at("tensors")) {
-      TensorSensitivity t{jt.at("name").get<std::string>(), jt.at("rows").get<int64_t>(),
-                          jt.at("K").get<int64_t>(), {}};
+      TensorSensitivity t{jt.at("name").get<std::string>(),
+                          jt.at("rows").get<int64_t>(),
+                          jt.at("K").get<int64_t>(),
+                          {}};
       for (const auto& je : jt.at("entries")) {
         const std::string fmt = je.at("format").get<std::string>();
         const std::optional<Format> fo = Format::find(fmt);
         if (!fo) {
-          throw Error("unknown format in the sensitivity file", {.file = path, .field = t.name,
-                      .found = fmt});
+          throw Error("unknown format in the sensitivity file",
+                      {.file = path, .field = t.name, .found = fmt});
         }
-        SensitivityEntry e{*fo, je.value("requested", std::vector<std::string>{}),
-                           je.at("bytes").get<uint64_t>(), number_or_nan(je, "kld"),
-                           je.value("proxy", 0.0), je.at("cost").get<double>()};
+        SensitivityEntry e{*fo,
+                           je.value("requested", std::vector<std::string>{}),
+                           je.at("bytes").get<uint64_t>(),
+                           number_or_nan(je, "kld"),
+                           je.value("proxy", 0.0),
+                           je.at("cost").get<double>()};
         if (!std::isfinite(e.cost) || e.cost < 0) {
-          throw Error("bad cost in the sensitivity file", {.file = path, .field = t.name,
-                      .expected = "a finite number >= 0", .found = std::to_string(e.cost)});
+          throw Error("bad cost in the sensitivity file", {.file = path,
+                                                           .field = t.name,
+                                                           .expected = "a finite number >= 0",
+                                                           .found = std::to_string(e.cost)});
         }
         t.entries.push_back(e);
       }
@@ -486,19 +541,22 @@ std::vector<TensorCandidates> candidates_of(const Sensitivity& s, const Model& m
     if (t.shape.size() < 2) continue;
     const auto it = by.find(t.name);
     if (it == by.end() || it->second->rows != t.rows() || it->second->K != t.row_length()) {
-      throw Error("the sensitivity file does not match the model", {.file = path, .field = t.name,
-                  .expected = std::to_string(t.rows()) + " x " + std::to_string(t.row_length()),
-                  .found = it == by.end() ? "no entry" : std::to_string(it->second->rows) + " x " +
-                                                         std::to_string(it->second->K)});
+      throw Error("the sensitivity file does not match the model",
+                  {.file = path,
+                   .field = t.name,
+                   .expected = std::to_string(t.rows()) + " x " + std::to_string(t.row_length()),
+                   .found = it == by.end() ? "no entry"
+                                           : std::to_string(it->second->rows) + " x " +
+                                                 std::to_string(it->second->K)});
     }
     TensorCandidates tc{t.name, t.rows() * t.row_length(), {}};
     for (const auto& e : it->second->entries) {
       if (!e.format.can_tile(t.row_length())) {
-        throw Error("a measured format cannot store this tensor", {.file = path, .field = t.name,
-                    .found = e.format.name()});
+        throw Error("a measured format cannot store this tensor",
+                    {.file = path, .field = t.name, .found = e.format.name()});
       }
-      tc.options.push_back({e.format, e.format.row_bytes(t.row_length()) * uint64_t(t.rows()),
-                            e.cost});
+      tc.options.push_back(
+          {e.format, e.format.row_bytes(t.row_length()) * uint64_t(t.rows()), e.cost});
     }
     if (tc.options.empty()) {
       throw Error("no candidates for a tensor", {.file = path, .field = t.name});
@@ -506,9 +564,10 @@ std::vector<TensorCandidates> candidates_of(const Sensitivity& s, const Model& m
     out.push_back(std::move(tc));
   }
   if (by.size() != out.size()) {
-    throw Error("the sensitivity file names tensors the model does not have", {.file = path,
-                .expected = std::to_string(out.size()) + " weight matrices",
-                .found = std::to_string(by.size())});
+    throw Error("the sensitivity file names tensors the model does not have",
+                {.file = path,
+                 .expected = std::to_string(out.size()) + " weight matrices",
+                 .found = std::to_string(by.size())});
   }
   return out;
 }

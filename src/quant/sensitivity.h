@@ -41,10 +41,10 @@ struct SensitivityEntry {
   Format format;                       // as stored (after fallback)
   std::vector<std::string> requested;  // the candidates that resolved to it
   uint64_t bytes = 0;
-  double kld = NAN;                    // mean KL(original || variant) per scored position; NaN if
-                                       // not measured
-  double proxy = 0;                    // mean squared layer-output error per token
-  double cost = 0;                     // what the planner minimises (nats of KLD, estimated)
+  double kld = NAN;  // mean KL(original || variant) per scored position; NaN if
+                     // not measured
+  double proxy = 0;  // mean squared layer-output error per token
+  double cost = 0;   // what the planner minimises (nats of KLD, estimated)
 };
 
 struct TensorSensitivity {
@@ -56,10 +56,10 @@ struct TensorSensitivity {
 struct Sensitivity {
   std::string model, calib, method, metric;
   int64_t chunks = 0, ctx = 0, params = 0;
-  std::vector<std::string> formats;   // the candidates asked for
+  std::vector<std::string> formats;  // the candidates asked for
   std::vector<TensorSensitivity> tensors;
-  double spearman_proxy = NAN;        // rank correlation of E and KLD over all measured entries
-  double spearman_scaled = NAN;       // ... of the per-tensor scaled E (metric kProxy's cost)
+  double spearman_proxy = NAN;   // rank correlation of E and KLD over all measured entries
+  double spearman_scaled = NAN;  // ... of the per-tensor scaled E (metric kProxy's cost)
   double seconds = 0;
 
   void save(const std::string& path) const;
