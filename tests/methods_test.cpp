@@ -18,18 +18,11 @@
 namespace lowbit {
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 TEST(Methods, GptqAndAwqBeatImatrixWhichBeatsRtn) {
   const std::string p = test::fixture("models/stories260K/stories260K.bin");
   LOWBIT_REQUIRE_FIXTURE(p);
   const Model m = Model::load(p);
-  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt"));
   const std::string calib_text = text.substr(0, 60000), eval_text = text.substr(200000, 80000);
   const Chunks calib = chunk_text(m, calib_text, {.ctx = 128, .chunks = 8});
   const EvalOptions eo{.ctx = 128, .chunks = 24};
@@ -64,7 +57,7 @@ TEST(Methods, ImatrixFileRoundTripsAndDrivesQuantization) {
   const std::string p = test::fixture("models/stories260K/stories260K.bin");
   LOWBIT_REQUIRE_FIXTURE(p);
   const Model m = Model::load(p);
-  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt"));
   const Chunks calib = chunk_text(m, text.substr(0, 40000), {.ctx = 128, .chunks = 8});
   const Calibration cal = calibrate(m, calib, 128, false);
   EXPECT_EQ(cal.size(), 5u * 4 + 1);  // 4 input groups per layer + the head
@@ -104,7 +97,7 @@ TEST(Methods, AwqAndSmoothQuantFoldsPreserveTheFunction) {
   const std::string p = test::fixture("models/stories260K/stories260K.bin");
   LOWBIT_REQUIRE_FIXTURE(p);
   const Model m = Model::load(p);
-  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt"));
   const Chunks calib = chunk_text(m, text.substr(0, 40000), {.ctx = 128, .chunks = 6});
   const EvalOptions eo{.ctx = 128, .chunks = 8};
   const Chunks eval = chunk_text(m, text.substr(300000, 40000), eo);

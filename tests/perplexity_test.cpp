@@ -16,13 +16,6 @@
 namespace lowbit {
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 TEST(Chunking, FollowsLlamaCppAndTheScoreAllConvention) {
   std::vector<int32_t> text;
   for (int i = 0; i < 23; ++i) text.push_back(10 + i);
@@ -57,7 +50,7 @@ class Stories : public ::testing::Test {
       GTEST_SKIP() << "fixture missing";
     }
     m_ = Model::load(path_);
-    text = slurp(text_);
+    text = test::slurp(text_);
   }
   std::string path_, text_, text;
   Model m_;
@@ -138,7 +131,7 @@ TEST_F(Stories, BadLogitsFilesAreRejectedWithTheFileNamed) {
   const EvalOptions o{.ctx = 64, .chunks = 2};
   const std::string good = ::testing::TempDir() + "/good.logits";
   collect_base_logits(m_, chunk_text(m_, text, o), o, 8).save(good);
-  const std::string bytes = slurp(good);
+  const std::string bytes = test::slurp(good);
   auto expect_bad = [&](std::string b, const std::string& what) {
     const std::string p = ::testing::TempDir() + "/bad.logits";
     std::ofstream(p, std::ios::binary) << b;

@@ -19,13 +19,6 @@
 namespace lowbit {
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 struct CliRun {
   int rc;
   std::string out;
@@ -61,7 +54,7 @@ class MixStories : public ::testing::Test {
     const std::string t = test::fixture("text/tinystories-valid-head.txt");
     if (!std::filesystem::exists(p) || !std::filesystem::exists(t)) return;
     model_ = new Model(Model::load(p));
-    const Chunks c = chunk_text(*model_, slurp(t).substr(0, 20000), {.ctx = 64, .chunks = 2});
+    const Chunks c = chunk_text(*model_, test::slurp(t).substr(0, 20000), {.ctx = 64, .chunks = 2});
     SensitivityOptions o{.formats = parse_format_list("int3_g32,int4_g32,q8_0")};
     sens_ = new Sensitivity(measure_sensitivity(*model_, c, o));
   }

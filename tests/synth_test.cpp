@@ -17,6 +17,7 @@
 #include "lowbit/model.h"
 #include "lowbit/threads.h"
 #include "quant/quantize.h"
+#include "test_util.h"
 
 namespace lowbit {
 namespace {
@@ -43,11 +44,6 @@ SynthOptions typed(const char* type, uint64_t seed = 0) {
   SynthOptions o;
   o.type = Format::parse(type), o.seed = seed;
   return o;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
 std::vector<float> values(const ModelTensor& t) {
@@ -130,7 +126,7 @@ TEST(Synth, DeterministicPerSeedAcrossThreadsAndFormats) {
   write_synth_model(tiny(), tmp("c.gguf"), typed("f32", 8));
   write_synth_model(tiny(), tmp("d.gguf"), typed("f16", 7));
   set_threads(0);
-  EXPECT_EQ(slurp(tmp("a.gguf")), slurp(tmp("b.gguf")));
+  EXPECT_EQ(test::slurp(tmp("a.gguf")), test::slurp(tmp("b.gguf")));
   const Model a = Model::load(tmp("a.gguf")), c = Model::load(tmp("c.gguf")),
               h = Model::load(tmp("d.gguf"));
   const ModelTensor *ta = a.find("blk.1.ffn_up.weight"), *tc = c.find("blk.1.ffn_up.weight"),

@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,12 @@ namespace lowbit::test {
 inline std::filesystem::path fixtures() {
   if (const char* env = std::getenv("LOWBIT_FIXTURES")) return env;
   return std::filesystem::path(LOWBIT_SOURCE_DIR) / ".." / "shared" / "fixtures";
+}
+
+// The whole file as bytes (empty if it cannot be read).
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
 // Path of a fixture file (may not exist; see LOWBIT_REQUIRE_FIXTURE).

@@ -18,13 +18,6 @@
 namespace lowbit {
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 TEST(Tokenizer, Tok512GoldenIds) {
   const std::string p = test::fixture("models/stories260K/tok512.bin");
   LOWBIT_REQUIRE_FIXTURE(p);
@@ -33,7 +26,7 @@ TEST(Tokenizer, Tok512GoldenIds) {
   EXPECT_EQ(t.encode("Once upon a time, there was a little girl named Lily.", false),
             (std::vector<int32_t>{403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
                                   317, 426}));
-  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt"));
   const auto ids = t.encode(text.substr(0, 2000), false);
   ASSERT_GE(ids.size(), 16u);
   EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + 16),
@@ -46,7 +39,7 @@ TEST(Tokenizer, LlamaSpmVocabularyPassesLlamaCppTestCases) {
   LOWBIT_REQUIRE_FIXTURE(g);
   const TokenizerData d = load_gguf_tokenizer(g);
   const Tokenizer t(d);
-  const std::string inp = slurp(g + ".inp"), out = slurp(g + ".out");
+  const std::string inp = test::slurp(g + ".inp"), out = test::slurp(g + ".out");
   const std::string sep = "\n__ggml_vocab_test__\n";
   std::vector<std::string> cases;
   for (size_t b = 0;;) {
@@ -79,7 +72,7 @@ TEST(Tokenizer, DecodeOfEncodeIsIdentityOnTheFixtureTexts) {
   const TokenizerData d = load_tokenizer(p, 512);
   const Tokenizer t(d);
   for (const char* f : {"text/tinystories-valid-head.txt", "text/wikitext2-test.raw"}) {
-    const std::string text = slurp(test::fixture(f)).substr(0, 20000);
+    const std::string text = test::slurp(test::fixture(f)).substr(0, 20000);
     EXPECT_EQ(t.decode(t.encode(text, false)), text) << f;
   }
 }
@@ -199,7 +192,7 @@ TEST_F(TokenizerHfBpe, MatchesNaiveBpeOnSentences) {
 }
 
 TEST_F(TokenizerHfBpe, MatchesNaiveBpeOnTheFixtureText) {
-  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt")).substr(0, 20000);
+  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt")).substr(0, 20000);
   ASSERT_EQ(text.size(), 20000u);
   const Tokenizer t(d_);
   const NaiveBpe naive(d_);
@@ -247,7 +240,7 @@ TEST_F(TokenizerHfBpe, BosUnknownAndSpecialTokens) {
 
 TEST_F(TokenizerHfBpe, DecodeOfEncodeIsIdentityOnTheWholeFixtureText) {
   const Tokenizer t(d_);
-  const std::string raw = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const std::string raw = test::slurp(test::fixture("text/tinystories-valid-head.txt"));
   // The text has a few characters the vocabulary lacks (mojibake, '/'): they can only be unk.
   std::map<std::string, int32_t> vocab;
   for (size_t i = 0; i < d_.tokens.size(); ++i) vocab[d_.tokens[i]] = int32_t(i);
@@ -274,7 +267,7 @@ TEST(Tokenizer, EncodesTheWholeFixtureTextQuickly) {
   LOWBIT_REQUIRE_FIXTURE(p);
   const TokenizerData d = load_tokenizer(p, 512);
   const Tokenizer t(d);
-  const std::string text = slurp(test::fixture("text/tinystories-valid-head.txt"));
+  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt"));
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = t.encode(text, false);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -429,7 +422,7 @@ TEST(TokenizerByteLevel, DecodeOfEncodeIsIdentityForAnyBytes) {
 TEST(TokenizerByteLevel, FixtureTextRoundTrips) {
   const std::string p = test::fixture("text/tinystories-valid-head.txt");
   LOWBIT_REQUIRE_FIXTURE(p);
-  const std::string text = slurp(p);
+  const std::string text = test::slurp(p);
   const TokenizerData d = byte_level_vocab("llama3");
   const Tokenizer t(d);
   const auto t0 = std::chrono::steady_clock::now();
