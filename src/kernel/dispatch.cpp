@@ -27,6 +27,10 @@ uint64_t xcr0() {
 
 CpuFeatures detect() {
   CpuFeatures f;
+#ifdef LOWBIT_REF_KERNELS_ONLY
+  // Built without the SIMD tiers (the fuzz build, which exercises parsers, not kernels).
+  return f;
+#endif
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
@@ -118,10 +122,15 @@ const KernelSet& kernels_for(Isa isa) {
   switch (isa) {
     case Isa::kRef:
       return ref_kernels();
+#ifndef LOWBIT_REF_KERNELS_ONLY
     case Isa::kAvx2:
       return avx2_kernels();
     case Isa::kAvx512:
       return avx512_kernels();
+#else
+    default:
+      break;
+#endif
   }
   return ref_kernels();
 }
