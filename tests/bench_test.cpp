@@ -4,8 +4,6 @@
 // (Speeds are measured by benchmarks, never asserted: only their sanity is checked here.)
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -15,12 +13,16 @@
 #include "io/synth.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
+#include "test_util.h"
 
 namespace lowbit {
 namespace {
 
-std::string tmp(const std::string& name) {
-  return ::testing::TempDir() + "/bench_test_" + name;
+using test::CliRun;
+using test::run_cli;
+
+std::string bench_tmp(const std::string& name) {
+  return test::tmp_path("bench_test", name);
 }
 
 std::string tiny_model(const std::string& name, bool tied) {
@@ -29,7 +31,7 @@ std::string tiny_model(const std::string& name, bool tied) {
   c.n_ctx_train = 64, c.tied_output = tied;
   SynthOptions o;
   o.type = Format::parse("q8_0");
-  const std::string p = tmp(name);
+  const std::string p = bench_tmp(name);
   write_synth_model(c, p, o);
   return p;
 }
@@ -104,23 +106,8 @@ TEST(Bench, BandwidthProbeReadsItsBufferAndIsPositive) {
   EXPECT_LE(p.median(), p.max());
 }
 
-struct CliRun {
-  int rc;
-  std::string out;
-};
-
-CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(LOWBIT_CLI) + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t k = fread(buf.data(), 1, buf.size(), f)) out.append(buf.data(), k);
-  const int status = pclose(f);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
-}
-
 TEST(Bench, CliSynthThenBenchJson) {
-  const std::string p = tmp("cli.gguf");
+  const std::string p = bench_tmp("cli.gguf");
   const CliRun s = run_cli(
       "synth --dim 64 --ff 128 --layers 2 --heads 4 --kv-heads 2 "
       "--vocab 300 --ctx 64 --type q8_0 --seed 3 --json -o " +
@@ -139,12 +126,12 @@ TEST(Bench, CliSynthThenBenchJson) {
   EXPECT_GT(j["bandwidth"]["after"]["tg_limit_tokens_per_second"].get<double>(), 0);
   EXPECT_GT(j["bandwidth"]["before"]["fraction_of_limit"].get<double>(), 0);
 
-  const CliRun bad =
-      run_cli("synth --dim 64 --ff 128 --layers 2 --heads 3 --vocab 300 -o " + tmp("bad.gguf"));
+  const CliRun bad = run_cli("synth --dim 64 --ff 128 --layers 2 --heads 3 --vocab 300 -o " +
+                             bench_tmp("bad.gguf"));
   EXPECT_EQ(bad.rc, 1) << bad.out;
   EXPECT_NE(bad.out.find("--heads"), std::string::npos) << bad.out;
   EXPECT_EQ(run_cli("bench").rc, 1);
-  EXPECT_EQ(run_cli("synth --shape nonesuch -o " + tmp("bad.gguf")).rc, 1);
+  EXPECT_EQ(run_cli("synth --shape nonesuch -o " + bench_tmp("bad.gguf")).rc, 1);
 }
 
 }  // namespace

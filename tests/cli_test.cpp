@@ -2,14 +2,14 @@
 // bad input exits 1 with a message naming the file, and nothing crashes.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <sstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
+#include <sstream>
 
 #include "io/gguf.h"
 #include "test_util.h"
@@ -17,21 +17,8 @@
 namespace lowbit {
 namespace {
 
-struct CliRun {
-  int rc;
-  std::string out;
-};
-
-// stdout and stderr together, or stdout alone (for --json output).
-CliRun run_cli(const std::string& args, bool with_stderr = true) {
-  const std::string cmd = std::string(LOWBIT_CLI) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
-}
+using test::CliRun;
+using test::run_cli;
 
 TEST(Cli, InspectJsonAgreesWithTheFile) {
   const std::string p = test::fixture("models/stories260K/stories260K.gguf");
@@ -87,8 +74,9 @@ TEST(Cli, RunAndQuantize) {
   LOWBIT_REQUIRE_FIXTURE(p);
   const CliRun r = run_cli("run -m " + p + " -n 40 --temp 0 -t 1");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play", 0),
-            0u) << r.out;
+  EXPECT_EQ(
+      r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play", 0), 0u)
+      << r.out;
   EXPECT_NE(r.out.find("prompt: 1 tokens"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("generation: "), std::string::npos) << r.out;
   // A prompt is echoed and continued; the same seed gives the same sampled text.
@@ -102,7 +90,8 @@ TEST(Cli, RunAndQuantize) {
   const CliRun qz = run_cli("quantize -m " + p + " -o " + q + " --type q4_0");
   ASSERT_EQ(qz.rc, 0) << qz.out;
   EXPECT_NE(qz.out.find("blk.0.ffn_down.weight: rows of 172 do not tile into q4_0 blocks -> f16"),
-            std::string::npos) << qz.out;
+            std::string::npos)
+      << qz.out;
   const CliRun rq = run_cli("run -m " + q + " -n 16 --temp 0");
   ASSERT_EQ(rq.rc, 0) << rq.out;
   EXPECT_EQ(rq.out.rfind("Once upon a time", 0), 0u) << rq.out;
@@ -132,7 +121,8 @@ TEST(Cli, RunRejectsBadInputClearly) {
   EXPECT_NE(arch.out.find("unsupported architecture"), std::string::npos) << arch.out;
   EXPECT_NE(arch.out.find("bloom"), std::string::npos) << arch.out;
   // Context overflow: a prompt longer than -c.
-  const CliRun over = run_cli("run -m " + p + " -c 8 -p \"Once upon a time, there was a little "
+  const CliRun over = run_cli("run -m " + p +
+                              " -c 8 -p \"Once upon a time, there was a little "
                               "girl named Lily and she liked to play\"");
   EXPECT_EQ(over.rc, 1) << over.out;
   EXPECT_NE(over.out.find("context overflow"), std::string::npos) << over.out;
@@ -148,8 +138,10 @@ TEST(Cli, PerplexityAndCompare) {
   const std::string p = test::fixture("models/stories260K/stories260K.bin");
   const std::string t = test::fixture("text/tinystories-valid-head.txt");
   LOWBIT_REQUIRE_FIXTURE(p);
-  const CliRun golden = run_cli("perplexity -m " + p + " -f " + t + " -c 256 --score-all "
-                                "--chunks 4 --json", false);
+  const CliRun golden = run_cli("perplexity -m " + p + " -f " + t +
+                                    " -c 256 --score-all "
+                                    "--chunks 4 --json",
+                                false);
   ASSERT_EQ(golden.rc, 0) << golden.out;
   const auto g = nlohmann::json::parse(golden.out);
   EXPECT_NEAR(g["nll_mean"].get<double>(), 1.487395, 2e-6);
@@ -159,12 +151,13 @@ TEST(Cli, PerplexityAndCompare) {
   ASSERT_EQ(run_cli("convert " + p + " -o " + dir + "/c_f16.gguf --type f16").rc, 0);
   ASSERT_EQ(run_cli("quantize -m " + p + " -o " + dir + "/c_q4.gguf --type q4_0").rc, 0);
   const std::string eval = " -f " + t + " -c 64 --chunks 3";
-  const CliRun base = run_cli("perplexity -m " + dir + "/c_q4.gguf --base " + p + eval +
-                              " --json", false);
+  const CliRun base =
+      run_cli("perplexity -m " + dir + "/c_q4.gguf --base " + p + eval + " --json", false);
   ASSERT_EQ(base.rc, 0) << base.out;
   ASSERT_EQ(run_cli("perplexity -m " + p + eval + " --save-logits " + dir + "/c.logits").rc, 0);
-  const CliRun stored = run_cli("perplexity -m " + dir + "/c_q4.gguf --logits " + dir +
-                                "/c.logits" + eval + " --json", false);
+  const CliRun stored = run_cli(
+      "perplexity -m " + dir + "/c_q4.gguf --logits " + dir + "/c.logits" + eval + " --json",
+      false);
   ASSERT_EQ(stored.rc, 0) << stored.out;
   const auto jb = nlohmann::json::parse(base.out), js = nlohmann::json::parse(stored.out);
   EXPECT_TRUE(js["exact"].get<bool>());
@@ -172,8 +165,8 @@ TEST(Cli, PerplexityAndCompare) {
               1e-4 * jb["kld"]["mean"].get<double>());
   EXPECT_EQ(js["top1"].get<double>(), jb["top1"].get<double>());
 
-  const CliRun cmp = run_cli("compare " + p + " " + dir + "/c_f16.gguf " + dir + "/c_q4.gguf" +
-                             eval + " --csv", false);
+  const CliRun cmp = run_cli(
+      "compare " + p + " " + dir + "/c_f16.gguf " + dir + "/c_q4.gguf" + eval + " --csv", false);
   ASSERT_EQ(cmp.rc, 0) << cmp.out;
   std::vector<std::vector<std::string>> rows;
   std::stringstream lines(cmp.out);
@@ -211,16 +204,20 @@ TEST(Cli, CalibrateAndQuantizeWithMethods) {
   EXPECT_EQ(g.get_string("general.type"), "imatrix");
   ASSERT_NE(g.find_tensor("blk.4.ffn_down.weight.in_sum2"), nullptr);
   EXPECT_EQ(g.find_tensor("blk.4.ffn_down.weight.in_sum2")->ne[0], 172);
-  const CliRun im = run_cli("quantize -m " + p + " -o " + dir + "/s_im.gguf --type q4_0 --method "
-                            "imatrix --imatrix " + dir + "/s.imatrix");
+  const CliRun im = run_cli("quantize -m " + p + " -o " + dir +
+                            "/s_im.gguf --type q4_0 --method "
+                            "imatrix --imatrix " +
+                            dir + "/s.imatrix");
   ASSERT_EQ(im.rc, 0) << im.out;
-  const CliRun no_text = run_cli("quantize -m " + p + " -o " + dir + "/s_g.gguf --type q4_0 "
+  const CliRun no_text = run_cli("quantize -m " + p + " -o " + dir +
+                                 "/s_g.gguf --type q4_0 "
                                  "--method gptq");
   EXPECT_EQ(no_text.rc, 1) << no_text.out;
   EXPECT_NE(no_text.out.find("needs calibration text"), std::string::npos) << no_text.out;
-  const CliRun gq = run_cli("quantize -m " + p + " -o " + dir + "/s_g.gguf --type int4_g32 "
-                            "--method gptq --act-order --calib " + t +
-                            " --calib-tokens 1024 --ctx 128");
+  const CliRun gq = run_cli("quantize -m " + p + " -o " + dir +
+                            "/s_g.gguf --type int4_g32 "
+                            "--method gptq --act-order --calib " +
+                            t + " --calib-tokens 1024 --ctx 128");
   ASSERT_EQ(gq.rc, 0) << gq.out;
   EXPECT_NE(gq.out.find("gptq int4_g32"), std::string::npos) << gq.out;
   const CliRun run = run_cli("run -m " + dir + "/s_g.gguf -n 12 --temp 0");

@@ -19,14 +19,18 @@
 namespace lowbit {
 namespace {
 
-uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
+uint32_t bits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
 
 // Independent fp16 reference: the compiler's _Float16 conversions (IEEE, round to nearest even).
 uint16_t ref_f32_to_fp16(float f) {
   const _Float16 h = static_cast<_Float16>(f);
   return std::bit_cast<uint16_t>(h);
 }
-float ref_fp16_to_f32(uint16_t u) { return static_cast<float>(std::bit_cast<_Float16>(u)); }
+float ref_fp16_to_f32(uint16_t u) {
+  return static_cast<float>(std::bit_cast<_Float16>(u));
+}
 
 TEST(Half, Fp16ToF32ExhaustiveMatchesIeee) {
   for (uint32_t u = 0; u < 65536; ++u) {
@@ -64,8 +68,9 @@ TEST(Half, F32ToFp16RoundsToNearestEvenEverywhere) {
       }
     }
   }
-  for (float v : {65504.0f, 65519.99f, 65520.0f, 1e10f, std::numeric_limits<float>::infinity(),
-                  1e-10f, 2.98e-8f, 2.9802322e-8f, 5.96e-8f, std::numeric_limits<float>::denorm_min()}) {
+  for (float v :
+       {65504.0f, 65519.99f, 65520.0f, 1e10f, std::numeric_limits<float>::infinity(), 1e-10f,
+        2.98e-8f, 2.9802322e-8f, 5.96e-8f, std::numeric_limits<float>::denorm_min()}) {
     EXPECT_EQ(f32_to_fp16(v), ref_f32_to_fp16(v)) << v;
     EXPECT_EQ(f32_to_fp16(-v), ref_f32_to_fp16(-v)) << v;
   }
@@ -131,9 +136,7 @@ TEST(Error, MessageNamesFileFieldOffsetExpectedFound) {
 
 TEST(MappedFile, MapsContentsEmptyFilesAndRejectsMissing) {
   const std::string path = ::testing::TempDir() + "/lowbit_mapped.bin";
-  {
-    std::ofstream(path, std::ios::binary) << "hello";
-  }
+  { std::ofstream(path, std::ios::binary) << "hello"; }
   MappedFile f(path);
   ASSERT_EQ(f.size(), 5u);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(f.data()), 5), "hello");
@@ -157,9 +160,10 @@ TEST(Threads, ParallelForCoversRangeOnceAndRethrows) {
     });
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << n << " " << i;
   }
-  EXPECT_THROW(parallel_for(1000, 1, [](int64_t b, int64_t) {
-                 if (b > 0) throw Error("worker failed");
-               }),
+  EXPECT_THROW(parallel_for(1000, 1,
+                            [](int64_t b, int64_t) {
+                              if (b > 0) throw Error("worker failed");
+                            }),
                Error);
   set_threads(0);
 }

@@ -6,16 +6,16 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 
 #include "engine/llama.h"
 #include "engine/tokenizer.h"
 #include "io/gguf.h"
-#include "quant/quantize.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "lowbit/threads.h"
+#include "quant/quantize.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -100,11 +100,13 @@ TEST(Engine, BatchedEvaluationMatchesTokenByToken) {
   LlamaEngine b2(m, 64, 16);
   const std::vector<float> last = b2.eval(toks.data(), n - 1, 0);
   for (int64_t v = 0; v < V; ++v) {
-    ASSERT_NEAR(last[size_t(v)], want[size_t((n - 2) * V + v)], 1e-5 * (1 + std::fabs(last[size_t(v)])));
+    ASSERT_NEAR(last[size_t(v)], want[size_t((n - 2) * V + v)],
+                1e-5 * (1 + std::fabs(last[size_t(v)])));
   }
   const std::vector<float> next = b2.forward(toks[size_t(n - 1)], n - 1);
   for (int64_t v = 0; v < V; ++v) {
-    ASSERT_NEAR(next[size_t(v)], want[size_t((n - 1) * V + v)], 1e-5 * (1 + std::fabs(next[size_t(v)])));
+    ASSERT_NEAR(next[size_t(v)], want[size_t((n - 1) * V + v)],
+                1e-5 * (1 + std::fabs(next[size_t(v)])));
   }
   EXPECT_THROW(b2.eval(toks.data(), 30, 40), Error);  // 40 + 30 > 64
 }
@@ -144,7 +146,8 @@ TEST(Engine, NeoxRopeOnUnpermutedRowsEqualsLlamaRopeOnPermutedRows) {
   LlamaEngine c(wrong, 16);
   const std::vector<float> lc = c.eval(toks.data(), int64_t(toks.size()), 0, true);
   double diff_wrong = 0;
-  for (size_t i = 0; i < la.size(); ++i) diff_wrong = std::max(diff_wrong, double(std::fabs(la[i] - lc[i])));
+  for (size_t i = 0; i < la.size(); ++i)
+    diff_wrong = std::max(diff_wrong, double(std::fabs(la[i] - lc[i])));
   EXPECT_GT(diff_wrong, 1e-2 * max_abs);
 }
 
@@ -175,7 +178,12 @@ TEST(Engine, QuantizedModelsRunAndStayCloseToTheOriginal) {
   text << f.rdbuf();
   std::vector<int32_t> toks = Tokenizer(m.tokenizer).encode(text.str().substr(0, 4000), true);
   toks.resize(256);
-  struct Case { const char* type; FallbackPolicy fb; const char* down; double min_top1; };
+  struct Case {
+    const char* type;
+    FallbackPolicy fb;
+    const char* down;
+    double min_top1;
+  };
   // Bands: Q8_0 is nearly lossless; 4-bit on a 64-wide model loses more but stays coherent.
   for (const Case c : {Case{"q8_0", FallbackPolicy::kAuto, "f16", 0.95},
                        Case{"q4_0", FallbackPolicy::kAuto, "f16", 0.6},
@@ -184,9 +192,12 @@ TEST(Engine, QuantizedModelsRunAndStayCloseToTheOriginal) {
     const std::string out = ::testing::TempDir() + "/engine_" + c.type + c.down + ".gguf";
     const auto plan = quantize_model(m, out, {.type = Format::parse(c.type), .fallback = c.fb});
     for (const auto& t : plan) {
-      if (t.name.find("ffn_down") != std::string::npos) EXPECT_EQ(t.to.name(), c.down);
-      else if (t.name.find("norm") != std::string::npos) EXPECT_EQ(t.to.name(), "f32");
-      else EXPECT_EQ(t.to.name(), c.type) << t.name;
+      if (t.name.find("ffn_down") != std::string::npos)
+        EXPECT_EQ(t.to.name(), c.down);
+      else if (t.name.find("norm") != std::string::npos)
+        EXPECT_EQ(t.to.name(), "f32");
+      else
+        EXPECT_EQ(t.to.name(), c.type) << t.name;
     }
     const Model q = Model::load(out);
     EXPECT_EQ(q.find("blk.0.attn_q.weight")->format.name(), c.type);

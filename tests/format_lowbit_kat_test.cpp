@@ -60,8 +60,8 @@ TEST(LowbitKat, Nf4AndDoubleQuantizedNf4) {
   // nf4: {fp16 2, 32 bytes}: value i < 32 in the low nibble of byte i, value i >= 32 high.
   std::vector<uint8_t> b(2 + 32, 0);
   put_fp16(b, 0, 2.0f);
-  b[2 + 0] = 0xF0;   // value 0 -> code 0 (-1), value 32 -> code 15 (+1)
-  b[2 + 1] = 0x87;   // value 1 -> code 7 (0),  value 33 -> code 8 (0.0795803)
+  b[2 + 0] = 0xF0;  // value 0 -> code 0 (-1), value 32 -> code 15 (+1)
+  b[2 + 1] = 0x87;  // value 1 -> code 7 (0),  value 33 -> code 8 (0.0795803)
   const auto y = decode("nf4", b, 64);
   EXPECT_EQ(y[0], -2.0f);
   EXPECT_EQ(y[32], 2.0f);

@@ -26,42 +26,63 @@ enum class Grid { kInt, kAffine, kAffineIntZero, kCodebook, kSign };
 struct Spec {
   const char* name;
   Grid grid;
-  int lo, hi;          // kInt: integer levels lo..hi; kAffine: 0..hi
-  int block;           // elements sharing one (float) scale in the naive quantizer; 0 = row
-  const float* book;   // kCodebook: 16 ascending values
-  int levels() const { return grid == Grid::kSign ? 2 : grid == Grid::kCodebook ? 16 : hi - lo + 1; }
+  int lo, hi;         // kInt: integer levels lo..hi; kAffine: 0..hi
+  int block;          // elements sharing one (float) scale in the naive quantizer; 0 = row
+  const float* book;  // kCodebook: 16 ascending values
+  int levels() const {
+    return grid == Grid::kSign ? 2 : grid == Grid::kCodebook ? 16 : hi - lo + 1;
+  }
 };
 
 // QLoRA's NF4 (Dettmers et al. 2023, appendix) and ggml's IQ4_NL grid, written out here again so
 // the naive reference shares nothing with src/.
-constexpr float kNf4[16] = {-1.0f, -0.6961928f, -0.5250731f, -0.3949175f, -0.2844414f,
-                            -0.1847734f, -0.0910500f, 0.0f, 0.0795803f, 0.1609302f, 0.2461123f,
-                            0.3379152f, 0.4407098f, 0.5626170f, 0.7229568f, 1.0f};
-constexpr float kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+constexpr float kNf4[16] = {
+    -1.0f,      -0.6961928f, -0.5250731f, -0.3949175f, -0.2844414f, -0.1847734f, -0.0910500f, 0.0f,
+    0.0795803f, 0.1609302f,  0.2461123f,  0.3379152f,  0.4407098f,  0.5626170f,  0.7229568f,  1.0f};
+constexpr float kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                            1,    13,   25,  38,  53,  69,  89,  113};
 
 const Spec kSpecs[] = {
-    {"q8_0", Grid::kInt, -127, 127, 32, nullptr},  {"q5_0", Grid::kInt, -16, 15, 32, nullptr},
-    {"q5_1", Grid::kAffine, 0, 31, 32, nullptr},   {"q4_0", Grid::kInt, -8, 7, 32, nullptr},
-    {"q4_1", Grid::kAffine, 0, 15, 32, nullptr},   {"iq4_nl", Grid::kCodebook, 0, 15, 32, kIq4},
-    {"q6_k", Grid::kInt, -32, 31, 16, nullptr},    {"q5_k", Grid::kAffine, 0, 31, 32, nullptr},
-    {"q4_k", Grid::kAffine, 0, 15, 32, nullptr},   {"q3_k", Grid::kInt, -4, 3, 16, nullptr},
-    {"q2_k", Grid::kAffine, 0, 3, 16, nullptr},    {"iq4_xs", Grid::kCodebook, 0, 15, 32, kIq4},
-    {"tq2_0", Grid::kInt, -1, 1, 256, nullptr},    {"tq1_0", Grid::kInt, -1, 1, 256, nullptr},
-    {"nf4", Grid::kCodebook, 0, 15, 64, kNf4},     {"nf4_dq", Grid::kCodebook, 0, 15, 64, kNf4},
-    {"bin1", Grid::kSign, 0, 1, 64, nullptr},      {"int8", Grid::kInt, -128, 127, 0, nullptr},
-    {"int6_g32", Grid::kInt, -32, 31, 32, nullptr}, {"int5_g32", Grid::kInt, -16, 15, 32, nullptr},
-    {"int4_g32", Grid::kInt, -8, 7, 32, nullptr},  {"int4_g32_asym", Grid::kAffineIntZero, 0, 15, 32, nullptr},
-    {"int4_g128", Grid::kInt, -8, 7, 128, nullptr}, {"int4_g100_asym", Grid::kAffineIntZero, 0, 15, 100, nullptr},
-    {"int3_g32", Grid::kInt, -4, 3, 32, nullptr},  {"int3_g32_asym", Grid::kAffineIntZero, 0, 7, 32, nullptr},
-    {"int2_g32", Grid::kInt, -2, 1, 32, nullptr},  {"int2_g32_asym", Grid::kAffineIntZero, 0, 3, 32, nullptr},
-    {"int6_g32_asym", Grid::kAffineIntZero, 0, 63, 32, nullptr}, {"int5_g48_asym", Grid::kAffineIntZero, 0, 31, 48, nullptr},
+    {"q8_0", Grid::kInt, -127, 127, 32, nullptr},
+    {"q5_0", Grid::kInt, -16, 15, 32, nullptr},
+    {"q5_1", Grid::kAffine, 0, 31, 32, nullptr},
+    {"q4_0", Grid::kInt, -8, 7, 32, nullptr},
+    {"q4_1", Grid::kAffine, 0, 15, 32, nullptr},
+    {"iq4_nl", Grid::kCodebook, 0, 15, 32, kIq4},
+    {"q6_k", Grid::kInt, -32, 31, 16, nullptr},
+    {"q5_k", Grid::kAffine, 0, 31, 32, nullptr},
+    {"q4_k", Grid::kAffine, 0, 15, 32, nullptr},
+    {"q3_k", Grid::kInt, -4, 3, 16, nullptr},
+    {"q2_k", Grid::kAffine, 0, 3, 16, nullptr},
+    {"iq4_xs", Grid::kCodebook, 0, 15, 32, kIq4},
+    {"tq2_0", Grid::kInt, -1, 1, 256, nullptr},
+    {"tq1_0", Grid::kInt, -1, 1, 256, nullptr},
+    {"nf4", Grid::kCodebook, 0, 15, 64, kNf4},
+    {"nf4_dq", Grid::kCodebook, 0, 15, 64, kNf4},
+    {"bin1", Grid::kSign, 0, 1, 64, nullptr},
+    {"int8", Grid::kInt, -128, 127, 0, nullptr},
+    {"int6_g32", Grid::kInt, -32, 31, 32, nullptr},
+    {"int5_g32", Grid::kInt, -16, 15, 32, nullptr},
+    {"int4_g32", Grid::kInt, -8, 7, 32, nullptr},
+    {"int4_g32_asym", Grid::kAffineIntZero, 0, 15, 32, nullptr},
+    {"int4_g128", Grid::kInt, -8, 7, 128, nullptr},
+    {"int4_g100_asym", Grid::kAffineIntZero, 0, 15, 100, nullptr},
+    {"int3_g32", Grid::kInt, -4, 3, 32, nullptr},
+    {"int3_g32_asym", Grid::kAffineIntZero, 0, 7, 32, nullptr},
+    {"int2_g32", Grid::kInt, -2, 1, 32, nullptr},
+    {"int2_g32_asym", Grid::kAffineIntZero, 0, 3, 32, nullptr},
+    {"int6_g32_asym", Grid::kAffineIntZero, 0, 63, 32, nullptr},
+    {"int5_g48_asym", Grid::kAffineIntZero, 0, 31, 48, nullptr},
 };
 
-void PrintTo(const Spec& s, std::ostream* os) { *os << s.name; }
+void PrintTo(const Spec& s, std::ostream* os) {
+  *os << s.name;
+}
 
 float nearest_in(const float* book, float v) {
   float best = book[0];
-  for (int k = 1; k < 16; ++k) if (std::fabs(book[k] - v) < std::fabs(best - v)) best = book[k];
+  for (int k = 1; k < 16; ++k)
+    if (std::fabs(book[k] - v) < std::fabs(best - v)) best = book[k];
   return best;
 }
 
@@ -91,7 +112,8 @@ std::vector<float> naive(const Spec& s, const std::vector<float>& x, int64_t K) 
           yb[i] = d == 0 ? 0 : d * (std::clamp(std::round(xb[i] / d) + z, 0.0f, float(s.hi)) - z);
         } else if (s.grid == Grid::kAffine) {
           const float d = (mx - mn) / float(s.hi);
-          yb[i] = d == 0 ? mn : mn + d * std::clamp(std::round((xb[i] - mn) / d), 0.0f, float(s.hi));
+          yb[i] =
+              d == 0 ? mn : mn + d * std::clamp(std::round((xb[i] - mn) / d), 0.0f, float(s.hi));
         } else if (s.grid == Grid::kCodebook) {
           const float end = std::fabs(s.book[0]) >= std::fabs(s.book[15]) ? s.book[0] : s.book[15];
           const float d = xm / end;
@@ -107,7 +129,8 @@ std::vector<float> naive(const Spec& s, const std::vector<float>& x, int64_t K) 
 
 double rel_rmse(const std::vector<float>& x, const std::vector<float>& y) {
   double e = 0, r = 0;
-  for (size_t i = 0; i < x.size(); ++i) e += double(x[i] - y[i]) * (x[i] - y[i]), r += double(x[i]) * x[i];
+  for (size_t i = 0; i < x.size(); ++i)
+    e += double(x[i] - y[i]) * (x[i] - y[i]), r += double(x[i]) * x[i];
   return r > 0 ? std::sqrt(e / r) : std::sqrt(e);
 }
 
@@ -130,7 +153,8 @@ TEST(FormatRegistry, NamesAndTypeIdsAreUniqueAndRoundTrip) {
     EXPECT_TRUE(names.insert(std::string(info.name)).second) << info.name;
     EXPECT_TRUE(ids.insert(info.type_id).second) << info.name;
     const bool grouped = info.block_elems == 0;
-    for (uint32_t g : grouped ? std::vector<uint32_t>{0, 1, 32, 100, 65535} : std::vector<uint32_t>{0}) {
+    for (uint32_t g :
+         grouped ? std::vector<uint32_t>{0, 1, 32, 100, 65535} : std::vector<uint32_t>{0}) {
       const Format f(info, g);
       const auto parsed = Format::find(f.name());
       ASSERT_TRUE(parsed.has_value()) << f.name();
@@ -139,8 +163,8 @@ TEST(FormatRegistry, NamesAndTypeIdsAreUniqueAndRoundTrip) {
       ASSERT_TRUE(by_id.has_value()) << f.name();
       EXPECT_EQ(*by_id, f) << f.name();
     }
-    EXPECT_EQ(info.type_id < kPrivateTypeBase, info.description.find("lowbit") == std::string_view::npos &&
-                                                   !grouped)
+    EXPECT_EQ(info.type_id < kPrivateTypeBase,
+              info.description.find("lowbit") == std::string_view::npos && !grouped)
         << info.name << ": ggml ids for ggml formats, private ids for lowbit's own";
   }
 }
@@ -174,7 +198,8 @@ TEST(FormatRegistry, RowBytesTilingAndFallbacks) {
   // Every format tiles its own block; every chain ends in a format that tiles any length.
   for (const auto& info : all_formats()) {
     const Format f(info, info.block_elems == 0 ? 32 : 0);
-    for (int64_t K : {1, 31, 64, 172, 4096}) EXPECT_TRUE(f.resolve_for_row(K).can_tile(K)) << f.name();
+    for (int64_t K : {1, 31, 64, 172, 4096})
+      EXPECT_TRUE(f.resolve_for_row(K).can_tile(K)) << f.name();
     EXPECT_NEAR(f.bits_per_weight(256), info.nominal_bits, info.block_elems == 0 ? 0 : 1e-12);
   }
 }
@@ -186,7 +211,9 @@ class FormatProps : public ::testing::TestWithParam<Spec> {
   Format f() const { return Format::parse(GetParam().name); }
 };
 
-std::string spec_name(const ::testing::TestParamInfo<Spec>& i) { return i.param.name; }
+std::string spec_name(const ::testing::TestParamInfo<Spec>& i) {
+  return i.param.name;
+}
 
 constexpr int64_t kK = 4096;
 
@@ -282,7 +309,8 @@ TEST_P(FormatProps, ImportanceLowersTheWeightedError) {
     for (size_t i = 0; i < x.size(); ++i) e += imp[i % kK] * double(x[i] - y[i]) * (x[i] - y[i]);
     return e;
   };
-  const double plain = werr(roundtrip(f(), x, kK)), weighted = werr(roundtrip(f(), x, kK, imp.data()));
+  const double plain = werr(roundtrip(f(), x, kK)),
+               weighted = werr(roundtrip(f(), x, kK, imp.data()));
   EXPECT_LT(weighted, plain * 0.995) << GetParam().name;
 }
 
@@ -309,11 +337,21 @@ TEST_P(FormatProps, RepresentableBlocksUsingEveryCodeRoundTrip) {
     const int k = len >= s.levels() ? int(j % s.levels())
                                     : int((j * (s.levels() - 1) + (len - 1) / 2) / (len - 1));
     switch (s.grid) {
-      case Grid::kInt: x[size_t(i)] = 0.5f * float(s.lo + k); break;
-      case Grid::kAffine: x[size_t(i)] = 0.5f * float(k) - 3.0f; break;
-      case Grid::kAffineIntZero: x[size_t(i)] = 0.5f * float(k - s.hi / 3); break;
-      case Grid::kCodebook: x[size_t(i)] = 0.5f * s.book[k]; break;
-      case Grid::kSign: x[size_t(i)] = k ? 0.5f : -0.5f; break;
+      case Grid::kInt:
+        x[size_t(i)] = 0.5f * float(s.lo + k);
+        break;
+      case Grid::kAffine:
+        x[size_t(i)] = 0.5f * float(k) - 3.0f;
+        break;
+      case Grid::kAffineIntZero:
+        x[size_t(i)] = 0.5f * float(k - s.hi / 3);
+        break;
+      case Grid::kCodebook:
+        x[size_t(i)] = 0.5f * s.book[k];
+        break;
+      case Grid::kSign:
+        x[size_t(i)] = k ? 0.5f : -0.5f;
+        break;
     }
   }
   const auto y = roundtrip(f(), x, kK);

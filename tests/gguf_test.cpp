@@ -2,11 +2,11 @@
 // be rejected with an Error naming the file and the field, plus write -> read round trips.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <unistd.h>
 
 #include "io/gguf.h"
 #include "lowbit/error.h"
@@ -47,7 +47,10 @@ Bytes gguf(uint64_t n_kv, const std::function<void(Bytes&)>& kvs,
            const std::vector<TensorSpec>& tensors, uint64_t data_bytes, uint32_t version = 3,
            uint64_t align = 32) {
   Bytes x;
-  x.put<uint32_t>(0x46554747u).put<uint32_t>(version).put<uint64_t>(tensors.size()).put<uint64_t>(n_kv);
+  x.put<uint32_t>(0x46554747u)
+      .put<uint32_t>(version)
+      .put<uint64_t>(tensors.size())
+      .put<uint64_t>(n_kv);
   kvs(x);
   for (const auto& t : tensors) {
     x.str(t.name).put<uint32_t>(uint32_t(t.ne.size()));
@@ -68,20 +71,25 @@ void kv_str(Bytes& x, const std::string& k, const std::string& v) {
 
 // Two f32 tensors: a (4 x 2) and b (8), data 32 + 32 bytes.
 Bytes valid(uint64_t extra_kv = 0, const std::function<void(Bytes&)>& more = {}) {
-  return gguf(1 + extra_kv, [&](Bytes& x) {
-    kv_str(x, "general.architecture", "llama");
-    if (more) more(x);
-  }, {{"a", {4, 2}, 0, 0}, {"b", {8}, 0, 32}}, 64);
+  return gguf(
+      1 + extra_kv,
+      [&](Bytes& x) {
+        kv_str(x, "general.architecture", "llama");
+        if (more) more(x);
+      },
+      {{"a", {4, 2}, 0, 0}, {"b", {8}, 0, 32}}, 64);
 }
 
 std::string write_file(const std::string& name, const std::vector<uint8_t>& b) {
   const std::string p = ::testing::TempDir() + "/" + name;
-  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
   return p;
 }
 
 // Expects GgufFile(path) to throw an Error whose message names the file and contains `needle`.
-void expect_reject(const std::string& name, const std::vector<uint8_t>& b, const std::string& needle) {
+void expect_reject(const std::string& name, const std::vector<uint8_t>& b,
+                   const std::string& needle) {
   const std::string p = write_file(name, b);
   try {
     GgufFile g(p);
@@ -108,16 +116,22 @@ TEST(Gguf, Item1BadMagicShortAndEmpty) {
   b[0] = 'X';
   expect_reject("magic.gguf", b, "magic");
   const auto full = valid().b;
-  expect_reject("short.gguf", std::vector<uint8_t>(full.begin(), full.begin() + 10), "tensor_count");
+  expect_reject("short.gguf", std::vector<uint8_t>(full.begin(), full.begin() + 10),
+                "tensor_count");
   expect_reject("empty.gguf", {}, "magic");
 }
 
 TEST(Gguf, Item2Versions) {
   for (uint32_t v : {0u, 1u, 4u, 0x03000000u}) {
-    auto x = gguf(0, [](Bytes&) {}, {}, 0, v);
+    auto x = gguf(
+        0, [](Bytes&) {}, {}, 0, v);
     expect_reject("version" + std::to_string(v) + ".gguf", x.b, "version");
   }
-  expect_reject("bigendian.gguf", gguf(0, [](Bytes&) {}, {}, 0, 0x03000000u).b, "big-endian");
+  expect_reject("bigendian.gguf",
+                gguf(
+                    0, [](Bytes&) {}, {}, 0, 0x03000000u)
+                    .b,
+                "big-endian");
 }
 
 TEST(Gguf, Item3HugeCounts) {
@@ -130,67 +144,104 @@ TEST(Gguf, Item3HugeCounts) {
 }
 
 TEST(Gguf, Item4StringLongerThanFile) {
-  auto x = gguf(1, [](Bytes& x) { x.put<uint64_t>(1ull << 40); }, {}, 64);
+  auto x = gguf(
+      1, [](Bytes& x) { x.put<uint64_t>(1ull << 40); }, {}, 64);
   expect_reject("strlen.gguf", x.b, "key");
-  auto y = gguf(1, [](Bytes& x) {
-    x.str("k").put<uint32_t>(uint32_t(GgufType::kString)).put<uint64_t>(~0ull);
-  }, {}, 64);
+  auto y = gguf(
+      1,
+      [](Bytes& x) { x.str("k").put<uint32_t>(uint32_t(GgufType::kString)).put<uint64_t>(~0ull); },
+      {}, 64);
   expect_reject("strlen2.gguf", y.b, "longer than the rest");
 }
 
 TEST(Gguf, Item5ArraysTooLongOverflowingAndTooDeep) {
   auto arr = [](GgufType et, uint64_t n) {
     return [et, n](Bytes& x) {
-      x.str("a").put<uint32_t>(uint32_t(GgufType::kArray)).put<uint32_t>(uint32_t(et)).put<uint64_t>(n);
+      x.str("a")
+          .put<uint32_t>(uint32_t(GgufType::kArray))
+          .put<uint32_t>(uint32_t(et))
+          .put<uint64_t>(n);
     };
   };
   expect_reject("arrlong.gguf", gguf(1, arr(GgufType::kU32, 1000), {}, 0).b, "array longer");
   expect_reject("arrovf.gguf", gguf(1, arr(GgufType::kU64, 1ull << 62), {}, 0).b, "overflow");
-  auto nested = gguf(1, [](Bytes& x) {
-    x.str("a").put<uint32_t>(uint32_t(GgufType::kArray));
-    for (int d = 0; d < 3; ++d) x.put<uint32_t>(uint32_t(GgufType::kArray)).put<uint64_t>(1);
-    x.put<uint32_t>(uint32_t(GgufType::kU8)).put<uint64_t>(1).put<uint8_t>(1);
-  }, {}, 0);
+  auto nested = gguf(
+      1,
+      [](Bytes& x) {
+        x.str("a").put<uint32_t>(uint32_t(GgufType::kArray));
+        for (int d = 0; d < 3; ++d) x.put<uint32_t>(uint32_t(GgufType::kArray)).put<uint64_t>(1);
+        x.put<uint32_t>(uint32_t(GgufType::kU8)).put<uint64_t>(1).put<uint8_t>(1);
+      },
+      {}, 0);
   expect_reject("nested.gguf", nested.b, "nested too deeply");
   // One level of nesting (array of arrays) is read.
-  auto ok = gguf(1, [](Bytes& x) {
-    x.str("a").put<uint32_t>(uint32_t(GgufType::kArray)).put<uint32_t>(uint32_t(GgufType::kArray)).put<uint64_t>(1);
-    x.put<uint32_t>(uint32_t(GgufType::kU8)).put<uint64_t>(2).put<uint8_t>(5).put<uint8_t>(6);
-  }, {}, 0);
+  auto ok = gguf(
+      1,
+      [](Bytes& x) {
+        x.str("a")
+            .put<uint32_t>(uint32_t(GgufType::kArray))
+            .put<uint32_t>(uint32_t(GgufType::kArray))
+            .put<uint64_t>(1);
+        x.put<uint32_t>(uint32_t(GgufType::kU8)).put<uint64_t>(2).put<uint8_t>(5).put<uint8_t>(6);
+      },
+      {}, 0);
   GgufFile g(write_file("nested_ok.gguf", ok.b));
   EXPECT_EQ(g.find("a")->arr.at(0).arr.at(1).u, 6u);
 }
 
 TEST(Gguf, Item6ValueTypeOutOfRange) {
-  auto x = gguf(1, [](Bytes& x) { x.str("k").put<uint32_t>(13).put<uint32_t>(0); }, {}, 0);
+  auto x = gguf(
+      1, [](Bytes& x) { x.str("k").put<uint32_t>(13).put<uint32_t>(0); }, {}, 0);
   expect_reject("vtype.gguf", x.b, "type out of range");
 }
 
 TEST(Gguf, Item7EmptyAndDuplicateKeys) {
-  expect_reject("emptykey.gguf", gguf(1, [](Bytes& x) { kv_u32(x, "", 1); }, {}, 0).b, "empty");
-  expect_reject("dupkey.gguf", gguf(2, [](Bytes& x) { kv_u32(x, "k", 1); kv_u32(x, "k", 2); }, {}, 0).b,
+  expect_reject("emptykey.gguf",
+                gguf(
+                    1, [](Bytes& x) { kv_u32(x, "", 1); }, {}, 0)
+                    .b,
+                "empty");
+  expect_reject("dupkey.gguf",
+                gguf(
+                    2,
+                    [](Bytes& x) {
+                      kv_u32(x, "k", 1);
+                      kv_u32(x, "k", 2);
+                    },
+                    {}, 0)
+                    .b,
                 "duplicate metadata key");
 }
 
 TEST(Gguf, Item8Alignment) {
   auto with = [](const std::function<void(Bytes&)>& kv) { return gguf(1, kv, {}, 0).b; };
-  expect_reject("align_type.gguf", with([](Bytes& x) {
-    x.str("general.alignment").put<uint32_t>(uint32_t(GgufType::kU64)).put<uint64_t>(32);
-  }), "general.alignment");
+  expect_reject(
+      "align_type.gguf", with([](Bytes& x) {
+        x.str("general.alignment").put<uint32_t>(uint32_t(GgufType::kU64)).put<uint64_t>(32);
+      }),
+      "general.alignment");
   for (uint32_t a : {0u, 3u, 48u, 1u << 21}) {
     expect_reject("align" + std::to_string(a) + ".gguf",
                   with([a](Bytes& x) { kv_u32(x, "general.alignment", a); }), "alignment");
   }
-  GgufFile g(write_file("align64.gguf", with([](Bytes& x) { kv_u32(x, "general.alignment", 64); })));
+  GgufFile g(
+      write_file("align64.gguf", with([](Bytes& x) { kv_u32(x, "general.alignment", 64); })));
   EXPECT_EQ(g.alignment(), 64u);
 }
 
 TEST(Gguf, Item9TypedGettersCheckTypeAndCount) {
-  auto x = gguf(2, [](Bytes& x) {
-    x.str("scores").put<uint32_t>(uint32_t(GgufType::kArray)).put<uint32_t>(uint32_t(GgufType::kI8))
-        .put<uint64_t>(2).put<int8_t>(1).put<int8_t>(2);
-    kv_str(x, "name", "x");
-  }, {}, 0);
+  auto x = gguf(
+      2,
+      [](Bytes& x) {
+        x.str("scores")
+            .put<uint32_t>(uint32_t(GgufType::kArray))
+            .put<uint32_t>(uint32_t(GgufType::kI8))
+            .put<uint64_t>(2)
+            .put<int8_t>(1)
+            .put<int8_t>(2);
+        kv_str(x, "name", "x");
+      },
+      {}, 0);
   GgufFile g(write_file("typed.gguf", x.b));
   EXPECT_THROW(g.get_f32_array("scores"), Error);
   EXPECT_THROW(g.get_uint("name"), Error);
@@ -204,14 +255,24 @@ TEST(Gguf, Item9TypedGettersCheckTypeAndCount) {
 }
 
 TEST(Gguf, Item11TensorNamesTooLongAndDuplicate) {
-  expect_reject("longname.gguf", gguf(0, [](Bytes&) {}, {{std::string(64, 'n'), {8}, 0, 0}}, 32).b,
+  expect_reject("longname.gguf",
+                gguf(
+                    0, [](Bytes&) {}, {{std::string(64, 'n'), {8}, 0, 0}}, 32)
+                    .b,
                 "name length");
-  expect_reject("dupname.gguf", gguf(0, [](Bytes&) {}, {{"a", {8}, 0, 0}, {"a", {8}, 0, 32}}, 64).b,
+  expect_reject("dupname.gguf",
+                gguf(
+                    0, [](Bytes&) {}, {{"a", {8}, 0, 0}, {"a", {8}, 0, 32}}, 64)
+                    .b,
                 "duplicate tensor name");
 }
 
 TEST(Gguf, Items12To14DimensionsAndElementCounts) {
-  auto one = [](std::vector<uint64_t> ne) { return gguf(0, [](Bytes&) {}, {{"t", ne, 0, 0}}, 32).b; };
+  auto one = [](std::vector<uint64_t> ne) {
+    return gguf(
+               0, [](Bytes&) {}, {{"t", ne, 0, 0}}, 32)
+        .b;
+  };
   {
     Bytes x;
     x.put<uint32_t>(0x46554747u).put<uint32_t>(3).put<uint64_t>(1).put<uint64_t>(0);
@@ -227,7 +288,9 @@ TEST(Gguf, Items12To14DimensionsAndElementCounts) {
 
 TEST(Gguf, Items15To17TypesAndBlockSizes) {
   auto one = [](std::vector<uint64_t> ne, uint32_t type) {
-    return gguf(0, [](Bytes&) {}, {{"t", ne, type, 0}}, 32).b;
+    return gguf(
+               0, [](Bytes&) {}, {{"t", ne, type, 0}}, 32)
+        .b;
   };
   expect_reject("bytesovf.gguf", one({1ull << 31, 1ull << 31}, 0), "overflow");  // 2^62 f32
   expect_reject("rowtile.gguf", one({33, 1}, 2), "cannot be tiled");             // q4_0
@@ -238,17 +301,25 @@ TEST(Gguf, Items15To17TypesAndBlockSizes) {
 
 TEST(Gguf, Items18To21OffsetsAndDataRegion) {
   auto two = [](uint64_t off_b, uint64_t data) {
-    return gguf(0, [](Bytes&) {}, {{"a", {8}, 0, 0}, {"b", {8}, 0, off_b}}, data).b;
+    return gguf(
+               0, [](Bytes&) {}, {{"a", {8}, 0, 0}, {"b", {8}, 0, off_b}}, data)
+        .b;
   };
   expect_reject("misaligned.gguf", two(33, 96), "misaligned");
-  expect_reject("overlap.gguf", gguf(0, [](Bytes&) {}, {{"a", {16}, 0, 0}, {"b", {8}, 0, 32}}, 96).b,
+  expect_reject("overlap.gguf",
+                gguf(
+                    0, [](Bytes&) {}, {{"a", {16}, 0, 0}, {"b", {8}, 0, 32}}, 96)
+                    .b,
                 "overlaps");
   expect_reject("gap.gguf", two(64, 96), "gap");
   expect_reject("truncated.gguf", two(32, 40), "past the end");
   expect_reject("padwrap.gguf", two(~0ull - 31, 64), "");  // offset + size wraps
   // A tensor whose region is smaller than its type needs: b (q8_0, 32 values = 34 bytes) given
   // only the 32 bytes before the end of the file.
-  expect_reject("small.gguf", gguf(0, [](Bytes&) {}, {{"a", {8}, 0, 0}, {"b", {32}, 8, 32}}, 64).b,
+  expect_reject("small.gguf",
+                gguf(
+                    0, [](Bytes&) {}, {{"a", {8}, 0, 0}, {"b", {32}, 8, 32}}, 64)
+                    .b,
                 "past the end");
 }
 
@@ -282,7 +353,8 @@ TEST(Gguf, WriterRoundTripsMetadataAndTensors) {
   std::vector<uint8_t> q(Format::parse("q8_0").row_bytes(32) * 3);
   Format::parse("q8_0").quantize(a.data(), 3, 32, nullptr, q.data());
   w.add_tensor("f", {96}, Format::parse("f32"), [&](OutputFile& o) { o.write(a.data(), 384); });
-  w.add_tensor("q", {32, 3}, Format::parse("q8_0"), [&](OutputFile& o) { o.write(q.data(), q.size()); });
+  w.add_tensor("q", {32, 3}, Format::parse("q8_0"),
+               [&](OutputFile& o) { o.write(q.data(), q.size()); });
   w.add_tensor("g", {100, 2}, Format::parse("int3_g32_asym"), [&](OutputFile& o) {
     o.write_zeros(Format::parse("int3_g32_asym").row_bytes(100) * 2);
   });

@@ -9,6 +9,7 @@
 
 #include "lowbit/format.h"
 #include "lowbit/rng.h"
+#include "quant/clip.h"
 #include "quant/gptq.h"
 #include "test_util.h"
 
@@ -21,7 +22,8 @@ double output_error(const std::vector<float>& W, const std::vector<float>& Q, in
   double e = 0;
   std::vector<double> d(static_cast<size_t>(K));
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t k = 0; k < K; ++k) d[size_t(k)] = double(W[size_t(r * K + k)]) - Q[size_t(r * K + k)];
+    for (int64_t k = 0; k < K; ++k)
+      d[size_t(k)] = double(W[size_t(r * K + k)]) - Q[size_t(r * K + k)];
     for (int64_t i = 0; i < K; ++i) {
       double s = 0;
       for (int64_t j = 0; j < K; ++j) s += H[size_t(i * K + j)] * d[size_t(j)];
@@ -123,6 +125,64 @@ TEST(Gptq, DeadInputsAndRankDeficientHessians) {
   const std::vector<float> q = dequantized(f, g, rows, K);
   for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(q[size_t(r * K + 7)], 0.0f);  // dead: zeroed
   for (float v : q) EXPECT_TRUE(std::isfinite(v));
+}
+
+// AWQ's clipping search: with no shrink allowed it is the format's own importance-weighted fit,
+// byte for byte; with shrinking it never raises the block-diagonal output error it minimises (ratio
+// 1 stays a candidate) and, on heavy-tailed weights with correlated inputs, lowers the full one.
+TEST(Clip, NoShrinkIsTheFormatsOwnFit) {
+  const int64_t rows = 16, K = 256;
+  const std::vector<float> W = test::gaussian(rows * K, 21);
+  const std::vector<double> H = correlated_hessian(K, 300, 4);
+  std::vector<float> imp(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) imp[size_t(k)] = float(H[size_t(k * K + k)]);
+  for (const char* name :
+       {"q4_0", "q4_1", "iq4_nl", "nf4", "int3_g32_asym", "q4_k", "q3_k", "int2_g32"}) {
+    SCOPED_TRACE(name);
+    const Format f = Format::parse(name);
+    std::vector<uint8_t> c(f.row_bytes(K) * rows), r(c.size());
+    clip_quantize(f, W.data(), rows, K, H.data(), imp.data(), {.grid = 20, .max_shrink = 0},
+                  c.data());
+    f.quantize(W.data(), rows, K, imp.data(), r.data());
+    EXPECT_EQ(c, r);
+  }
+}
+
+TEST(Clip, ShrinkingNeverRaisesTheBlockErrorAndLowersTheOutputErrorOnHeavyTails) {
+  const int64_t rows = 32, K = 256;
+  std::vector<float> W = test::gaussian(rows * K, 8);
+  Rng rng(3);
+  for (auto& w : W) {
+    if (rng.uniform() < 0.02) w *= 6.0f;  // heavy tails: a few large weights per block
+  }
+  const std::vector<double> H = correlated_hessian(K, 600, 12);
+  std::vector<float> imp(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) imp[size_t(k)] = float(H[size_t(k * K + k)]);
+  double sum_c = 0, sum_r = 0;
+  for (const char* name : {"q4_0", "q4_1", "iq4_nl", "nf4", "int4_g32", "int3_g32", "int2_g32",
+                           "int3_g100_asym", "q4_k", "q3_k"}) {
+    SCOPED_TRACE(name);
+    const Format f = Format::parse(name);
+    std::vector<uint8_t> c(f.row_bytes(K) * rows), r(c.size());
+    clip_quantize(f, W.data(), rows, K, H.data(), imp.data(), {}, c.data());
+    f.quantize(W.data(), rows, K, imp.data(), r.data());
+    // What the search minimises, block by block: the error with H restricted to its diagonal
+    // blocks (cross-block terms ignored, as AWQ's per-group search does).
+    std::vector<double> Hb(H.size(), 0.0);
+    const int64_t be = f.block_elems(K);
+    for (int64_t i = 0; i < K; ++i) {
+      for (int64_t j = 0; j < K; ++j) {
+        if (i / be == j / be) Hb[size_t(i * K + j)] = H[size_t(i * K + j)];
+      }
+    }
+    const std::vector<float> Qc = dequantized(f, c, rows, K), Qr = dequantized(f, r, rows, K);
+    const double bc = output_error(W, Qc, rows, K, Hb), br = output_error(W, Qr, rows, K, Hb);
+    EXPECT_LE(bc, br * (1 + 1e-9)) << "clip " << bc << " fit " << br;
+    EXPECT_GT(bc, 0.0);
+    const double ec = output_error(W, Qc, rows, K, H), er = output_error(W, Qr, rows, K, H);
+    sum_c += ec / er, sum_r += 1;
+  }
+  EXPECT_LT(sum_c / sum_r, 0.99) << "mean full output error ratio clip / fit";
 }
 
 }  // namespace

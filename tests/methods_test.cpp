@@ -28,11 +28,12 @@ TEST(Methods, GptqAndAwqBeatImatrixWhichBeatsRtn) {
   const EvalOptions eo{.ctx = 128, .chunks = 24};
   const Chunks eval = chunk_text(m, eval_text, eo);
   std::vector<Model> models;
-  const std::vector<Method> methods = {Method::kRtn, Method::kImatrix, Method::kGptq,
-                                       Method::kAwq, Method::kAwqGptq};
+  const std::vector<Method> methods = {Method::kRtn, Method::kImatrix, Method::kGptq, Method::kAwq,
+                                       Method::kAwqGptq};
   for (const Method me : methods) {
     const std::string out = ::testing::TempDir() + "/methods_" + method_name(me) + ".gguf";
-    quantize_with_method(m, out, {.type = Format::parse("q4_0"), .fallback = FallbackPolicy::kLowbit},
+    quantize_with_method(m, out,
+                         {.type = Format::parse("q4_0"), .fallback = FallbackPolicy::kLowbit},
                          {.method = me, .awq_grid = 10}, &calib);
     models.push_back(Model::load(out));
     EXPECT_EQ(models.back().find("blk.2.ffn_down.weight")->format.name(), "int4_g32");
@@ -46,10 +47,10 @@ TEST(Methods, GptqAndAwqBeatImatrixWhichBeatsRtn) {
     std::printf("[ kld ] %-9s %.5f (top-1 %.2f%%)\n", method_name(methods[size_t(i)]), kld[i],
                 100 * r[size_t(i)].top1);
   }
-  EXPECT_LT(kld[1], 0.97 * kld[0]);  // imatrix < rtn
-  EXPECT_LT(kld[2], 0.93 * kld[1]);  // gptq < imatrix
-  EXPECT_LT(kld[3], 1.01 * kld[1]);  // awq <= imatrix (noise allowance)
-  EXPECT_LT(kld[4], 0.93 * kld[1]);  // awq+gptq < imatrix
+  EXPECT_LT(kld[1], 0.97 * kld[0]);         // imatrix < rtn
+  EXPECT_LT(kld[2], 0.93 * kld[1]);         // gptq < imatrix
+  EXPECT_LT(kld[3], 1.01 * kld[1]);         // awq <= imatrix (noise allowance)
+  EXPECT_LT(kld[4], 0.93 * kld[1]);         // awq+gptq < imatrix
   for (double k : kld) EXPECT_GT(k, 0.01);  // 4-bit on a 64-wide model is not lossless
 }
 
@@ -87,7 +88,8 @@ TEST(Methods, ImatrixFileRoundTripsAndDrivesQuantization) {
                                  direct.data());
   EXPECT_EQ(std::vector<uint8_t>(t->data, t->data + t->bytes), direct);
   EXPECT_THROW(quantize_with_method(m, out, {.type = Format::parse("q4_0")},
-                                    {.method = Method::kGptq}, nullptr), Error);
+                                    {.method = Method::kGptq}, nullptr),
+               Error);
 }
 
 // The folds keep the function: AWQ's four scalings (into attn_norm, v, ffn_norm, up) and
@@ -107,7 +109,8 @@ TEST(Methods, AwqAndSmoothQuantFoldsPreserveTheFunction) {
   std::vector<Model> models;
   for (const Method me : {Method::kAwq, Method::kSmoothQuant}) {
     const std::string out = ::testing::TempDir() + "/fold_" + method_name(me) + ".gguf";
-    quantize_with_method(m, out, {.type = Format::parse("f16")}, {.method = me, .awq_grid = 10}, &calib);
+    quantize_with_method(m, out, {.type = Format::parse("f16")}, {.method = me, .awq_grid = 10},
+                         &calib);
     models.push_back(Model::load(out));
   }
   // The folds really changed the norms (SmoothQuant always does, with α = 0.5).

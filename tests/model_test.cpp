@@ -23,7 +23,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+std::string model_tmp(const std::string& name) {
+  return ::testing::TempDir() + "/" + name;
+}
 
 TEST(ModelFiles, Stories260KBinConvertsBitIdenticalToTheReferenceGguf) {
   const std::string bin = test::fixture("models/stories260K/stories260K.bin");
@@ -31,8 +33,8 @@ TEST(ModelFiles, Stories260KBinConvertsBitIdenticalToTheReferenceGguf) {
   LOWBIT_REQUIRE_FIXTURE(bin);
   LOWBIT_REQUIRE_FIXTURE(ref);
   const Model m = Model::load(bin);  // tok512.bin found beside it
-  write_gguf(m, tmp("s260.gguf"), Format::parse("f32"));
-  GgufFile ours(tmp("s260.gguf")), theirs(ref);
+  write_gguf(m, model_tmp("s260.gguf"), Format::parse("f32"));
+  GgufFile ours(model_tmp("s260.gguf")), theirs(ref);
   for (const auto& t : ours.tensors()) {
     const GgufTensorInfo* r = theirs.find_tensor(t.name);
     ASSERT_NE(r, nullptr) << t.name;
@@ -57,9 +59,12 @@ TEST(ModelFiles, Stories260KBinConvertsBitIdenticalToTheReferenceGguf) {
   EXPECT_EQ(ours.get_float("llama.attention.layer_norm_rms_epsilon"),
             theirs.get_float("llama.attention.layer_norm_rms_epsilon"));
   EXPECT_EQ(ours.get_string("tokenizer.ggml.model"), theirs.get_string("tokenizer.ggml.model"));
-  EXPECT_EQ(ours.get_string_array("tokenizer.ggml.tokens"), theirs.get_string_array("tokenizer.ggml.tokens"));
-  EXPECT_EQ(ours.get_f32_array("tokenizer.ggml.scores"), theirs.get_f32_array("tokenizer.ggml.scores"));
-  EXPECT_EQ(ours.get_i32_array("tokenizer.ggml.token_type"), theirs.get_i32_array("tokenizer.ggml.token_type"));
+  EXPECT_EQ(ours.get_string_array("tokenizer.ggml.tokens"),
+            theirs.get_string_array("tokenizer.ggml.tokens"));
+  EXPECT_EQ(ours.get_f32_array("tokenizer.ggml.scores"),
+            theirs.get_f32_array("tokenizer.ggml.scores"));
+  EXPECT_EQ(ours.get_i32_array("tokenizer.ggml.token_type"),
+            theirs.get_i32_array("tokenizer.ggml.token_type"));
   EXPECT_EQ(m.parameter_count(), 260032u);  // the published count
 }
 
@@ -102,8 +107,8 @@ TEST(ModelFiles, TinyStories656KPermutesQKSoAttentionScoresAgree) {
   const Model m = Model::load(dir);
   EXPECT_TRUE(m.config.tied_output);
   EXPECT_EQ(m.tokenizer.tokens.size(), 2048u);
-  write_gguf(m, tmp("ts656.gguf"), Format::parse("f32"));
-  GgufFile g(tmp("ts656.gguf"));
+  write_gguf(m, model_tmp("ts656.gguf"), Format::parse("f32"));
+  GgufFile g(model_tmp("ts656.gguf"));
   SafetensorsModel st(dir + "/model.safetensors");
   const int64_t dim = 128, hd = 16;
   const auto hq = floats(st.find("model.layers.1.self_attn.q_proj.weight")->data, dim * dim * 4);
@@ -129,14 +134,14 @@ TEST(ModelFiles, TinyStories656KPermutesQKSoAttentionScoresAgree) {
 TEST(ModelFiles, GgufToSafetensorsToGgufIsBitIdentical) {
   const std::string ref = test::fixture("models/stories260K/stories260K.gguf");
   LOWBIT_REQUIRE_FIXTURE(ref);
-  fs::create_directories(tmp("rt"));
+  fs::create_directories(model_tmp("rt"));
   const Model a = Model::load(ref);
-  write_safetensors(a, tmp("rt/model.safetensors"), Format::parse("f32"));
-  ASSERT_TRUE(fs::exists(tmp("rt/config.json")));
-  const Model b = Model::load(tmp("rt"));
-  write_gguf(b, tmp("rt.gguf"), Format::parse("f32"));
-  write_gguf(a, tmp("direct.gguf"), Format::parse("f32"));
-  GgufFile x(tmp("direct.gguf")), y(tmp("rt.gguf"));
+  write_safetensors(a, model_tmp("rt/model.safetensors"), Format::parse("f32"));
+  ASSERT_TRUE(fs::exists(model_tmp("rt/config.json")));
+  const Model b = Model::load(model_tmp("rt"));
+  write_gguf(b, model_tmp("rt.gguf"), Format::parse("f32"));
+  write_gguf(a, model_tmp("direct.gguf"), Format::parse("f32"));
+  GgufFile x(model_tmp("direct.gguf")), y(model_tmp("rt.gguf"));
   ASSERT_EQ(x.tensors().size(), y.tensors().size());
   for (const auto& t : x.tensors()) {
     const auto* u = y.find_tensor(t.name);
@@ -155,18 +160,19 @@ TEST(ModelFiles, GgufToSafetensorsToGgufIsBitIdentical) {
     EXPECT_EQ(v.arr.size(), w->arr.size()) << k;
   }
   // The safetensors really are in Hugging Face's layout: q_proj rows in rotate-half order.
-  SafetensorsModel st(tmp("rt/model.safetensors"));
+  SafetensorsModel st(model_tmp("rt/model.safetensors"));
   ASSERT_NE(st.find("model.layers.0.self_attn.q_proj.weight"), nullptr);
   EXPECT_NE(std::memcmp(st.find("model.layers.0.self_attn.q_proj.weight")->data,
-                        x.find_tensor("blk.0.attn_q.weight")->data, 64 * 64 * 4), 0);
+                        x.find_tensor("blk.0.attn_q.weight")->data, 64 * 64 * 4),
+            0);
 }
 
 TEST(ModelFiles, F16AndBf16ConversionRoundsEveryWeight) {
   const std::string bin = test::fixture("models/stories260K/stories260K.bin");
   LOWBIT_REQUIRE_FIXTURE(bin);
   const Model m = Model::load(bin);
-  write_gguf(m, tmp("s16.gguf"), Format::parse("f16"));
-  GgufFile g(tmp("s16.gguf"));
+  write_gguf(m, model_tmp("s16.gguf"), Format::parse("f16"));
+  GgufFile g(model_tmp("s16.gguf"));
   const auto* q = g.find_tensor("blk.2.attn_q.weight");
   EXPECT_EQ(q->format, Format::parse("f16"));
   EXPECT_EQ(g.find_tensor("blk.2.attn_norm.weight")->format, Format::parse("f32"));
@@ -182,7 +188,7 @@ TEST(ModelFiles, F16AndBf16ConversionRoundsEveryWeight) {
 // ---- bad inputs: llama2.c (item 32) and config.json (items 33, 34) --------------------------
 
 std::string llama2c_file(const std::string& name, std::vector<int32_t> header, uint64_t floats_n) {
-  const std::string p = tmp(name);
+  const std::string p = model_tmp(name);
   std::ofstream f(p, std::ios::binary);
   f.write(reinterpret_cast<const char*>(header.data()), std::streamsize(header.size() * 4));
   std::vector<float> z(floats_n, 0.01f);
@@ -216,22 +222,29 @@ TEST(ModelFiles, Item32Llama2cHeaders) {
 std::string hf_dir(const std::string& name, const std::string& config_patch_key,
                    const nlohmann::json& value) {
   const std::string src = test::fixture("models/tinystories-656k");
-  const std::string d = tmp(name);
+  const std::string d = model_tmp(name);
   fs::create_directories(d);
-  fs::copy_file(src + "/model.safetensors", d + "/model.safetensors", fs::copy_options::overwrite_existing);
-  fs::copy_file(src + "/tokenizer.json", d + "/tokenizer.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(src + "/model.safetensors", d + "/model.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(src + "/tokenizer.json", d + "/tokenizer.json",
+                fs::copy_options::overwrite_existing);
   std::ifstream in(src + "/config.json");
   nlohmann::json cfg = nlohmann::json::parse(in);
-  if (value.is_null()) cfg.erase(config_patch_key);
-  else cfg[config_patch_key] = value;
+  if (value.is_null())
+    cfg.erase(config_patch_key);
+  else
+    cfg[config_patch_key] = value;
   std::ofstream(d + "/config.json") << cfg.dump();
   return d;
 }
 
 TEST(ModelFiles, Llama3RopeScalingBecomesRopeFreqs) {
   LOWBIT_REQUIRE_FIXTURE(test::fixture("models/tinystories-656k/model.safetensors"));
-  const nlohmann::json scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                                  {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  const nlohmann::json scaling = {{"rope_type", "llama3"},
+                                  {"factor", 8.0},
+                                  {"low_freq_factor", 1.0},
+                                  {"high_freq_factor", 4.0},
+                                  {"original_max_position_embeddings", 64}};
   const Model m = Model::load(hf_dir("llama3_rope", "rope_scaling", scaling));
   const ModelTensor* f = m.find("rope_freqs.weight");
   ASSERT_NE(f, nullptr);
@@ -240,8 +253,9 @@ TEST(ModelFiles, Llama3RopeScalingBecomesRopeFreqs) {
   // head_dim 16, theta 1e4: wavelength 2*pi*1e4^(i/8); high-frequency cut 64/4 = 16, low 64/1.
   for (int i = 0; i < 8; ++i) {
     const double wl = 2 * M_PI * std::pow(1e4, i / 8.0);
-    const double want = wl < 16 ? 1.0 : wl > 64 ? 8.0
-                        : 1.0 / ((1 - (64 / wl - 1) / 3) / 8 + (64 / wl - 1) / 3);
+    const double want = wl < 16   ? 1.0
+                        : wl > 64 ? 8.0
+                                  : 1.0 / ((1 - (64 / wl - 1) / 3) / 8 + (64 / wl - 1) / 3);
     EXPECT_NEAR(v[size_t(i)], want, 1e-6 * want) << i;
   }
   EXPECT_EQ(v[0], 1.0f);
@@ -250,7 +264,8 @@ TEST(ModelFiles, Llama3RopeScalingBecomesRopeFreqs) {
 
 TEST(ModelFiles, Items33And34HuggingFaceConfigs) {
   LOWBIT_REQUIRE_FIXTURE(test::fixture("models/tinystories-656k/model.safetensors"));
-  auto bad = [](const std::string& name, const char* key, const nlohmann::json& v, const char* needle) {
+  auto bad = [](const std::string& name, const char* key, const nlohmann::json& v,
+                const char* needle) {
     const std::string d = hf_dir(name, key, v);
     try {
       Model::load(d);
@@ -264,7 +279,7 @@ TEST(ModelFiles, Items33And34HuggingFaceConfigs) {
   bad("cfg_kv0", "num_key_value_heads", 0, "head");
   bad("cfg_kv3", "num_key_value_heads", 3, "head_count_kv");
   bad("cfg_div", "num_attention_heads", 7, "hidden_size");
-  bad("cfg_hidden", "hidden_size", 256, "shape disagrees");   // item 34
+  bad("cfg_hidden", "hidden_size", 256, "shape disagrees");  // item 34
   bad("cfg_layers", "num_hidden_layers", 3, "missing");
   bad("cfg_ffn", "intermediate_size", 385, "shape disagrees");
   bad("cfg_type", "model_type", "gpt_neox", "model_type");
@@ -301,19 +316,31 @@ void expect_bad_gguf(const std::string& name, const std::function<void(Model&)>&
 
 TEST(ModelFiles, Items10And23SemanticRangesAndShapes) {
   LOWBIT_REQUIRE_FIXTURE(test::fixture("models/stories260K/stories260K.gguf"));
-  expect_bad_gguf("arch.gguf", [](Model& m) { m.config.arch = "gptx"; }, "unsupported architecture");
-  expect_bad_gguf("layers.gguf", [](Model& m) { m.config.n_layer = 5000; }, "block_count");
-  expect_bad_gguf("vocab.gguf", [](Model& m) { m.config.n_vocab = int64_t(1) << 25; }, "vocab_size");
-  expect_bad_gguf("bytetok.gguf", [](Model& m) { m.tokenizer.tokens[3] = "<0x-1>"; }, "<0xHH>");
-  expect_bad_gguf("tokid.gguf", [](Model& m) { m.tokenizer.bos_id = 600; }, "token id out of range");
-  expect_bad_gguf("shape.gguf", [](Model& m) {
-    for (auto& t : m.tensors) {
-      if (t.name == "blk.1.attn_k.weight") t.shape = {64, 32};  // (kv_dim, dim) transposed
-    }
-  }, "shape disagrees");
-  expect_bad_gguf("missing.gguf", [](Model& m) {
-    std::erase_if(m.tensors, [](const ModelTensor& t) { return t.name == "blk.4.ffn_up.weight"; });
-  }, "required tensor missing");
+  expect_bad_gguf(
+      "arch.gguf", [](Model& m) { m.config.arch = "gptx"; }, "unsupported architecture");
+  expect_bad_gguf(
+      "layers.gguf", [](Model& m) { m.config.n_layer = 5000; }, "block_count");
+  expect_bad_gguf(
+      "vocab.gguf", [](Model& m) { m.config.n_vocab = int64_t(1) << 25; }, "vocab_size");
+  expect_bad_gguf(
+      "bytetok.gguf", [](Model& m) { m.tokenizer.tokens[3] = "<0x-1>"; }, "<0xHH>");
+  expect_bad_gguf(
+      "tokid.gguf", [](Model& m) { m.tokenizer.bos_id = 600; }, "token id out of range");
+  expect_bad_gguf(
+      "shape.gguf",
+      [](Model& m) {
+        for (auto& t : m.tensors) {
+          if (t.name == "blk.1.attn_k.weight") t.shape = {64, 32};  // (kv_dim, dim) transposed
+        }
+      },
+      "shape disagrees");
+  expect_bad_gguf(
+      "missing.gguf",
+      [](Model& m) {
+        std::erase_if(m.tensors,
+                      [](const ModelTensor& t) { return t.name == "blk.4.ffn_up.weight"; });
+      },
+      "required tensor missing");
 }
 
 }  // namespace
@@ -335,7 +362,8 @@ TEST(ModelFiles, Qwen2KeepsRotateHalfRowOrder) {
     for (int64_t s : shape) n *= s;
     store.push_back(test::gaussian(n, uint64_t(store.size() + 1)));
     const std::vector<float>* data = &store.back();
-    ts.push_back({name, StDtype::kF32, shape, [data](OutputFile& o) { o.write(data->data(), data->size() * 4); }});
+    ts.push_back({name, StDtype::kF32, shape,
+                  [data](OutputFile& o) { o.write(data->data(), data->size() * 4); }});
   };
   store.reserve(32);
   add("model.embed_tokens.weight", {V, H});
@@ -356,10 +384,17 @@ TEST(ModelFiles, Qwen2KeepsRotateHalfRowOrder) {
   add(L + "mlp.down_proj.weight", {H, F});
   write_safetensors(d + "/model.safetensors", {{"format", "pt"}}, ts, {});
   std::ofstream(d + "/config.json") << nlohmann::json{
-      {"model_type", "qwen2"}, {"hidden_size", H}, {"intermediate_size", F},
-      {"num_hidden_layers", 1}, {"num_attention_heads", heads}, {"num_key_value_heads", kvh},
-      {"vocab_size", V}, {"max_position_embeddings", 32}, {"rope_theta", 1e6},
-      {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", false}}.dump();
+      {"model_type", "qwen2"},
+      {"hidden_size", H},
+      {"intermediate_size", F},
+      {"num_hidden_layers", 1},
+      {"num_attention_heads", heads},
+      {"num_key_value_heads", kvh},
+      {"vocab_size", V},
+      {"max_position_embeddings", 32},
+      {"rope_theta", 1e6},
+      {"rms_norm_eps", 1e-6},
+      {"tie_word_embeddings", false}}.dump();
   const Model m = Model::load(d);
   EXPECT_EQ(m.config.arch, "qwen2");
   EXPECT_TRUE(m.config.qkv_bias);

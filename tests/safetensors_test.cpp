@@ -45,7 +45,9 @@ class ScratchCleanup : public ::testing::Environment {
 [[maybe_unused]] auto* const kScratchCleanup =
     ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
 
-std::string tmp(const std::string& name) { return scratch_dir() + "/" + name; }
+std::string safetensors_tmp(const std::string& name) {
+  return scratch_dir() + "/" + name;
+}
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
@@ -66,7 +68,7 @@ std::string le64(uint64_t v) {
 
 // A crafted file: header length, header text, then `data_bytes` zero bytes.
 std::string craft(const std::string& name, const std::string& header, uint64_t data_bytes = 0) {
-  const std::string path = tmp(name + ".safetensors");
+  const std::string path = safetensors_tmp(name + ".safetensors");
   write_file(path, le64(header.size()) + header + std::string(data_bytes, '\0'));
   return path;
 }
@@ -190,7 +192,7 @@ TEST(Safetensors, CopiesTinyStoriesBitIdentically) {
     out_tensors.push_back(
         {t.name, t.dtype, t.shape, [&t](OutputFile& o) { o.write(t.data, t.bytes); }});
   }
-  const std::string out_path = tmp("copy.safetensors");
+  const std::string out_path = safetensors_tmp("copy.safetensors");
   write_safetensors(out_path, in.metadata(), out_tensors, {path});
   const SafetensorsFile out(out_path);
   EXPECT_EQ(out.metadata(), in.metadata());
@@ -230,7 +232,7 @@ TEST(Safetensors, RoundTripEveryDtypeShapeAndMetadata) {
   tensors.push_back(pattern_tensor("zz.first-in-file?", StDtype::kU8, {5}, seed++));
   const std::map<std::string, std::string> metadata = {
       {"format", "pt"}, {"quote\"and\\slash", "h\xc3\xa9llo \xe2\x9c\x93"}, {"empty", ""}};
-  const std::string path = tmp("roundtrip.safetensors");
+  const std::string path = safetensors_tmp("roundtrip.safetensors");
   write_safetensors(path, metadata, tensors, {});
 
   const std::string bytes = read_file(path);
@@ -259,7 +261,7 @@ TEST(Safetensors, RoundTripEveryDtypeShapeAndMetadata) {
 }
 
 TEST(Safetensors, NoMetadataAndNoTensors) {
-  const std::string path = tmp("nothing.safetensors");
+  const std::string path = safetensors_tmp("nothing.safetensors");
   write_safetensors(path, {}, {}, {});
   const SafetensorsFile f(path);
   EXPECT_TRUE(f.metadata().empty());
@@ -270,7 +272,7 @@ TEST(Safetensors, NoMetadataAndNoTensors) {
 
 // Writes shard files and an index into a fresh directory; returns the directory.
 std::string write_sharded(const std::string& name, const nlohmann::json& weight_map) {
-  const std::string dir = tmp(name);
+  const std::string dir = safetensors_tmp(name);
   fs::remove_all(dir);
   fs::create_directories(dir);
   write_safetensors(dir + "/model-00001-of-00002.safetensors", {{"format", "pt"}, {"shard", "1"}},
@@ -312,7 +314,8 @@ TEST(Safetensors, ShardedRoundTripByIndexAndDirectory) {
 // ---- safe writing -----------------------------------------------------------------------------
 
 TEST(Safetensors, RefusesToOverwriteItsInput) {
-  const std::string path = tmp("input.safetensors"), link = tmp("input-link.safetensors");
+  const std::string path = safetensors_tmp("input.safetensors"),
+                    link = safetensors_tmp("input-link.safetensors");
   write_safetensors(path, {}, {pattern_tensor("w", StDtype::kF32, {4}, 3)}, {});
   const std::string before = read_file(path);
   fs::remove(link);
@@ -328,7 +331,7 @@ TEST(Safetensors, RefusesToOverwriteItsInput) {
 }
 
 TEST(Safetensors, FailedWriteLeavesNoFile) {
-  const std::string path = tmp("failed.safetensors");
+  const std::string path = safetensors_tmp("failed.safetensors");
   fs::remove(path);
   auto throwing = pattern_tensor("boom", StDtype::kF32, {4}, 0);
   throwing.write_data = [](OutputFile& out) {
@@ -351,7 +354,7 @@ TEST(Safetensors, FailedWriteLeavesNoFile) {
 }
 
 TEST(Safetensors, CallbackWritingTheWrongByteCountIsRefused) {
-  const std::string path = tmp("short.safetensors");
+  const std::string path = safetensors_tmp("short.safetensors");
   fs::remove(path);
   for (const uint64_t n : {uint64_t(12), uint64_t(20)}) {
     auto t = pattern_tensor("w", StDtype::kF32, {4}, 0);
@@ -372,7 +375,7 @@ TEST(Safetensors, CallbackWritingTheWrongByteCountIsRefused) {
 }
 
 TEST(Safetensors, WriterRefusesBadTensors) {
-  const std::string path = tmp("badwrite.safetensors");
+  const std::string path = safetensors_tmp("badwrite.safetensors");
   const auto refuse = [&](std::vector<StWriteTensor> tensors, const std::string& field) {
     try {
       write_safetensors(path, {}, tensors, {});
@@ -408,7 +411,7 @@ TEST(Safetensors, CraftedBaselineLoads) {
 }
 
 TEST(Safetensors, RefusesFileUnder8Bytes) {
-  const std::string path = tmp("tiny.safetensors");
+  const std::string path = safetensors_tmp("tiny.safetensors");
   write_file(path, "\x02\0\0\0");
   expect_refused(path, "header length", 0);
   write_file(path, "");
@@ -416,19 +419,19 @@ TEST(Safetensors, RefusesFileUnder8Bytes) {
 }
 
 TEST(Safetensors, RefusesHeaderLengthOver100MB) {
-  const std::string path = tmp("hugeheader.safetensors");
+  const std::string path = safetensors_tmp("hugeheader.safetensors");
   write_file(path, le64(100'000'001) + kGood);
   expect_refused(path, "header length", 0);
 }
 
 TEST(Safetensors, RefusesHeaderLengthOverflowing) {
-  const std::string path = tmp("overflow.safetensors");
+  const std::string path = safetensors_tmp("overflow.safetensors");
   write_file(path, le64(UINT64_MAX - 3) + kGood);
   expect_refused(path, "header length", 0);
 }
 
 TEST(Safetensors, RefusesHeaderPastTheEnd) {
-  const std::string path = tmp("pastend.safetensors");
+  const std::string path = safetensors_tmp("pastend.safetensors");
   write_file(path, le64(kGood.size() + 1) + kGood);
   expect_refused(path, "header length", 0);
 }

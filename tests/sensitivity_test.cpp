@@ -19,20 +19,8 @@
 namespace lowbit {
 namespace {
 
-struct CliRun {
-  int rc;
-  std::string out;
-};
-
-CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(LOWBIT_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
-}
+using test::CliRun;
+using test::run_cli;
 
 double file_bpw(const Model& q) {
   uint64_t bytes = 0;

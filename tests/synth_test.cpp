@@ -22,8 +22,8 @@
 namespace lowbit {
 namespace {
 
-std::string tmp(const std::string& name) {
-  return ::testing::TempDir() + "/synth_test_" + name;
+std::string synth_tmp(const std::string& name) {
+  return test::tmp_path("synth_test", name);
 }
 
 ModelConfig tiny() {  // dim 64, ff 128, 2 layers, 4 heads, 2 kv heads, vocab 300
@@ -57,7 +57,7 @@ bool is_norm(const std::string& name) {
 }
 
 TEST(Synth, TinyF32LoadsWithThePlannedTensorsAndTheStatistics) {
-  const std::string p = tmp("f32.gguf");
+  const std::string p = synth_tmp("f32.gguf");
   const SynthResult r = write_synth_model(tiny(), p, typed("f32", 5));
   const Model m = Model::load(p);  // validates shapes against the configuration
   EXPECT_EQ(m.config.n_embd, 64);
@@ -98,7 +98,7 @@ TEST(Synth, TinyF32LoadsWithThePlannedTensorsAndTheStatistics) {
 }
 
 TEST(Synth, Q8_0HasThePlannedTypesAndTheEngineRunsIt) {
-  const std::string p = tmp("q8_0.gguf");
+  const std::string p = synth_tmp("q8_0.gguf");
   write_synth_model(tiny(), p, typed("q8_0"));
   const Model m = Model::load(p);
   for (const ModelTensor& t : m.tensors) {
@@ -120,15 +120,15 @@ TEST(Synth, Q8_0HasThePlannedTypesAndTheEngineRunsIt) {
 
 TEST(Synth, DeterministicPerSeedAcrossThreadsAndFormats) {
   set_threads(1);
-  write_synth_model(tiny(), tmp("a.gguf"), typed("f32", 7));
+  write_synth_model(tiny(), synth_tmp("a.gguf"), typed("f32", 7));
   set_threads(2);
-  write_synth_model(tiny(), tmp("b.gguf"), typed("f32", 7));
-  write_synth_model(tiny(), tmp("c.gguf"), typed("f32", 8));
-  write_synth_model(tiny(), tmp("d.gguf"), typed("f16", 7));
+  write_synth_model(tiny(), synth_tmp("b.gguf"), typed("f32", 7));
+  write_synth_model(tiny(), synth_tmp("c.gguf"), typed("f32", 8));
+  write_synth_model(tiny(), synth_tmp("d.gguf"), typed("f16", 7));
   set_threads(0);
-  EXPECT_EQ(test::slurp(tmp("a.gguf")), test::slurp(tmp("b.gguf")));
-  const Model a = Model::load(tmp("a.gguf")), c = Model::load(tmp("c.gguf")),
-              h = Model::load(tmp("d.gguf"));
+  EXPECT_EQ(test::slurp(synth_tmp("a.gguf")), test::slurp(synth_tmp("b.gguf")));
+  const Model a = Model::load(synth_tmp("a.gguf")), c = Model::load(synth_tmp("c.gguf")),
+              h = Model::load(synth_tmp("d.gguf"));
   const ModelTensor *ta = a.find("blk.1.ffn_up.weight"), *tc = c.find("blk.1.ffn_up.weight"),
                     *th = h.find("blk.1.ffn_up.weight");
   ASSERT_EQ(ta->bytes, tc->bytes);
@@ -141,7 +141,7 @@ TEST(Synth, DeterministicPerSeedAcrossThreadsAndFormats) {
 }
 
 TEST(Synth, UntileableRowsFallBackAsQuantizeDoes) {
-  const std::string p = tmp("q4_k.gguf");
+  const std::string p = synth_tmp("q4_k.gguf");
   const SynthResult r = write_synth_model(tiny(), p, typed("q4_k"));
   const Model m = Model::load(p);
   const Format want = Format::parse("q4_k");
@@ -154,7 +154,7 @@ TEST(Synth, UntileableRowsFallBackAsQuantizeDoes) {
 }
 
 TEST(Synth, Qwen2LikeHasQkvBiasesAndATiedEmbedding) {
-  const std::string p = tmp("qwen2.gguf");
+  const std::string p = synth_tmp("qwen2.gguf");
   write_synth_model(tiny_qwen2(), p, typed("q8_0", 3));
   const Model m = Model::load(p);
   EXPECT_EQ(m.config.arch, "qwen2");
@@ -172,7 +172,7 @@ TEST(Synth, Qwen2LikeHasQkvBiasesAndATiedEmbedding) {
 
 TEST(Synth, BadShapesAreErrorsAndWriteNothing) {
   auto fails = [](ModelConfig c, const std::string& what) {
-    const std::string p = tmp("bad.gguf");
+    const std::string p = synth_tmp("bad.gguf");
     EXPECT_THROW(write_synth_model(c, p, typed("f16")), Error) << what;
     EXPECT_FALSE(std::filesystem::exists(p)) << what;
   };
@@ -188,11 +188,11 @@ TEST(Synth, BadShapesAreErrorsAndWriteNothing) {
   c = tiny(), c.n_ctx_train = 0, fails(c, "no context");
   c = tiny(), c.arch = "gpt2", fails(c, "architecture");
   EXPECT_THROW(synth_shape("llama-9000"), Error);
-  EXPECT_THROW(write_synth_model(tiny(), tmp("bad.gguf"), typed("q8_k")), Error);
+  EXPECT_THROW(write_synth_model(tiny(), synth_tmp("bad.gguf"), typed("q8_k")), Error);
   // An explicit head_dim frees heads from dividing dim (as llama.cpp's key_length does).
   c = tiny(), c.n_head = 3, c.n_head_kv = 1, c.head_dim = 16;
-  write_synth_model(c, tmp("hd.gguf"), typed("f32"));
-  const Model m = Model::load(tmp("hd.gguf"));
+  write_synth_model(c, synth_tmp("hd.gguf"), typed("f32"));
+  const Model m = Model::load(synth_tmp("hd.gguf"));
   EXPECT_EQ(m.config.head_dim, 16);
   EXPECT_EQ(m.find("blk.0.attn_q.weight")->shape, (std::vector<int64_t>{48, 64}));
 }

@@ -192,7 +192,8 @@ TEST_F(TokenizerHfBpe, MatchesNaiveBpeOnSentences) {
 }
 
 TEST_F(TokenizerHfBpe, MatchesNaiveBpeOnTheFixtureText) {
-  const std::string text = test::slurp(test::fixture("text/tinystories-valid-head.txt")).substr(0, 20000);
+  const std::string text =
+      test::slurp(test::fixture("text/tinystories-valid-head.txt")).substr(0, 20000);
   ASSERT_EQ(text.size(), 20000u);
   const Tokenizer t(d_);
   const NaiveBpe naive(d_);

@@ -31,8 +31,9 @@ struct QuantizeArgs {
   std::string calib, imatrix;
   int64_t calib_tokens = 32768, ctx = 512;
   bool act_order = false;
-  double damp = 0.01, sq_alpha = 0.5;
-  int threads = 0;
+  double damp = 0.01, sq_alpha = 0.5, clip_shrink = 0.5;
+  int threads = 0, clip_grid = 20;
+  bool clip_qk = false;
   // mixed precision
   std::vector<std::string> tensor_types;
   std::string recipe, target_size, sensitivity, plan, formats;
@@ -310,6 +311,7 @@ int run_quantize(const QuantizeArgs& a) {
   const Model m = Model::load(a.in, {.tokenizer_path = a.tokenizer});
   MethodOptions mo{.method = parse_method(a.method)};
   mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
+  mo.clip.grid = a.clip_grid, mo.clip.max_shrink = a.clip_shrink, mo.clip_qk = a.clip_qk;
   std::optional<PlanFile> mix = choose_mix(m, a, mo.method, q);
   q.type = base_type(m, a, q);
   if (mix) {
@@ -349,6 +351,14 @@ Runner add_quantize(CLI::App& app) {
                   "RTN), gptq, awq, awq+gptq, smoothquant (W8A8 smoothing, then imatrix RTN)")
       ->capture_default_str()
       ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant"}));
+  cmd->add_option("--clip-grid", o->clip_grid,
+                  "awq: clipping search steps of each block's range (ratio 1 - i/grid; 0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  cmd->add_option("--clip-shrink", o->clip_shrink, "awq: the largest range shrink tried")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.95));
+  cmd->add_flag("--clip-qk", o->clip_qk, "awq: clip attn_q/attn_k too (AWQ leaves them out)");
   cmd->add_option("--sq-alpha", o->sq_alpha, "SmoothQuant migration strength")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));

@@ -12,6 +12,7 @@
 #include "engine/llama.h"
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "quant/clip.h"
 
 namespace lowbit {
 
@@ -22,18 +23,26 @@ Method parse_method(const std::string& n) {
   if (n == "awq") return Method::kAwq;
   if (n == "awq+gptq") return Method::kAwqGptq;
   if (n == "smoothquant") return Method::kSmoothQuant;
-  throw Error("unknown method", {.field = "--method", .expected = "rtn, imatrix, gptq, awq, "
-                                 "awq+gptq or smoothquant", .found = n});
+  throw Error("unknown method", {.field = "--method",
+                                 .expected = "rtn, imatrix, gptq, awq, "
+                                             "awq+gptq or smoothquant",
+                                 .found = n});
 }
 
 const char* method_name(Method m) {
   switch (m) {
-    case Method::kRtn: return "rtn";
-    case Method::kImatrix: return "imatrix";
-    case Method::kGptq: return "gptq";
-    case Method::kAwq: return "awq";
-    case Method::kSmoothQuant: return "smoothquant";
-    default: return "awq+gptq";
+    case Method::kRtn:
+      return "rtn";
+    case Method::kImatrix:
+      return "imatrix";
+    case Method::kGptq:
+      return "gptq";
+    case Method::kAwq:
+      return "awq";
+    case Method::kSmoothQuant:
+      return "smoothquant";
+    default:
+      return "awq+gptq";
   }
 }
 
@@ -44,7 +53,7 @@ struct Work {
   Model m;
   std::map<std::string, Format> plan;
   std::map<std::string, std::shared_ptr<const void>> bufs;  // replaced tensors' storage
-  std::map<std::string, ModelTensor> original;               // to point back to once written
+  std::map<std::string, ModelTensor> original;              // to point back to once written
 
   ModelTensor& t(const std::string& name) {
     for (auto& x : m.tensors) {
@@ -84,7 +93,8 @@ struct Work {
 };
 
 // Σ_rows Δw H Δwᵀ for ΔW (R, K) and H (K, K): the summed squared output error.
-double output_error(const std::vector<float>& dW, int64_t R, int64_t K, const std::vector<float>& H) {
+double output_error(const std::vector<float>& dW, int64_t R, int64_t K,
+                    const std::vector<float>& H) {
   std::vector<float> P(static_cast<size_t>(R * K));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, dW.data(),
               int(K), H.data(), int(K), 0.0f, P.data(), int(K));
@@ -108,7 +118,9 @@ std::vector<float> awq_search(const std::vector<WeightRef>& ws, const InputStats
   std::vector<float> H(st.xtx.begin(), st.xtx.end());
   const std::vector<float> imp = st.importance();
   std::vector<double> mean_abs(static_cast<size_t>(K));
-  for (int64_t c = 0; c < K; ++c) mean_abs[size_t(c)] = std::max(st.sum_abs[size_t(c)] / double(std::max<int64_t>(st.count, 1)), 1e-6);
+  for (int64_t c = 0; c < K; ++c)
+    mean_abs[size_t(c)] =
+        std::max(st.sum_abs[size_t(c)] / double(std::max<int64_t>(st.count, 1)), 1e-6);
   std::vector<float> best(static_cast<size_t>(K), 1.0f);
   double best_loss = INFINITY;
   for (int a = 0; a < grid; ++a) {
@@ -133,7 +145,8 @@ std::vector<float> awq_search(const std::vector<WeightRef>& ws, const InputStats
           Ws[size_t(r * K + c)] = float((*w.W)[size_t(r * step * K + c)] * s[size_t(c)]);
         }
       }
-      for (int64_t c = 0; c < K; ++c) impS[size_t(c)] = float(imp[size_t(c)] / (s[size_t(c)] * s[size_t(c)]));
+      for (int64_t c = 0; c < K; ++c)
+        impS[size_t(c)] = float(imp[size_t(c)] / (s[size_t(c)] * s[size_t(c)]));
       std::vector<uint8_t> q(w.f.row_bytes(K) * uint64_t(R));
       w.f.quantize(Ws.data(), R, K, impS.data(), q.data());
       std::vector<float> back(Ws.size());
@@ -204,7 +217,8 @@ void awq_layer(Work& w, int64_t L, Calibration& cal, int grid) {
     }
     scale_stats(st, s);
   };
-  norm_group("attn_norm.weight", {"attn_q.weight", "attn_k.weight", "attn_v.weight"}, "attn_q.weight");
+  norm_group("attn_norm.weight", {"attn_q.weight", "attn_k.weight", "attn_v.weight"},
+             "attn_q.weight");
   {  // v -> o: o's input channel h*D + d comes from v's row g*D + d, g = h / (H/G)
     std::vector<float> wo = W("attn_output.weight"), wv = W("attn_v.weight");
     std::vector<std::vector<int64_t>> tie(static_cast<size_t>(G * D));
@@ -277,15 +291,21 @@ void smoothquant_layer(Work& w, int64_t L, Calibration& cal, double alpha) {
 }
 
 // Quantizes one weight matrix of layer L with its input statistics.
+// AWQ: the clipping search on every weight but q and k (as AWQ: their error reaches the output
+// through the attention scores, which the per-layer output error does not see), unless clip_qk.
 void quantize_weight(Work& w, const std::string& name, const InputStats& st, Method method,
-                     const GptqOptions& go) {
+                     const GptqOptions& go, const ClipOptions& clip, bool clip_qk) {
   const Format f = w.plan.at(name);
   const ModelTensor& t = w.t(name);
   const int64_t rows = t.rows(), K = t.row_length();
   std::vector<float> W = w.floats(name);
   std::vector<uint8_t> out(f.row_bytes(K) * uint64_t(rows));
+  const bool qk = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
   if (method == Method::kGptq || method == Method::kAwqGptq) {
     gptq_quantize(f, W.data(), rows, K, st.xtx.data(), go, out.data());
+  } else if (method == Method::kAwq && clip.grid > 0 && (!qk || clip_qk)) {
+    const std::vector<float> imp = st.importance();
+    clip_quantize(f, W.data(), rows, K, st.xtx.data(), imp.data(), clip, out.data());
   } else {
     const std::vector<float> imp = st.importance();
     f.quantize(W.data(), rows, K, imp.data(), out.data());
@@ -323,8 +343,8 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
   if (mo.method == Method::kImatrix && mo.imatrix) {  // importance from a file: per tensor
     auto produce = [&](const ModelTensor& t) {
       if (!is_matrix(t.name)) return;
-      const auto it = mo.imatrix->find(t.name == "token_embd.weight" && c.tied_output
-                                           ? std::string("output.weight") : t.name);
+      const auto it = mo.imatrix->find(
+          t.name == "token_embd.weight" && c.tied_output ? std::string("output.weight") : t.name);
       const bool have = it != mo.imatrix->end() && int64_t(it->second.size()) == t.row_length();
       rtn(t.name, have ? it->second.data() : nullptr);  // no statistics: plain RTN
     };
@@ -356,9 +376,10 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
     Calibration cal;
     {
       LlamaEngine e(w.m, n, n);
-      e.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
-        if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian);
-      });
+      e.set_observer(
+          [&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
+            if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian);
+          });
       std::vector<float> x(static_cast<size_t>(n * C));
       for (const auto& xc : X) {
         x = xc;
@@ -370,15 +391,16 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
         for (int64_t j = 0; j < i; ++j) s.xtx[size_t(i * s.K + j)] = s.xtx[size_t(j * s.K + i)];
       }
     }
-    if (mo.method == Method::kAwq || mo.method == Method::kAwqGptq) awq_layer(w, L, cal, mo.awq_grid);
+    if (mo.method == Method::kAwq || mo.method == Method::kAwqGptq)
+      awq_layer(w, L, cal, mo.awq_grid);
     if (mo.method == Method::kSmoothQuant) smoothquant_layer(w, L, cal, mo.sq_alpha);
     const std::string b = "blk." + std::to_string(L) + ".";
-    for (const char* name : {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-                             "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) {
+    for (const char* name :
+         {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+          "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) {
       const auto g = input_group_of(b + name, w.m);
-      const Method how = mo.method == Method::kAwq || mo.method == Method::kSmoothQuant
-                             ? Method::kImatrix : mo.method;
-      quantize_weight(w, b + name, cal.at(*g), how, mo.gptq);
+      const Method how = mo.method == Method::kSmoothQuant ? Method::kImatrix : mo.method;
+      quantize_weight(w, b + name, cal.at(*g), how, mo.gptq, mo.clip, mo.clip_qk);
     }
     {  // the activations through the quantized layer
       LlamaEngine e(w.m, n, n);
@@ -406,7 +428,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
     for (const auto& p : plan) {
       if (!is_matrix(p.name) || p.name.rfind("blk.", 0) == 0) continue;
       if (p.name == "output.weight" || c.tied_output) {
-        quantize_weight(w, p.name, head, Method::kImatrix, mo.gptq);
+        quantize_weight(w, p.name, head, Method::kImatrix, mo.gptq, mo.clip, mo.clip_qk);
       } else {
         rtn(p.name, nullptr);  // an untied embedding: a lookup table, no inputs to weight by
       }

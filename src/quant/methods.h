@@ -1,9 +1,10 @@
 // Quantization methods beyond round-to-nearest, layer by layer (sequential): calibration text is
 // embedded once; then for each layer L, the inputs of L's linear layers are collected by running
 // L on the activations that the already-quantized layers < L produced, L's weights are quantized
-// (imatrix RTN, GPTQ, AWQ, AWQ then GPTQ, or SmoothQuant's smoothing then imatrix RTN), and the activations are pushed through the quantized
-// L for the next layer. The output head gets importance-weighted RTN from the final norm's
-// statistics; an untied token embedding (a lookup, no inputs) plain RTN.
+// (imatrix RTN, GPTQ, AWQ, AWQ then GPTQ, or SmoothQuant's smoothing then imatrix RTN), and the
+// activations are pushed through the quantized L for the next layer. The output head gets
+// importance-weighted RTN from the final norm's statistics; an untied token embedding (a lookup, no
+// inputs) plain RTN.
 #pragma once
 
 #include <functional>
@@ -13,6 +14,7 @@
 #include "eval/perplexity.h"
 #include "lowbit/model.h"
 #include "quant/calibrate.h"
+#include "quant/clip.h"
 #include "quant/gptq.h"
 #include "quant/quantize.h"
 
@@ -26,7 +28,9 @@ const char* method_name(Method m);
 struct MethodOptions {
   Method method = Method::kRtn;
   GptqOptions gptq;
-  int awq_grid = 20;                 // α ∈ {0, 1/grid, ..., (grid-1)/grid}
+  int awq_grid = 20;     // α ∈ {0, 1/grid, ..., (grid-1)/grid}
+  ClipOptions clip;      // awq: the clipping search after the scales (grid 0 = off)
+  bool clip_qk = false;  // awq: clip attn_q / attn_k too (AWQ leaves them out)
   // SmoothQuant (Xiao et al. 2022) migration strength: s_j = max|x_j|^α / max|w_j|^(1-α).
   double sq_alpha = 0.5;
   const Importance* imatrix = nullptr;  // imatrix: use these instead of calibrating
