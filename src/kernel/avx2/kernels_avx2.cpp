@@ -14,6 +14,7 @@ struct Avx2Ops {
   static F load(const float* p) { return _mm256_loadu_ps(p); }
   static F load_partial(const float* p, int n) { return load_partial8(p, n); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static float hsum(F v) { return hsum_ps(v); }
   static F load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -56,13 +57,13 @@ struct Avx2Ops {
 
   static constexpr bool kPacked = true;
   struct Shape32 {
-    static constexpr int kR = 2, kT = 4, kRv = 4, kRp = 2, kTp = 4;
+    static constexpr int kR = 2, kT = 4, kRv = 1, kRp = 2, kTp = 4;
   };
   struct Shape256 {
-    static constexpr int kR = 2, kT = 4, kRv = 2, kRp = 2, kTp = 4;
+    static constexpr int kR = 2, kT = 4, kRv = 1, kRp = 2, kTp = 4;
   };
   struct ShapeF {
-    static constexpr int kR = 2, kT = 4, kRv = 4;
+    static constexpr int kR = 2, kT = 4, kRv = 1;
   };
 };
 

@@ -22,6 +22,7 @@ struct Avx512Ops {
   static F load(const float* p) { return _mm512_loadu_ps(p); }
   static F load_partial(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static float hsum(F v) { return _mm512_reduce_add_ps(v); }
   static F f16(__m256i h) { return _mm512_cvtph_ps(h); }
   static F bf16(__m256i h) {
@@ -63,13 +64,13 @@ struct Avx512Ops {
 
   static constexpr bool kPacked = true;
   struct Shape32 {
-    static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4;
+    static constexpr int kR = 4, kT = 4, kRv = 1, kRp = 6, kTp = 4;
   };
   struct Shape256 {
-    static constexpr int kR = 4, kT = 4, kRv = 4, kRp = 6, kTp = 4;
+    static constexpr int kR = 4, kT = 4, kRv = 1, kRp = 6, kTp = 4;
   };
   struct ShapeF {
-    static constexpr int kR = 4, kT = 4, kRv = 4;
+    static constexpr int kR = 4, kT = 4, kRv = 1;
   };
 };
 

@@ -42,6 +42,30 @@ struct FloatTiles {
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = Ops::zero();
     }
     int64_t k = 0;
+    if constexpr (R * T < 4) {  // one row and token: four independent chains of multiply-adds
+      F acc2[3][R][T];
+      LOWBIT_UNROLL for (int c = 0; c < 3; ++c) {
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc2[c][r][t] = Ops::zero();
+        }
+      }
+      for (; k + 4 * kL <= K; k += 4 * kL) {
+        LOWBIT_UNROLL for (int c = 0; c < 4; ++c) {
+          F(&ac)[R][T] = c == 0 ? acc : acc2[c == 0 ? 0 : c - 1];
+          F wv[R];
+          LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = load(w + uint64_t(r) * rb, k + c * kL);
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+            const F av = Ops::load(a.f32 + t * K + k + c * kL);
+            LOWBIT_UNROLL for (int r = 0; r < R; ++r) ac[r][t] = Ops::fma(wv[r], av, ac[r][t]);
+          }
+        }
+      }
+      LOWBIT_UNROLL for (int c = 0; c < 3; ++c) {
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[r][t] = Ops::add(acc[r][t], acc2[c][r][t]);
+        }
+      }
+    }
     for (; k + kL <= K; k += kL) {
       F wv[R];
       LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = load(w + uint64_t(r) * rb, k);

@@ -263,11 +263,15 @@ struct Q256Tiles {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       Prep256 pr[R];
       LOWBIT_UNROLL for (int r = 0; r < R; ++r) Dec::prep(blk[r][sb], pr[r]);
-      __m256i isum[R][T];
+      // Two integer chains when few (row, token) pairs would leave the 8 chunks' multiply-adds
+      // waiting on each other; summed below.
+      constexpr int kChains = R * T >= 4 ? 1 : 2;
+      __m256i isum[R][T], isum2[R][T];
       LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-        LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[r][t] = _mm256_setzero_si256();
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[r][t] = isum2[r][t] = _mm256_setzero_si256();
       }
       LOWBIT_UNROLL for (int c = 0; c < 8; ++c) {
+        __m256i(&is)[R][T] = kChains == 2 && (c & 1) ? isum2 : isum;
         __m256i wv[R], sv[R];
         LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
           wv[r] = Dec::codes(blk[r][sb], pr[r], c);
@@ -277,8 +281,14 @@ struct Q256Tiles {
           const __m256i av = _mm256_loadu_si256(
               reinterpret_cast<const __m256i*>(a.qs + t * K + sb * 256 + 32 * c));
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-            isum[r][t] = Ops::template madd_scaled<Dec::kSigned>(isum[r][t], wv[r], av, sv[r]);
+            is[r][t] = Ops::template madd_scaled<Dec::kSigned>(is[r][t], wv[r], av, sv[r]);
           }
+        }
+      }
+      if constexpr (kChains == 2) {
+        LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[r][t] =
+              _mm256_add_epi32(isum[r][t], isum2[r][t]);
         }
       }
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {

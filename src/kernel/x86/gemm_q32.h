@@ -181,7 +181,16 @@ struct Q32Tiles {
   template <int R, int T>
   static void natural(const Block* const (&blk)[R], const Acts& a, int64_t b_begin, int64_t b_end,
                       Acc<R, T>& acc) {
-    const int64_t K = a.K, nb = K / 32;
+    const int64_t nb = a.K / 32;
+    // Independent accumulation chains: with few (row, token) pairs one chain would wait on the
+    // previous block's multiply-add (4 cycles) every block; one token and one row get four.
+    constexpr int kChains = R * T >= 4 ? 1 : 4 / (R * T);
+    __m256 chains[kChains > 1 ? kChains - 1 : 1][R][T];
+    LOWBIT_UNROLL for (int c = 0; c < kChains - 1; ++c) {
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) chains[c][r][t] = _mm256_setzero_ps();
+      }
+    }
     for (int64_t b0 = b_begin; b0 < b_end; b0 += 8) {
       const int n = int(b_end - b0 < 8 ? b_end - b0 : 8);
       alignas(32) float p[R][T][8];
@@ -195,17 +204,34 @@ struct Q32Tiles {
                 _mm256_fmadd_ps(e, load_partial8(a.s + t * nb + b0, n), acc.corr[r][t]);
         }
       }
-      for (int j = 0; j < n; ++j) {
-        __m256i wv[R];
-        LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = prep(blk[r][b0 + j]);
-        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-          const __m256i av =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + t * K + (b0 + j) * 32));
-          LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
-            acc.v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)),
-                                          _mm256_set1_ps(p[r][t][j]), acc.v[r][t]);
-          }
+      if (n == 8) {  // fully unrolled: block j goes to chain j % kChains
+        LOWBIT_UNROLL for (int j = 0; j < 8; ++j) {
+          block_step<R, T>(blk, a, b0, j, p, j % kChains == 0 ? acc.v : chains[j % kChains - 1]);
         }
+      } else {
+        for (int j = 0; j < n; ++j) block_step<R, T>(blk, a, b0, j, p, acc.v);
+      }
+    }
+    LOWBIT_UNROLL for (int c = 0; c < kChains - 1; ++c) {
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc.v[r][t] =
+            _mm256_add_ps(acc.v[r][t], chains[c][r][t]);
+      }
+    }
+  }
+
+  // Block b0 + j of every row against every token, scaled by p and added into v.
+  template <int R, int T>
+  LOWBIT_INLINE static void block_step(const Block* const (&blk)[R], const Acts& a, int64_t b0,
+                                       int j, const float (&p)[R][T][8], __m256 (&v)[R][T]) {
+    __m256i wv[R];
+    LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = prep(blk[r][b0 + j]);
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+      const __m256i av =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + t * a.K + (b0 + j) * 32));
+      LOWBIT_UNROLL for (int r = 0; r < R; ++r) {
+        v[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(wv[r], av)), _mm256_set1_ps(p[r][t][j]),
+                                  v[r][t]);
       }
     }
   }
