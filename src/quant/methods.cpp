@@ -3,6 +3,7 @@
 #include "quant/methods.h"
 
 #include <cblas.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "engine/llama.h"
 #include "lowbit/error.h"
+#include "lowbit/mapped_file.h"
 #include "lowbit/threads.h"
 #include "quant/clip.h"
 
@@ -83,12 +85,16 @@ struct Work {
     x.bytes = buf->size(), x.mapped = false;
     bufs[name] = buf;
   }
-  // Once written, a replaced tensor goes back to its original view and its buffer is freed.
+  // Once written, a replaced tensor goes back to its original view and its buffer is freed, and
+  // the original's pages of the input file leave memory (the writer only releases the views it
+  // wrote, which for a replaced tensor is the buffer): without this, peak RSS grows by the whole
+  // input model over a run.
   void release(const std::string& name) {
     const auto it = original.find(name);
     if (it == original.end() || !bufs.count(name)) return;
     t(name) = it->second;
     bufs.erase(name);
+    if (it->second.mapped) release_mapped_pages(it->second.data, it->second.bytes);
   }
 };
 
@@ -406,6 +412,9 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
       LlamaEngine e(w.m, n, n);
       for (auto& xc : X) e.run_layers(xc.data(), n, 0, L, L + 1);
     }
+    // A layer's Hessians and GPTQ work arrays are hundreds of MiB in pieces below glibc's mmap
+    // threshold: hand the freed heap back so RSS stays at one layer's worth.
+    malloc_trim(0);
     if (progress) progress(L + 1, c.n_layer);
   };
   bool head_done = false;
