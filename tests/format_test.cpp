@@ -10,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "format/fit.h"
 #include "lowbit/error.h"
 #include "lowbit/format.h"
 #include "test_util.h"
@@ -409,6 +410,31 @@ TEST(ActivationFormats, AbsmaxRoundTrip) {
     const double e = rel_rmse(x, roundtrip(Format::parse(name), x, kK));
     EXPECT_GT(e, 0.002) << name;
     EXPECT_LT(e, 0.012) << name;
+  }
+}
+
+// The scale searches' inline rounding must equal std::nearbyint (round half to even) everywhere
+// (as a value: a zero result may differ in sign, which no caller can see):
+// every half-integer and its neighbours in [-2^12, 2^12], the magic-number trick's edge at 2^22,
+// and large, tiny and signed-zero values.
+TEST(FitRounding, RoundEvenEqualsNearbyint) {
+  std::vector<float> v;
+  for (int k = -8192; k <= 8192; ++k) {
+    const float h = float(k) * 0.5f;
+    v.insert(v.end(), {h, std::nextafter(h, -INFINITY), std::nextafter(h, INFINITY)});
+  }
+  for (float e : {4194304.0f, 8388608.0f, 16777216.0f, 1e30f, 3.4e38f}) {
+    for (float x :
+         {e, std::nextafter(e, 0.0f), std::nextafter(e, INFINITY), e - 0.5f, e + 0.5f, e - 1.5f}) {
+      v.push_back(x), v.push_back(-x);
+    }
+  }
+  v.insert(v.end(), {0.0f, -0.0f, 1e-30f, -1e-30f, 0.49999997f, -0.49999997f, 2.5f, -2.5f});
+  lowbit::Rng rng(3);
+  for (int i = 0; i < 100000; ++i) v.push_back(float(rng.normal() * 300.0));
+  for (float x : v) {
+    const float a = fit::round_even(x), b = std::nearbyint(x);
+    ASSERT_EQ(a, b) << "x = " << x;  // as values: -0.3 gives +0 here and -0 from nearbyint
   }
 }
 

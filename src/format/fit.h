@@ -10,12 +10,22 @@
 
 namespace lowbit::fit {
 
+// Round half to even, the same value as std::nearbyint in the default rounding mode (a zero result
+// may be +0 where nearbyint gives -0; callers take codes or products, where that cannot show),
+// inline: x86-64's baseline has no roundss, so nearbyint is a libm call through the PLT in every
+// scale search's innermost loop. Adding and subtracting 1.5 * 2^23 rounds any |v| < 2^22 to an
+// integer in the current (nearest-even) mode; larger values take the library call.
+inline float round_even(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return std::fabs(v) < 4194304.0f ? (v + kMagic) - kMagic : std::nearbyint(v);
+}
+
 // Uniform integer levels lo..hi (e.g. -8..7 for Q4_0, 0..15 for Q4_1's codes).
 struct IntLevels {
   int lo, hi;
   int nearest(float v) const {  // v may be any float; NaN never reaches here (inputs checked)
     const float c = std::clamp(v, float(lo), float(hi));
-    return int(std::nearbyint(c));
+    return int(round_even(c));
   }
   float value(int k) const { return float(k); }
   int size() const { return hi - lo + 1; }
@@ -39,7 +49,9 @@ struct CodebookLevels {
   float max_value() const { return values.back(); }
 };
 
-inline float weight(const float* w, int64_t i) { return w ? w[i] : 1.0f; }
+inline float weight(const float* w, int64_t i) {
+  return w ? w[i] : 1.0f;
+}
 
 // Weighted squared error of x against d * level(nearest(x / d)).
 template <typename Levels>
@@ -112,8 +124,9 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
   // No finite stored scale reaches this block (an fp16 scale would overflow): return the
   // overflowing one, so the block decodes to Inf and the caller reports the range error rather
   // than silently writing zeros.
-  if (best_err < 0) return round_d(xm / (std::fabs(lv.min_value()) >= std::fabs(lv.max_value())
-                                             ? lv.min_value() : lv.max_value()));
+  if (best_err < 0)
+    return round_d(xm / (std::fabs(lv.min_value()) >= std::fabs(lv.max_value()) ? lv.min_value()
+                                                                                : lv.max_value()));
   return best_d;
 }
 
@@ -123,12 +136,11 @@ struct Affine {
   float d = 0, m = 0;
 };
 
-inline double affine_error(const float* x, const float* w, int64_t n, int qmax, float d,
-                           float m) {
+inline double affine_error(const float* x, const float* w, int64_t n, int qmax, float d, float m) {
   double err = 0;
   const float id = d > 0 ? 1.0f / d : 0.0f;
   for (int64_t i = 0; i < n; ++i) {
-    const float q = std::clamp(std::nearbyint((x[i] - m) * id), 0.0f, float(qmax));
+    const float q = round_even(std::clamp((x[i] - m) * id, 0.0f, float(qmax)));
     const float r = x[i] - (d * q + m);
     err += double(weight(w, i)) * double(r) * double(r);
   }
@@ -151,7 +163,8 @@ Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonp
   for (int s = 0; s < starts; ++s) {
     const float f = 0.85f * std::pow(fmax / 0.85f, float(s) / float(starts - 1));
     const float span = (hi - lo) / f, mid = 0.5f * (hi + lo);
-    float d = round_d(span / float(qmax)), m = round_m(std::min(mid - 0.5f * span, nonpos_min ? 0.0f : mid));
+    float d = round_d(span / float(qmax)),
+          m = round_m(std::min(mid - 0.5f * span, nonpos_min ? 0.0f : mid));
     if (!(d > 0)) continue;
     double e = affine_error(x, w, n, qmax, d, m);
     if (e < best_err) best_err = e, best = {d, m};
@@ -159,7 +172,7 @@ Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonp
       const float id = 1.0f / d;
       double sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
       for (int64_t i = 0; i < n; ++i) {
-        const double q = std::clamp(std::nearbyint((x[i] - m) * id), 0.0f, float(qmax));
+        const double q = round_even(std::clamp((x[i] - m) * id, 0.0f, float(qmax)));
         const double wi = weight(w, i);
         sw += wi, sq += wi * q, sqq += wi * q * q, sx += wi * x[i], sxq += wi * x[i] * q;
       }
@@ -178,6 +191,8 @@ Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonp
   return best;
 }
 
-inline float identity(float v) { return v; }
+inline float identity(float v) {
+  return v;
+}
 
 }  // namespace lowbit::fit

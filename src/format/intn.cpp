@@ -25,11 +25,13 @@ void write_code(uint8_t* codes, int64_t i, int q) {
   if (bit % 8 + B > 8) codes[bit / 8 + 1] |= uint8_t(q >> (8 - bit % 8));
 }
 
-constexpr int qmax_of(int b) { return (1 << b) - 1; }
+constexpr int qmax_of(int b) {
+  return (1 << b) - 1;
+}
 
 // Asymmetric: x = d * (q - z), q = clamp(round(x / d) + z).
 inline int asym_code(float x, float id, int z, int qmax) {
-  return std::clamp(int(std::nearbyint(x * id)) + z, 0, qmax);
+  return std::clamp(int(fit::round_even(x * id)) + z, 0, qmax);
 }
 
 double asym_error(const float* x, const float* w, int64_t n, float d, int z, int qmax) {
