@@ -77,42 +77,16 @@ inline void sub_scales(const formats::TQ1_0::Block&, SubScales16& s) {
 }
 
 // fp16 fields of the super-block: d, and dmin for the affine formats (else 0).
-inline uint16_t super_d(const formats::Q2_K::Block& b) {
+template <typename B>
+inline uint16_t super_d(const B& b) {
   return b.d;
-}
-inline uint16_t super_d(const formats::Q3_K::Block& b) {
-  return b.d;
-}
-inline uint16_t super_d(const formats::Q4_K::Block& b) {
-  return b.d;
-}
-inline uint16_t super_d(const formats::Q5_K::Block& b) {
-  return b.d;
-}
-inline uint16_t super_d(const formats::Q6_K::Block& b) {
-  return b.d;
-}
-inline uint16_t super_d(const formats::IQ4_XS::Block& b) {
-  return b.d;
-}
-inline uint16_t super_d(const formats::TQ2_0::Block& b) {
-  return b.d;
-}
-inline uint16_t super_d(const formats::TQ1_0::Block& b) {
-  return b.d;
-}
-inline uint16_t super_dmin(const formats::Q2_K::Block& b) {
-  return b.dmin;
-}
-inline uint16_t super_dmin(const formats::Q4_K::Block& b) {
-  return b.dmin;
-}
-inline uint16_t super_dmin(const formats::Q5_K::Block& b) {
-  return b.dmin;
 }
 template <typename B>
-inline uint16_t super_dmin(const B&) {
-  return 0;
+inline uint16_t super_dmin(const B& b) {
+  if constexpr (requires { b.dmin; })
+    return b.dmin;
+  else
+    return 0;
 }
 
 // TQ1_0 digit n (0..4) of a packed byte: ((q * 3^n) mod 256) * 3 >> 8.

@@ -51,7 +51,7 @@ struct FloatTiles {
       }
       for (; k + 4 * kL <= K; k += 4 * kL) {
         LOWBIT_UNROLL for (int c = 0; c < 4; ++c) {
-          F(&ac)[R][T] = c == 0 ? acc : acc2[c == 0 ? 0 : c - 1];
+          F(&ac)[R][T] = c == 0 ? acc : acc2[c - 1];
           F wv[R];
           LOWBIT_UNROLL for (int r = 0; r < R; ++r) wv[r] = load(w + uint64_t(r) * rb, k + c * kL);
           LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
