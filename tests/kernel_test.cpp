@@ -270,9 +270,8 @@ Problem make_problem(const Format& f, int64_t M, int64_t K, int64_t N, uint64_t 
 // matmul on a tier against the float reference: W dequantized, x quantized and dequantized as
 // the format's activation type (per tier: the quantizers are bit-exact anyway), dot in double.
 // Uses the first M rows and N tokens of the problem (quantizing weights is the slow part).
-void expect_matmul_matches(Isa isa, const Problem& p, int64_t M, int64_t N) {
-  std::vector<float> y(size_t(N * M), std::nanf(""));
-  matmul_isa(isa, p.f, p.w.data(), M, p.K, p.x.data(), N, y.data());
+void expect_result_matches(Isa isa, const Problem& p, int64_t M, int64_t N,
+                           const std::vector<float>& y) {
   const QActs a = quantize_acts(kernel::kernels_for(isa), kernel::act_kind(p.f), p.x, N, p.K);
   const auto ad = dequantized(a, p.x);
   for (int64_t t = 0; t < N; ++t) {
@@ -284,6 +283,11 @@ void expect_matmul_matches(Isa isa, const Problem& p, int64_t M, int64_t N) {
           << " row " << r << " token " << t;
     }
   }
+}
+void expect_matmul_matches(Isa isa, const Problem& p, int64_t M, int64_t N) {
+  std::vector<float> y(size_t(N * M), std::nanf(""));
+  matmul_isa(isa, p.f, p.w.data(), M, p.K, p.x.data(), N, y.data());
+  expect_result_matches(isa, p, M, N, y);
 }
 void expect_matmul_matches(Isa isa, const Problem& p) {
   expect_matmul_matches(isa, p, p.M, p.N);
@@ -337,6 +341,60 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
       matmul_isa(isa, f, p.w.data(), p.M, p.K, p.x.data(), p.N, y1.data());
       set_threads(2);
       matmul_isa(isa, f, p.w.data(), p.M, p.K, p.x.data(), p.N, y2.data());
+      set_threads(0);
+      EXPECT_EQ(y1, y2) << isa_name(isa) << " " << name;
+    }
+  }
+}
+
+// ---- load-time repacking (PreparedMatrix)
+// ----------------------------------------------------------------------
+
+// The x8 layout (x86 tiers: Q4_0 and Q8_0) against the double reference: rows around the group
+// of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in place; 40: groups split over
+// threads), tokens around the tiles (AVX2 4, AVX-512 8), K of 1, 2, 7 (prime) and 16 blocks.
+// Formats without a layout (q4_k, f16) go through in place and must say so.
+TEST(KernelRepack, PreparedMatchesReference) {
+  uint64_t seed = 300;
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "f16"}) {
+    const Format f = Format::parse(name);
+    const bool has_layout = f == Format::parse("q4_0") || f == Format::parse("q8_0");
+    for (const int64_t K : {32, 64, 7 * 32, 512}) {
+      if (!f.can_tile(K)) continue;
+      const Problem p = make_problem(f, 40, K, 11, ++seed);
+      for (const Isa isa : supported_isas()) {
+        for (const int64_t M : {3, 8, 13, 40}) {
+          const PreparedMatrix pm(isa, f, p.w.data(), M, K);
+          EXPECT_EQ(pm.repacked(), has_layout && isa != Isa::kRef && M >= 8)
+              << isa_name(isa) << " " << name << " M=" << M;
+          for (const int64_t N : {1, 3, 4, 5, 8, 9, 11}) {
+            std::vector<float> y(size_t(N * M), std::nanf(""));
+            pm.multiply(p.x.data(), N, y.data());
+            expect_result_matches(isa, p, M, N, y);
+            if (HasFatalFailure()) return;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The repacked copy must not depend on the input staying in memory beyond the rows left in place,
+// and two threads must give the same bits as one.
+TEST(KernelRepack, OwnsItsCopyAndThreadsAgree) {
+  for (const char* name : {"q4_0", "q8_0"}) {
+    const Format f = Format::parse(name);
+    const Problem p = make_problem(f, 40, 256, 16, 11);
+    for (const Isa isa : supported_isas()) {
+      std::vector<uint8_t> w = p.w;
+      const PreparedMatrix pm(isa, f, w.data(), p.M, p.K);
+      if (!pm.repacked()) continue;
+      std::fill(w.begin(), w.end(), uint8_t(0xFF));  // all 40 rows are in the copy
+      std::vector<float> y1(size_t(p.N * p.M)), y2(y1.size());
+      pm.multiply(p.x.data(), p.N, y1.data());
+      expect_result_matches(isa, p, p.M, p.N, y1);
+      set_threads(2);
+      pm.multiply(p.x.data(), p.N, y2.data());
       set_threads(0);
       EXPECT_EQ(y1, y2) << isa_name(isa) << " " << name;
     }

@@ -8,16 +8,12 @@
 
 #include "kernel/matmul.h"
 #include "lowbit/error.h"
+#include "lowbit/mapped_file.h"
 #include "lowbit/threads.h"
 
 namespace lowbit {
 
 namespace {
-
-// y (B, rows) = x (B, K) · Wᵀ
-void linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
-  matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
-}
 
 std::vector<float> vector_of(const ModelTensor& t) {  // a 1-D tensor (norm weights, biases)
   std::vector<float> v(static_cast<size_t>(t.row_length()));
@@ -47,6 +43,22 @@ void rmsnorm(const float* x, const ModelTensor& w, float* out, int64_t B, int64_
 }
 
 }  // namespace
+
+void LlamaEngine::linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
+  if (!repack_) return matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
+  Prepared& p = prepared_[&w];
+  if (!p.matrix || p.data != w.data || !(p.format == w.format) || p.bytes != w.bytes) {
+    p = {w.data, w.format, w.bytes,
+         std::make_unique<PreparedMatrix>(w.format, w.data, w.rows(), w.row_length())};
+    // The repacked rows are read from the copy from now on: drop the file's pages (they are
+    // read back from the file should anything else touch them).
+    if (p.matrix->repacked() && w.mapped) {
+      const int64_t M = w.rows();
+      release_mapped_pages(w.data, w.bytes / uint64_t(M) * uint64_t(M - M % 8));
+    }
+  }
+  p.matrix->multiply(x, B, y);
+}
 
 LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m) {
   const ModelConfig& c = m.config;

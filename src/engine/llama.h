@@ -7,9 +7,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include "kernel/matmul.h"
 #include "lowbit/model.h"
 
 namespace lowbit {
@@ -37,6 +40,10 @@ class LlamaEngine {
   const std::vector<float>& forward(int32_t token, int64_t pos) { return eval(&token, 1, pos); }
   int64_t context() const { return ctx_; }
   void set_observer(InputObserver o) { observer_ = std::move(o); }
+  // Weights are prepared for the kernels (repacked, see PreparedMatrix) when a forward pass first
+  // uses them, and kept while the tensor's data pointer, format and size stay the same. Callers
+  // that rewrite a tensor's bytes in place between passes turn this off (on by default).
+  void set_repack(bool on) { repack_ = on, prepared_.clear(); }
 
   // Layer-wise evaluation (what sequential quantization needs): the embeddings of n tokens into
   // x (n, C); layers [begin, end) applied in place to x (n <= max_batch tokens at positions
@@ -54,6 +61,8 @@ class LlamaEngine {
   void attention(const Layer& L, int64_t layer, int64_t n, int64_t pos0);
   void feed_forward(const Layer& L, int64_t layer, int64_t n);
   void rope(float* v, int64_t heads, int64_t pos) const;
+  // y (B, rows) = x (B, K) · Wᵀ, through the prepared copy of w when there is one.
+  void linear(const ModelTensor& w, const float* x, int64_t B, float* y);
 
   void observe(int64_t layer, LinearInput which, const float* x, int64_t n, int64_t K) const {
     if (observer_) observer_(layer, which, x, n, K);
@@ -69,6 +78,14 @@ class LlamaEngine {
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_;
   std::vector<float> k_cache_, v_cache_;  // (n_layer, ctx, G*D)
   std::vector<float> inv_freq_;           // (D/2) RoPE frequencies, with rope_freqs applied
+  struct Prepared {
+    const uint8_t* data;
+    Format format;
+    uint64_t bytes;
+    std::unique_ptr<PreparedMatrix> matrix;
+  };
+  bool repack_ = true;
+  std::unordered_map<const ModelTensor*, Prepared> prepared_;
 };
 
 // Text of a token as SentencePiece-style vocabularies spell it: U+2581 -> space, <0xHH> -> the

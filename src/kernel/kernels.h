@@ -84,10 +84,20 @@ using VecDotFn = float (*)(const uint8_t* w, const Acts& a, int64_t t);
 // A row of K values (blocks or groups of `group` values) to floats, bit-exact to the codec.
 using DequantFn = void (*)(const uint8_t* row, int64_t K, int64_t group, float* y);
 
+// Load-time layout of 8 interleaved rows (a tier's own, e.g. x86/gemm_x8.h): rows [0, 8) of w
+// (row_bytes each, K values) rearranged into 8 * row_bytes bytes at out.
+using RepackFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t K, uint8_t* out);
+// `groups` consecutive repacked groups times the tokens of a (activations in order, never
+// packed): y[t * ldy + 8 * g + r] for row r of group g.
+using GemmX8Fn = void (*)(const uint8_t* packed, int64_t groups, const Acts& a, float* y,
+                          int64_t ldy);
+
 struct FormatKernels {
   VecDotFn dot = nullptr;  // nullptr: this tier has no kernel of the format (use ref / generic)
   GemmFn gemm = nullptr;
   DequantFn dequant = nullptr;  // generic path: a fast row decoder (nullptr: the codec's)
+  RepackFn repack8 = nullptr;   // nullptr: no repacked layout (both set or neither)
+  GemmX8Fn gemm_x8 = nullptr;
 };
 
 inline constexpr size_t kFormatCount = size_t(FormatId::kCount);

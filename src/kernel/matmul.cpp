@@ -3,6 +3,8 @@
 // (a chunk's activations stay in the core's L2 while the thread's rows stream past). Formats
 // without a kernel dequantize a few rows at a time and use the tier's float gemm.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "kernel/kernels.h"
@@ -48,7 +50,10 @@ struct ActBuffer {
   std::vector<int16_t> bsums;
 };
 
-Acts quantize_acts(const KernelSet& ks, ActKind kind, const float* x, int64_t N, int64_t K) {
+// allow_pack: multi-token activations go into the tier's packed layout (the x8 tiles read them
+// in order).
+Acts quantize_acts(const KernelSet& ks, ActKind kind, const float* x, int64_t N, int64_t K,
+                   bool allow_pack = true) {
   Acts a{.kind = kind, .n = N, .K = K};
   if (kind == ActKind::kF32) {
     a.f32 = x;
@@ -68,7 +73,7 @@ Acts quantize_acts(const KernelSet& ks, ActKind kind, const float* x, int64_t N,
   float* s = q32 ? buf.s.data() : nullptr;
   int16_t* bsums = buf.bsums.data();
   const QuantizeFn quantize = q32 ? ks.quantize_q8x32 : ks.quantize_q8x256;
-  const PackFn pack = N > 1 ? (q32 ? ks.pack_q8x32 : ks.pack_q8x256) : nullptr;
+  const PackFn pack = N > 1 && allow_pack ? (q32 ? ks.pack_q8x32 : ks.pack_q8x256) : nullptr;
   parallel_for(N, std::max<int64_t>(1, (int64_t(1) << 18) / K), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       quantize(x + t * K, K, qs + t * K, d + t * nb, s ? s + t * nb : nullptr, bsums + t * nbs);
@@ -86,27 +91,35 @@ int64_t token_chunk(const Acts& a) {
   return std::max<int64_t>(1, (int64_t(512) << 10) / std::max<int64_t>(1, bytes));
 }
 
-void gemm_chunked(GemmFn gemm, const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y,
-                  int64_t ldy) {
+// fn(part, t0) for the token chunks of a.
+template <typename Fn>
+void for_token_chunks(const Acts& a, Fn&& fn) {
   const int64_t chunk = token_chunk(a);
   for (int64_t t0 = 0; t0 < a.n; t0 += chunk) {
     Acts part = a.from(t0);
     part.n = std::min(chunk, a.n - t0);
-    gemm(w, rb, rows, part, y + t0 * ldy, ldy);
+    fn(part, t0);
   }
+}
+
+void gemm_chunked(GemmFn gemm, const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y,
+                  int64_t ldy) {
+  for_token_chunks(a, [&](const Acts& part, int64_t t0) {
+    gemm(w, rb, rows, part, y + t0 * ldy, ldy);
+  });
 }
 
 // Threads only when each gets >= ~64k multiply-adds: small layers (and generation on tiny
 // models) are faster on one thread than with OpenMP's start-up and hand-off. Rows are handed out
-// in groups of kRowGroup so that threads split on tile boundaries.
+// in groups of `group` (default kRowGroup) so that threads split on tile boundaries.
 constexpr int64_t kRowGroup = 4;
 
 void for_row_groups(int64_t M, int64_t K, int64_t N,
-                    const std::function<void(int64_t, int64_t)>& body) {
+                    const std::function<void(int64_t, int64_t)>& body, int64_t group = kRowGroup) {
   const int64_t min_rows = std::max<int64_t>(16, (int64_t(1) << 16) / std::max<int64_t>(1, K * N));
-  const int64_t groups = (M + kRowGroup - 1) / kRowGroup;
-  parallel_for(groups, (min_rows + kRowGroup - 1) / kRowGroup,
-               [&](int64_t g0, int64_t g1) { body(g0 * kRowGroup, std::min(M, g1 * kRowGroup)); });
+  const int64_t groups = (M + group - 1) / group;
+  parallel_for(groups, (min_rows + group - 1) / group,
+               [&](int64_t g0, int64_t g1) { body(g0 * group, std::min(M, g1 * group)); });
 }
 
 void matmul_generic(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int64_t K,
@@ -151,11 +164,66 @@ void run(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int6
   });
 }
 
+bool repack_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("LOWBIT_REPACK");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return on;
+}
+
 }  // namespace
 
 }  // namespace lowbit::kernel
 
 namespace lowbit {
+
+PreparedMatrix::PreparedMatrix(const Format& f, const uint8_t* w, int64_t M, int64_t K)
+    : PreparedMatrix(active_isa(), f, w, M, K) {}
+
+PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K)
+    : isa_(isa), f_(f), w_(w), M_(M), K_(K) {
+  using namespace kernel;
+  const KernelSet& ks = kernels_for(isa);
+  if (act_kind(f) == ActKind::kNone || !repack_enabled()) return;
+  const FormatKernels& fk = ks.formats[format_index(f)];
+  const int64_t groups = M / 8;
+  if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0) return;
+  const uint64_t group_bytes = 8 * f.row_bytes(K);
+  packed_.reset(new uint8_t[group_bytes * uint64_t(groups)]);
+  uint8_t* out = packed_.get();
+  parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      fk.repack8(w + uint64_t(g) * group_bytes, group_bytes / 8, K, out + uint64_t(g) * group_bytes);
+  });
+  packed_rows_ = 8 * groups;
+}
+
+PreparedMatrix::PreparedMatrix(PreparedMatrix&&) noexcept = default;
+PreparedMatrix& PreparedMatrix::operator=(PreparedMatrix&&) noexcept = default;
+PreparedMatrix::~PreparedMatrix() = default;
+
+void PreparedMatrix::multiply(const float* x, int64_t N, float* y) const {
+  using namespace kernel;
+  const KernelSet& ks = kernels_for(isa_);
+  if (!repacked()) return run(ks, f_, w_, M_, K_, x, N, y);
+  if (N <= 0) return;
+  const FormatKernels& fk = ks.formats[format_index(f_)];
+  const uint64_t rb = f_.row_bytes(K_);
+  const Acts a = quantize_acts(ks, act_kind(f_), x, N, K_, /*allow_pack=*/false);
+  const int64_t M = M_, packed_rows = packed_rows_;
+  const uint8_t* packed = packed_.get();
+  for_row_groups(
+      M, K_, N,
+      [&](int64_t r0, int64_t r1) {
+        const int64_t p1 = std::min(r1, packed_rows);
+        for_token_chunks(a, [&](const Acts& part, int64_t t0) {
+          if (p1 > r0) fk.gemm_x8(packed + uint64_t(r0) * rb, (p1 - r0) / 8, part, y + t0 * M + r0, M);
+          if (r1 > p1) fk.gemm(w_ + uint64_t(p1) * rb, rb, r1 - p1, part, y + t0 * M + p1, M);
+        });
+      },
+      8);
+}
 
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "lowbit/format.h"
 
@@ -33,5 +34,33 @@ const char* kernel_isa();  // isa_name(active_isa())
 // matmul() on a given tier (tests, benchmarks). The tier must be supported (checked).
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y);
+
+// A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
+// interleaved layout for the format (x86: Q4_0 and Q8_0, 8 rows per group), the first
+// M - M % 8 rows are copied into it (the object owns the copy, as many bytes as those rows);
+// the other rows, and every other format, are used in place: w must outlive the object.
+// LOWBIT_REPACK=0 in the environment turns repacking off (comparisons).
+class PreparedMatrix {
+ public:
+  PreparedMatrix(const Format& f, const uint8_t* w, int64_t M, int64_t K);  // active tier
+  PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K);
+  PreparedMatrix(PreparedMatrix&&) noexcept;
+  PreparedMatrix& operator=(PreparedMatrix&&) noexcept;
+  ~PreparedMatrix();
+
+  bool repacked() const { return packed_rows_ > 0; }
+  const Format& format() const { return f_; }
+  int64_t rows() const { return M_; }
+  int64_t row_length() const { return K_; }
+  // y (N, M) = x (N, K) · Wᵀ, as matmul() (same sums; float summation order may differ).
+  void multiply(const float* x, int64_t N, float* y) const;
+
+ private:
+  Isa isa_;
+  Format f_;
+  const uint8_t* w_;
+  int64_t M_, K_, packed_rows_ = 0;
+  std::unique_ptr<uint8_t[]> packed_;
+};
 
 }  // namespace lowbit

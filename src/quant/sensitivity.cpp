@@ -138,6 +138,9 @@ class Measurer {
         V_(base.config.n_vocab),
         S_(c.scored_per_chunk()),
         e_(w_, n_, n_) {
+    // put() swaps candidate bytes in and out of the model under test, and a candidate's buffer
+    // may reuse an address: no prepared copies that could go stale.
+    e_.set_repack(false);
     logits_.resize(size_t(n_ * V_));
   }
 

@@ -62,6 +62,7 @@ struct Avx2Ops {
   struct Shape256 {
     static constexpr int kR = 2, kT = 4, kRv = 1, kRp = 2, kTp = 4;
   };
+  static constexpr int kX8Tokens = 4;  // x8 tiles: 8 code vectors + 4 accumulators
   struct ShapeF {
     static constexpr int kR = 2, kT = 4, kRv = 1;
   };

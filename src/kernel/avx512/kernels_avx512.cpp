@@ -69,6 +69,7 @@ struct Avx512Ops {
   struct Shape256 {
     static constexpr int kR = 4, kT = 4, kRv = 1, kRp = 6, kTp = 4;
   };
+  static constexpr int kX8Tokens = 8;  // x8 tiles: 8 code vectors + 8 accumulators
   struct ShapeF {
     static constexpr int kR = 4, kT = 4, kRv = 1;
   };

@@ -7,6 +7,7 @@
 #include "kernel/x86/gemm_float.h"
 #include "kernel/x86/gemm_q256.h"
 #include "kernel/x86/gemm_q32.h"
+#include "kernel/x86/gemm_x8.h"
 
 namespace lowbit::kernel {
 namespace {
@@ -21,7 +22,7 @@ template <>
 inline constexpr int kFloatKindOf<formats::BF16> = int(FloatKind::kBF16);
 
 // Ops::Shape32 / Shape256 / ShapeF: kR x kT tiles for prompts (kRp x kTp on packed
-// activations), kRv rows for one token.
+// activations), kRv rows for one token. Ops::kX8Tokens: tokens per tile of the x8 layout.
 template <typename Tiles, typename Shape>
 constexpr FormatKernels tiles_kernels() {
   return {dot_tiled<Tiles>, gemm_tiled<Tiles, Shape>};
@@ -33,7 +34,13 @@ struct X86Tier {
   static constexpr FormatKernels make() {
     if constexpr (Dec32<T>::kHas) {
       static_assert(kActOf<T> == ActKind::kQ8x32);
-      return tiles_kernels<Q32Tiles<Ops, Dec32<T>>, typename Ops::Shape32>();
+      FormatKernels k = tiles_kernels<Q32Tiles<Ops, Dec32<T>>, typename Ops::Shape32>();
+      if constexpr (X8Layout<T, Ops>::kHas) {
+        using X8 = X8Tiles<Ops, X8Layout<T, Ops>>;
+        k.repack8 = X8::repack;
+        k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
+      }
+      return k;
     } else if constexpr (Dec256<T>::kHas) {
       static_assert(kActOf<T> == ActKind::kQ8x256);
       return tiles_kernels<Q256Tiles<Ops, Dec256<T>>, typename Ops::Shape256>();
