@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstring>
+#include <vector>
 
 #include "format/legacy.h"
 #include "kernel/x86/common.h"
@@ -95,9 +96,10 @@ struct X8Tiles {
     }
   }
 
-  // One group of 8 rows (g) times T tokens: y[t * ldy + r].
+  // One group of 8 rows (g) times T tokens: y[t * ldy + r]. off: -kOff * sum(q) of each
+  // (token, block), as a.bsums.
   template <int T>
-  static void tile(const uint8_t* g, const Acts& a, float* y, int64_t ldy) {
+  static void tile(const uint8_t* g, const Acts& a, const int32_t* off, float* y, int64_t ldy) {
     const int64_t nb = a.K / 32;
     __m256 acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -109,8 +111,7 @@ struct X8Tiles {
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         const int8_t* at = a.qs + t * a.K + b * 32;
         // Two chains (even and odd value groups) so the dot-accumulates overlap.
-        __m256i s0 = L::kOff != 0 ? _mm256_set1_epi32(-L::kOff * a.bsums[t * nb + b])
-                                  : _mm256_setzero_si256();
+        __m256i s0 = L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256();
         __m256i s1 = _mm256_setzero_si256();
         LOWBIT_UNROLL for (int m = 0; m < 8; m += 2) {
           int32_t a0, a1;
@@ -130,13 +131,19 @@ struct X8Tiles {
   // (in order, not packed): each group stays in cache while every token tile passes it.
   template <int kT>
   static void gemm(const uint8_t* packed, int64_t groups, const Acts& a, float* y, int64_t ldy) {
-    const int64_t group_bytes = (a.K / 32) * kGroupBytes;
+    const int64_t nb = a.K / 32, group_bytes = nb * kGroupBytes;
+    // The offset codes' correction as ready-made int32 (a broadcast load in the tile).
+    thread_local std::vector<int32_t> off;
+    if constexpr (L::kOff != 0) {
+      off.resize(size_t(a.n * nb));
+      for (int64_t i = 0; i < a.n * nb; ++i) off[size_t(i)] = -L::kOff * int32_t(a.bsums[i]);
+    }
     for (int64_t gi = 0; gi < groups; ++gi) {
       const uint8_t* g = packed + gi * group_bytes;
       float* yg = y + kX8Rows * gi;
       int64_t t = 0;
-      for (; t + kT <= a.n; t += kT) tile<kT>(g, a.from(t), yg + t * ldy, ldy);
-      for (; t < a.n; ++t) tile<1>(g, a.from(t), yg + t * ldy, ldy);
+      for (; t + kT <= a.n; t += kT) tile<kT>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+      for (; t < a.n; ++t) tile<1>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
     }
   }
 };
