@@ -350,17 +350,18 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // ---- load-time repacking (PreparedMatrix)
 // ----------------------------------------------------------------------
 
-// The x8 layout (x86 tiers: Q4_0 and Q8_0) against the double reference: rows around the group
-// of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in place; 40: groups split over
+// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K) against the double reference: rows around the
+// group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in place; 40: groups split over
 // threads), tokens around the tiles (AVX2 4, AVX-512 8), K of 1, 2, 7 (prime) and 16 blocks.
-// Formats without a layout (q4_k, f16) go through in place and must say so.
+// A format without a layout (f16) goes through in place and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
   for (const char* name : {"q4_0", "q8_0", "q4_k", "f16"}) {
     const Format f = Format::parse(name);
-    const bool has_layout = f == Format::parse("q4_0") || f == Format::parse("q8_0");
-    for (const int64_t K : {32, 64, 7 * 32, 512}) {
-      if (!f.can_tile(K)) continue;
+    const bool has_layout = std::string(name) != "f16";
+    const int64_t blk = f.block_elems(256) > 1 ? f.block_elems(256) : 32;
+    for (const int64_t K : {blk, 2 * blk, 7 * blk, 16 * blk}) {
+      if (K > 4096) continue;
       const Problem p = make_problem(f, 40, K, 11, ++seed);
       for (const Isa isa : supported_isas()) {
         for (const int64_t M : {3, 8, 13, 40}) {
@@ -382,9 +383,9 @@ TEST(KernelRepack, PreparedMatchesReference) {
 // The repacked copy must not depend on the input staying in memory beyond the rows left in place,
 // and two threads must give the same bits as one.
 TEST(KernelRepack, OwnsItsCopyAndThreadsAgree) {
-  for (const char* name : {"q4_0", "q8_0"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k"}) {
     const Format f = Format::parse(name);
-    const Problem p = make_problem(f, 40, 256, 16, 11);
+    const Problem p = make_problem(f, 40, 512, 16, 11);
     for (const Isa isa : supported_isas()) {
       std::vector<uint8_t> w = p.w;
       const PreparedMatrix pm(isa, f, w.data(), p.M, p.K);

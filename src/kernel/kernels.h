@@ -96,8 +96,9 @@ struct FormatKernels {
   VecDotFn dot = nullptr;  // nullptr: this tier has no kernel of the format (use ref / generic)
   GemmFn gemm = nullptr;
   DequantFn dequant = nullptr;  // generic path: a fast row decoder (nullptr: the codec's)
-  RepackFn repack8 = nullptr;   // nullptr: no repacked layout (both set or neither)
+  RepackFn repack8 = nullptr;   // nullptr: no repacked layout (all three set or none)
   GemmX8Fn gemm_x8 = nullptr;
+  uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks)
 };
 
 inline constexpr size_t kFormatCount = size_t(FormatId::kCount);

@@ -189,14 +189,19 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
   const FormatKernels& fk = ks.formats[format_index(f)];
   const int64_t groups = M / 8;
   if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0) return;
-  const uint64_t group_bytes = 8 * f.row_bytes(K);
+  const uint64_t rb = f.row_bytes(K), group_bytes = x8_group_bytes();
   packed_.reset(new uint8_t[group_bytes * uint64_t(groups)]);
   uint8_t* out = packed_.get();
   parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
-      fk.repack8(w + uint64_t(g) * group_bytes, group_bytes / 8, K, out + uint64_t(g) * group_bytes);
+      fk.repack8(w + uint64_t(8 * g) * rb, rb, K, out + uint64_t(g) * group_bytes);
   });
   packed_rows_ = 8 * groups;
+}
+
+uint64_t PreparedMatrix::x8_group_bytes() const {
+  const kernel::FormatKernels& fk = kernel::kernels_for(isa_).formats[kernel::format_index(f_)];
+  return uint64_t(K_ / f_.block_elems(K_)) * fk.x8_block_bytes;
 }
 
 PreparedMatrix::PreparedMatrix(PreparedMatrix&&) noexcept = default;
@@ -212,13 +217,16 @@ void PreparedMatrix::multiply(const float* x, int64_t N, float* y) const {
   const uint64_t rb = f_.row_bytes(K_);
   const Acts a = quantize_acts(ks, act_kind(f_), x, N, K_, /*allow_pack=*/false);
   const int64_t M = M_, packed_rows = packed_rows_;
+  const uint64_t group_bytes = x8_group_bytes();
   const uint8_t* packed = packed_.get();
   for_row_groups(
       M, K_, N,
       [&](int64_t r0, int64_t r1) {
         const int64_t p1 = std::min(r1, packed_rows);
         for_token_chunks(a, [&](const Acts& part, int64_t t0) {
-          if (p1 > r0) fk.gemm_x8(packed + uint64_t(r0) * rb, (p1 - r0) / 8, part, y + t0 * M + r0, M);
+          if (p1 > r0)
+            fk.gemm_x8(packed + uint64_t(r0 / 8) * group_bytes, (p1 - r0) / 8, part,
+                       y + t0 * M + r0, M);
           if (r1 > p1) fk.gemm(w_ + uint64_t(p1) * rb, rb, r1 - p1, part, y + t0 * M + p1, M);
         });
       },

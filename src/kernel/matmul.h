@@ -36,8 +36,9 @@ void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K
                 int64_t N, float* y);
 
 // A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
-// interleaved layout for the format (x86: Q4_0 and Q8_0, 8 rows per group), the first
-// M - M % 8 rows are copied into it (the object owns the copy, as many bytes as those rows);
+// interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K, 8 rows per group), the first
+// M - M % 8 rows are copied into it (the object owns the copy: as many bytes as those rows,
+// 2.8% more for Q4_K);
 // the other rows, and every other format, are used in place: w must outlive the object.
 // LOWBIT_REPACK=0 in the environment turns repacking off (comparisons).
 class PreparedMatrix {
@@ -56,6 +57,8 @@ class PreparedMatrix {
   void multiply(const float* x, int64_t N, float* y) const;
 
  private:
+  uint64_t x8_group_bytes() const;  // bytes of 8 repacked rows
+
   Isa isa_;
   Format f_;
   const uint8_t* w_;

@@ -3,6 +3,8 @@
 // row decoder where x86/dequant.h has one).
 #pragma once
 
+#include <type_traits>
+
 #include "kernel/x86/dequant.h"
 #include "kernel/x86/gemm_float.h"
 #include "kernel/x86/gemm_q256.h"
@@ -39,11 +41,19 @@ struct X86Tier {
         using X8 = X8Tiles<Ops, X8Layout<T, Ops>>;
         k.repack8 = X8::repack;
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
+        k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       }
       return k;
     } else if constexpr (Dec256<T>::kHas) {
       static_assert(kActOf<T> == ActKind::kQ8x256);
-      return tiles_kernels<Q256Tiles<Ops, Dec256<T>>, typename Ops::Shape256>();
+      FormatKernels k = tiles_kernels<Q256Tiles<Ops, Dec256<T>>, typename Ops::Shape256>();
+      if constexpr (std::is_same_v<T, formats::Q4_K>) {
+        using X8 = X8Q4K<Ops>;
+        k.repack8 = X8::repack;
+        k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
+        k.x8_block_bytes = uint32_t(X8::kGroupBytes);
+      }
+      return k;
     } else if constexpr (kFloatKindOf<T> >= 0) {
       static_assert(kActOf<T> == ActKind::kF32);
       return tiles_kernels<FloatTiles<Ops, FloatKind(kFloatKindOf<T>)>, typename Ops::ShapeF>();
