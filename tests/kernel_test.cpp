@@ -402,6 +402,36 @@ TEST(KernelRepack, OwnsItsCopyAndThreadsAgree) {
   }
 }
 
+// Matrices sharing one input in one call: the same bits as one multiply each, for row counts
+// that are not multiples of 8 (the group's row ranges meet inside a thread's share), mixed
+// formats of one activation type, and a member without a layout (the fallback path).
+TEST(KernelRepack, GroupEqualsSeparateMultiplies) {
+  const Problem a = make_problem(Format::parse("q4_0"), 40, 256, 11, 21);
+  const Problem b = make_problem(Format::parse("q8_0"), 13, 256, 11, 22);
+  const Problem c = make_problem(Format::parse("q4_1"), 9, 256, 11, 23);  // no layout
+  for (const Isa isa : supported_isas()) {
+    for (const bool with_c : {false, true}) {
+      const PreparedMatrix pa(isa, a.f, a.w.data(), 21, a.K), pb(isa, b.f, b.w.data(), 13, b.K),
+          pc(isa, c.f, c.w.data(), 9, c.K);
+      std::vector<const PreparedMatrix*> ms = {&pa, &pb};
+      if (with_c) ms.push_back(&pc);
+      for (const int64_t N : {1, 5, 11}) {
+        std::vector<std::vector<float>> sep(ms.size()), grp(ms.size());
+        std::vector<float*> ys;
+        for (size_t i = 0; i < ms.size(); ++i) {
+          sep[i].assign(size_t(N * ms[i]->rows()), 0.0f);
+          grp[i].assign(sep[i].size(), std::nanf(""));
+          ms[i]->multiply(a.x.data(), N, sep[i].data());
+          ys.push_back(grp[i].data());
+        }
+        PreparedMatrix::multiply_group(ms, a.x.data(), N, ys);
+        for (size_t i = 0; i < ms.size(); ++i)
+          EXPECT_EQ(grp[i], sep[i]) << isa_name(isa) << " matrix " << i << " N=" << N;
+      }
+    }
+  }
+}
+
 TEST(KernelDispatch, IsaNamesAndSelection) {
   EXPECT_TRUE(isa_supported(Isa::kRef));
   EXPECT_TRUE(isa_supported(active_isa()));

@@ -44,8 +44,7 @@ void rmsnorm(const float* x, const ModelTensor& w, float* out, int64_t B, int64_
 
 }  // namespace
 
-void LlamaEngine::linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
-  if (!repack_) return matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
+const PreparedMatrix& LlamaEngine::prepared(const ModelTensor& w) {
   Prepared& p = prepared_[&w];
   if (!p.matrix || p.data != w.data || !(p.format == w.format) || p.bytes != w.bytes) {
     p = {w.data, w.format, w.bytes,
@@ -57,7 +56,24 @@ void LlamaEngine::linear(const ModelTensor& w, const float* x, int64_t B, float*
       release_mapped_pages(w.data, w.bytes / uint64_t(M) * uint64_t(M - M % 8));
     }
   }
-  p.matrix->multiply(x, B, y);
+  return *p.matrix;
+}
+
+void LlamaEngine::linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
+  if (!repack_) return matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
+  prepared(w).multiply(x, B, y);
+}
+
+void LlamaEngine::linear_group(std::initializer_list<const ModelTensor*> ws, const float* x,
+                               int64_t B, std::initializer_list<float*> ys) {
+  if (!repack_) {
+    auto y = ys.begin();
+    for (const ModelTensor* w : ws) linear(*w, x, B, *y++);
+    return;
+  }
+  std::vector<const PreparedMatrix*> ms;
+  for (const ModelTensor* w : ws) ms.push_back(&prepared(*w));
+  PreparedMatrix::multiply_group(ms, x, B, {ys.begin(), ys.size()});
 }
 
 LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m) {
@@ -118,9 +134,8 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
   const ModelConfig& c = m_.config;
   const int64_t C = c.n_embd, D = c.head_dim, H = c.n_head, G = c.n_head_kv, KV = G * D;
   observe(layer, LinearInput::kAttnQkv, xb_.data(), n, C);
-  linear(*L.wq, xb_.data(), n, q_.data()), add_bias(L.bq, q_.data(), n);
-  linear(*L.wk, xb_.data(), n, k_.data()), add_bias(L.bk, k_.data(), n);
-  linear(*L.wv, xb_.data(), n, v_.data()), add_bias(L.bv, v_.data(), n);
+  linear_group({L.wq, L.wk, L.wv}, xb_.data(), n, {q_.data(), k_.data(), v_.data()});
+  add_bias(L.bq, q_.data(), n), add_bias(L.bk, k_.data(), n), add_bias(L.bv, v_.data(), n);
   float* kc = &k_cache_[size_t(layer * ctx_ * KV)];
   float* vc = &v_cache_[size_t(layer * ctx_ * KV)];
   for (int64_t b = 0; b < n; ++b) {
@@ -165,8 +180,7 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
 void LlamaEngine::feed_forward(const Layer& L, int64_t layer, int64_t n) {
   const ModelConfig& c = m_.config;
   observe(layer, LinearInput::kFfnGateUp, xb_.data(), n, c.n_embd);
-  linear(*L.gate, xb_.data(), n, hb_.data());
-  linear(*L.up, xb_.data(), n, hb2_.data());
+  linear_group({L.gate, L.up}, xb_.data(), n, {hb_.data(), hb2_.data()});
   for (int64_t i = 0; i < n * c.n_ff; ++i) {
     const float g = hb_[size_t(i)];
     hb_[size_t(i)] = g / (1.0f + std::exp(-g)) * hb2_[size_t(i)];  // SwiGLU: silu(gate) * up

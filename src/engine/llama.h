@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -63,6 +64,10 @@ class LlamaEngine {
   void rope(float* v, int64_t heads, int64_t pos) const;
   // y (B, rows) = x (B, K) · Wᵀ, through the prepared copy of w when there is one.
   void linear(const ModelTensor& w, const float* x, int64_t B, float* y);
+  // The same for matrices sharing the input x (q/k/v, gate/up): PreparedMatrix::multiply_group.
+  void linear_group(std::initializer_list<const ModelTensor*> ws, const float* x, int64_t B,
+                    std::initializer_list<float*> ys);
+  const PreparedMatrix& prepared(const ModelTensor& w);
 
   void observe(int64_t layer, LinearInput which, const float* x, int64_t n, int64_t K) const {
     if (observer_) observer_(layer, which, x, n, K);

@@ -209,26 +209,55 @@ PreparedMatrix& PreparedMatrix::operator=(PreparedMatrix&&) noexcept = default;
 PreparedMatrix::~PreparedMatrix() = default;
 
 void PreparedMatrix::multiply(const float* x, int64_t N, float* y) const {
+  const PreparedMatrix* self = this;
+  multiply_group({&self, 1}, x, N, {&y, 1});
+}
+
+void PreparedMatrix::run_rows(const void* acts, int64_t r0, int64_t r1, float* y) const {
   using namespace kernel;
-  const KernelSet& ks = kernels_for(isa_);
-  if (!repacked()) return run(ks, f_, w_, M_, K_, x, N, y);
-  if (N <= 0) return;
-  const FormatKernels& fk = ks.formats[format_index(f_)];
+  const Acts& a = *static_cast<const Acts*>(acts);
+  const FormatKernels& fk = kernels_for(isa_).formats[format_index(f_)];
   const uint64_t rb = f_.row_bytes(K_);
-  const Acts a = quantize_acts(ks, act_kind(f_), x, N, K_, /*allow_pack=*/false);
-  const int64_t M = M_, packed_rows = packed_rows_;
-  const uint64_t group_bytes = x8_group_bytes();
-  const uint8_t* packed = packed_.get();
+  const int64_t p1 = std::min(r1, packed_rows_), M = M_;
+  for_token_chunks(a, [&](const Acts& part, int64_t t0) {
+    if (p1 > r0) {
+      fk.gemm_x8(packed_.get() + uint64_t(r0 / 8) * x8_group_bytes(), (p1 - r0) / 8, part,
+                 y + t0 * M + r0, M);
+    }
+    if (r1 > p1) fk.gemm(w_ + uint64_t(p1) * rb, rb, r1 - p1, part, y + t0 * M + p1, M);
+  });
+}
+
+void PreparedMatrix::multiply_group(std::span<const PreparedMatrix* const> ms, const float* x,
+                                    int64_t N, std::span<float* const> ys) {
+  using namespace kernel;
+  LOWBIT_CHECK(ms.size() == ys.size(), "one output per matrix");
+  if (ms.empty() || N <= 0) return;
+  const PreparedMatrix& m0 = *ms[0];
+  bool shared = true;
+  for (const PreparedMatrix* m : ms) {
+    shared = shared && m->repacked() && m->isa_ == m0.isa_ && m->K_ == m0.K_ &&
+             act_kind(m->f_) == act_kind(m0.f_);
+  }
+  if (!shared) {  // one at a time: each through its own layout
+    if (ms.size() == 1) return run(kernels_for(m0.isa_), m0.f_, m0.w_, m0.M_, m0.K_, x, N, ys[0]);
+    for (size_t i = 0; i < ms.size(); ++i) multiply_group(ms.subspan(i, 1), x, N, ys.subspan(i, 1));
+    return;
+  }
+  const Acts a = quantize_acts(kernels_for(m0.isa_), act_kind(m0.f_), x, N, m0.K_,
+                               /*allow_pack=*/false);
+  // The matrices' rows back to back, each starting on a multiple of 8: threads split the whole
+  // range on group boundaries, in one parallel region.
+  std::vector<int64_t> start(ms.size() + 1, 0);
+  for (size_t i = 0; i < ms.size(); ++i) start[i + 1] = start[i] + (ms[i]->M_ + 7) / 8 * 8;
   for_row_groups(
-      M, K_, N,
-      [&](int64_t r0, int64_t r1) {
-        const int64_t p1 = std::min(r1, packed_rows);
-        for_token_chunks(a, [&](const Acts& part, int64_t t0) {
-          if (p1 > r0)
-            fk.gemm_x8(packed + uint64_t(r0 / 8) * group_bytes, (p1 - r0) / 8, part,
-                       y + t0 * M + r0, M);
-          if (r1 > p1) fk.gemm(w_ + uint64_t(p1) * rb, rb, r1 - p1, part, y + t0 * M + p1, M);
-        });
+      start.back(), m0.K_, N,
+      [&](int64_t v0, int64_t v1) {
+        for (size_t i = 0; i < ms.size(); ++i) {
+          const int64_t r0 = std::max(v0, start[i]) - start[i];
+          const int64_t r1 = std::min(v1 - start[i], ms[i]->M_);
+          if (r0 < r1) ms[i]->run_rows(&a, r0, r1, ys[i]);
+        }
       },
       8);
 }

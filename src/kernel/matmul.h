@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "lowbit/format.h"
 
@@ -55,9 +56,16 @@ class PreparedMatrix {
   int64_t row_length() const { return K_; }
   // y (N, M) = x (N, K) · Wᵀ, as matmul() (same sums; float summation order may differ).
   void multiply(const float* x, int64_t N, float* y) const;
+  // ys[i] (N, rows of ms[i]) = x · ms[i]ᵀ for matrices of one input (q/k/v, gate/up): the
+  // activations quantized once and every matrix in one parallel region when all are repacked for
+  // one tier and activation type (else one multiply each). Same bits as separate multiplies.
+  static void multiply_group(std::span<const PreparedMatrix* const> ms, const float* x, int64_t N,
+                             std::span<float* const> ys);
 
  private:
   uint64_t x8_group_bytes() const;  // bytes of 8 repacked rows
+  // Rows [r0, r1) (r0 a multiple of 8) times quantized activations (kernel::Acts, in order).
+  void run_rows(const void* acts, int64_t r0, int64_t r1, float* y) const;
 
   Isa isa_;
   Format f_;
