@@ -132,10 +132,15 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m)
 void LlamaEngine::rope(float* v, int64_t heads, int64_t pos) const {
   const int64_t D = m_.config.head_dim;
   const int64_t stride = m_.config.rope_neox ? 1 : 2, other = m_.config.rope_neox ? D / 2 : 1;
+  thread_local std::vector<float> cs, sn;  // the angles' cosines and sines, shared by all heads
+  cs.resize(size_t(D / 2)), sn.resize(size_t(D / 2));
+  for (int64_t i = 0; i < D / 2; ++i) {
+    const float th = float(pos) * inv_freq_[size_t(i)];
+    cs[size_t(i)] = std::cos(th), sn[size_t(i)] = std::sin(th);
+  }
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t i = 0; i < D / 2; ++i) {
-      const float th = float(pos) * inv_freq_[size_t(i)];
-      const float c = std::cos(th), s = std::sin(th);
+      const float c = cs[size_t(i)], s = sn[size_t(i)];
       float* p = v + h * D + stride * i;
       const float a = p[0], b = p[other];
       p[0] = a * c - b * s;
@@ -152,10 +157,12 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
   add_bias(L.bq, q_.data(), n), add_bias(L.bk, k_.data(), n), add_bias(L.bv, v_.data(), n);
   float* kc = &k_cache_[size_t(layer * ctx_ * KV)];
   float* vc = &v_cache_[size_t(layer * ctx_ * KV)];
-  for (int64_t b = 0; b < n; ++b) {
-    rope(&q_[size_t(b * H * D)], H, pos0 + b);
-    rope(&k_[size_t(b * KV)], G, pos0 + b);
-  }
+  parallel_for(n, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      rope(&q_[size_t(b * H * D)], H, pos0 + b);
+      rope(&k_[size_t(b * KV)], G, pos0 + b);
+    }
+  });
   std::memcpy(kc + pos0 * KV, k_.data(), size_t(n * KV) * sizeof(float));
   std::memcpy(vc + pos0 * KV, v_.data(), size_t(n * KV) * sizeof(float));
   const float scale = 1.0f / std::sqrt(float(D));
