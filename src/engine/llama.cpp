@@ -172,7 +172,10 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
   parallel_for(n * H, std::max<int64_t>(1, (int64_t(1) << 16) / per_item), [&](int64_t i0, int64_t i1) {
     float* att = &att_[size_t(thread_index() * ctx_)];
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / H, h = i % H, g = h / (H / G), T = pos0 + b + 1;
+      // Token order 0, n-1, 1, n-2, ...: a later token attends to more positions, and the
+      // threads' contiguous shares of items then hold about equal work.
+      const int64_t k = i / H, b = k % 2 == 0 ? k / 2 : n - 1 - k / 2;
+      const int64_t h = i % H, g = h / (H / G), T = pos0 + b + 1;
       const float* qh = &q_[size_t((b * H + h) * D)];
       float mx = -INFINITY;
       for (int64_t t = 0; t < T; ++t) {
