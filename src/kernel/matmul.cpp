@@ -74,7 +74,7 @@ Acts quantize_acts(const KernelSet& ks, ActKind kind, const float* x, int64_t N,
   int16_t* bsums = buf.bsums.data();
   const QuantizeFn quantize = q32 ? ks.quantize_q8x32 : ks.quantize_q8x256;
   const PackFn pack = N > 1 && allow_pack ? (q32 ? ks.pack_q8x32 : ks.pack_q8x256) : nullptr;
-  parallel_for(N, std::max<int64_t>(1, (int64_t(1) << 18) / K), [&](int64_t t0, int64_t t1) {
+  parallel_for(N, std::max<int64_t>(1, (int64_t(1) << 15) / K), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       quantize(x + t * K, K, qs + t * K, d + t * nb, s ? s + t * nb : nullptr, bsums + t * nbs);
       if (pack) pack(qs + t * K, K);
