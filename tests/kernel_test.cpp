@@ -432,6 +432,32 @@ TEST(KernelRepack, GroupEqualsSeparateMultiplies) {
   }
 }
 
+// The attention helpers: every tier against the ref tier, for lengths around the vector widths
+// (8, 16) and their 4-chain unrolls (32, 64).
+TEST(KernelFloatHelpers, DotAndAxpyMatchRef) {
+  const KernelSet& ref = kernel::ref_kernels();
+  for (const int64_t n : {1, 7, 8, 16, 31, 63, 64, 65, 100, 129}) {
+    const auto a = test::gaussian(n, uint64_t(n)), b = test::gaussian(n, uint64_t(n) + 1000);
+    const auto y0 = test::gaussian(n, uint64_t(n) + 2000);
+    for (const Isa isa : supported_isas()) {
+      const KernelSet& ks = kernel::kernels_for(isa);
+      EXPECT_NEAR(ks.dot_f32(a.data(), b.data(), n), ref.dot_f32(a.data(), b.data(), n),
+                  tolerance(n, a.data(), b.data()))
+          << isa_name(isa) << " n=" << n;
+      std::vector<float> y1 = y0, y2 = y0;
+      ks.axpy_f32(0.37f, a.data(), y1.data(), n);
+      ref.axpy_f32(0.37f, a.data(), y2.data(), n);
+      for (int64_t i = 0; i < n; ++i) {  // one fused or two roundings
+        const double mag = std::fabs(y0[size_t(i)]) + std::fabs(0.37 * a[size_t(i)]);
+        ASSERT_NEAR(y1[size_t(i)], y2[size_t(i)], 2 * mag * std::numeric_limits<float>::epsilon())
+            << isa_name(isa) << " n=" << n << " i=" << i;
+        ASSERT_NEAR(y2[size_t(i)], double(y0[size_t(i)]) + 0.37 * double(a[size_t(i)]),
+                    mag * std::numeric_limits<float>::epsilon());
+      }
+    }
+  }
+}
+
 TEST(KernelDispatch, IsaNamesAndSelection) {
   EXPECT_TRUE(isa_supported(Isa::kRef));
   EXPECT_TRUE(isa_supported(active_isa()));

@@ -15,20 +15,6 @@ namespace lowbit {
 
 namespace {
 
-// Dot product in 8 interleaved partial sums (the compiler turns them into vector lanes; one
-// running sum would be a chain of dependent adds), then the lanes in order.
-float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  for (; i < n; ++i) acc[0] += a[i] * b[i];
-  float s = 0;
-  for (const float v : acc) s += v;
-  return s;
-}
-
 std::vector<float> vector_of(const ModelTensor& t) {  // a 1-D tensor (norm weights, biases)
   std::vector<float> v(static_cast<size_t>(t.row_length()));
   t.format.dequantize_row(t.data, t.row_length(), v.data());
@@ -47,13 +33,15 @@ void add_bias(const ModelTensor* b, float* y, int64_t B) {  // y (B, n) += b (n)
 // out (B, C) = x / rms(x) * w, per token.
 void rmsnorm(const float* x, const ModelTensor& w, float* out, int64_t B, int64_t C, double eps) {
   const std::vector<float> g = vector_of(w);
-  for (int64_t b = 0; b < B; ++b) {
-    const float* xb = x + b * C;
-    double ss = 0;
-    for (int64_t i = 0; i < C; ++i) ss += double(xb[i]) * xb[i];
-    const float scale = float(1.0 / std::sqrt(ss / double(C) + eps));
-    for (int64_t i = 0; i < C; ++i) out[b * C + i] = xb[i] * scale * g[size_t(i)];
-  }
+  parallel_for(B, std::max<int64_t>(1, (int64_t(1) << 15) / C), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* xb = x + b * C;
+      double ss = 0;
+      for (int64_t i = 0; i < C; ++i) ss += double(xb[i]) * xb[i];
+      const float scale = float(1.0 / std::sqrt(ss / double(C) + eps));
+      for (int64_t i = 0; i < C; ++i) out[b * C + i] = xb[i] * scale * g[size_t(i)];
+    }
+  });
 }
 
 }  // namespace
@@ -179,18 +167,14 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
       const float* qh = &q_[size_t((b * H + h) * D)];
       float mx = -INFINITY;
       for (int64_t t = 0; t < T; ++t) {
-        att[t] = dot(qh, kc + t * KV + g * D, D) * scale;
+        att[t] = dot_f32(qh, kc + t * KV + g * D, D) * scale;
         mx = std::max(mx, att[t]);
       }
       float sum = 0;
       for (int64_t t = 0; t < T; ++t) sum += (att[t] = std::exp(att[t] - mx));
       float* out = &xb_[size_t((b * H + h) * D)];
       std::fill(out, out + D, 0.0f);
-      for (int64_t t = 0; t < T; ++t) {
-        const float a = att[t] / sum;
-        const float* vt = vc + t * KV + g * D;
-        for (int64_t d = 0; d < D; ++d) out[d] += a * vt[d];
-      }
+      for (int64_t t = 0; t < T; ++t) axpy_f32(att[t] / sum, vc + t * KV + g * D, out, D);
     }
   });
   observe(layer, LinearInput::kAttnOutput, xb_.data(), n, H * D);

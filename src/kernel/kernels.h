@@ -114,6 +114,9 @@ struct KernelSet {
   // The generic path's float gemm: rows of K f32 values with f32 activations.
   GemmFn gemm_f32;
   std::array<FormatKernels, kFormatCount> formats;
+  // Float vector helpers of the engine's attention: sum a[i] * b[i]; y[i] += s * x[i].
+  float (*dot_f32)(const float* a, const float* b, int64_t n) = nullptr;
+  void (*axpy_f32)(float s, const float* x, float* y, int64_t n) = nullptr;
 };
 
 const KernelSet& ref_kernels();
@@ -123,6 +126,7 @@ const KernelSet& kernels_for(Isa isa);
 
 // The reference float dot (8 interleaved lanes, then the lanes in order): matmul_ref's dot.
 float dot_f32_ref(const float* a, const float* b, int64_t K);
+void axpy_f32_ref(float s, const float* x, float* y, int64_t n);
 
 // Index of a format in the list (== FormatId).
 size_t format_index(const Format& f);

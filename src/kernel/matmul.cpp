@@ -262,6 +262,16 @@ void PreparedMatrix::multiply_group(std::span<const PreparedMatrix* const> ms, c
       8);
 }
 
+float dot_f32(const float* a, const float* b, int64_t n) {
+  static const auto fn = kernel::kernels_for(active_isa()).dot_f32;
+  return fn(a, b, n);
+}
+
+void axpy_f32(float s, const float* x, float* y, int64_t n) {
+  static const auto fn = kernel::kernels_for(active_isa()).axpy_f32;
+  fn(s, x, y, n);
+}
+
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y) {
   kernel::run(kernel::kernels_for(isa), f, w, M, K, x, N, y);

@@ -36,6 +36,11 @@ const char* kernel_isa();  // isa_name(active_isa())
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y);
 
+// Float vector helpers on the active tier (the engine's attention): sum a[i] * b[i] (the
+// summation order depends on the tier) and y[i] += s * x[i].
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float s, const float* x, float* y, int64_t n);
+
 // A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
 // interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K, 8 rows per group), the first
 // M - M % 8 rows are copied into it (the object owns the copy: as many bytes as those rows,

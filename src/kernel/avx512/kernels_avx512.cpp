@@ -23,6 +23,8 @@ struct Avx512Ops {
   static F load_partial(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F set1(float v) { return _mm512_set1_ps(v); }
+  static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
   static float hsum(F v) { return _mm512_reduce_add_ps(v); }
   static F f16(__m256i h) { return _mm512_cvtph_ps(h); }
   static F bf16(__m256i h) {

@@ -28,6 +28,10 @@ float dot_f32_ref(const float* a, const float* b, int64_t K) {
   return s;
 }
 
+void axpy_f32_ref(float s, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
+}
+
 namespace {
 
 using namespace formats;
@@ -316,9 +320,16 @@ void gemm_f32_ref(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
   }
 }
 
-constexpr KernelSet kRefKernels{
-    Isa::kRef, "ref",   quantize_q8x32_ref, quantize_q8x256_ref,
-    nullptr,   nullptr, gemm_f32_ref,       make_format_table<RefImpl>()};
+constexpr KernelSet kRefKernels{Isa::kRef,
+                                 "ref",
+                                 quantize_q8x32_ref,
+                                 quantize_q8x256_ref,
+                                 nullptr,
+                                 nullptr,
+                                 gemm_f32_ref,
+                                 make_format_table<RefImpl>(),
+                                 dot_f32_ref,
+                                 axpy_f32_ref};
 
 }  // namespace
 

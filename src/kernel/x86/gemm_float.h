@@ -89,5 +89,33 @@ struct FloatTiles {
   }
 };
 
+// The engine's attention helpers on the tier's vectors: four accumulation chains for the dot.
+template <typename Ops>
+float dot_f32_x86(const float* a, const float* b, int64_t n) {
+  using F = typename Ops::F;
+  constexpr int kL = Ops::kLanes;
+  F acc[4] = {Ops::zero(), Ops::zero(), Ops::zero(), Ops::zero()};
+  int64_t i = 0;
+  for (; i + 4 * kL <= n; i += 4 * kL) {
+    LOWBIT_UNROLL for (int c = 0; c < 4; ++c) acc[c] =
+        Ops::fma(Ops::load(a + i + c * kL), Ops::load(b + i + c * kL), acc[c]);
+  }
+  for (; i + kL <= n; i += kL) acc[0] = Ops::fma(Ops::load(a + i), Ops::load(b + i), acc[0]);
+  if (i < n) {
+    const int r = int(n - i);
+    acc[1] = Ops::fma(Ops::load_partial(a + i, r), Ops::load_partial(b + i, r), acc[1]);
+  }
+  return Ops::hsum(Ops::add(Ops::add(acc[0], acc[1]), Ops::add(acc[2], acc[3])));
+}
+
+template <typename Ops>
+void axpy_f32_x86(float s, const float* x, float* y, int64_t n) {
+  constexpr int kL = Ops::kLanes;
+  const typename Ops::F sv = Ops::set1(s);
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) Ops::store(y + i, Ops::fma(sv, Ops::load(x + i), Ops::load(y + i)));
+  for (; i < n; ++i) y[i] += s * x[i];
+}
+
 }  // namespace
 }  // namespace lowbit::kernel

@@ -70,8 +70,16 @@ struct X86Tier {
     using F32Tiles = FloatTiles<Ops, FloatKind::kF32>;
     using S = typename Ops::ShapeF;
     const PackFn pack = Ops::kPacked ? pack_q8_x86 : nullptr;
-    return KernelSet{isa,  name, quantize_q8x32_x86,      quantize_q8x256_x86,
-                     pack, pack, gemm_tiled<F32Tiles, S>, make_format_table<Impl>()};
+    return KernelSet{isa,
+                     name,
+                     quantize_q8x32_x86,
+                     quantize_q8x256_x86,
+                     pack,
+                     pack,
+                     gemm_tiled<F32Tiles, S>,
+                     make_format_table<Impl>(),
+                     dot_f32_x86<Ops>,
+                     axpy_f32_x86<Ops>};
   }
 };
 
