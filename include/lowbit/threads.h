@@ -17,5 +17,10 @@ int thread_index();               // 0..max_threads()-1 inside a parallel region
 // Calls body(begin, end) on disjoint chunks covering [0, n), chunk length >= min_chunk.
 void parallel_for(int64_t n, int64_t min_chunk,
                   const std::function<void(int64_t begin, int64_t end)>& body);
+// The same, with chunks of `chunk` handed to whichever thread is free (for long compute-bound
+// loops on a shared machine, where one core can run slower than the other). Threads only when
+// there are at least two chunks.
+void parallel_for_dynamic(int64_t n, int64_t chunk,
+                          const std::function<void(int64_t begin, int64_t end)>& body);
 
 }  // namespace lowbit

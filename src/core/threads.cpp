@@ -46,4 +46,28 @@ void parallel_for(int64_t n, int64_t min_chunk,
   if (first) std::rethrow_exception(first);
 }
 
+void parallel_for_dynamic(int64_t n, int64_t chunk,
+                          const std::function<void(int64_t begin, int64_t end)>& body) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(1, chunk);
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  const int threads = int(std::min<int64_t>(max_threads(), chunks));
+  if (threads <= 1) {
+    body(0, n);
+    return;
+  }
+  std::exception_ptr first;
+  std::mutex mu;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    try {
+      body(c * chunk, std::min(n, (c + 1) * chunk));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
 }  // namespace lowbit

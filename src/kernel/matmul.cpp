@@ -118,8 +118,12 @@ void for_row_groups(int64_t M, int64_t K, int64_t N,
                     const std::function<void(int64_t, int64_t)>& body, int64_t group = kRowGroup) {
   const int64_t min_rows = std::max<int64_t>(16, (int64_t(1) << 16) / std::max<int64_t>(1, K * N));
   const int64_t groups = (M + group - 1) / group;
-  parallel_for(groups, (min_rows + group - 1) / group,
-               [&](int64_t g0, int64_t g1) { body(g0 * group, std::min(M, g1 * group)); });
+  const auto rows = [&](int64_t g0, int64_t g1) { body(g0 * group, std::min(M, g1 * group)); };
+  if (N < 16) return parallel_for(groups, (min_rows + group - 1) / group, rows);
+  // Prompts: compute-bound, and on a shared machine one core can run slower than the other; hand
+  // out pieces of ~16 per thread instead of halves (each piece still >= min_rows).
+  const int64_t piece = std::max((min_rows + group - 1) / group, groups / (16 * max_threads()));
+  parallel_for_dynamic(groups, std::max<int64_t>(1, piece), rows);
 }
 
 void matmul_generic(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int64_t K,
