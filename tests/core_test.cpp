@@ -168,6 +168,26 @@ TEST(Threads, ParallelForCoversRangeOnceAndRethrows) {
   set_threads(0);
 }
 
+TEST(Threads, ParallelForDynamicCoversRangeOnceInChunksAndRethrows) {
+  set_threads(2);
+  for (int64_t n : {0, 1, 7, 1000, 100003}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    std::atomic<int> bad_chunks{0};
+    parallel_for_dynamic(n, 64, [&](int64_t b, int64_t e) {
+      if (b % 64 != 0 || (e - b != 64 && e != n)) bad_chunks++;
+      for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+    });
+    EXPECT_EQ(bad_chunks.load(), 0) << n;
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << n << " " << i;
+  }
+  EXPECT_THROW(parallel_for_dynamic(1000, 10,
+                                    [](int64_t b, int64_t) {
+                                      if (b == 500) throw Error("worker failed");
+                                    }),
+               Error);
+  set_threads(0);
+}
+
 TEST(Progress, SilentWhenStderrIsNotATerminal) {
   ::testing::internal::CaptureStderr();
   {
