@@ -65,6 +65,7 @@ struct Avx2Ops {
     static constexpr int kR = 2, kT = 4, kRv = 1, kRp = 2, kTp = 4;
   };
   static constexpr int kX8Tokens = 4;  // x8 tiles: 8 code vectors + 4 accumulators
+  static constexpr bool kX8Pairs = false;  // 16-row prompt tiles (needs 32 vector registers)
   struct ShapeF {
     static constexpr int kR = 2, kT = 4, kRv = 1;
   };

@@ -72,6 +72,7 @@ struct Avx512Ops {
     static constexpr int kR = 4, kT = 4, kRv = 1, kRp = 6, kTp = 4;
   };
   static constexpr int kX8Tokens = 8;  // x8 tiles: 8 code vectors + 8 accumulators
+  static constexpr bool kX8Pairs = true;  // 16-row prompt tiles (needs 32 vector registers)
   struct ShapeF {
     static constexpr int kR = 4, kT = 4, kRv = 1;
   };

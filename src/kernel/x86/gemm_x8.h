@@ -87,6 +87,7 @@ struct X8Tiles {
   using Block = typename L::Block;
   static constexpr int64_t kGroupBytes = 16 + L::kCodeBytes;  // per block index
   static constexpr int64_t kBlock = 32;
+  static constexpr int kPairTokens = 4;
   static_assert(kGroupBytes == kX8Rows * int64_t(sizeof(Block)));
 
   // Rows [0, 8) of w (row_bytes rb, K values) -> out (8 * rb bytes).
@@ -135,6 +136,44 @@ struct X8Tiles {
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
   }
 
+  // Two consecutive groups (16 rows) times T tokens: each broadcast activation word feeds both
+  // groups' dot-accumulates. y[t * ldy + r] for r < 16.
+  template <int T>
+  static void tile2(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
+                    float* y, int64_t ldy) {
+    const int64_t nb = a.K / 32;
+    __m256 acc[2][T];
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p0 = g + b * kGroupBytes;
+      const uint8_t* p1 = p0 + group_bytes;
+      const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0)));
+      const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)));
+      __m256i c0[8], c1[8];
+      L::codes(p0 + 16, c0);
+      L::codes(p1 + 16, c1);
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const int8_t* at = a.qs + t * a.K + b * 32;
+        __m256i s0 = L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256();
+        __m256i s1 = s0;
+        LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+          int32_t am;
+          std::memcpy(&am, at + 4 * m, 4);
+          const __m256i av = _mm256_set1_epi32(am);
+          s0 = L::dot_acc(s0, c0[m], av);
+          s1 = L::dot_acc(s1, c1[m], av);
+        }
+        const __m256 da = _mm256_set1_ps(a.d[t * nb + b]);
+        acc[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(dw0, da), acc[0][t]);
+        acc[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(dw1, da), acc[1][t]);
+      }
+    }
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+      _mm256_storeu_ps(y + t * ldy, acc[0][t]);
+      _mm256_storeu_ps(y + t * ldy + 8, acc[1][t]);
+    }
+  }
+
   // `groups` groups of 8 rows (consecutive, nb * kGroupBytes bytes each) times all tokens of a
   // (in order, not packed): each group stays in cache while every token tile passes it.
   template <int kT>
@@ -146,7 +185,21 @@ struct X8Tiles {
       off.resize(size_t(a.n * nb));
       for (int64_t i = 0; i < a.n * nb; ++i) off[size_t(i)] = -L::kOff * int32_t(a.bsums[i]);
     }
-    for (int64_t gi = 0; gi < groups; ++gi) {
+    int64_t gi = 0;
+    // Prompts on tiers with 32 vector registers (16 code vectors + 8 accumulators): pairs of
+    // groups, 1.25-1.35x the GFLOP/s of single groups on one core (4096x4096 x 128 tokens).
+    if (Ops::kX8Pairs && a.n >= kPairTokens) {
+      for (; gi + 2 <= groups; gi += 2) {
+        const uint8_t* g = packed + gi * group_bytes;
+        float* yg = y + kX8Rows * gi;
+        int64_t t = 0;
+        for (; t + kPairTokens <= a.n; t += kPairTokens)
+          tile2<kPairTokens>(g, group_bytes, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+        for (; t < a.n; ++t)
+          tile2<1>(g, group_bytes, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+      }
+    }
+    for (; gi < groups; ++gi) {
       const uint8_t* g = packed + gi * group_bytes;
       float* yg = y + kX8Rows * gi;
       int64_t t = 0;
