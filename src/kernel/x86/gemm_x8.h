@@ -12,10 +12,10 @@
 //            64-value chunk: byte 32q + 4r + i = byte 4q + i of row r's chunk (low nibbles:
 //            the chunk's first sub-block, high nibbles its second). 1184 bytes per 8 rows
 //            instead of 1152 (+2.8%).
-// A Q4_0 / Q8_0 group takes exactly the 8 rows' bytes. One pass reads a single stream, and one integer
-// dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends in one
-// convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats keep
-// their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
+// A Q4_0 / Q8_0 group takes exactly the 8 rows' bytes. One pass reads a single stream, and one
+// integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
+// in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
+// keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
 #pragma once
 
 #include <cstring>
@@ -68,8 +68,7 @@ struct X8Layout<formats::Q8_0, Ops> {
     for (int m = 0; m < 8; ++m) {
       alignas(32) uint8_t v[32];
       for (int r = 0; r < 8; ++r) std::memcpy(v + 4 * r, blk[r]->qs + 4 * m, 4);
-      const __m256i pv =
-          Ops::prep_signed(_mm256_load_si256(reinterpret_cast<const __m256i*>(v)));
+      const __m256i pv = Ops::prep_signed(_mm256_load_si256(reinterpret_cast<const __m256i*>(v)));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * m), pv);
     }
   }
@@ -228,7 +227,7 @@ struct X8Q4K {
         SubScales16 ss;
         sub_scales(blk, ss);  // one value per 16: entry 2j is sub-block j's
         for (int j = 0; j < 8; ++j) {
-          g[32 + 8 * j + r] = uint8_t(ss.sc[2 * j]);              // sc: [sub-block][row]
+          g[32 + 8 * j + r] = uint8_t(ss.sc[2 * j]);                       // sc: [sub-block][row]
           g[96 + 16 * (j / 2) + 2 * r + (j % 2)] = uint8_t(ss.mn[2 * j]);  // mn: [pair][row][2]
         }
         for (int c = 0; c < 4; ++c) {
@@ -240,8 +239,7 @@ struct X8Q4K {
   }
 
   template <int T>
-  static void tile(const uint8_t* g, const Acts& a, const int32_t* spairs, float* y,
-                   int64_t ldy) {
+  static void tile(const uint8_t* g, const Acts& a, const int32_t* spairs, float* y, int64_t ldy) {
     const int64_t nsb = a.K / kBlock;
     __m256 acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -273,13 +271,14 @@ struct X8Q4K {
             d0 = Ops::dot_u8s8_acc(d0, lo[q], _mm256_set1_epi32(a0));
             d1 = Ops::dot_u8s8_acc(d1, hi[q], _mm256_set1_epi32(a1));
           }
-          isum[t] = _mm256_add_epi32(
-              isum[t], _mm256_add_epi32(_mm256_mullo_epi32(d0, s_lo), _mm256_mullo_epi32(d1, s_hi)));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_mullo_epi32(d0, s_lo),
+                                                               _mm256_mullo_epi32(d1, s_hi)));
         }
       }
       const __m128i dd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
       const __m256 d = _mm256_cvtph_ps(dd);
-      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+      const __m256 dmin =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         // sum_j mn_j * S_j: mins as int16 pairs per row lane, S as int16 pairs (<= 32 * 127).
         __m256i m = _mm256_setzero_si256();
