@@ -1,4 +1,4 @@
-// The load-time "x8" layout of Q4_0 and Q8_0 rows, and its tiles. Eight rows are interleaved
+// The load-time "x8" layout of Q4_0, Q8_0 and Q4_K rows, and its tiles. Eight rows are interleaved
 // block by block: block-group b holds block b of each of the 8 rows,
 //   d[8]     the 8 rows' fp16 scales (16 bytes), then the codes, arranged so that the 32 bytes
 //            at 32m hold values 4m..4m+3 of rows 0..7 (row r in dword lane r):
@@ -16,6 +16,7 @@
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
 // in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
 // keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
+// Prompts on AVX-512 take two groups per tile (tile2), sharing each broadcast activation word.
 #pragma once
 
 #include <cstring>
