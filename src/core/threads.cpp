@@ -11,17 +11,46 @@ namespace {
 int g_default_threads = 0;
 }
 
-int max_threads() { return omp_get_max_threads(); }
+int max_threads() {
+  return omp_get_max_threads();
+}
 
 void set_threads(int n) {
   if (g_default_threads == 0) g_default_threads = omp_get_max_threads();
   omp_set_num_threads(n > 0 ? n : g_default_threads);
 }
 
-int thread_index() { return omp_get_thread_num(); }
+int thread_index() {
+  return omp_get_thread_num();
+}
 
-void parallel_for(int64_t n, int64_t min_chunk,
-                  const std::function<void(int64_t, int64_t)>& body) {
+namespace {
+
+// Runs bodies inside an OpenMP region, keeping the first exception for the caller's thread (one
+// must never escape the region).
+class FirstException {
+ public:
+  template <typename F>
+  void run(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!first_) first_ = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::exception_ptr first_;
+  std::mutex mu_;
+};
+
+}  // namespace
+
+void parallel_for(int64_t n, int64_t min_chunk, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
   min_chunk = std::max<int64_t>(1, min_chunk);
   const int64_t max_chunks = (n + min_chunk - 1) / min_chunk;
@@ -30,20 +59,14 @@ void parallel_for(int64_t n, int64_t min_chunk,
     body(0, n);
     return;
   }
-  std::exception_ptr first;
-  std::mutex mu;
+  FirstException errors;
 #pragma omp parallel num_threads(threads)
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
-    try {
-      if (begin < end) body(begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!first) first = std::current_exception();
-    }
+    if (begin < end) errors.run([&] { body(begin, end); });
   }
-  if (first) std::rethrow_exception(first);
+  errors.rethrow();
 }
 
 void parallel_for_dynamic(int64_t n, int64_t chunk,
@@ -56,18 +79,11 @@ void parallel_for_dynamic(int64_t n, int64_t chunk,
     body(0, n);
     return;
   }
-  std::exception_ptr first;
-  std::mutex mu;
+  FirstException errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    try {
-      body(c * chunk, std::min(n, (c + 1) * chunk));
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!first) first = std::current_exception();
-    }
-  }
-  if (first) std::rethrow_exception(first);
+  for (int64_t c = 0; c < chunks; ++c)
+    errors.run([&] { body(c * chunk, std::min(n, (c + 1) * chunk)); });
+  errors.rethrow();
 }
 
 }  // namespace lowbit
