@@ -193,19 +193,15 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
   const FormatKernels& fk = ks.formats[format_index(f)];
   const int64_t groups = M / 8;
   if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0) return;
-  const uint64_t rb = f.row_bytes(K), group_bytes = x8_group_bytes();
-  packed_.reset(new uint8_t[group_bytes * uint64_t(groups)]);
+  const uint64_t rb = f.row_bytes(K);
+  group_bytes_ = uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
+  packed_.reset(new uint8_t[group_bytes_ * uint64_t(groups)]);
   uint8_t* out = packed_.get();
   parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
-      fk.repack8(w + uint64_t(8 * g) * rb, rb, K, out + uint64_t(g) * group_bytes);
+      fk.repack8(w + uint64_t(8 * g) * rb, rb, K, out + uint64_t(g) * group_bytes_);
   });
   packed_rows_ = 8 * groups;
-}
-
-uint64_t PreparedMatrix::x8_group_bytes() const {
-  const kernel::FormatKernels& fk = kernel::kernels_for(isa_).formats[kernel::format_index(f_)];
-  return uint64_t(K_ / f_.block_elems(K_)) * fk.x8_block_bytes;
 }
 
 PreparedMatrix::PreparedMatrix(PreparedMatrix&&) noexcept = default;
@@ -225,7 +221,7 @@ void PreparedMatrix::run_rows(const void* acts, int64_t r0, int64_t r1, float* y
   const int64_t p1 = std::min(r1, packed_rows_), M = M_;
   for_token_chunks(a, [&](const Acts& part, int64_t t0) {
     if (p1 > r0) {
-      fk.gemm_x8(packed_.get() + uint64_t(r0 / 8) * x8_group_bytes(), (p1 - r0) / 8, part,
+      fk.gemm_x8(packed_.get() + uint64_t(r0 / 8) * group_bytes_, (p1 - r0) / 8, part,
                  y + t0 * M + r0, M);
     }
     if (r1 > p1) fk.gemm(w_ + uint64_t(p1) * rb, rb, r1 - p1, part, y + t0 * M + p1, M);

@@ -68,7 +68,6 @@ class PreparedMatrix {
                              std::span<float* const> ys);
 
  private:
-  uint64_t x8_group_bytes() const;  // bytes of 8 repacked rows
   // Rows [r0, r1) (r0 a multiple of 8) times quantized activations (kernel::Acts, in order).
   void run_rows(const void* acts, int64_t r0, int64_t r1, float* y) const;
 
@@ -76,6 +75,7 @@ class PreparedMatrix {
   Format f_;
   const uint8_t* w_;
   int64_t M_, K_, packed_rows_ = 0;
+  uint64_t group_bytes_ = 0;  // bytes of 8 repacked rows
   std::unique_ptr<uint8_t[]> packed_;
 };
 
