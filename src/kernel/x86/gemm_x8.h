@@ -16,7 +16,7 @@
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
 // in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
 // keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
-// Prompts on AVX-512 take two groups per tile (tile2), sharing each broadcast activation word.
+// Prompts on AVX-512 take two groups per tile (tile<2, T>), sharing each broadcast activation word.
 #pragma once
 
 #include <cstring>
@@ -105,73 +105,64 @@ struct X8Tiles {
     }
   }
 
-  // One group of 8 rows (g) times T tokens: y[t * ldy + r]. off: -kOff * sum(q) of each
-  // (token, block), as a.bsums.
-  template <int T>
-  static void tile(const uint8_t* g, const Acts& a, const int32_t* off, float* y, int64_t ldy) {
+  // G consecutive groups (8 G rows, group_bytes apart) times T tokens: y[t * ldy + 8 j + r] for
+  // row r of group j. off: -kOff * sum(q) of each (token, block), as a.bsums. Each broadcast
+  // activation word feeds all G groups; with one group, even and odd value groups accumulate in
+  // two chains so the dot-accumulates overlap.
+  template <int G, int T>
+  static void tile(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
+                   float* y, int64_t ldy) {
+    constexpr int kChains = G == 1 ? 2 : 1;
     const int64_t nb = a.K / 32;
-    __m256 acc[T];
-    LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* p = g + b * kGroupBytes;
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-      __m256i c[8];
-      L::codes(p + 16, c);
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-        const int8_t* at = a.qs + t * a.K + b * 32;
-        // Two chains (even and odd value groups) so the dot-accumulates overlap.
-        __m256i s0 = L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256();
-        __m256i s1 = _mm256_setzero_si256();
-        LOWBIT_UNROLL for (int m = 0; m < 8; m += 2) {
-          int32_t a0, a1;
-          std::memcpy(&a0, at + 4 * m, 4);
-          std::memcpy(&a1, at + 4 * m + 4, 4);
-          s0 = L::dot_acc(s0, c[m], _mm256_set1_epi32(a0));
-          s1 = L::dot_acc(s1, c[m + 1], _mm256_set1_epi32(a1));
-        }
-        const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[t * nb + b]));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), scale, acc[t]);
-      }
+    __m256 acc[G][T];
+    LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[j][t] = _mm256_setzero_ps();
     }
-    LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
-  }
-
-  // Two consecutive groups (16 rows) times T tokens: each broadcast activation word feeds both
-  // groups' dot-accumulates. y[t * ldy + r] for r < 16.
-  template <int T>
-  static void tile2(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
-                    float* y, int64_t ldy) {
-    const int64_t nb = a.K / 32;
-    __m256 acc[2][T];
-    LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* p0 = g + b * kGroupBytes;
-      const uint8_t* p1 = p0 + group_bytes;
-      const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0)));
-      const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)));
-      __m256i c0[8], c1[8];
-      L::codes(p0 + 16, c0);
-      L::codes(p1 + 16, c1);
+      __m256 dw[G];
+      __m256i c[G][8];
+      LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
+        const uint8_t* p = g + j * group_bytes + b * kGroupBytes;
+        dw[j] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        L::codes(p + 16, c[j]);
+      }
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         const int8_t* at = a.qs + t * a.K + b * 32;
-        __m256i s0 = L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256();
-        __m256i s1 = s0;
+        const __m256i init =
+            L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256();
+        __m256i s[G][kChains];
+        LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
+          s[j][0] = init;
+          if constexpr (kChains == 2) s[j][1] = _mm256_setzero_si256();
+        }
         LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
           int32_t am;
           std::memcpy(&am, at + 4 * m, 4);
           const __m256i av = _mm256_set1_epi32(am);
-          s0 = L::dot_acc(s0, c0[m], av);
-          s1 = L::dot_acc(s1, c1[m], av);
+          LOWBIT_UNROLL for (int j = 0; j < G; ++j) s[j][m % kChains] =
+              L::dot_acc(s[j][m % kChains], c[j][m], av);
         }
         const __m256 da = _mm256_set1_ps(a.d[t * nb + b]);
-        acc[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(dw0, da), acc[0][t]);
-        acc[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(dw1, da), acc[1][t]);
+        LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
+          const __m256i sum = kChains == 2 ? _mm256_add_epi32(s[j][0], s[j][kChains - 1]) : s[j][0];
+          acc[j][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw[j], da), acc[j][t]);
+        }
       }
     }
-    LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-      _mm256_storeu_ps(y + t * ldy, acc[0][t]);
-      _mm256_storeu_ps(y + t * ldy + 8, acc[1][t]);
+    LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy + 8 * j, acc[j][t]);
     }
+  }
+
+  // G groups times all tokens: tiles of kT tokens, then single tokens.
+  template <int G, int kT>
+  static void tokens(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
+                     float* y, int64_t ldy) {
+    const int64_t nb = a.K / 32;
+    int64_t t = 0;
+    for (; t + kT <= a.n; t += kT)
+      tile<G, kT>(g, group_bytes, a.from(t), off + t * nb, y + t * ldy, ldy);
+    for (; t < a.n; ++t) tile<G, 1>(g, group_bytes, a.from(t), off + t * nb, y + t * ldy, ldy);
   }
 
   // `groups` groups of 8 rows (consecutive, nb * kGroupBytes bytes each) times all tokens of a
@@ -181,8 +172,8 @@ struct X8Tiles {
     const int64_t nb = a.K / 32, group_bytes = nb * kGroupBytes;
     // The offset codes' correction as ready-made int32 (a broadcast load in the tile).
     thread_local std::vector<int32_t> off;
+    off.resize(size_t(a.n * nb));  // sized even when unused: the tiles offset its pointer
     if constexpr (L::kOff != 0) {
-      off.resize(size_t(a.n * nb));
       for (int64_t i = 0; i < a.n * nb; ++i) off[size_t(i)] = -L::kOff * int32_t(a.bsums[i]);
     }
     int64_t gi = 0;
@@ -190,22 +181,12 @@ struct X8Tiles {
     // groups, 1.25-1.35x the GFLOP/s of single groups on one core (4096x4096 x 128 tokens).
     if (Ops::kX8Pairs && a.n >= kPairTokens) {
       for (; gi + 2 <= groups; gi += 2) {
-        const uint8_t* g = packed + gi * group_bytes;
-        float* yg = y + kX8Rows * gi;
-        int64_t t = 0;
-        for (; t + kPairTokens <= a.n; t += kPairTokens)
-          tile2<kPairTokens>(g, group_bytes, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
-        for (; t < a.n; ++t)
-          tile2<1>(g, group_bytes, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+        tokens<2, kPairTokens>(packed + gi * group_bytes, group_bytes, a, off.data(),
+                               y + kX8Rows * gi, ldy);
       }
     }
-    for (; gi < groups; ++gi) {
-      const uint8_t* g = packed + gi * group_bytes;
-      float* yg = y + kX8Rows * gi;
-      int64_t t = 0;
-      for (; t + kT <= a.n; t += kT) tile<kT>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
-      for (; t < a.n; ++t) tile<1>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
-    }
+    for (; gi < groups; ++gi)
+      tokens<1, kT>(packed + gi * group_bytes, group_bytes, a, off.data(), y + kX8Rows * gi, ldy);
   }
 };
 
