@@ -42,12 +42,14 @@ class MixStories : public ::testing::Test {
     const std::string t = test::fixture("text/tinystories-valid-head.txt");
     if (!std::filesystem::exists(p) || !std::filesystem::exists(t)) return;
     model_ = new Model(Model::load(p));
-    const Chunks c = chunk_text(*model_, test::slurp(t).substr(0, 20000), {.ctx = 64, .chunks = 2});
+    chunks_ =
+        new Chunks(chunk_text(*model_, test::slurp(t).substr(0, 20000), {.ctx = 64, .chunks = 2}));
     SensitivityOptions o{.formats = parse_format_list("int3_g32,int4_g32,q8_0")};
-    sens_ = new Sensitivity(measure_sensitivity(*model_, c, o));
+    sens_ = new Sensitivity(measure_sensitivity(*model_, *chunks_, o));
   }
   static void TearDownTestSuite() {
     delete sens_, sens_ = nullptr;
+    delete chunks_, chunks_ = nullptr;
     delete model_, model_ = nullptr;
   }
   void SetUp() override {
@@ -55,10 +57,47 @@ class MixStories : public ::testing::Test {
     LOWBIT_REQUIRE_FIXTURE(test::fixture("text/tinystories-valid-head.txt"));
   }
   static Model* model_;
+  static Chunks* chunks_;
   static Sensitivity* sens_;
 };
 Model* MixStories::model_ = nullptr;
+Chunks* MixStories::chunks_ = nullptr;
 Sensitivity* MixStories::sens_ = nullptr;
+
+const SensitivityEntry& entry(const Sensitivity& s, const std::string& tensor, const char* fmt) {
+  for (const auto& t : s.tensors) {
+    if (t.name != tensor) continue;
+    for (const auto& e : t.entries) {
+      if (e.format.name() == fmt) return e;
+    }
+  }
+  throw std::runtime_error("no entry " + tensor + " " + fmt);
+}
+
+// The check's whole-model KLD, computed by a separate path (full passes of every assignment from
+// the embedding), agrees with the measurement's single-tensor KLDs (partial passes from cached
+// layer inputs), for a layer's matrix, the last layer's and the tied embedding; nothing changed
+// measures 0; and two tensors together cost more than either alone.
+TEST_F(MixStories, AssignmentKldMatchesSingleTensorMeasurements) {
+  const Model& m = *model_;
+  const Format i3 = Format::parse("int3_g32"), i4 = Format::parse("int4_g32");
+  const std::vector<std::map<std::string, Format>> as = {
+      {},
+      {{"blk.1.attn_v.weight", i3}},
+      {{"blk.4.ffn_down.weight", i4}},
+      {{"token_embd.weight", i3}},
+      {{"blk.1.attn_v.weight", i3}, {"blk.4.ffn_down.weight", i4}}};
+  const std::vector<double> k = assignment_klds(m, *chunks_, as, {});
+  ASSERT_EQ(k.size(), as.size());
+  EXPECT_LT(std::fabs(k[0]), 1e-7);  // the original's log-probabilities are kept as floats
+  const double a = entry(*sens_, "blk.1.attn_v.weight", "int3_g32").kld;
+  const double b = entry(*sens_, "blk.4.ffn_down.weight", "int4_g32").kld;
+  const double e = entry(*sens_, "token_embd.weight", "int3_g32").kld;
+  EXPECT_NEAR(k[1], a, 1e-6 * a);
+  EXPECT_NEAR(k[2], b, 1e-6 * b);
+  EXPECT_NEAR(k[3], e, 1e-6 * e);
+  EXPECT_GT(k[4], std::max(a, b));
+}
 
 TEST_F(MixStories, DamageFallsWithBitsAndTheProxyRanksLikeKld) {
   const Sensitivity& s = *sens_;
@@ -183,6 +222,44 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
                              sens);
   EXPECT_EQ(low.rc, 1) << low.out;
   EXPECT_NE(low.out.find("below the smallest"), std::string::npos) << low.out;
+}
+
+// Misleading estimates (3 bits costed as free, 4 bits as damaging) make the planner put every
+// matrix in int3_g32 although uniform int4_g32 fits; the check measures both on calibration text
+// and keeps int4_g32. With the check off, the plan stays as estimated.
+TEST_F(MixStories, CheckKeepsAUniformFileThatMeasuresLower) {
+  const std::string p = test::fixture("models/stories260K/stories260K.bin");
+  const std::string text = test::fixture("text/tinystories-valid-head.txt");
+  const std::string dir = ::testing::TempDir();
+  Sensitivity wrong = *sens_;
+  for (auto& t : wrong.tensors) {
+    for (auto& e : t.entries) e.cost = e.format.name() == "int3_g32" ? 0.0 : 1.0;
+  }
+  const std::string sens = dir + "/wrong.sens.json";
+  wrong.save(sens);
+  const std::string common = " --target-bpw 4.7 --sensitivity " + sens + " --calib " + text +
+                             " --ctx 128 --sensitivity-chunks 2";
+  const CliRun checked = run_cli("quantize -m " + p + " -o " + dir + "/chk.gguf" + common);
+  ASSERT_EQ(checked.rc, 0) << checked.out;
+  EXPECT_NE(checked.out.find("check on 2 calibration chunks of 128: plan KLD"), std::string::npos)
+      << checked.out;
+  EXPECT_NE(checked.out.find("the uniform int4_g32 file measures lower"), std::string::npos)
+      << checked.out;
+  const CliRun off =
+      run_cli("quantize -m " + p + " -o " + dir + "/nochk.gguf" + common + " --check-uniform 0");
+  ASSERT_EQ(off.rc, 0) << off.out;
+  EXPECT_EQ(off.out.find("check on"), std::string::npos) << off.out;
+  const Model a = Model::load(dir + "/chk.gguf"), b = Model::load(dir + "/nochk.gguf");
+  for (const auto& t : a.tensors) {
+    if (t.shape.size() < 2) continue;
+    EXPECT_EQ(t.format.name(), "int4_g32") << t.name;
+    EXPECT_EQ(b.find(t.name)->format.name(), "int3_g32") << t.name;
+  }
+  const PlanFile plan = PlanFile::load(dir + "/chk.plan.json");
+  EXPECT_EQ(plan.tensors.size(), a.tensors.size());
+  std::ifstream f(dir + "/chk.plan.json");
+  const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(json.find("\"check_kept\": \"uniform int4_g32\""), std::string::npos) << json;
 }
 
 }  // namespace

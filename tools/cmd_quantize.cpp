@@ -39,6 +39,7 @@ struct QuantizeArgs {
   std::string recipe, target_size, sensitivity, plan, formats;
   double target_bpw = 0;
   int64_t sensitivity_chunks = 8;
+  int check_uniform = 2;
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
@@ -105,6 +106,105 @@ std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs
   return candidates_of(s, m, path);
 }
 
+// Uniform alternatives to a plan: for each candidate format F, every unpinned matrix in F (after
+// its fallback) when each has that option, within the capacity; the `n` with the lowest
+// estimated cost (ties: more bytes), none equal to the plan. Choice indices per tensor.
+struct Alternative {
+  std::string name;
+  std::vector<size_t> choice;
+  double cost = 0;
+  uint64_t bytes = 0;
+};
+
+std::vector<Alternative> uniform_alternatives(const Model& m,
+                                              const std::vector<TensorCandidates>& cand,
+                                              const std::vector<size_t>& plan, uint64_t capacity,
+                                              FallbackPolicy fb, int n) {
+  std::vector<Format> formats;
+  for (const auto& tc : cand) {
+    for (const auto& o : tc.options) {
+      if (std::find(formats.begin(), formats.end(), o.format) == formats.end())
+        formats.push_back(o.format);
+    }
+  }
+  std::vector<Alternative> alts;
+  for (const Format& F : formats) {
+    Alternative u{F.name(), std::vector<size_t>(cand.size()), 0, 0};
+    bool ok = true;
+    for (size_t i = 0; i < cand.size() && ok; ++i) {
+      const auto& opts = cand[i].options;
+      size_t k = 0;
+      if (opts.size() > 1) {  // pinned tensors have one option and keep it
+        const Format f = fallback_for(F, m.find(cand[i].name)->row_length(), fb);
+        k = size_t(std::find_if(opts.begin(), opts.end(),
+                                [&](const Candidate& c) { return c.format == f; }) -
+                   opts.begin());
+        ok = k < opts.size();
+      }
+      if (ok) u.choice[i] = k, u.cost += opts[k].cost, u.bytes += opts[k].bytes;
+    }
+    if (!ok || u.bytes > capacity || u.choice == plan) continue;
+    if (std::any_of(alts.begin(), alts.end(), [&](const auto& x) { return x.choice == u.choice; }))
+      continue;
+    alts.push_back(std::move(u));
+  }
+  std::sort(alts.begin(), alts.end(), [](const auto& x, const auto& y) {
+    return x.cost != y.cost ? x.cost < y.cost : x.bytes > y.bytes;
+  });
+  if (alts.size() > size_t(n)) alts.resize(size_t(n));
+  return alts;
+}
+
+// The planner's check: the plan's KLD on the calibration text against the best-estimated uniform
+// files that fit the budget, each quantized as the sensitivity measurement quantizes (the summed
+// single-tensor estimates can be far off at 2-3 bits, where damages compound). Returns the choice
+// to keep (the lowest measured) and records the measurements in the plan.
+std::vector<size_t> check_plan(const Model& m, const QuantizeArgs& a, Method method,
+                               FallbackPolicy fb, const std::vector<TensorCandidates>& cand,
+                               const std::vector<size_t>& plan, uint64_t capacity, PlanFile& p) {
+  if (a.check_uniform <= 0) return plan;
+  const std::vector<Alternative> alts =
+      uniform_alternatives(m, cand, plan, capacity, fb, a.check_uniform);
+  if (alts.empty()) return plan;
+  if (a.calib.empty()) {
+    fmt::print("note: without --calib the plan is not checked against uniform files ({} fits)\n",
+               alts.front().name);
+    return plan;
+  }
+  auto assignment = [&](const std::vector<size_t>& choice) {
+    std::map<std::string, Format> as;
+    for (size_t i = 0; i < cand.size(); ++i)
+      as.emplace(cand[i].name, cand[i].options[choice[i]].format);
+    return as;
+  };
+  std::vector<std::map<std::string, Format>> as{assignment(plan)};
+  for (const auto& u : alts) as.push_back(assignment(u.choice));
+  SensitivityOptions so{.fallback = fb, .method = method};
+  so.gptq.damp = a.damp;
+  const Chunks c =
+      calibration_chunks(m, a.calib, a.ctx, std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks));
+  const std::vector<double> kld = assignment_klds(m, c, as, so);
+  size_t best = 0;
+  for (size_t i = 1; i < kld.size(); ++i) {
+    if (kld[i] < kld[best]) best = i;
+  }
+  p.check.push_back({"plan", kld[0]});
+  std::string line = fmt::format("check on {} calibration chunks of {}: plan KLD {:.5f}",
+                                 c.tokens.size(), c.tokens[0].size(), kld[0]);
+  for (size_t i = 0; i < alts.size(); ++i) {
+    p.check.push_back({"uniform " + alts[i].name, kld[i + 1]});
+    line += fmt::format(", uniform {} {:.5f}", alts[i].name, kld[i + 1]);
+  }
+  fmt::print("{}\n", line);
+  if (best == 0) {
+    p.check_kept = "plan";
+    return plan;
+  }
+  p.check_kept = "uniform " + alts[best - 1].name;
+  fmt::print("the uniform {} file measures lower than the plan: using it\n", alts[best - 1].name);
+  return alts[best - 1].choice;
+}
+
 // The planner: per-tensor formats minimising the summed sensitivity within the size target.
 // Tensors a --tensor-type / recipe rule names are pinned to that format.
 PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, FallbackPolicy fb,
@@ -140,11 +240,15 @@ PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, F
   PlanFile p;
   p.model = a.in, p.method = method_name(method), p.sensitivity = a.sensitivity;
   if (a.target_bpw > 0) p.target_bpw = a.target_bpw;
-  p.budget_bytes = total, p.estimated_cost = sol.cost, p.lower_bound = sol.lower_bound;
+  p.budget_bytes = total, p.lower_bound = sol.lower_bound;
+  const std::vector<size_t> choice =
+      check_plan(m, a, method, fb, cand, sol.choice, total - fixed, p);
   for (size_t i = 0; i < cand.size(); ++i) {
-    const Candidate& c = cand[i].options[sol.choice[i]];
+    const Candidate& c = cand[i].options[choice[i]];
     p.tensors.push_back({cand[i].name, c.format, cand[i].params, c.bytes, c.cost});
+    p.estimated_cost += c.cost;
   }
+  if (choice == sol.choice) p.estimated_cost = sol.cost;  // the solver's own sum
   return p;
 }
 
@@ -410,6 +514,11 @@ Runner add_quantize(CLI::App& app) {
                   "chunks used")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--check-uniform", o->check_uniform,
+                  "Planning with --calib: measure the plan's KLD against this many uniform files "
+                  "that fit the budget (those estimated best) and keep the lowest (0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
   cmd->add_option("--plan", o->plan, "Repeat a plan (a .plan.json written by an earlier run)")
       ->excludes(bpw)
       ->excludes(size);

@@ -468,6 +468,11 @@ void PlanFile::save(const std::string& path) const {
   j["bits_per_weight"] = bits_per_weight();
   j["estimated_cost"] = estimated_cost, j["lower_bound"] = lower_bound;
   j["llama_cpp_loadable"] = llama_cpp_loadable();
+  if (!check.empty()) {
+    Json c = Json::object();
+    for (const auto& [what, kld] : check) c[what] = kld;
+    j["check_kld"] = c, j["check_kept"] = check_kept;
+  }
   j["tensors"] = Json::array();
   for (const auto& e : tensors) {
     Json t = {{"name", e.name},

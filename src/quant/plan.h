@@ -111,6 +111,9 @@ struct PlanFile {
   std::optional<double> target_bpw;
   uint64_t budget_bytes = 0;  // 0 = none (a manual mix)
   double estimated_cost = 0, lower_bound = 0;
+  // The planner's check against uniform files: (what, KLD on calibration text), and which was kept.
+  std::vector<std::pair<std::string, double>> check;
+  std::string check_kept;
   std::vector<PlanEntry> tensors;  // every tensor of the model, 1-D ones included
 
   uint64_t total_bytes() const;

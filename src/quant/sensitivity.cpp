@@ -214,13 +214,17 @@ class Measurer {
     return out;
   }
 
-  // Puts `bytes` (format f) in place of tensor `name` in the model under test; restore() undoes.
+  // Puts `bytes` (format f) in place of tensor `name` in the model under test (the bytes must
+  // outlive the swap); restore() undoes every swap since the last restore.
   void swap_in(const std::string& name, const Format& f, const std::vector<uint8_t>& bytes) {
     ModelTensor& t = mutable_tensor(name);
-    saved_ = t;
+    saved_.push_back(t);
     t.format = f, t.data = bytes.data(), t.bytes = bytes.size(), t.mapped = false;
   }
-  void restore() { mutable_tensor(saved_.name) = saved_; }
+  void restore() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) mutable_tensor(it->name) = *it;
+    saved_.clear();
+  }
 
   void set_observer(InputObserver ob) { e_.set_observer(std::move(ob)); }
   void run_layer(std::vector<float>& x, int64_t L) { e_.run_layers(x.data(), n_, 0, L, L + 1); }
@@ -248,7 +252,7 @@ class Measurer {
   int64_t n_, C_, V_, S_;
   LlamaEngine e_;
   std::vector<float> base_logp_, logits_;
-  ModelTensor saved_;
+  std::vector<ModelTensor> saved_;
 };
 
 std::vector<float> floats_of(const ModelTensor& t) {
@@ -327,11 +331,16 @@ bool in_layer(const std::string& name, int64_t L) {
   return name.rfind("blk." + std::to_string(L) + ".", 0) == 0;
 }
 
-// Symmetric Σ x xᵀ as floats (calibrate's statistics hold the upper triangle while collecting).
-std::vector<float> hessian_of(InputStats& st) {
-  for (int64_t i = 0; i < st.K; ++i) {
+// Fills the lower triangle of Σ x xᵀ (calibrate's statistics hold the upper one while collecting).
+void symmetrize(InputStats& st) {
+  for (int64_t i = 0; i < st.K && !st.xtx.empty(); ++i) {
     for (int64_t k = 0; k < i; ++k) st.xtx[size_t(i * st.K + k)] = st.xtx[size_t(k * st.K + i)];
   }
+}
+
+// Symmetric Σ x xᵀ as floats.
+std::vector<float> hessian_of(InputStats& st) {
+  symmetrize(st);
   return to_float(st.xtx);
 }
 
@@ -438,6 +447,94 @@ Sensitivity measure_sensitivity(const Model& m, const Chunks& c, const Sensitivi
   for (const auto& f : o.formats) s.formats.push_back(f.name());
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return s;
+}
+
+std::vector<double> assignment_klds(const Model& m, const Chunks& c,
+                                    const std::vector<std::map<std::string, Format>>& assignments,
+                                    const SensitivityOptions& o) {
+  if (c.tokens.empty()) throw Error("the check needs calibration text", {.field = "--calib"});
+  for (const auto& as : assignments) {
+    for (const auto& [name, f] : as) {
+      const ModelTensor* t = m.find(name);
+      LOWBIT_CHECK(t && t->shape.size() >= 2 && f.can_tile(t->row_length()),
+                   "assignment_klds: a tensor the model lacks or a format that does not tile");
+    }
+  }
+  const bool hessian = measured_as(o.method) == Method::kGptq;
+  Measurer me(m, c, o);
+  me.base_pass();
+  // Quantized variants, shared by the assignments that name the same (tensor, format).
+  std::map<std::pair<std::string, std::string>, std::vector<uint8_t>> made;
+  auto swap_in = [&](const std::string& name, const Format& f, const InputStats* st) {
+    auto key = std::make_pair(name, f.name());
+    auto it = made.find(key);
+    if (it == made.end())
+      it = made.emplace(key, me.quantize(name, floats_of(*m.find(name)), f, st)).first;
+    me.swap_in(name, f, it->second);
+  };
+  // The head's input statistics (from the original's last layer), which the head and a tied
+  // embedding are quantized with; a tied embedding is needed before the first layer.
+  InputStats head;
+  auto collect_head = [&](const Activations& X) {
+    me.set_observer([&](int64_t, LinearInput which, const float* x, int64_t rows, int64_t K) {
+      if (which == LinearInput::kOutput) head.add(x, rows, K, hessian);
+    });
+    for (const auto& x : X) me.head_all(x);
+    me.set_observer({});
+    symmetrize(head);
+  };
+  const int64_t n_layer = m.config.n_layer;
+  const bool tied = m.config.tied_output;
+  if (tied) {
+    Activations P = me.embed_all();
+    for (int64_t L = 0; L < n_layer; ++L) {
+      for (auto& x : P) me.run_layer(x, L);
+    }
+    collect_head(P);
+  }
+  auto stats_outside = [&](const std::string& name) -> const InputStats* {
+    return input_group_of(name, m) == std::string("output.weight") ? &head : nullptr;
+  };
+  const size_t A = assignments.size();
+  std::vector<Activations> Xq(A);
+  for (size_t a = 0; a < A; ++a) {
+    const auto it = assignments[a].find("token_embd.weight");
+    if (it != assignments[a].end()) swap_in(it->first, it->second, stats_outside(it->first));
+    Xq[a] = me.embed_all();
+    me.restore();
+  }
+  Activations X = me.embed_all();  // the original's, for each layer's input statistics
+  for (int64_t L = 0; L < n_layer; ++L) {
+    Calibration cal;
+    me.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
+      if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian);
+    });
+    for (auto& x : X) me.run_layer(x, L);
+    me.set_observer({});
+    for (auto& [g, st] : cal) symmetrize(st);
+    for (size_t a = 0; a < A; ++a) {
+      for (const auto& [name, f] : assignments[a]) {
+        if (!in_layer(name, L)) continue;
+        const auto g = input_group_of(name, m);
+        swap_in(name, f, g && cal.count(*g) ? &cal.at(*g) : nullptr);
+      }
+      for (auto& x : Xq[a]) me.run_layer(x, L);
+      me.restore();
+    }
+    std::erase_if(made, [&](const auto& e) { return in_layer(e.first.first, L); });
+  }
+  if (!tied) collect_head(X);
+  std::vector<double> kld(A);
+  for (size_t a = 0; a < A; ++a) {
+    for (const auto& [name, f] : assignments[a]) {
+      if (name.rfind("blk.", 0) == 0) continue;
+      if (name == "token_embd.weight" && !tied) continue;  // used only at the embedding
+      swap_in(name, f, stats_outside(name));
+    }
+    kld[a] = me.kld(&Xq[a], n_layer);
+    me.restore();
+  }
+  return kld;
 }
 
 // ---- Files ----

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,16 @@ std::vector<Format> parse_format_list(const std::string& list);
 using SensitivityProgress = std::function<void(int64_t done, int64_t total)>;
 Sensitivity measure_sensitivity(const Model& m, const Chunks& calib, const SensitivityOptions& o,
                                 const SensitivityProgress& progress = {});
+
+// The KL divergence on calibration chunks c (mean per scored position, as the measurement's) of m
+// with its weight matrices quantized as each assignment says (tensor name -> format; unnamed
+// tensors stay as they are), every variant made as measure_sensitivity makes it (o.method; GPTQ
+// with the Hessians of the original model's inputs). Layer by layer, all assignments together:
+// about one forward pass of the original per assignment, plus two. The planner's check of a plan
+// against uniform files.
+std::vector<double> assignment_klds(const Model& m, const Chunks& c,
+                                    const std::vector<std::map<std::string, Format>>& assignments,
+                                    const SensitivityOptions& o);
 
 // The planner's input for m's weight matrices; throws Error (naming `path`) when the measurement
 // does not fit m (a tensor missing or of another shape, a format that does not tile).
