@@ -5,18 +5,62 @@
 // llama.cpp's GGUF layout, and the sequential path needs calibration text.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
 #include "eval/perplexity.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
+#include "lowbit/rng.h"
 #include "quant/calibrate.h"
 #include "quant/methods.h"
 #include "test_util.h"
 
 namespace lowbit {
 namespace {
+
+// The calibration statistics against a plain double-precision reference: sums of squares and
+// absolute values, maxima, and the Hessian's upper triangle (computed in float panels per chunk,
+// summed in double) over several chunks of a width that is not a multiple of the panel (300) and
+// of one wider than a panel (600).
+TEST(Methods, InputStatsMatchADoubleReference) {
+  for (const int64_t K : {300, 600}) {
+    Rng rng{uint64_t(K)};
+    InputStats s;
+    std::vector<double> xtx(size_t(K * K), 0.0), sq(size_t(K), 0.0), ab(size_t(K), 0.0),
+        mag(size_t(K * K), 0.0);
+    std::vector<float> mx(size_t(K), 0.0f);
+    for (const int64_t n : {37, 1, 64}) {
+      std::vector<float> x(size_t(n * K));
+      for (auto& v : x) v = float(rng.normal() * (1 + 3 * rng.uniform()));
+      s.add(x.data(), n, K, true);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < K; ++i) {
+          const double a = x[size_t(t * K + i)];
+          sq[size_t(i)] += a * a, ab[size_t(i)] += std::fabs(a);
+          mx[size_t(i)] = std::max(mx[size_t(i)], float(std::fabs(a)));
+          for (int64_t j = i; j < K; ++j) {
+            xtx[size_t(i * K + j)] += a * x[size_t(t * K + j)];
+            mag[size_t(i * K + j)] += std::fabs(a * x[size_t(t * K + j)]);
+          }
+        }
+      }
+    }
+    EXPECT_EQ(s.count, 102);
+    for (int64_t i = 0; i < K; ++i) {
+      EXPECT_NEAR(s.sum_sq[size_t(i)], sq[size_t(i)], 1e-9 * sq[size_t(i)]);
+      EXPECT_NEAR(s.sum_abs[size_t(i)], ab[size_t(i)], 1e-9 * ab[size_t(i)]);
+      EXPECT_EQ(s.max_abs[size_t(i)], mx[size_t(i)]);
+      for (int64_t j = i; j < K; ++j) {
+        // float products summed over at most 64 terms per chunk: well inside 1e-5 of Σ|x_i x_j|
+        ASSERT_NEAR(s.xtx[size_t(i * K + j)], xtx[size_t(i * K + j)], 1e-5 * mag[size_t(i * K + j)])
+            << K << " " << i << " " << j;
+      }
+    }
+  }
+}
 
 TEST(Methods, GptqAndAwqBeatImatrixWhichBeatsRtn) {
   const std::string p = test::fixture("models/stories260K/stories260K.bin");

@@ -100,7 +100,14 @@ void gptq_quantize(const Format& f, float* W, int64_t rows, int64_t K, const dou
   gptq_inverse_factor(H, K, o.damp, o.act_order ? perm : std::vector<int64_t>{}, U);
   const int64_t B = std::max<int64_t>(1, (std::max<int64_t>(o.batch, lay.be) + lay.be - 1) /
                                              lay.be) * lay.be;
-  openblas_set_num_threads(1);  // rows are split over OpenMP threads already
+  // Rows are split over OpenMP threads already: one BLAS thread inside, and the caller's setting
+  // back afterwards (calibration's Hessian products run threaded between calls).
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+  struct Restore {
+    int n;
+    ~Restore() { openblas_set_num_threads(n); }
+  } restore{blas_threads};
 
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     const int64_t R = r1 - r0;
