@@ -458,6 +458,54 @@ TEST(KernelFloatHelpers, DotAndAxpyMatchRef) {
   }
 }
 
+// The quantizers' grid sums: every tier gives the reference's bits (same order, same
+// operations), for lengths around the 16 lanes and the vectors' widths, with and without
+// weights, on the grids the formats use; and the reference agrees with a direct double-precision
+// evaluation of the same definition (float terms summed in another order: within 1e-5 relative).
+TEST(KernelFit, GridSumsMatchRefBitwise) {
+  const fit::GridKernels& ref = kernel::ref_kernels().grid;
+  const std::pair<float, float> grids[] = {{-8, 7}, {-16, 15}, {-127, 127},
+                                           {-1, 1}, {0, 15},   {-32, 31}};
+  for (const int64_t n : {1, 5, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 172, 256}) {
+    auto x = test::gaussian(n, uint64_t(n) + 7);
+    auto w = test::gaussian(n, uint64_t(n) + 77);
+    for (auto& v : w) v = v * v + 0.01f;
+    x[size_t(n / 2)] *= 6;  // an outlier, so some scales clip
+    for (const auto& [lo, hi] : grids) {
+      for (const float f : {0.3f, 0.9f, 1.0f, 1.7f}) {
+        float amax = 0;
+        for (const float v : x) amax = std::max(amax, std::fabs(v));
+        const float d = amax / (hi * f), id = 1.0f / d;
+        for (const float* wp :
+             {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+          const float e = ref.error(x.data(), wp, n, lo, hi, d, id);
+          float s[2];
+          ref.lloyd(x.data(), wp, n, lo, hi, id, s);
+          double de = 0, dxq = 0, dqq = 0, mag = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const double q =
+                std::nearbyint(std::clamp(double(x[size_t(i)] * id), double(lo), double(hi)));
+            const double wi = wp ? wp[i] : 1.0, r = x[size_t(i)] - double(d * float(q));
+            de += wi * r * r, dxq += wi * x[size_t(i)] * q, dqq += wi * q * q;
+            mag += std::fabs(wi * x[size_t(i)] * q);
+          }
+          ASSERT_NEAR(e, de, 1e-5 * de + 1e-30) << n << " " << lo << " " << f;
+          ASSERT_NEAR(s[0], dxq, 1e-5 * mag + 1e-30) << n << " " << lo << " " << f;
+          ASSERT_NEAR(s[1], dqq, 1e-5 * dqq + 1e-30) << n << " " << lo << " " << f;
+          for (const Isa isa : supported_isas()) {
+            const fit::GridKernels& g = kernel::kernels_for(isa).grid;
+            float t[2];
+            g.lloyd(x.data(), wp, n, lo, hi, id, t);
+            ASSERT_EQ(g.error(x.data(), wp, n, lo, hi, d, id), e) << isa_name(isa) << " n=" << n;
+            ASSERT_EQ(t[0], s[0]) << isa_name(isa) << " n=" << n;
+            ASSERT_EQ(t[1], s[1]) << isa_name(isa) << " n=" << n;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(KernelDispatch, IsaNamesAndSelection) {
   EXPECT_TRUE(isa_supported(Isa::kRef));
   EXPECT_TRUE(isa_supported(active_isa()));

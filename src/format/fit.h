@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
 namespace lowbit::fit {
 
@@ -53,16 +54,75 @@ inline float weight(const float* w, int64_t i) {
   return w ? w[i] : 1.0f;
 }
 
+// ---- Uniform integer grids: the scale search's sums, on the machine's vector unit ----
+// For a scale d (id = 1 / d) and levels lo..hi, q_i = round_even(min(max(x_i id, lo), hi)) and
+// r_i = x_i - d q_i. grid error: Σ w_i (r_i r_i); grid Lloyd sums: Σ (w_i x_i) q_i and
+// Σ (w_i q_i) q_i (w == nullptr: w_i = 1, no product). In float, in a fixed order so that every
+// tier gives the same bits: 16 lanes (lane j adds the terms i ≡ j mod 16 in order), then the
+// lanes pairwise, j + 8, j + 4, j + 2, j + 1 (lane_tree16). A search evaluates thousands of
+// these short sums per block; in double, one chain of dependent additions each, they were the
+// quantizers' whole cost.
+using GridErrorFn = float (*)(const float* x, const float* w, int64_t n, float lo, float hi,
+                              float d, float id);
+using GridLloydFn = void (*)(const float* x, const float* w, int64_t n, float lo, float hi,
+                             float id, float* sums /* [2]: Σ w x q, Σ w q q */);
+struct GridKernels {
+  GridErrorFn error;
+  GridLloydFn lloyd;
+};
+// The tier the machine runs (LOWBIT_ISA respected); defined with the kernels.
+const GridKernels& grid_kernels();
+
+inline float lane_tree16(float* a) {
+  for (int h = 8; h >= 1; h /= 2) {
+    for (int j = 0; j < h; ++j) a[j] += a[j + h];
+  }
+  return a[0];
+}
+
+inline float grid_q(float x, float lo, float hi, float id) {
+  return round_even(std::min(std::max(x * id, lo), hi));
+}
+
+// The reference of both (the scalar tier's).
+inline float grid_error_ref(const float* x, const float* w, int64_t n, float lo, float hi, float d,
+                            float id) {
+  float acc[16] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = x[i] - d * grid_q(x[i], lo, hi, id);
+    acc[i % 16] += w ? w[i] * (r * r) : r * r;
+  }
+  return lane_tree16(acc);
+}
+
+inline void grid_lloyd_ref(const float* x, const float* w, int64_t n, float lo, float hi, float id,
+                           float* sums) {
+  float xq[16] = {}, qq[16] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = grid_q(x[i], lo, hi, id);
+    xq[i % 16] += (w ? w[i] * x[i] : x[i]) * q;
+    qq[i % 16] += (w ? w[i] * q : q) * q;
+  }
+  sums[0] = lane_tree16(xq), sums[1] = lane_tree16(qq);
+}
+
+template <typename Levels>
+inline constexpr bool kUniformGrid = std::is_same_v<Levels, IntLevels>;
+
 // Weighted squared error of x against d * level(nearest(x / d)).
 template <typename Levels>
 double sym_error(const float* x, const float* w, int64_t n, const Levels& lv, float d) {
-  double err = 0;
   const float id = d != 0 ? 1.0f / d : 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float r = x[i] - d * lv.value(lv.nearest(x[i] * id));
-    err += double(weight(w, i)) * double(r) * double(r);
+  if constexpr (kUniformGrid<Levels>) {
+    return grid_kernels().error(x, w, n, lv.min_value(), lv.max_value(), d, id);
+  } else {
+    double err = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float r = x[i] - d * lv.value(lv.nearest(x[i] * id));
+      err += double(weight(w, i)) * double(r) * double(r);
+    }
+    return err;
   }
-  return err;
 }
 
 // How far below the block's absmax the best scale can lie: a coarse grid (ternary, 2-bit) is
@@ -106,11 +166,17 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
       for (int it = 0; it < lloyd_iters && e >= 0; ++it) {
         double sxl = 0, sll = 0;
         const float id = 1.0f / d;
-        for (int64_t i = 0; i < n; ++i) {
-          const float l = lv.value(lv.nearest(x[i] * id));
-          const double wi = weight(w, i);
-          sxl += wi * x[i] * l;
-          sll += wi * double(l) * l;
+        if constexpr (kUniformGrid<Levels>) {
+          float sums[2];
+          grid_kernels().lloyd(x, w, n, lv.min_value(), lv.max_value(), id, sums);
+          sxl = sums[0], sll = sums[1];
+        } else {
+          for (int64_t i = 0; i < n; ++i) {
+            const float l = lv.value(lv.nearest(x[i] * id));
+            const double wi = weight(w, i);
+            sxl += wi * x[i] * l;
+            sll += wi * double(l) * l;
+          }
         }
         if (!(sll > 0)) break;
         const float d2 = round_d(float(sxl / sll));

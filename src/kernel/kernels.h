@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 
+#include "format/fit.h"
 #include "format/formats.h"
 #include "kernel/matmul.h"
 
@@ -117,6 +118,9 @@ struct KernelSet {
   // Float vector helpers of the engine's attention: sum a[i] * b[i]; y[i] += s * x[i].
   float (*dot_f32)(const float* a, const float* b, int64_t n) = nullptr;
   void (*axpy_f32)(float s, const float* x, float* y, int64_t n) = nullptr;
+  // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
+  // every tier.
+  fit::GridKernels grid = {nullptr, nullptr};
 };
 
 const KernelSet& ref_kernels();

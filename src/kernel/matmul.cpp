@@ -267,6 +267,15 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return fn(a, b, n);
 }
 
+}  // namespace lowbit
+
+const lowbit::fit::GridKernels& lowbit::fit::grid_kernels() {
+  static const GridKernels g = kernel::kernels_for(active_isa()).grid;
+  return g;
+}
+
+namespace lowbit {
+
 void axpy_f32(float s, const float* x, float* y, int64_t n) {
   static const auto fn = kernel::kernels_for(active_isa()).axpy_f32;
   fn(s, x, y, n);

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kernel/x86/dequant.h"
+#include "kernel/x86/fit_grid.h"
 #include "kernel/x86/gemm_float.h"
 #include "kernel/x86/gemm_q256.h"
 #include "kernel/x86/gemm_q32.h"
@@ -79,7 +80,8 @@ struct X86Tier {
                      gemm_tiled<F32Tiles, S>,
                      make_format_table<Impl>(),
                      dot_f32_x86<Ops>,
-                     axpy_f32_x86<Ops>};
+                     axpy_f32_x86<Ops>,
+                     {grid_error_x86<Ops>, grid_lloyd_x86<Ops>}};
   }
 };
 
