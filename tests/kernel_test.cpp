@@ -458,14 +458,15 @@ TEST(KernelFloatHelpers, DotAndAxpyMatchRef) {
   }
 }
 
-// The quantizers' grid sums: every tier gives the reference's bits (same order, same
-// operations), for lengths around the 16 lanes and the vectors' widths, with and without
-// weights, on the grids the formats use; and the reference agrees with a direct double-precision
-// evaluation of the same definition (float terms summed in another order: within 1e-5 relative).
+// The quantizers' grid sums (symmetric error and Lloyd sums, affine error): every tier gives the
+// reference's bits (same order, same operations), for lengths around the 16 lanes and the
+// vectors' widths, with and without weights, on the grids the formats use; and the reference
+// agrees with a direct double-precision evaluation of the same definition (float terms summed in
+// another order: within 1e-5 relative).
 TEST(KernelFit, GridSumsMatchRefBitwise) {
   const fit::GridKernels& ref = kernel::ref_kernels().grid;
-  const std::pair<float, float> grids[] = {{-8, 7}, {-16, 15}, {-127, 127},
-                                           {-1, 1}, {0, 15},   {-32, 31}};
+  const std::pair<float, float> grids[] = {{-8, 7}, {-16, 15}, {-127, 127}, {-1, 1},
+                                           {0, 15}, {-32, 31}, {-3, 12}};
   for (const int64_t n : {1, 5, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 172, 256}) {
     auto x = test::gaussian(n, uint64_t(n) + 7);
     auto w = test::gaussian(n, uint64_t(n) + 77);
@@ -492,6 +493,18 @@ TEST(KernelFit, GridSumsMatchRefBitwise) {
           ASSERT_NEAR(e, de, 1e-5 * de + 1e-30) << n << " " << lo << " " << f;
           ASSERT_NEAR(s[0], dxq, 1e-5 * mag + 1e-30) << n << " " << lo << " " << f;
           ASSERT_NEAR(s[1], dqq, 1e-5 * dqq + 1e-30) << n << " " << lo << " " << f;
+          // The affine grid 0..hi-lo with offset m = lo * d: the same levels shifted.
+          const float qmax = hi - lo, m = lo * d;
+          const float ea = ref.affine_error(x.data(), wp, n, qmax, d, m, id);
+          double da = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const double q =
+                std::nearbyint(std::clamp(double((x[size_t(i)] - m) * id), 0.0, double(qmax)));
+            const double wi = wp ? wp[i] : 1.0;
+            const double r = x[size_t(i)] - double(d * float(q) + m);
+            da += wi * r * r;
+          }
+          ASSERT_NEAR(ea, da, 1e-5 * da + 1e-30) << n << " " << lo << " " << f;
           for (const Isa isa : supported_isas()) {
             const fit::GridKernels& g = kernel::kernels_for(isa).grid;
             float t[2];
@@ -499,6 +512,8 @@ TEST(KernelFit, GridSumsMatchRefBitwise) {
             ASSERT_EQ(g.error(x.data(), wp, n, lo, hi, d, id), e) << isa_name(isa) << " n=" << n;
             ASSERT_EQ(t[0], s[0]) << isa_name(isa) << " n=" << n;
             ASSERT_EQ(t[1], s[1]) << isa_name(isa) << " n=" << n;
+            ASSERT_EQ(g.affine_error(x.data(), wp, n, qmax, d, m, id), ea)
+                << isa_name(isa) << " n=" << n;
           }
         }
       }

@@ -66,9 +66,14 @@ using GridErrorFn = float (*)(const float* x, const float* w, int64_t n, float l
                               float d, float id);
 using GridLloydFn = void (*)(const float* x, const float* w, int64_t n, float lo, float hi,
                              float id, float* sums /* [2]: Σ w x q, Σ w q q */);
+// Affine grids (x ~ d q + m, q in 0..qmax): q_i = round_even(min(max((x_i - m) id, 0), qmax)),
+// r_i = x_i - (d q_i + m); the error Σ w_i (r_i r_i) in the same lanes.
+using AffineErrorFn = float (*)(const float* x, const float* w, int64_t n, float qmax, float d,
+                                float m, float id);
 struct GridKernels {
   GridErrorFn error;
   GridLloydFn lloyd;
+  AffineErrorFn affine_error;
 };
 // The tier the machine runs (LOWBIT_ISA respected); defined with the kernels.
 const GridKernels& grid_kernels();
@@ -104,6 +109,17 @@ inline void grid_lloyd_ref(const float* x, const float* w, int64_t n, float lo, 
     qq[i % 16] += (w ? w[i] * q : q) * q;
   }
   sums[0] = lane_tree16(xq), sums[1] = lane_tree16(qq);
+}
+
+inline float affine_error_ref(const float* x, const float* w, int64_t n, float qmax, float d,
+                              float m, float id) {
+  float acc[16] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = round_even(std::min(std::max((x[i] - m) * id, 0.0f), qmax));
+    const float r = x[i] - (d * q + m);
+    acc[i % 16] += w ? w[i] * (r * r) : r * r;
+  }
+  return lane_tree16(acc);
 }
 
 template <typename Levels>
@@ -203,14 +219,8 @@ struct Affine {
 };
 
 inline double affine_error(const float* x, const float* w, int64_t n, int qmax, float d, float m) {
-  double err = 0;
   const float id = d > 0 ? 1.0f / d : 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = round_even(std::clamp((x[i] - m) * id, 0.0f, float(qmax)));
-    const float r = x[i] - (d * q + m);
-    err += double(weight(w, i)) * double(r) * double(r);
-  }
-  return err;
+  return grid_kernels().affine_error(x, w, n, float(qmax), d, m, id);
 }
 
 // Affine fit: starting ranges shrink [lo, hi] around its centre by a geometric range of factors

@@ -34,14 +34,10 @@ inline int asym_code(float x, float id, int z, int qmax) {
   return std::clamp(int(fit::round_even(x * id)) + z, 0, qmax);
 }
 
+// The codes minus z are the uniform grid -z..qmax-z (rounding then clamping to integer bounds is
+// clamping then rounding), so the error is the grid kernels' (format/fit.h).
 double asym_error(const float* x, const float* w, int64_t n, float d, int z, int qmax) {
-  const float id = inv_or_zero(d);
-  double err = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float r = x[i] - float(asym_code(x[i], id, z, qmax) - z) * d;
-    err += double(fit::weight(w, i)) * r * r;
-  }
-  return err;
+  return fit::grid_kernels().error(x, w, n, float(-z), float(qmax - z), d, inv_or_zero(d));
 }
 
 // Range [lo, hi] always contains 0 (so the integer zero point represents 0 exactly); candidate
@@ -66,12 +62,9 @@ void fit_asym(const float* x, const float* w, int64_t n, int qmax, float& d_out,
     for (int pass = 0; pass < 2; ++pass) {
       const double e = asym_error(x, w, n, d, z, qmax);
       if (best < 0 || e < best) best = e, d_out = d, z_out = z;
-      double sxq = 0, sqq = 0;
-      const float id = 1.0f / d;
-      for (int64_t i = 0; i < n; ++i) {
-        const double q = asym_code(x[i], id, z, qmax) - z, wi = fit::weight(w, i);
-        sxq += wi * x[i] * q, sqq += wi * q * q;
-      }
+      float sums[2];  // Σ w x q, Σ w q q over the codes minus z
+      fit::grid_kernels().lloyd(x, w, n, float(-z), float(qmax - z), 1.0f / d, sums);
+      const double sxq = sums[0], sqq = sums[1];
       if (!(sqq > 0)) break;
       d = round_fp16(float(sxq / sqq));
       if (!(d > 0) || !std::isfinite(d)) break;

@@ -55,6 +55,24 @@ float grid_error_x86(const float* x, const float* w, int64_t n, float lo, float 
 }
 
 template <typename Ops>
+float affine_error_x86(const float* x, const float* w, int64_t n, float qmax, float d, float m,
+                       float id) {
+  using F = typename Ops::F;
+  const F vq = Ops::set1(qmax), vd = Ops::set1(d), vm = Ops::set1(m), vid = Ops::set1(id);
+  return grid_lanes<Ops>(
+      x, w, n,
+      [&](F xv, F wv, F& ta, F& tb) {
+        const F q =
+            Ops::round_even(Ops::min(Ops::max(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero()), vq));
+        const F r = Ops::sub(xv, Ops::add(Ops::mul(vd, q), vm));
+        const F rr = Ops::mul(r, r);
+        ta = w ? Ops::mul(wv, rr) : rr;
+        tb = Ops::zero();
+      },
+      nullptr);
+}
+
+template <typename Ops>
 void grid_lloyd_x86(const float* x, const float* w, int64_t n, float lo, float hi, float id,
                     float* sums) {
   using F = typename Ops::F;
