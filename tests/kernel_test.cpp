@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "format/legacy.h"
 #include "kernel/kernels.h"
 #include "kernel/matmul.h"
 #include "lowbit/half.h"
@@ -514,6 +515,59 @@ TEST(KernelFit, GridSumsMatchRefBitwise) {
             ASSERT_EQ(t[1], s[1]) << isa_name(isa) << " n=" << n;
             ASSERT_EQ(g.affine_error(x.data(), wp, n, qmax, d, m, id), ea)
                 << isa_name(isa) << " n=" << n;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The 16-value codebooks: codebook_value16 (a count, no search) picks what CodebookLevels::nearest
+// (a binary search) picks, ties and the ends included; the codebook error and Lloyd sums match a
+// double evaluation, and every tier the reference's bits.
+TEST(KernelFit, CodebookSumsMatchRefBitwise) {
+  const fit::GridKernels& ref = kernel::ref_kernels().grid;
+  for (const auto* table : {&formats::kIq4nlValues, &formats::kNf4Values}) {
+    const fit::CodebookLevels lv{*table};
+    const float* values = table->data();
+    std::vector<float> probes = {-1e9f, 1e9f, 0.0f};
+    for (int k = 0; k < 16; ++k) {
+      probes.push_back(values[k]);
+      if (k > 0) probes.push_back(0.5f * (values[k - 1] + values[k]));  // a tie (or nearly)
+      probes.push_back(values[k] * 1.001f + 0.001f);
+    }
+    for (const float v : probes) {
+      ASSERT_EQ(fit::codebook_value16(values, v), lv.value(lv.nearest(v))) << v;
+    }
+    const float span = values[15] - values[0];
+    for (const int64_t n : {1, 7, 16, 17, 32, 33, 64, 100}) {
+      auto x = test::gaussian(n, uint64_t(n) + 5);
+      auto w = test::gaussian(n, uint64_t(n) + 55);
+      for (auto& v : w) v = v * v + 0.01f;
+      for (const float d : {0.5f / span, 2.0f / span, 4.0f / span}) {
+        const float id = 1.0f / d;
+        for (const float* wp :
+             {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+          const float e = ref.codebook_error(x.data(), wp, n, values, d, id);
+          float s[2];
+          ref.codebook_lloyd(x.data(), wp, n, values, id, s);
+          double de = 0, dxq = 0, dqq = 0, mag = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const double q = lv.value(lv.nearest(x[size_t(i)] * id));
+            const double wi = wp ? wp[i] : 1.0, r = x[size_t(i)] - double(d * float(q));
+            de += wi * r * r, dxq += wi * x[size_t(i)] * q, dqq += wi * q * q;
+            mag += std::fabs(wi * x[size_t(i)] * q);
+          }
+          ASSERT_NEAR(e, de, 1e-5 * de + 1e-30) << n;
+          ASSERT_NEAR(s[0], dxq, 1e-5 * mag + 1e-30) << n;
+          ASSERT_NEAR(s[1], dqq, 1e-5 * dqq + 1e-30) << n;
+          for (const Isa isa : supported_isas()) {
+            const fit::GridKernels& g = kernel::kernels_for(isa).grid;
+            float t[2];
+            g.codebook_lloyd(x.data(), wp, n, values, id, t);
+            ASSERT_EQ(g.codebook_error(x.data(), wp, n, values, d, id), e) << isa_name(isa);
+            ASSERT_EQ(t[0], s[0]) << isa_name(isa) << " n=" << n;
+            ASSERT_EQ(t[1], s[1]) << isa_name(isa) << " n=" << n;
           }
         }
       }

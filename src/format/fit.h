@@ -50,6 +50,18 @@ struct CodebookLevels {
   float max_value() const { return values.back(); }
 };
 
+// A codebook of exactly 16 values takes the codebook kernels; other levels, the scalar loops.
+template <typename Levels>
+bool kCodebook16(const Levels& lv) {
+  if constexpr (std::is_same_v<Levels, CodebookLevels>) return lv.values.size() == 16;
+  return false;
+}
+template <typename Levels>
+const float* codebook_data(const Levels& lv) {
+  if constexpr (std::is_same_v<Levels, CodebookLevels>) return lv.values.data();
+  return nullptr;
+}
+
 inline float weight(const float* w, int64_t i) {
   return w ? w[i] : 1.0f;
 }
@@ -70,10 +82,19 @@ using GridLloydFn = void (*)(const float* x, const float* w, int64_t n, float lo
 // r_i = x_i - (d q_i + m); the error Σ w_i (r_i r_i) in the same lanes.
 using AffineErrorFn = float (*)(const float* x, const float* w, int64_t n, float qmax, float d,
                                 float m, float id);
+// 16-value codebooks (IQ4_NL, NF4), values ascending: q_i = the nearest value to x_i id (ties to
+// the lower one, as CodebookLevels::nearest), counted as codebook_value16 counts; the error and
+// Lloyd sums as for the uniform grids.
+using CodebookErrorFn = float (*)(const float* x, const float* w, int64_t n, const float* values,
+                                  float d, float id);
+using CodebookLloydFn = void (*)(const float* x, const float* w, int64_t n, const float* values,
+                                 float id, float* sums);
 struct GridKernels {
   GridErrorFn error;
   GridLloydFn lloyd;
   AffineErrorFn affine_error;
+  CodebookErrorFn codebook_error;
+  CodebookLloydFn codebook_lloyd;
 };
 // The tier the machine runs (LOWBIT_ISA respected); defined with the kernels.
 const GridKernels& grid_kernels();
@@ -122,6 +143,36 @@ inline float affine_error_ref(const float* x, const float* w, int64_t n, float q
   return lane_tree16(acc);
 }
 
+// The nearest of 16 ascending values: the index is the number of k in 1..15 for which v is
+// strictly nearer values[k] than values[k - 1] (that predicate holds for a prefix of k), so
+// a tie goes to the lower value — CodebookLevels::nearest's answer, without a search.
+inline float codebook_value16(const float* values, float v) {
+  int k = 0;
+  for (int j = 1; j < 16; ++j) k += (v - values[j - 1] > values[j] - v) ? 1 : 0;
+  return values[k];
+}
+
+inline float codebook_error_ref(const float* x, const float* w, int64_t n, const float* values,
+                                float d, float id) {
+  float acc[16] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = x[i] - d * codebook_value16(values, x[i] * id);
+    acc[i % 16] += w ? w[i] * (r * r) : r * r;
+  }
+  return lane_tree16(acc);
+}
+
+inline void codebook_lloyd_ref(const float* x, const float* w, int64_t n, const float* values,
+                               float id, float* sums) {
+  float xq[16] = {}, qq[16] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = codebook_value16(values, x[i] * id);
+    xq[i % 16] += (w ? w[i] * x[i] : x[i]) * q;
+    qq[i % 16] += (w ? w[i] * q : q) * q;
+  }
+  sums[0] = lane_tree16(xq), sums[1] = lane_tree16(qq);
+}
+
 template <typename Levels>
 inline constexpr bool kUniformGrid = std::is_same_v<Levels, IntLevels>;
 
@@ -131,6 +182,8 @@ double sym_error(const float* x, const float* w, int64_t n, const Levels& lv, fl
   const float id = d != 0 ? 1.0f / d : 0.0f;
   if constexpr (kUniformGrid<Levels>) {
     return grid_kernels().error(x, w, n, lv.min_value(), lv.max_value(), d, id);
+  } else if (kCodebook16<Levels>(lv)) {
+    return grid_kernels().codebook_error(x, w, n, codebook_data(lv), d, id);
   } else {
     double err = 0;
     for (int64_t i = 0; i < n; ++i) {
@@ -185,6 +238,10 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
         if constexpr (kUniformGrid<Levels>) {
           float sums[2];
           grid_kernels().lloyd(x, w, n, lv.min_value(), lv.max_value(), id, sums);
+          sxl = sums[0], sll = sums[1];
+        } else if (kCodebook16<Levels>(lv)) {
+          float sums[2];
+          grid_kernels().codebook_lloyd(x, w, n, codebook_data(lv), id, sums);
           sxl = sums[0], sll = sums[1];
         } else {
           for (int64_t i = 0; i < n; ++i) {

@@ -4,6 +4,7 @@
 #include "format/kquants.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "format/legacy.h"
 
@@ -74,19 +75,34 @@ SubScales fit_sym_k(const float* x, const float* w, int nsub, int len, const Lev
     d[j] = fit::fit_symmetric(x + j * len, w ? w + j * len : nullptr, len, lv, fit::identity);
     if (std::fabs(d[j]) > std::fabs(dext)) dext = d[j];
   }
-  SubScales s;
-  s.d = round_fp16(dext / float(sclo));
-  for (int j = 0; j < nsub; ++j) {
-    const float* xj = x + j * len;
-    const float* wj = w ? w + j * len : nullptr;
-    const int s0 = s.d != 0 ? nearest_int(d[j] / s.d, sclo, schi) : 0;
-    double best = -1;
-    for (int sc = std::max(sclo, s0 - 1); sc <= std::min(schi, s0 + 1); ++sc) {
-      const double e = fit::sym_error(xj, wj, len, lv, s.d * float(sc));
-      if (best < 0 || e < best) best = e, s.sc[j] = sc;
+  // The super-scale rounded to fp16, and its fp16 neighbours: for blocks of small values it lies
+  // among fp16's subnormals, where one step is several percent of it and the rounded value can
+  // sit badly against every sub-scale.
+  const float base = round_fp16(dext / float(sclo));
+  const uint16_t hb = f32_to_fp16(base);
+  SubScales best_s;
+  double best_total = -1;
+  for (const int step : {0, -1, 1}) {
+    const float sd = step == 0 ? base : fp16_to_f32(uint16_t(hb + step));
+    if (step != 0 && (base == 0 || sd == 0 || !std::isfinite(sd) || (sd < 0) != (base < 0)))
+      continue;
+    SubScales s;
+    s.d = sd;
+    double total = 0;
+    for (int j = 0; j < nsub; ++j) {
+      const float* xj = x + j * len;
+      const float* wj = w ? w + j * len : nullptr;
+      const int s0 = s.d != 0 ? nearest_int(d[j] / s.d, sclo, schi) : 0;
+      double best = -1;
+      for (int sc = std::max(sclo, s0 - 1); sc <= std::min(schi, s0 + 1); ++sc) {
+        const double e = fit::sym_error(xj, wj, len, lv, s.d * float(sc));
+        if (best < 0 || e < best) best = e, s.sc[j] = sc;
+      }
+      total += best;
     }
+    if (best_total < 0 || total < best_total) best_total = total, best_s = s;
   }
-  return s;
+  return best_s;
 }
 
 inline int get_bits(const uint8_t* p, int byte, int shift, int mask) {

@@ -25,6 +25,14 @@ struct Avx2Ops {
   static F round_even(F v) {
     return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
+  static F select_gt(F a, F b, F v) { return _mm256_and_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ), v); }
+  static F lookup16(F idx, const float* table) {
+    const __m256i i = _mm256_cvttps_epi32(idx);
+    const F lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), i);
+    const F hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), i);  // uses i mod 8
+    return _mm256_blendv_ps(lo, hi,
+                            _mm256_castsi256_ps(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(7))));
+  }
   static F keep_first(F v, int n) {  // lanes >= n zeroed
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane)));

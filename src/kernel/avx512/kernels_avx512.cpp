@@ -34,6 +34,12 @@ struct Avx512Ops {
   static F round_even(F v) {
     return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
+  static F select_gt(F a, F b, F v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), v);
+  }
+  static F lookup16(F idx, const float* table) {
+    return _mm512_permutexvar_ps(_mm512_cvttps_epi32(idx), _mm512_loadu_ps(table));
+  }
   static F keep_first(F v, int n) { return _mm512_maskz_mov_ps(mask(n), v); }  // lanes >= n zeroed
   static F f16(__m256i h) { return _mm512_cvtph_ps(h); }
   static F bf16(__m256i h) {

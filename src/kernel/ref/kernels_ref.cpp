@@ -330,7 +330,8 @@ constexpr KernelSet kRefKernels{Isa::kRef,
                                 make_format_table<RefImpl>(),
                                 dot_f32_ref,
                                 axpy_f32_ref,
-                                {fit::grid_error_ref, fit::grid_lloyd_ref, fit::affine_error_ref}};
+                                {fit::grid_error_ref, fit::grid_lloyd_ref, fit::affine_error_ref,
+                                 fit::codebook_error_ref, fit::codebook_lloyd_ref}};
 
 }  // namespace
 

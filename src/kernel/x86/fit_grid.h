@@ -3,7 +3,8 @@
 // terms i ≡ j mod 16 (one 16-lane vector, or two 8-lane ones), then fit::lane_tree16. Every
 // operation is the reference's, unfused (mul, then sub; the build does not contract), so the bits
 // match. Ops provides: F, kLanes (8 or 16), zero, load, load_partial, mul, sub, add, min, max,
-// round_even, keep_first, set1, store.
+// round_even, keep_first, set1, store, select_gt (1.0 where a > b, else 0) and lookup16 (the
+// value of a 16-entry table at each lane's index, an integral float 0..15).
 #pragma once
 
 #include "kernel/x86/common.h"
@@ -70,6 +71,52 @@ float affine_error_x86(const float* x, const float* w, int64_t n, float qmax, fl
         tb = Ops::zero();
       },
       nullptr);
+}
+
+// codebook_value16 on vectors: the count of k whose predicate holds, then a table lookup.
+template <typename Ops>
+typename Ops::F codebook_q(typename Ops::F v, const float* values) {
+  using F = typename Ops::F;
+  F k = Ops::zero();
+  const F one = Ops::set1(1.0f);
+  LOWBIT_UNROLL for (int j = 1; j < 16; ++j) {
+    const F below = Ops::sub(v, Ops::set1(values[j - 1])),
+            above = Ops::sub(Ops::set1(values[j]), v);
+    k = Ops::add(k, Ops::select_gt(below, above, one));
+  }
+  return Ops::lookup16(k, values);
+}
+
+template <typename Ops>
+float codebook_error_x86(const float* x, const float* w, int64_t n, const float* values, float d,
+                         float id) {
+  using F = typename Ops::F;
+  const F vd = Ops::set1(d), vid = Ops::set1(id);
+  return grid_lanes<Ops>(
+      x, w, n,
+      [&](F xv, F wv, F& ta, F& tb) {
+        const F q = codebook_q<Ops>(Ops::mul(xv, vid), values);
+        const F r = Ops::sub(xv, Ops::mul(vd, q));
+        const F rr = Ops::mul(r, r);
+        ta = w ? Ops::mul(wv, rr) : rr;
+        tb = Ops::zero();
+      },
+      nullptr);
+}
+
+template <typename Ops>
+void codebook_lloyd_x86(const float* x, const float* w, int64_t n, const float* values, float id,
+                        float* sums) {
+  using F = typename Ops::F;
+  const F vid = Ops::set1(id);
+  sums[0] = grid_lanes<Ops>(
+      x, w, n,
+      [&](F xv, F wv, F& ta, F& tb) {
+        const F q = codebook_q<Ops>(Ops::mul(xv, vid), values);
+        ta = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
+        tb = Ops::mul(w ? Ops::mul(wv, q) : q, q);
+      },
+      sums);
 }
 
 template <typename Ops>

@@ -81,7 +81,8 @@ struct X86Tier {
                      make_format_table<Impl>(),
                      dot_f32_x86<Ops>,
                      axpy_f32_x86<Ops>,
-                     {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>}};
+                     {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>,
+                      codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>}};
   }
 };
 
