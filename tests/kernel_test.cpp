@@ -459,7 +459,7 @@ TEST(KernelFloatHelpers, DotAndAxpyMatchRef) {
   }
 }
 
-// The quantizers' grid sums (symmetric error and Lloyd sums, affine error): every tier gives the
+// The quantizers' grid sums (symmetric and affine errors and Lloyd sums): every tier gives the
 // reference's bits (same order, same operations), for lengths around the 16 lanes and the
 // vectors' widths, with and without weights, on the grids the formats use; and the reference
 // agrees with a direct double-precision evaluation of the same definition (float terms summed in
@@ -506,6 +506,20 @@ TEST(KernelFit, GridSumsMatchRefBitwise) {
             da += wi * r * r;
           }
           ASSERT_NEAR(ea, da, 1e-5 * da + 1e-30) << n << " " << lo << " " << f;
+          float al[5];
+          ref.affine_lloyd(x.data(), wp, n, qmax, m, id, al);
+          {
+            double ds[5] = {}, dmag[5] = {};
+            for (int64_t i = 0; i < n; ++i) {
+              const double q =
+                  std::nearbyint(std::clamp(double((x[size_t(i)] - m) * id), 0.0, double(qmax)));
+              const double wi = wp ? wp[i] : 1.0, xi = x[size_t(i)];
+              const double t[5] = {wi, wi * q, wi * q * q, wi * xi, wi * xi * q};
+              for (int k = 0; k < 5; ++k) ds[k] += t[k], dmag[k] += std::fabs(t[k]);
+            }
+            for (int k = 0; k < 5; ++k)
+              ASSERT_NEAR(al[k], ds[k], 1e-5 * dmag[k] + 1e-30) << n << " sum " << k;
+          }
           for (const Isa isa : supported_isas()) {
             const fit::GridKernels& g = kernel::kernels_for(isa).grid;
             float t[2];
@@ -515,6 +529,9 @@ TEST(KernelFit, GridSumsMatchRefBitwise) {
             ASSERT_EQ(t[1], s[1]) << isa_name(isa) << " n=" << n;
             ASSERT_EQ(g.affine_error(x.data(), wp, n, qmax, d, m, id), ea)
                 << isa_name(isa) << " n=" << n;
+            float bl[5];
+            g.affine_lloyd(x.data(), wp, n, qmax, m, id, bl);
+            for (int k = 0; k < 5; ++k) ASSERT_EQ(bl[k], al[k]) << isa_name(isa) << " sum " << k;
           }
         }
       }

@@ -89,10 +89,14 @@ using CodebookErrorFn = float (*)(const float* x, const float* w, int64_t n, con
                                   float d, float id);
 using CodebookLloydFn = void (*)(const float* x, const float* w, int64_t n, const float* values,
                                  float id, float* sums);
+// The affine Lloyd sums, same q: Σ w, Σ w q, Σ (w q) q, Σ w x, Σ (w x) q (w == nullptr: 1).
+using AffineLloydFn = void (*)(const float* x, const float* w, int64_t n, float qmax, float m,
+                               float id, float* sums /* [5] */);
 struct GridKernels {
   GridErrorFn error;
   GridLloydFn lloyd;
   AffineErrorFn affine_error;
+  AffineLloydFn affine_lloyd;
   CodebookErrorFn codebook_error;
   CodebookLloydFn codebook_lloyd;
 };
@@ -171,6 +175,19 @@ inline void codebook_lloyd_ref(const float* x, const float* w, int64_t n, const 
     qq[i % 16] += (w ? w[i] * q : q) * q;
   }
   sums[0] = lane_tree16(xq), sums[1] = lane_tree16(qq);
+}
+
+inline void affine_lloyd_ref(const float* x, const float* w, int64_t n, float qmax, float m,
+                             float id, float* sums) {
+  float a[5][16] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = round_even(std::min(std::max((x[i] - m) * id, 0.0f), qmax));
+    const float wi = w ? w[i] : 1.0f;
+    float* l[5] = {&a[0][i % 16], &a[1][i % 16], &a[2][i % 16], &a[3][i % 16], &a[4][i % 16]};
+    *l[0] += wi, *l[1] += wi * q, *l[2] += (wi * q) * q, *l[3] += wi * x[i];
+    *l[4] += (wi * x[i]) * q;
+  }
+  for (int k = 0; k < 5; ++k) sums[k] = lane_tree16(a[k]);
 }
 
 template <typename Levels>
@@ -303,12 +320,9 @@ Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonp
     if (e < best_err) best_err = e, best = {d, m};
     for (int it = 0; it < lloyd_iters; ++it) {
       const float id = 1.0f / d;
-      double sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double q = round_even(std::clamp((x[i] - m) * id, 0.0f, float(qmax)));
-        const double wi = weight(w, i);
-        sw += wi, sq += wi * q, sqq += wi * q * q, sx += wi * x[i], sxq += wi * x[i] * q;
-      }
+      float sums[5];  // Σ w, Σ w q, Σ w q², Σ w x, Σ w x q
+      grid_kernels().affine_lloyd(x, w, n, float(qmax), m, id, sums);
+      const double sw = sums[0], sq = sums[1], sqq = sums[2], sx = sums[3], sxq = sums[4];
       const double det = sw * sqq - sq * sq;
       if (!(sw > 0) || !(det > 1e-12 * sw * sqq)) break;
       double d2 = (sw * sxq - sq * sx) / det, m2 = (sqq * sx - sq * sxq) / det;

@@ -120,7 +120,7 @@ struct KernelSet {
   void (*axpy_f32)(float s, const float* x, float* y, int64_t n) = nullptr;
   // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
   // every tier.
-  fit::GridKernels grid = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  fit::GridKernels grid = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 };
 
 const KernelSet& ref_kernels();

@@ -12,13 +12,17 @@
 namespace lowbit::kernel {
 namespace {
 
-template <typename Ops, typename Term>
-float grid_lanes(const float* x, const float* w, int64_t n, Term term, float* sums2) {
+// kS sums at once: term(xv, wv, t) fills the kS term vectors of 16 (or 8) values; lanes past n
+// are zeroed. out[k] = lane_tree16 of sum k's lanes.
+template <typename Ops, int kS, typename Term>
+void grid_lanes(const float* x, const float* w, int64_t n, Term term, float* out) {
   using F = typename Ops::F;
   constexpr int kL = Ops::kLanes, kV = 16 / kL;
   static_assert(kV * kL == 16, "16 lanes in one or two vectors");
-  F a[kV], b[kV];
-  for (int v = 0; v < kV; ++v) a[v] = Ops::zero(), b[v] = Ops::zero();
+  F a[kS][kV];
+  for (int s = 0; s < kS; ++s) {
+    for (int v = 0; v < kV; ++v) a[s][v] = Ops::zero();
+  }
   for (int64_t i = 0; i < n; i += 16) {
     LOWBIT_UNROLL for (int v = 0; v < kV; ++v) {
       const int64_t k = i + v * kL;
@@ -26,16 +30,18 @@ float grid_lanes(const float* x, const float* w, int64_t n, Term term, float* su
       const int m = int(std::min<int64_t>(kL, n - k));
       const F xv = m == kL ? Ops::load(x + k) : Ops::load_partial(x + k, m);
       const F wv = !w ? Ops::zero() : m == kL ? Ops::load(w + k) : Ops::load_partial(w + k, m);
-      F ta, tb;
-      term(xv, wv, ta, tb);
-      if (m < kL) ta = Ops::keep_first(ta, m), tb = Ops::keep_first(tb, m);
-      a[v] = Ops::add(a[v], ta), b[v] = Ops::add(b[v], tb);
+      F t[kS];
+      term(xv, wv, t);
+      LOWBIT_UNROLL for (int s = 0; s < kS; ++s) {
+        a[s][v] = Ops::add(a[s][v], m < kL ? Ops::keep_first(t[s], m) : t[s]);
+      }
     }
   }
-  alignas(64) float la[16], lb[16];
-  for (int v = 0; v < kV; ++v) Ops::store(la + v * kL, a[v]), Ops::store(lb + v * kL, b[v]);
-  if (sums2) sums2[1] = fit::lane_tree16(lb);
-  return fit::lane_tree16(la);
+  for (int s = 0; s < kS; ++s) {
+    alignas(64) float lanes[16];
+    for (int v = 0; v < kV; ++v) Ops::store(lanes + v * kL, a[s][v]);
+    out[s] = fit::lane_tree16(lanes);
+  }
 }
 
 template <typename Ops>
@@ -43,16 +49,17 @@ float grid_error_x86(const float* x, const float* w, int64_t n, float lo, float 
                      float id) {
   using F = typename Ops::F;
   const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), vd = Ops::set1(d), vid = Ops::set1(id);
-  return grid_lanes<Ops>(
+  float e;
+  grid_lanes<Ops, 1>(
       x, w, n,
-      [&](F xv, F wv, F& ta, F& tb) {
+      [&](F xv, F wv, F* t) {
         const F q = Ops::round_even(Ops::min(Ops::max(Ops::mul(xv, vid), vlo), vhi));
         const F r = Ops::sub(xv, Ops::mul(vd, q));
         const F rr = Ops::mul(r, r);
-        ta = w ? Ops::mul(wv, rr) : rr;
-        tb = Ops::zero();
+        t[0] = w ? Ops::mul(wv, rr) : rr;
       },
-      nullptr);
+      &e);
+  return e;
 }
 
 template <typename Ops>
@@ -60,17 +67,18 @@ float affine_error_x86(const float* x, const float* w, int64_t n, float qmax, fl
                        float id) {
   using F = typename Ops::F;
   const F vq = Ops::set1(qmax), vd = Ops::set1(d), vm = Ops::set1(m), vid = Ops::set1(id);
-  return grid_lanes<Ops>(
+  float e;
+  grid_lanes<Ops, 1>(
       x, w, n,
-      [&](F xv, F wv, F& ta, F& tb) {
+      [&](F xv, F wv, F* t) {
         const F q =
             Ops::round_even(Ops::min(Ops::max(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero()), vq));
         const F r = Ops::sub(xv, Ops::add(Ops::mul(vd, q), vm));
         const F rr = Ops::mul(r, r);
-        ta = w ? Ops::mul(wv, rr) : rr;
-        tb = Ops::zero();
+        t[0] = w ? Ops::mul(wv, rr) : rr;
       },
-      nullptr);
+      &e);
+  return e;
 }
 
 // codebook_value16 on vectors: the count of k whose predicate holds, then a table lookup.
@@ -92,16 +100,17 @@ float codebook_error_x86(const float* x, const float* w, int64_t n, const float*
                          float id) {
   using F = typename Ops::F;
   const F vd = Ops::set1(d), vid = Ops::set1(id);
-  return grid_lanes<Ops>(
+  float e;
+  grid_lanes<Ops, 1>(
       x, w, n,
-      [&](F xv, F wv, F& ta, F& tb) {
+      [&](F xv, F wv, F* t) {
         const F q = codebook_q<Ops>(Ops::mul(xv, vid), values);
         const F r = Ops::sub(xv, Ops::mul(vd, q));
         const F rr = Ops::mul(r, r);
-        ta = w ? Ops::mul(wv, rr) : rr;
-        tb = Ops::zero();
+        t[0] = w ? Ops::mul(wv, rr) : rr;
       },
-      nullptr);
+      &e);
+  return e;
 }
 
 template <typename Ops>
@@ -109,12 +118,32 @@ void codebook_lloyd_x86(const float* x, const float* w, int64_t n, const float* 
                         float* sums) {
   using F = typename Ops::F;
   const F vid = Ops::set1(id);
-  sums[0] = grid_lanes<Ops>(
+  grid_lanes<Ops, 2>(
       x, w, n,
-      [&](F xv, F wv, F& ta, F& tb) {
+      [&](F xv, F wv, F* t) {
         const F q = codebook_q<Ops>(Ops::mul(xv, vid), values);
-        ta = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
-        tb = Ops::mul(w ? Ops::mul(wv, q) : q, q);
+        t[0] = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
+        t[1] = Ops::mul(w ? Ops::mul(wv, q) : q, q);
+      },
+      sums);
+}
+
+template <typename Ops>
+void affine_lloyd_x86(const float* x, const float* w, int64_t n, float qmax, float m, float id,
+                      float* sums) {
+  using F = typename Ops::F;
+  const F vq = Ops::set1(qmax), vm = Ops::set1(m), vid = Ops::set1(id), one = Ops::set1(1.0f);
+  grid_lanes<Ops, 5>(
+      x, w, n,
+      [&](F xv, F wv, F* t) {
+        const F q =
+            Ops::round_even(Ops::min(Ops::max(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero()), vq));
+        const F wi = w ? wv : one;
+        t[0] = wi;
+        t[1] = Ops::mul(wi, q);
+        t[2] = Ops::mul(Ops::mul(wi, q), q);
+        t[3] = Ops::mul(wi, xv);
+        t[4] = Ops::mul(Ops::mul(wi, xv), q);
       },
       sums);
 }
@@ -124,12 +153,12 @@ void grid_lloyd_x86(const float* x, const float* w, int64_t n, float lo, float h
                     float* sums) {
   using F = typename Ops::F;
   const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), vid = Ops::set1(id);
-  sums[0] = grid_lanes<Ops>(
+  grid_lanes<Ops, 2>(
       x, w, n,
-      [&](F xv, F wv, F& ta, F& tb) {
+      [&](F xv, F wv, F* t) {
         const F q = Ops::round_even(Ops::min(Ops::max(Ops::mul(xv, vid), vlo), vhi));
-        ta = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
-        tb = Ops::mul(w ? Ops::mul(wv, q) : q, q);
+        t[0] = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
+        t[1] = Ops::mul(w ? Ops::mul(wv, q) : q, q);
       },
       sums);
 }

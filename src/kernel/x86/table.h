@@ -82,7 +82,7 @@ struct X86Tier {
                      dot_f32_x86<Ops>,
                      axpy_f32_x86<Ops>,
                      {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>,
-                      codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>}};
+                      affine_lloyd_x86<Ops>, codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>}};
   }
 };
 
