@@ -52,7 +52,7 @@ struct CodebookLevels {
 
 // A codebook of exactly 16 values takes the codebook kernels; other levels, the scalar loops.
 template <typename Levels>
-bool kCodebook16(const Levels& lv) {
+bool is_codebook16(const Levels& lv) {
   if constexpr (std::is_same_v<Levels, CodebookLevels>) return lv.values.size() == 16;
   return false;
 }
@@ -114,7 +114,7 @@ inline float grid_q(float x, float lo, float hi, float id) {
   return round_even(std::min(std::max(x * id, lo), hi));
 }
 
-// The reference of both (the scalar tier's).
+// The references (the scalar tier's kernels).
 inline float grid_error_ref(const float* x, const float* w, int64_t n, float lo, float hi, float d,
                             float id) {
   float acc[16] = {};
@@ -183,9 +183,9 @@ inline void affine_lloyd_ref(const float* x, const float* w, int64_t n, float qm
   for (int64_t i = 0; i < n; ++i) {
     const float q = round_even(std::min(std::max((x[i] - m) * id, 0.0f), qmax));
     const float wi = w ? w[i] : 1.0f;
-    float* l[5] = {&a[0][i % 16], &a[1][i % 16], &a[2][i % 16], &a[3][i % 16], &a[4][i % 16]};
-    *l[0] += wi, *l[1] += wi * q, *l[2] += (wi * q) * q, *l[3] += wi * x[i];
-    *l[4] += (wi * x[i]) * q;
+    const int64_t j = i % 16;
+    a[0][j] += wi, a[1][j] += wi * q, a[2][j] += (wi * q) * q, a[3][j] += wi * x[i];
+    a[4][j] += (wi * x[i]) * q;
   }
   for (int k = 0; k < 5; ++k) sums[k] = lane_tree16(a[k]);
 }
@@ -199,7 +199,7 @@ double sym_error(const float* x, const float* w, int64_t n, const Levels& lv, fl
   const float id = d != 0 ? 1.0f / d : 0.0f;
   if constexpr (kUniformGrid<Levels>) {
     return grid_kernels().error(x, w, n, lv.min_value(), lv.max_value(), d, id);
-  } else if (kCodebook16<Levels>(lv)) {
+  } else if (is_codebook16(lv)) {
     return grid_kernels().codebook_error(x, w, n, codebook_data(lv), d, id);
   } else {
     double err = 0;
@@ -256,7 +256,7 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
           float sums[2];
           grid_kernels().lloyd(x, w, n, lv.min_value(), lv.max_value(), id, sums);
           sxl = sums[0], sll = sums[1];
-        } else if (kCodebook16<Levels>(lv)) {
+        } else if (is_codebook16(lv)) {
           float sums[2];
           grid_kernels().codebook_lloyd(x, w, n, codebook_data(lv), id, sums);
           sxl = sums[0], sll = sums[1];
