@@ -110,41 +110,9 @@ inline float lane_tree16(float* a) {
   return a[0];
 }
 
+// The level of x on a uniform grid (the references' q).
 inline float grid_q(float x, float lo, float hi, float id) {
   return round_even(std::min(std::max(x * id, lo), hi));
-}
-
-// The references (the scalar tier's kernels).
-inline float grid_error_ref(const float* x, const float* w, int64_t n, float lo, float hi, float d,
-                            float id) {
-  float acc[16] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float r = x[i] - d * grid_q(x[i], lo, hi, id);
-    acc[i % 16] += w ? w[i] * (r * r) : r * r;
-  }
-  return lane_tree16(acc);
-}
-
-inline void grid_lloyd_ref(const float* x, const float* w, int64_t n, float lo, float hi, float id,
-                           float* sums) {
-  float xq[16] = {}, qq[16] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = grid_q(x[i], lo, hi, id);
-    xq[i % 16] += (w ? w[i] * x[i] : x[i]) * q;
-    qq[i % 16] += (w ? w[i] * q : q) * q;
-  }
-  sums[0] = lane_tree16(xq), sums[1] = lane_tree16(qq);
-}
-
-inline float affine_error_ref(const float* x, const float* w, int64_t n, float qmax, float d,
-                              float m, float id) {
-  float acc[16] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = round_even(std::min(std::max((x[i] - m) * id, 0.0f), qmax));
-    const float r = x[i] - (d * q + m);
-    acc[i % 16] += w ? w[i] * (r * r) : r * r;
-  }
-  return lane_tree16(acc);
 }
 
 // The nearest of 16 ascending values: the index is the number of k in 1..15 for which v is
@@ -154,40 +122,6 @@ inline float codebook_value16(const float* values, float v) {
   int k = 0;
   for (int j = 1; j < 16; ++j) k += (v - values[j - 1] > values[j] - v) ? 1 : 0;
   return values[k];
-}
-
-inline float codebook_error_ref(const float* x, const float* w, int64_t n, const float* values,
-                                float d, float id) {
-  float acc[16] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float r = x[i] - d * codebook_value16(values, x[i] * id);
-    acc[i % 16] += w ? w[i] * (r * r) : r * r;
-  }
-  return lane_tree16(acc);
-}
-
-inline void codebook_lloyd_ref(const float* x, const float* w, int64_t n, const float* values,
-                               float id, float* sums) {
-  float xq[16] = {}, qq[16] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = codebook_value16(values, x[i] * id);
-    xq[i % 16] += (w ? w[i] * x[i] : x[i]) * q;
-    qq[i % 16] += (w ? w[i] * q : q) * q;
-  }
-  sums[0] = lane_tree16(xq), sums[1] = lane_tree16(qq);
-}
-
-inline void affine_lloyd_ref(const float* x, const float* w, int64_t n, float qmax, float m,
-                             float id, float* sums) {
-  float a[5][16] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = round_even(std::min(std::max((x[i] - m) * id, 0.0f), qmax));
-    const float wi = w ? w[i] : 1.0f;
-    const int64_t j = i % 16;
-    a[0][j] += wi, a[1][j] += wi * q, a[2][j] += (wi * q) * q, a[3][j] += wi * x[i];
-    a[4][j] += (wi * x[i]) * q;
-  }
-  for (int k = 0; k < 5; ++k) sums[k] = lane_tree16(a[k]);
 }
 
 template <typename Levels>

@@ -12,6 +12,7 @@
 
 #include "kernel/block_scales.h"
 #include "kernel/kernels.h"
+#include "kernel/ref/grid_ref.h"
 #include "lowbit/half.h"
 
 namespace lowbit::kernel {
@@ -320,19 +321,18 @@ void gemm_f32_ref(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
   }
 }
 
-constexpr KernelSet kRefKernels{
-    Isa::kRef,
-    "ref",
-    quantize_q8x32_ref,
-    quantize_q8x256_ref,
-    nullptr,
-    nullptr,
-    gemm_f32_ref,
-    make_format_table<RefImpl>(),
-    dot_f32_ref,
-    axpy_f32_ref,
-    {fit::grid_error_ref, fit::grid_lloyd_ref, fit::affine_error_ref, fit::affine_lloyd_ref,
-     fit::codebook_error_ref, fit::codebook_lloyd_ref}};
+constexpr KernelSet kRefKernels{Isa::kRef,
+                                "ref",
+                                quantize_q8x32_ref,
+                                quantize_q8x256_ref,
+                                nullptr,
+                                nullptr,
+                                gemm_f32_ref,
+                                make_format_table<RefImpl>(),
+                                dot_f32_ref,
+                                axpy_f32_ref,
+                                {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref,
+                                 codebook_error_ref, codebook_lloyd_ref}};
 
 }  // namespace
 

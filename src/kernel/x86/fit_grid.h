@@ -1,10 +1,10 @@
 // The quantizers' scale-search sums (format/fit.h: uniform, affine and 16-value codebook grids,
-// errors and Lloyd sums; the *_ref functions there) on the tier's vectors, in the reference's
-// order: 16 lanes, lane j summing the terms i ≡ j mod 16 (one 16-lane vector, or two 8-lane
-// ones), then fit::lane_tree16. Every operation is the reference's, unfused (mul, then sub; the
-// build does not contract), so the bits match. Ops provides: F, kLanes (8 or 16), zero, load, load_partial, mul, sub, add, min, max,
-// round_even, keep_first, set1, store, select_gt (1.0 where a > b, else 0) and lookup16 (the
-// value of a 16-entry table at each lane's index, an integral float 0..15).
+// errors and Lloyd sums) on the tier's vectors, in the references' order (kernel/ref/grid_ref.h):
+// 16 lanes, lane j summing the terms i ≡ j mod 16 (one 16-lane vector, or two 8-lane ones), then
+// fit::lane_tree16. Every operation is the reference's, unfused (mul, then sub; the build does
+// not contract), so the bits match. Ops provides: F, kLanes (8 or 16), zero, load, load_partial,
+// mul, sub, add, min, max, round_even, keep_first, set1, store, select_gt (1.0 where a > b, else
+// 0) and lookup16 (the value of a 16-entry table at each lane's index, an integral float 0..15).
 #pragma once
 
 #include "kernel/x86/common.h"
