@@ -22,15 +22,11 @@ struct SubScales {
 };
 
 // x = dd*q - mm with q in [0, qmax]: error of one sub-block, exactly as the decoder computes it.
+// (dd >= 0 always: a non-negative super-scale times a 6-bit code.) The decoder's q is the affine
+// grid's with m = -mm (clamping to 0..qmax then rounding, or the reverse: the same integers), and
+// q dd - mm equals dd q + m exactly, so this is the grid kernels' affine error.
 double affine_sub_err(const float* x, const float* w, int64_t n, int qmax, float dd, float mm) {
-  double err = 0;
-  const float id = inv_or_zero(dd);
-  for (int64_t i = 0; i < n; ++i) {
-    const int q = dd > 0 ? nearest_int((x[i] + mm) * id, 0, qmax) : 0;
-    const float r = x[i] - (float(q) * dd - mm);
-    err += double(fit::weight(w, i)) * r * r;
-  }
-  return err;
+  return fit::grid_kernels().affine_error(x, w, n, float(qmax), dd, -mm, inv_or_zero(dd));
 }
 
 // Sub-blocks fitted independently (affine, min <= 0), then their scales and mins quantized to
