@@ -44,41 +44,10 @@ void grid_lanes(const float* x, const float* w, int64_t n, Term term, float* out
   }
 }
 
+// Level of each lane on a uniform grid lo..hi: round_even(min(max(v, lo), hi)).
 template <typename Ops>
-float grid_error_x86(const float* x, const float* w, int64_t n, float lo, float hi, float d,
-                     float id) {
-  using F = typename Ops::F;
-  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), vd = Ops::set1(d), vid = Ops::set1(id);
-  float e;
-  grid_lanes<Ops, 1>(
-      x, w, n,
-      [&](F xv, F wv, F* t) {
-        const F q = Ops::round_even(Ops::min(Ops::max(Ops::mul(xv, vid), vlo), vhi));
-        const F r = Ops::sub(xv, Ops::mul(vd, q));
-        const F rr = Ops::mul(r, r);
-        t[0] = w ? Ops::mul(wv, rr) : rr;
-      },
-      &e);
-  return e;
-}
-
-template <typename Ops>
-float affine_error_x86(const float* x, const float* w, int64_t n, float qmax, float d, float m,
-                       float id) {
-  using F = typename Ops::F;
-  const F vq = Ops::set1(qmax), vd = Ops::set1(d), vm = Ops::set1(m), vid = Ops::set1(id);
-  float e;
-  grid_lanes<Ops, 1>(
-      x, w, n,
-      [&](F xv, F wv, F* t) {
-        const F q =
-            Ops::round_even(Ops::min(Ops::max(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero()), vq));
-        const F r = Ops::sub(xv, Ops::add(Ops::mul(vd, q), vm));
-        const F rr = Ops::mul(r, r);
-        t[0] = w ? Ops::mul(wv, rr) : rr;
-      },
-      &e);
-  return e;
+typename Ops::F clamp_round(typename Ops::F v, typename Ops::F lo, typename Ops::F hi) {
+  return Ops::round_even(Ops::min(Ops::max(v, lo), hi));
 }
 
 // codebook_value16 on vectors: the count of k whose predicate holds, then a table lookup.
@@ -95,17 +64,15 @@ typename Ops::F codebook_q(typename Ops::F v, const float* values) {
   return Ops::lookup16(k, values);
 }
 
-template <typename Ops>
-float codebook_error_x86(const float* x, const float* w, int64_t n, const float* values, float d,
-                         float id) {
+// Σ w (x - xhat(x))², xhat the reconstruction of each lane.
+template <typename Ops, typename Recon>
+float sq_error(const float* x, const float* w, int64_t n, Recon xhat) {
   using F = typename Ops::F;
-  const F vd = Ops::set1(d), vid = Ops::set1(id);
   float e;
   grid_lanes<Ops, 1>(
       x, w, n,
       [&](F xv, F wv, F* t) {
-        const F q = codebook_q<Ops>(Ops::mul(xv, vid), values);
-        const F r = Ops::sub(xv, Ops::mul(vd, q));
+        const F r = Ops::sub(xv, xhat(xv));
         const F rr = Ops::mul(r, r);
         t[0] = w ? Ops::mul(wv, rr) : rr;
       },
@@ -113,19 +80,47 @@ float codebook_error_x86(const float* x, const float* w, int64_t n, const float*
   return e;
 }
 
-template <typename Ops>
-void codebook_lloyd_x86(const float* x, const float* w, int64_t n, const float* values, float id,
-                        float* sums) {
+// The symmetric Lloyd sums Σ (w x) q and Σ (w q) q for the level q(x) of each lane.
+template <typename Ops, typename Level>
+void lloyd2(const float* x, const float* w, int64_t n, Level level, float* sums) {
   using F = typename Ops::F;
-  const F vid = Ops::set1(id);
   grid_lanes<Ops, 2>(
       x, w, n,
       [&](F xv, F wv, F* t) {
-        const F q = codebook_q<Ops>(Ops::mul(xv, vid), values);
+        const F q = level(xv);
         t[0] = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
         t[1] = Ops::mul(w ? Ops::mul(wv, q) : q, q);
       },
       sums);
+}
+
+template <typename Ops>
+float grid_error_x86(const float* x, const float* w, int64_t n, float lo, float hi, float d,
+                     float id) {
+  using F = typename Ops::F;
+  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), vd = Ops::set1(d), vid = Ops::set1(id);
+  return sq_error<Ops>(
+      x, w, n, [&](F xv) { return Ops::mul(vd, clamp_round<Ops>(Ops::mul(xv, vid), vlo, vhi)); });
+}
+
+template <typename Ops>
+void grid_lloyd_x86(const float* x, const float* w, int64_t n, float lo, float hi, float id,
+                    float* sums) {
+  using F = typename Ops::F;
+  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), vid = Ops::set1(id);
+  lloyd2<Ops>(
+      x, w, n, [&](F xv) { return clamp_round<Ops>(Ops::mul(xv, vid), vlo, vhi); }, sums);
+}
+
+template <typename Ops>
+float affine_error_x86(const float* x, const float* w, int64_t n, float qmax, float d, float m,
+                       float id) {
+  using F = typename Ops::F;
+  const F vq = Ops::set1(qmax), vd = Ops::set1(d), vm = Ops::set1(m), vid = Ops::set1(id);
+  return sq_error<Ops>(x, w, n, [&](F xv) {
+    const F q = clamp_round<Ops>(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero(), vq);
+    return Ops::add(Ops::mul(vd, q), vm);
+  });
 }
 
 template <typename Ops>
@@ -136,8 +131,7 @@ void affine_lloyd_x86(const float* x, const float* w, int64_t n, float qmax, flo
   grid_lanes<Ops, 5>(
       x, w, n,
       [&](F xv, F wv, F* t) {
-        const F q =
-            Ops::round_even(Ops::min(Ops::max(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero()), vq));
+        const F q = clamp_round<Ops>(Ops::mul(Ops::sub(xv, vm), vid), Ops::zero(), vq);
         const F wi = w ? wv : one;
         t[0] = wi;
         t[1] = Ops::mul(wi, q);
@@ -149,18 +143,21 @@ void affine_lloyd_x86(const float* x, const float* w, int64_t n, float qmax, flo
 }
 
 template <typename Ops>
-void grid_lloyd_x86(const float* x, const float* w, int64_t n, float lo, float hi, float id,
-                    float* sums) {
+float codebook_error_x86(const float* x, const float* w, int64_t n, const float* values, float d,
+                         float id) {
   using F = typename Ops::F;
-  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), vid = Ops::set1(id);
-  grid_lanes<Ops, 2>(
-      x, w, n,
-      [&](F xv, F wv, F* t) {
-        const F q = Ops::round_even(Ops::min(Ops::max(Ops::mul(xv, vid), vlo), vhi));
-        t[0] = Ops::mul(w ? Ops::mul(wv, xv) : xv, q);
-        t[1] = Ops::mul(w ? Ops::mul(wv, q) : q, q);
-      },
-      sums);
+  const F vd = Ops::set1(d), vid = Ops::set1(id);
+  return sq_error<Ops>(
+      x, w, n, [&](F xv) { return Ops::mul(vd, codebook_q<Ops>(Ops::mul(xv, vid), values)); });
+}
+
+template <typename Ops>
+void codebook_lloyd_x86(const float* x, const float* w, int64_t n, const float* values, float id,
+                        float* sums) {
+  using F = typename Ops::F;
+  const F vid = Ops::set1(id);
+  lloyd2<Ops>(
+      x, w, n, [&](F xv) { return codebook_q<Ops>(Ops::mul(xv, vid), values); }, sums);
 }
 
 }  // namespace
