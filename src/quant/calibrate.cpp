@@ -49,6 +49,12 @@ void InputStats::add(const float* x, int64_t n, int64_t k, bool hessian) {
   count += n;
 }
 
+void InputStats::mirror_hessian() {
+  for (int64_t i = 0; i < K && !xtx.empty(); ++i) {
+    for (int64_t j = 0; j < i; ++j) xtx[size_t(i * K + j)] = xtx[size_t(j * K + i)];
+  }
+}
+
 std::vector<float> InputStats::importance() const {
   std::vector<float> v(static_cast<size_t>(K));
   for (int64_t i = 0; i < K; ++i) v[size_t(i)] = count ? float(sum_sq[size_t(i)] / double(count)) : 0.0f;
@@ -92,11 +98,7 @@ Calibration calibrate(const Model& m, const Chunks& c, int64_t batch, bool hessi
     e.eval(ch.data(), int64_t(ch.size()), 0, true);
     if (progress) progress();
   }
-  for (auto& [name, s] : cal) {  // mirror the upper triangle
-    for (int64_t i = 0; i < s.K && !s.xtx.empty(); ++i) {
-      for (int64_t j = 0; j < i; ++j) s.xtx[size_t(i * s.K + j)] = s.xtx[size_t(j * s.K + i)];
-    }
-  }
+  for (auto& [name, s] : cal) s.mirror_hessian();
   return cal;
 }
 

@@ -22,6 +22,8 @@ struct InputStats {
   std::vector<float> max_abs;            // (K) largest |x| seen (SmoothQuant)
   std::vector<double> xtx;               // (K, K) Σ x xᵀ when collected, else empty
   void add(const float* x, int64_t n, int64_t K, bool hessian);  // x (n, K)
+  // add() fills xtx's upper triangle only; this copies it to the lower one (once collected).
+  void mirror_hessian();
   std::vector<float> importance() const;                         // sum_sq / count
 };
 

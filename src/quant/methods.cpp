@@ -392,11 +392,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
         e.run_layers(x.data(), n, 0, L, L + 1);
       }
     }
-    for (auto& [name, s] : cal) {
-      for (int64_t i = 0; i < s.K && !s.xtx.empty(); ++i) {
-        for (int64_t j = 0; j < i; ++j) s.xtx[size_t(i * s.K + j)] = s.xtx[size_t(j * s.K + i)];
-      }
-    }
+    for (auto& [name, s] : cal) s.mirror_hessian();
     if (mo.method == Method::kAwq || mo.method == Method::kAwqGptq)
       awq_layer(w, L, cal, mo.awq_grid);
     if (mo.method == Method::kSmoothQuant) smoothquant_layer(w, L, cal, mo.sq_alpha);

@@ -331,20 +331,32 @@ bool in_layer(const std::string& name, int64_t L) {
   return name.rfind("blk." + std::to_string(L) + ".", 0) == 0;
 }
 
-// Fills the lower triangle of Σ x xᵀ (calibrate's statistics hold the upper one while collecting).
-void symmetrize(InputStats& st) {
-  for (int64_t i = 0; i < st.K && !st.xtx.empty(); ++i) {
-    for (int64_t k = 0; k < i; ++k) st.xtx[size_t(i * st.K + k)] = st.xtx[size_t(k * st.K + i)];
-  }
-}
-
-// Symmetric Σ x xᵀ as floats.
-std::vector<float> hessian_of(InputStats& st) {
-  symmetrize(st);
-  return to_float(st.xtx);
-}
-
 using Activations = std::vector<std::vector<float>>;  // per chunk (n, C)
+
+// The statistics of layer L's inputs (Hessians mirrored, when asked), running the model under
+// test's layer L over X in place.
+Calibration layer_stats(Measurer& me, Activations& X, int64_t L, bool hessian) {
+  Calibration cal;
+  me.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
+    if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian);
+  });
+  for (auto& x : X) me.run_layer(x, L);
+  me.set_observer({});
+  for (auto& [g, st] : cal) st.mirror_hessian();
+  return cal;
+}
+
+// The statistics of the head's inputs (the final norm of the last layer's outputs X).
+InputStats head_stats(Measurer& me, const Activations& X, bool hessian) {
+  InputStats head;
+  me.set_observer([&](int64_t, LinearInput which, const float* x, int64_t rows, int64_t K) {
+    if (which == LinearInput::kOutput) head.add(x, rows, K, hessian);
+  });
+  for (const auto& x : X) me.head_all(x);
+  me.set_observer({});
+  head.mirror_hessian();
+  return head;
+}
 
 // Layer by layer: the statistics of layer L's inputs (through the original model), every variant
 // of its matrices, then the activations moved on to layer L + 1. Leaves X at the last layer's
@@ -352,15 +364,10 @@ using Activations = std::vector<std::vector<float>>;  // per chunk (n, C)
 void measure_layers(Measurer& me, const Model& m, const SensitivityOptions& o, Activations& X,
                     Sensitivity& s, const std::function<void()>& tick) {
   for (int64_t L = 0; L < m.config.n_layer; ++L) {
-    Calibration cal;
     Activations next = X;
-    me.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
-      if (layer == L) cal[input_group(layer, which)].add(x, rows, K, true);
-    });
-    for (auto& x : next) me.run_layer(x, L);
-    me.set_observer({});
+    Calibration cal = layer_stats(me, next, L, true);
     std::map<std::string, std::vector<float>> H;
-    for (auto& [g, st] : cal) H[g] = hessian_of(st);
+    for (auto& [g, st] : cal) H[g] = to_float(st.xtx);
     for (const auto& t : m.tensors) {
       if (t.shape.size() < 2 || !in_layer(t.name, L)) continue;
       TensorJob j{t.name, nullptr, nullptr, nullptr, &X, L};
@@ -378,13 +385,8 @@ void measure_layers(Measurer& me, const Model& m, const SensitivityOptions& o, A
 void measure_outside_layers(Measurer& me, const Model& m, const Chunks& c,
                             const SensitivityOptions& o, const Activations& X, Sensitivity& s,
                             const std::function<void()>& tick) {
-  InputStats head;
-  me.set_observer([&](int64_t, LinearInput which, const float* x, int64_t rows, int64_t K) {
-    if (which == LinearInput::kOutput) head.add(x, rows, K, true);
-  });
-  for (const auto& x : X) me.head_all(x);
-  me.set_observer({});
-  const std::vector<float> head_h = hessian_of(head);
+  const InputStats head = head_stats(me, X, true);
+  const std::vector<float> head_h = to_float(head.xtx);
   std::vector<double> counts(size_t(m.config.n_vocab), 0.0);
   for (const auto& ch : c.tokens) {
     for (const int32_t tok : ch) counts[size_t(tok)] += 1;
@@ -475,14 +477,6 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
   // The head's input statistics (from the original's last layer), which the head and a tied
   // embedding are quantized with; a tied embedding is needed before the first layer.
   InputStats head;
-  auto collect_head = [&](const Activations& X) {
-    me.set_observer([&](int64_t, LinearInput which, const float* x, int64_t rows, int64_t K) {
-      if (which == LinearInput::kOutput) head.add(x, rows, K, hessian);
-    });
-    for (const auto& x : X) me.head_all(x);
-    me.set_observer({});
-    symmetrize(head);
-  };
   const int64_t n_layer = m.config.n_layer;
   const bool tied = m.config.tied_output;
   if (tied) {
@@ -490,7 +484,7 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
     for (int64_t L = 0; L < n_layer; ++L) {
       for (auto& x : P) me.run_layer(x, L);
     }
-    collect_head(P);
+    head = head_stats(me, P, hessian);
   }
   auto stats_outside = [&](const std::string& name) -> const InputStats* {
     return input_group_of(name, m) == std::string("output.weight") ? &head : nullptr;
@@ -505,13 +499,7 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
   }
   Activations X = me.embed_all();  // the original's, for each layer's input statistics
   for (int64_t L = 0; L < n_layer; ++L) {
-    Calibration cal;
-    me.set_observer([&](int64_t layer, LinearInput which, const float* x, int64_t rows, int64_t K) {
-      if (layer == L) cal[input_group(layer, which)].add(x, rows, K, hessian);
-    });
-    for (auto& x : X) me.run_layer(x, L);
-    me.set_observer({});
-    for (auto& [g, st] : cal) symmetrize(st);
+    const Calibration cal = layer_stats(me, X, L, hessian);
     for (size_t a = 0; a < A; ++a) {
       for (const auto& [name, f] : assignments[a]) {
         if (!in_layer(name, L)) continue;
@@ -523,7 +511,7 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
     }
     std::erase_if(made, [&](const auto& e) { return in_layer(e.first.first, L); });
   }
-  if (!tied) collect_head(X);
+  if (!tied) head = head_stats(me, X, hessian);
   std::vector<double> kld(A);
   for (size_t a = 0; a < A; ++a) {
     for (const auto& [name, f] : assignments[a]) {
