@@ -71,6 +71,21 @@ std::map<std::string, Format> manual_mix(const Model& m, const TypeRules& cli,
   return mix;
 }
 
+// What the planner measures on the calibration text with: variants made as `method` makes them,
+// on --sensitivity-chunks chunks of --ctx.
+struct PlannerCalib {
+  SensitivityOptions options;
+  Chunks chunks;
+};
+PlannerCalib planner_calib(const Model& m, const QuantizeArgs& a, Method method,
+                           FallbackPolicy fb) {
+  PlannerCalib pc{{.fallback = fb, .method = method},
+                  calibration_chunks(m, a.calib, a.ctx,
+                                     std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks))};
+  pc.options.gptq.damp = a.damp;
+  return pc;
+}
+
 // The sensitivity measurement: from --sensitivity, or measured now on the calibration text.
 std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs& a, Method method,
                                               FallbackPolicy fb) {
@@ -87,11 +102,8 @@ std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs
                 {.field = "--target-bpw",
                  .expected = "--sensitivity SENS.json (lowbit sensitivity) or --calib TEXT"});
   }
-  SensitivityOptions so{.fallback = fb, .method = method};
-  so.gptq.damp = a.damp;
+  auto [so, c] = planner_calib(m, a, method, fb);
   if (!a.formats.empty()) so.formats = parse_format_list(a.formats);
-  const Chunks c =
-      calibration_chunks(m, a.calib, a.ctx, std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks));
   std::optional<Progress> bar;
   Sensitivity s = measure_sensitivity(m, c, so, [&](int64_t, int64_t total) {
     if (!bar) bar.emplace("sensitivity", total);
@@ -179,10 +191,7 @@ std::vector<size_t> check_plan(const Model& m, const QuantizeArgs& a, Method met
   };
   std::vector<std::map<std::string, Format>> as{assignment(plan)};
   for (const auto& u : alts) as.push_back(assignment(u.choice));
-  SensitivityOptions so{.fallback = fb, .method = method};
-  so.gptq.damp = a.damp;
-  const Chunks c =
-      calibration_chunks(m, a.calib, a.ctx, std::min(a.calib_tokens, a.ctx * a.sensitivity_chunks));
+  const auto [so, c] = planner_calib(m, a, method, fb);
   const std::vector<double> kld = assignment_klds(m, c, as, so);
   size_t best = 0;
   for (size_t i = 1; i < kld.size(); ++i) {
