@@ -1,6 +1,9 @@
 #include "quant/clip.h"
 
+#include <cblas.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -53,6 +56,74 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
       }
     }
   });
+}
+
+void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
+                        const float* imp, uint8_t* out) {
+  f.quantize(W, rows, K, imp, out);  // candidate 0, validated: finite inputs, representable
+  if (imp == nullptr || rows == 0) return;
+  const uint64_t rb = f.row_bytes(K);
+  const std::vector<float> Hf(H, H + K * K);
+  const int64_t kPanel = 256;
+  const int64_t P = std::min(rows, kPanel);
+  std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size());
+  std::vector<uint8_t> cand(rb * uint64_t(P));
+  std::vector<double> best(static_cast<size_t>(P)), err(static_cast<size_t>(P));
+  std::vector<char> ok(static_cast<size_t>(P));
+  // err[r] = δ_r H δ_rᵀ for the panel's δ rows in D.
+  auto errors = [&](int64_t R) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, D.data(),
+                int(K), Hf.data(), int(K), 0.0f, HD.data(), int(K));
+    for (int64_t r = 0; r < R; ++r) {
+      double e = 0;
+      for (int64_t k = 0; k < K; ++k) e += double(HD[size_t(r * K + k)]) * D[size_t(r * K + k)];
+      err[size_t(r)] = e;
+    }
+  };
+  for (int64_t p0 = 0; p0 < rows; p0 += P) {
+    const int64_t R = std::min(P, rows - p0);
+    parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* d = &D[size_t(r * K)];
+        f.dequantize_row(out + uint64_t(p0 + r) * rb, K, d);
+        for (int64_t k = 0; k < K; ++k) d[k] -= W[(p0 + r) * K + k];
+      }
+    });
+    errors(R);
+    std::copy_n(err.begin(), R, best.begin());
+    for (int c = 1; c <= 2; ++c) {
+      parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
+        std::vector<float> wt(static_cast<size_t>(K));
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* w = W + (p0 + r) * K;
+          const float* weights = nullptr;
+          if (c == 1) {
+            double s2 = 0;
+            for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
+            s2 /= double(K);
+            for (int64_t k = 0; k < K; ++k)
+              wt[size_t(k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
+            weights = wt.data();
+          }
+          uint8_t* q = &cand[rb * uint64_t(r)];
+          f.quantize_row(w, K, weights, q);
+          float* d = &D[size_t(r * K)];
+          f.dequantize_row(q, K, d);
+          bool finite = true;
+          for (int64_t k = 0; k < K; ++k) finite &= std::isfinite(d[k]), d[k] -= w[k];
+          ok[size_t(r)] = finite;
+          if (!finite) std::fill_n(d, K, 0.0f);
+        }
+      });
+      errors(R);
+      for (int64_t r = 0; r < R; ++r) {
+        if (ok[size_t(r)] && err[size_t(r)] < best[size_t(r)]) {
+          best[size_t(r)] = err[size_t(r)];
+          std::memcpy(out + uint64_t(p0 + r) * rb, &cand[rb * uint64_t(r)], rb);
+        }
+      }
+    }
+  }
 }
 
 }  // namespace lowbit

@@ -24,4 +24,14 @@ struct ClipOptions {
 void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
                    const float* imp, const ClipOptions& o, uint8_t* out);
 
+// imatrix-RTN's weighting search. Each row is fitted by the format under three weightings of its
+// squared error: the importance imp (mean x² of the inputs, per column); imp_j · sqrt(σ² + w_j²)
+// with σ² the row's mean w², which also favours the row's large weights; and none. The row keeps
+// the candidate with the least output error δ H δᵀ (δ = ŵ - w) over the full H = Σ x xᵀ, so the
+// result's summed output error is never above the plain importance-weighted fit's. W: (rows, K);
+// H: (K, K) row-major; imp: K values or nullptr (then the plain fit); f must tile K.
+// out: rows * f.row_bytes(K) bytes.
+void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
+                        const float* imp, uint8_t* out);
+
 }  // namespace lowbit

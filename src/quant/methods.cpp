@@ -299,6 +299,8 @@ void smoothquant_layer(Work& w, int64_t L, Calibration& cal, double alpha) {
 // Quantizes one weight matrix of layer L with its input statistics.
 // AWQ: the clipping search on every weight but q and k (as AWQ: their error reaches the output
 // through the attention scores, which the per-layer output error does not see), unless clip_qk.
+// imatrix: with Hessians (the imatrix method's own calibration), the weighting search; without
+// (the head under the other methods, SmoothQuant, an importance file), the importance-weighted fit.
 void quantize_weight(Work& w, const std::string& name, const InputStats& st, Method method,
                      const GptqOptions& go, const ClipOptions& clip, bool clip_qk) {
   const Format f = w.plan.at(name);
@@ -312,6 +314,9 @@ void quantize_weight(Work& w, const std::string& name, const InputStats& st, Met
   } else if (method == Method::kAwq && clip.grid > 0 && (!qk || clip_qk)) {
     const std::vector<float> imp = st.importance();
     clip_quantize(f, W.data(), rows, K, st.xtx.data(), imp.data(), clip, out.data());
+  } else if (method == Method::kImatrix && !st.xtx.empty()) {
+    const std::vector<float> imp = st.importance();
+    weighting_quantize(f, W.data(), rows, K, st.xtx.data(), imp.data(), out.data());
   } else {
     const std::vector<float> imp = st.importance();
     f.quantize(W.data(), rows, K, imp.data(), out.data());
@@ -361,7 +366,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
     throw Error(std::string("method ") + method_name(mo.method) + " needs calibration text",
                 {.field = "--calib", .expected = "a text file"});
   }
-  const bool hessian = mo.method != Method::kImatrix && mo.method != Method::kSmoothQuant;
+  const bool hessian = mo.method != Method::kSmoothQuant;  // imatrix: its weighting search
   const int64_t n = int64_t(calib->tokens[0].size()), C = c.n_embd;
   // The file's data in processing order: the blocks layer by layer, then embedding, norm and
   // head; the writer pulls each layer when it reaches it, so only one quantized layer (plus the
@@ -418,7 +423,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
     while (layers_done < c.n_layer) process_layer(layers_done++);
     InputStats head;  // the output head's inputs: the final norm of the activations
     const ModelTensor& g = w.t("output_norm.weight");
-    std::vector<float> gamma(static_cast<size_t>(C)), y(static_cast<size_t>(C));
+    std::vector<float> gamma(static_cast<size_t>(C)), y(static_cast<size_t>(n * C));
     g.format.dequantize_row(g.data, C, gamma.data());
     for (const auto& xc : X) {
       for (int64_t t = 0; t < n; ++t) {
@@ -426,10 +431,11 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
         double ss = 0;
         for (int64_t i = 0; i < C; ++i) ss += double(x[i]) * x[i];
         const float r = float(1.0 / std::sqrt(ss / double(C) + c.rms_eps));
-        for (int64_t i = 0; i < C; ++i) y[size_t(i)] = x[i] * r * gamma[size_t(i)];
-        head.add(y.data(), 1, C, false);
+        for (int64_t i = 0; i < C; ++i) y[size_t(t * C + i)] = x[i] * r * gamma[size_t(i)];
       }
+      head.add(y.data(), n, C, mo.method == Method::kImatrix);
     }
+    head.mirror_hessian();
     for (const auto& p : plan) {
       if (!is_matrix(p.name) || p.name.rfind("blk.", 0) == 0) continue;
       if (p.name == "output.weight" || c.tied_output) {

@@ -16,6 +16,7 @@
 #include "lowbit/error.h"
 #include "lowbit/output_file.h"
 #include "quant/calibrate.h"
+#include "quant/clip.h"
 #include "quant/gptq.h"
 
 namespace lowbit {
@@ -206,6 +207,9 @@ class Measurer {
     if (how == Method::kGptq && !st->xtx.empty()) {
       std::vector<float> Wc = W;
       gptq_quantize(f, Wc.data(), R, K, st->xtx.data(), o_.gptq, out.data());
+    } else if (how == Method::kImatrix && o_.method == Method::kImatrix && !st->xtx.empty()) {
+      const std::vector<float> imp = st->importance();  // as the imatrix method: its search
+      weighting_quantize(f, W.data(), R, K, st->xtx.data(), imp.data(), out.data());
     } else {
       const std::vector<float> imp =
           how == Method::kImatrix ? st->importance() : std::vector<float>{};
@@ -462,7 +466,7 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
                    "assignment_klds: a tensor the model lacks or a format that does not tile");
     }
   }
-  const bool hessian = measured_as(o.method) == Method::kGptq;
+  const bool hessian = measured_as(o.method) == Method::kGptq || o.method == Method::kImatrix;
   Measurer me(m, c, o);
   me.base_pass();
   // Quantized variants, shared by the assignments that name the same (tensor, format).
