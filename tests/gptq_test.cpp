@@ -186,9 +186,10 @@ TEST(Clip, ShrinkingNeverRaisesTheBlockErrorAndLowersTheOutputErrorOnHeavyTails)
   EXPECT_LT(sum_c / sum_r, 0.99) << "mean full output error ratio clip / fit";
 }
 
-// The weighting search (imatrix-RTN): every row must be one of the three candidate fits, done
-// here independently with quantize_row, and the one of least δ H δᵀ (double, against the row);
-// rows must differ in which candidate wins, and the output error must be the plain fit's or less.
+// The weighting search (imatrix, and AWQ's final fit with the clipping search): every row must be
+// one of the three candidate fits, done here independently with quantize_row (clip_quantize), and
+// the one of least δ H δᵀ (double, against the row); rows must differ in which candidate wins, and
+// the output error must be the plain fit's or less.
 TEST(WeightingSearch, EachRowIsItsLeastOutputErrorCandidate) {
   const int64_t rows = 300, K = 128;  // 300 rows: two panels of the search
   std::vector<float> W = test::gaussian(rows * K, 31);
@@ -199,49 +200,59 @@ TEST(WeightingSearch, EachRowIsItsLeastOutputErrorCandidate) {
   const std::vector<double> H = correlated_hessian(K, 400, 17);
   std::vector<float> imp(static_cast<size_t>(K));
   for (int64_t k = 0; k < K; ++k) imp[size_t(k)] = float(H[size_t(k * K + k)] / 400);
-  for (const char* name : {"q4_0", "nf4", "int2_g32", "q4_1", "int3_g64_asym"}) {
-    SCOPED_TRACE(name);
-    const Format f = Format::parse(name);
-    const uint64_t rb = f.row_bytes(K);
-    std::vector<uint8_t> got(rb * rows), plain(got.size());
-    weighting_quantize(f, W.data(), rows, K, H.data(), imp.data(), got.data());
-    f.quantize(W.data(), rows, K, imp.data(), plain.data());
-    int wins[3] = {0, 0, 0};
-    for (int64_t r = 0; r < rows; ++r) {
-      const std::vector<float> w(W.begin() + r * K, W.begin() + (r + 1) * K);
-      double s2 = 0;
-      for (float v : w) s2 += double(v) * v;
-      std::vector<float> sig(static_cast<size_t>(K));
-      for (int64_t k = 0; k < K; ++k)
-        sig[size_t(k)] =
-            float(imp[size_t(k)] * std::sqrt(s2 / K + double(w[size_t(k)]) * w[size_t(k)]));
-      const float* weights[3] = {imp.data(), sig.data(), nullptr};
-      double best = INFINITY;
-      std::vector<std::vector<uint8_t>> cand(3, std::vector<uint8_t>(rb));
-      std::vector<double> e(3);
-      for (int c = 0; c < 3; ++c) {
-        f.quantize_row(w.data(), K, weights[c], cand[size_t(c)].data());
-        std::vector<float> q(static_cast<size_t>(K));
-        f.dequantize_row(cand[size_t(c)].data(), K, q.data());
-        e[size_t(c)] = output_error(w, q, 1, K, H);
-        best = std::min(best, e[size_t(c)]);
+  for (const bool clipped : {false, true}) {
+    for (const char* name : {"q4_0", "nf4", "int2_g32", "q4_1", "int3_g64_asym"}) {
+      SCOPED_TRACE(std::string(name) + (clipped ? " with the clipping search" : ""));
+      const Format f = Format::parse(name);
+      const uint64_t rb = f.row_bytes(K);
+      const ClipOptions clip;
+      std::vector<uint8_t> got(rb * rows), plain(got.size());
+      weighting_quantize(f, W.data(), rows, K, H.data(), imp.data(), got.data(),
+                         clipped ? &clip : nullptr);
+      if (clipped)
+        clip_quantize(f, W.data(), rows, K, H.data(), imp.data(), clip, plain.data());
+      else
+        f.quantize(W.data(), rows, K, imp.data(), plain.data());
+      int wins[3] = {0, 0, 0};
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<float> w(W.begin() + r * K, W.begin() + (r + 1) * K);
+        double s2 = 0;
+        for (float v : w) s2 += double(v) * v;
+        std::vector<float> sig(static_cast<size_t>(K));
+        for (int64_t k = 0; k < K; ++k)
+          sig[size_t(k)] =
+              float(imp[size_t(k)] * std::sqrt(s2 / K + double(w[size_t(k)]) * w[size_t(k)]));
+        const float* weights[3] = {imp.data(), sig.data(), nullptr};
+        double best = INFINITY;
+        std::vector<std::vector<uint8_t>> cand(3, std::vector<uint8_t>(rb));
+        std::vector<double> e(3);
+        for (int c = 0; c < 3; ++c) {
+          if (clipped)
+            clip_quantize(f, w.data(), 1, K, H.data(), weights[c], clip, cand[size_t(c)].data());
+          else
+            f.quantize_row(w.data(), K, weights[c], cand[size_t(c)].data());
+          std::vector<float> q(static_cast<size_t>(K));
+          f.dequantize_row(cand[size_t(c)].data(), K, q.data());
+          e[size_t(c)] = output_error(w, q, 1, K, H);
+          best = std::min(best, e[size_t(c)]);
+        }
+        const std::vector<uint8_t> row(got.begin() + int64_t(rb) * r,
+                                       got.begin() + int64_t(rb) * (r + 1));
+        int which = -1;
+        for (int c = 0; c < 3 && which < 0; ++c) {
+          if (row == cand[size_t(c)]) which = c;
+        }
+        ASSERT_GE(which, 0) << "row " << r << " is none of the candidates";
+        // The search sums in float: a candidate within 1e-4 of the least counts as least.
+        EXPECT_LE(e[size_t(which)], best * (1 + 1e-4) + 1e-12) << "row " << r;
+        ++wins[which];
       }
-      const std::vector<uint8_t> row(got.begin() + int64_t(rb) * r,
-                                     got.begin() + int64_t(rb) * (r + 1));
-      int which = -1;
-      for (int c = 0; c < 3 && which < 0; ++c) {
-        if (row == cand[size_t(c)]) which = c;
-      }
-      ASSERT_GE(which, 0) << "row " << r << " is none of the candidates";
-      // The search sums in float: a candidate within 1e-4 of the least counts as least.
-      EXPECT_LE(e[size_t(which)], best * (1 + 1e-4) + 1e-12) << "row " << r;
-      ++wins[which];
+      EXPECT_GT(wins[1] + wins[2], 0) << "the search never left the plain fit";
+      EXPECT_GT(wins[0], 0) << "the plain fit never won";
+      const double eg = output_error(W, dequantized(f, got, rows, K), rows, K, H);
+      const double ep = output_error(W, dequantized(f, plain, rows, K), rows, K, H);
+      EXPECT_LT(eg, ep) << "search " << eg << " plain " << ep;
     }
-    EXPECT_GT(wins[1] + wins[2], 0) << "the search never left the plain fit";
-    EXPECT_GT(wins[0], 0) << "the plain fit never won";
-    const double eg = output_error(W, dequantized(f, got, rows, K), rows, K, H);
-    const double ep = output_error(W, dequantized(f, plain, rows, K), rows, K, H);
-    EXPECT_LT(eg, ep) << "search " << eg << " plain " << ep;
   }
 }
 

@@ -14,7 +14,7 @@
 namespace lowbit {
 
 void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
-                   const float* imp, const ClipOptions& o, uint8_t* out) {
+                   const float* imp, const ClipOptions& o, uint8_t* out, int64_t imp_stride) {
   LOWBIT_CHECK(f.can_tile(K), "clip_quantize: the format cannot tile the row");
   LOWBIT_CHECK(o.grid >= 1 && o.max_shrink >= 0 && o.max_shrink < 1, "clip_quantize: bad options");
   const FormatInfo& info = f.info();
@@ -22,7 +22,7 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
   const uint64_t row_bytes = f.row_bytes(K);
   const int steps = int(o.max_shrink * o.grid + 1e-9);
   std::vector<float> ones;
-  if (!imp) ones.assign(static_cast<size_t>(K), 1.0f), imp = ones.data();
+  if (!imp) ones.assign(static_cast<size_t>(K), 1.0f), imp = ones.data(), imp_stride = 0;
   parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
     std::vector<float> wc(static_cast<size_t>(be)), y(static_cast<size_t>(be));
     std::vector<double> d(static_cast<size_t>(be));
@@ -39,7 +39,7 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
           const float ratio = float(1.0 - double(i) / o.grid);
           const float a = *lo * ratio, b = *hi * ratio;
           for (int64_t j = 0; j < n; ++j) wc[size_t(j)] = std::clamp(w[k0 + j], a, b);
-          info.fit(wc.data(), imp + k0, n, cand.data());
+          info.fit(wc.data(), imp + r * imp_stride + k0, n, cand.data());
           info.encode(wc.data(), n, cand.data());
           info.decode(cand.data(), n, y.data());
           for (int64_t j = 0; j < n; ++j) d[size_t(j)] = double(y[size_t(j)]) - w[k0 + j];
@@ -59,17 +59,34 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
 }
 
 void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
-                        const float* imp, uint8_t* out) {
-  f.quantize(W, rows, K, imp, out);  // candidate 0, validated: finite inputs, representable
+                        const float* imp, uint8_t* out, const ClipOptions* clip) {
+  // Candidate 0, the plain fit: validated (finite inputs, representable) by Format::quantize.
+  if (clip)
+    clip_quantize(f, W, rows, K, H, imp, *clip, out);
+  else
+    f.quantize(W, rows, K, imp, out);
   if (imp == nullptr || rows == 0) return;
   const uint64_t rb = f.row_bytes(K);
   const std::vector<float> Hf(H, H + K * K);
   const int64_t kPanel = 256;
   const int64_t P = std::min(rows, kPanel);
-  std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size());
+  std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size()), wt(D.size());
   std::vector<uint8_t> cand(rb * uint64_t(P));
   std::vector<double> best(static_cast<size_t>(P)), err(static_cast<size_t>(P));
   std::vector<char> ok(static_cast<size_t>(P));
+  // D's rows: the dequantized rows q (R of them, rb bytes apart) minus the weights; ok: finite.
+  auto deltas = [&](const uint8_t* q, const float* Wp, int64_t R) {
+    parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* d = &D[size_t(r * K)];
+        f.dequantize_row(q + rb * uint64_t(r), K, d);
+        bool finite = true;
+        for (int64_t k = 0; k < K; ++k) finite &= std::isfinite(d[k]), d[k] -= Wp[r * K + k];
+        ok[size_t(r)] = finite;
+        if (!finite) std::fill_n(d, K, 0.0f);
+      }
+    });
+  };
   // err[r] = δ_r H δ_rᵀ for the panel's δ rows in D.
   auto errors = [&](int64_t R) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, D.data(),
@@ -82,39 +99,33 @@ void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K
   };
   for (int64_t p0 = 0; p0 < rows; p0 += P) {
     const int64_t R = std::min(P, rows - p0);
-    parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        float* d = &D[size_t(r * K)];
-        f.dequantize_row(out + uint64_t(p0 + r) * rb, K, d);
-        for (int64_t k = 0; k < K; ++k) d[k] -= W[(p0 + r) * K + k];
-      }
-    });
+    const float* Wp = W + p0 * K;
+    deltas(out + uint64_t(p0) * rb, Wp, R);
     errors(R);
     std::copy_n(err.begin(), R, best.begin());
     for (int c = 1; c <= 2; ++c) {
-      parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
-        std::vector<float> wt(static_cast<size_t>(K));
-        for (int64_t r = r0; r < r1; ++r) {
-          const float* w = W + (p0 + r) * K;
-          const float* weights = nullptr;
-          if (c == 1) {
-            double s2 = 0;
-            for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
-            s2 /= double(K);
-            for (int64_t k = 0; k < K; ++k)
-              wt[size_t(k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
-            weights = wt.data();
-          }
-          uint8_t* q = &cand[rb * uint64_t(r)];
-          f.quantize_row(w, K, weights, q);
-          float* d = &D[size_t(r * K)];
-          f.dequantize_row(q, K, d);
-          bool finite = true;
-          for (int64_t k = 0; k < K; ++k) finite &= std::isfinite(d[k]), d[k] -= w[k];
-          ok[size_t(r)] = finite;
-          if (!finite) std::fill_n(d, K, 0.0f);
+      const float* weights = nullptr;  // c == 2: unweighted
+      if (c == 1) {                    // imp_j · sqrt(σ² + w_j²), per row
+        for (int64_t r = 0; r < R; ++r) {
+          const float* w = Wp + r * K;
+          double s2 = 0;
+          for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
+          s2 /= double(K);
+          for (int64_t k = 0; k < K; ++k)
+            wt[size_t(r * K + k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
         }
-      });
+        weights = wt.data();
+      }
+      if (clip) {
+        clip_quantize(f, Wp, R, K, H, weights, *clip, cand.data(), weights ? K : 0);
+      } else {
+        parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r)
+            f.quantize_row(Wp + r * K, K, weights ? weights + r * K : nullptr,
+                           &cand[rb * uint64_t(r)]);
+        });
+      }
+      deltas(cand.data(), Wp, R);
       errors(R);
       for (int64_t r = 0; r < R; ++r) {
         if (ok[size_t(r)] && err[size_t(r)] < best[size_t(r)]) {

@@ -19,10 +19,11 @@ struct ClipOptions {
 };
 
 // W: (rows, K) floats; H: (K, K) row-major Σ x xᵀ (only the diagonal blocks are read); imp: the
-// per-column importance the format's fit weighs by (K values, or nullptr). f must tile K.
-// out: rows * f.row_bytes(K) bytes. Threaded over rows.
+// per-column importance the format's fit weighs by (K values, or nullptr); imp_stride K: a row of
+// K weights per row instead (rows * K values). f must tile K. out: rows * f.row_bytes(K) bytes.
+// Threaded over rows.
 void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
-                   const float* imp, const ClipOptions& o, uint8_t* out);
+                   const float* imp, const ClipOptions& o, uint8_t* out, int64_t imp_stride = 0);
 
 // imatrix-RTN's weighting search. Each row is fitted by the format under three weightings of its
 // squared error: the importance imp (mean x² of the inputs, per column); imp_j · sqrt(σ² + w_j²)
@@ -30,8 +31,9 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
 // the candidate with the least output error δ H δᵀ (δ = ŵ - w) over the full H = Σ x xᵀ, so the
 // result's summed output error is never above the plain importance-weighted fit's. W: (rows, K);
 // H: (K, K) row-major; imp: K values or nullptr (then the plain fit); f must tile K.
-// out: rows * f.row_bytes(K) bytes.
+// out: rows * f.row_bytes(K) bytes. clip: each candidate is AWQ's clipping search under that
+// weighting instead of the plain fit (AWQ's final fit).
 void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
-                        const float* imp, uint8_t* out);
+                        const float* imp, uint8_t* out, const ClipOptions* clip = nullptr);
 
 }  // namespace lowbit

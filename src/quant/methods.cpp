@@ -297,10 +297,10 @@ void smoothquant_layer(Work& w, int64_t L, Calibration& cal, double alpha) {
 }
 
 // Quantizes one weight matrix of layer L with its input statistics.
-// AWQ: the clipping search on every weight but q and k (as AWQ: their error reaches the output
-// through the attention scores, which the per-layer output error does not see), unless clip_qk.
-// imatrix: with Hessians (the imatrix method's own calibration), the weighting search; without
-// (the head under the other methods, SmoothQuant, an importance file), the importance-weighted fit.
+// With Hessians, imatrix and AWQ end in the weighting search (imatrix: of plain fits; AWQ: of
+// clipping searches, on every weight but q and k — as AWQ: their error reaches the output through
+// the attention scores, which the per-layer output error does not see — unless clip_qk). Without
+// (the head under the GPTQ methods, SmoothQuant, an importance file), the importance-weighted fit.
 void quantize_weight(Work& w, const std::string& name, const InputStats& st, Method method,
                      const GptqOptions& go, const ClipOptions& clip, bool clip_qk) {
   const Format f = w.plan.at(name);
@@ -311,12 +311,11 @@ void quantize_weight(Work& w, const std::string& name, const InputStats& st, Met
   const bool qk = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
   if (method == Method::kGptq || method == Method::kAwqGptq) {
     gptq_quantize(f, W.data(), rows, K, st.xtx.data(), go, out.data());
-  } else if (method == Method::kAwq && clip.grid > 0 && (!qk || clip_qk)) {
+  } else if ((method == Method::kImatrix || method == Method::kAwq) && !st.xtx.empty()) {
     const std::vector<float> imp = st.importance();
-    clip_quantize(f, W.data(), rows, K, st.xtx.data(), imp.data(), clip, out.data());
-  } else if (method == Method::kImatrix && !st.xtx.empty()) {
-    const std::vector<float> imp = st.importance();
-    weighting_quantize(f, W.data(), rows, K, st.xtx.data(), imp.data(), out.data());
+    const bool clipped = method == Method::kAwq && clip.grid > 0 && (!qk || clip_qk);
+    weighting_quantize(f, W.data(), rows, K, st.xtx.data(), imp.data(), out.data(),
+                       clipped ? &clip : nullptr);
   } else {
     const std::vector<float> imp = st.importance();
     f.quantize(W.data(), rows, K, imp.data(), out.data());
@@ -422,6 +421,9 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
   auto process_head = [&] {
     while (layers_done < c.n_layer) process_layer(layers_done++);
     InputStats head;  // the output head's inputs: the final norm of the activations
+    // Its Hessian for the weighting search of imatrix and AWQ (the GPTQ methods give the head
+    // the plain importance-weighted fit).
+    const bool head_hessian = mo.method == Method::kImatrix || mo.method == Method::kAwq;
     const ModelTensor& g = w.t("output_norm.weight");
     std::vector<float> gamma(static_cast<size_t>(C)), y(static_cast<size_t>(n * C));
     g.format.dequantize_row(g.data, C, gamma.data());
@@ -433,7 +435,7 @@ std::vector<TensorPlan> quantize_with_method(const Model& m, const std::string& 
         const float r = float(1.0 / std::sqrt(ss / double(C) + c.rms_eps));
         for (int64_t i = 0; i < C; ++i) y[size_t(t * C + i)] = x[i] * r * gamma[size_t(i)];
       }
-      head.add(y.data(), n, C, mo.method == Method::kImatrix);
+      head.add(y.data(), n, C, head_hessian);
     }
     head.mirror_hessian();
     for (const auto& p : plan) {

@@ -85,6 +85,12 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 
 namespace {
 
+// Methods whose RTN-style fits end in the weighting search (the measurement's variants of AWQ
+// leave out the scales and the clipping, as before).
+bool searches(Method m) {
+  return m == Method::kImatrix || m == Method::kAwq;
+}
+
 Method measured_as(Method m) {
   if (m == Method::kRtn) return Method::kRtn;
   if (m == Method::kGptq || m == Method::kAwqGptq) return Method::kGptq;
@@ -207,8 +213,8 @@ class Measurer {
     if (how == Method::kGptq && !st->xtx.empty()) {
       std::vector<float> Wc = W;
       gptq_quantize(f, Wc.data(), R, K, st->xtx.data(), o_.gptq, out.data());
-    } else if (how == Method::kImatrix && o_.method == Method::kImatrix && !st->xtx.empty()) {
-      const std::vector<float> imp = st->importance();  // as the imatrix method: its search
+    } else if (how == Method::kImatrix && searches(o_.method) && !st->xtx.empty()) {
+      const std::vector<float> imp = st->importance();  // as imatrix and AWQ: the search
       weighting_quantize(f, W.data(), R, K, st->xtx.data(), imp.data(), out.data());
     } else {
       const std::vector<float> imp =
@@ -466,7 +472,7 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
                    "assignment_klds: a tensor the model lacks or a format that does not tile");
     }
   }
-  const bool hessian = measured_as(o.method) == Method::kGptq || o.method == Method::kImatrix;
+  const bool hessian = measured_as(o.method) == Method::kGptq || searches(o.method);
   Measurer me(m, c, o);
   me.base_pass();
   // Quantized variants, shared by the assignments that name the same (tensor, format).
