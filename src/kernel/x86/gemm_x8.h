@@ -16,7 +16,8 @@
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
 // in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
 // keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
-// Prompts on AVX-512 take two groups per tile (tile<2, T>), sharing each broadcast activation word.
+// Prompts on AVX-512 take two groups per tile (tile<2, T>; Q4_K: tile2), sharing each broadcast
+// activation word.
 #pragma once
 
 #include <cstring>
@@ -198,6 +199,7 @@ struct X8Q4K {
   using Block = formats::Q4_K::Block;
   static constexpr int64_t kGroupBytes = 32 + 64 + 64 + 1024;  // per super-block index
   static constexpr int64_t kBlock = 256;
+  static constexpr int kPairTokens = 4;
 
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
     for (int64_t b = 0; b < K / kBlock; ++b) {
@@ -278,6 +280,76 @@ struct X8Q4K {
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
   }
 
+  // Two groups (16 rows, group_bytes apart) times T tokens, for tiers with 32 vector registers:
+  // one sub-block (32 values) at a time, so the two groups' code vectors (8 each) stay in
+  // registers and each broadcast activation word feeds two dot-accumulates.
+  template <int T>
+  static void tile2(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* spairs,
+                    float* y, int64_t ldy) {
+    const int64_t nsb = a.K / kBlock;
+    __m256 acc[2][T];
+    LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[j][t] = _mm256_setzero_ps();
+    }
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* p[2] = {g + sb * kGroupBytes, g + group_bytes + sb * kGroupBytes};
+      __m256i isum[2][T];
+      LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[j][t] = _mm256_setzero_si256();
+      }
+      for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2: low nibbles, then high
+        const int c = sub / 2;
+        __m256i code[2][8], sc[2];
+        LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
+          LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+            __m256i v =
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[j] + 160 + 256 * c + 32 * q));
+            if (sub % 2) v = _mm256_srli_epi16(v, 4);
+            code[j][q] = _mm256_and_si256(v, lo4);
+          }
+          int64_t s8;
+          std::memcpy(&s8, p[j] + 32 + 8 * sub, 8);
+          sc[j] = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(s8));
+        }
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          const int8_t* at = a.qs + t * a.K + sb * kBlock + 32 * sub;
+          __m256i d[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+          LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+            int32_t aq;
+            std::memcpy(&aq, at + 4 * q, 4);
+            const __m256i av = _mm256_set1_epi32(aq);
+            LOWBIT_UNROLL for (int j = 0; j < 2; ++j) d[j] =
+                Ops::dot_u8s8_acc(d[j], code[j][q], av);
+          }
+          LOWBIT_UNROLL for (int j = 0; j < 2; ++j) isum[j][t] =
+              _mm256_add_epi32(isum[j][t], _mm256_mullo_epi32(d[j], sc[j]));
+        }
+      }
+      LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j])));
+        const __m256 dmin =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j] + 16)));
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          __m256i m = _mm256_setzero_si256();
+          LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) {
+            const __m256i mn = _mm256_cvtepu8_epi16(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j] + 96 + 16 * j2)));
+            m = _mm256_add_epi32(
+                m, _mm256_madd_epi16(mn, _mm256_set1_epi32(spairs[(t * nsb + sb) * 4 + j2])));
+          }
+          const __m256 da = _mm256_set1_ps(a.d[t * nsb + sb]);
+          acc[j][t] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j][t]), _mm256_mul_ps(d, da), acc[j][t]);
+          acc[j][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, da), acc[j][t]);
+        }
+      }
+    }
+    LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy + 8 * j, acc[j][t]);
+    }
+  }
+
   template <int kT>
   static void gemm(const uint8_t* packed, int64_t groups, const Acts& a, float* y, int64_t ldy) {
     const int64_t nsb = a.K / kBlock, group_bytes = nsb * kGroupBytes;
@@ -291,7 +363,21 @@ struct X8Q4K {
         spairs[size_t(i * 4 + j2)] = int32_t(uint32_t(uint16_t(s0)) | uint32_t(uint16_t(s1)) << 16);
       }
     }
-    for (int64_t gi = 0; gi < groups; ++gi) {
+    int64_t gi = 0;
+    if (Ops::kX8Pairs && a.n >= kPairTokens) {
+      for (; gi + 2 <= groups; gi += 2) {
+        const uint8_t* g = packed + gi * group_bytes;
+        float* yg = y + kX8Rows * gi;
+        int64_t t = 0;
+        for (; t + kPairTokens <= a.n; t += kPairTokens) {
+          tile2<kPairTokens>(g, group_bytes, a.from(t), spairs.data() + t * nsb * 4, yg + t * ldy,
+                             ldy);
+        }
+        for (; t < a.n; ++t)
+          tile2<1>(g, group_bytes, a.from(t), spairs.data() + t * nsb * 4, yg + t * ldy, ldy);
+      }
+    }
+    for (; gi < groups; ++gi) {
       const uint8_t* g = packed + gi * group_bytes;
       float* yg = y + kX8Rows * gi;
       int64_t t = 0;
