@@ -2,9 +2,10 @@
 // embedded once; then for each layer L, the inputs of L's linear layers are collected by running
 // L on the activations that the already-quantized layers < L produced, L's weights are quantized
 // (imatrix RTN, GPTQ, AWQ, AWQ then GPTQ, or SmoothQuant's smoothing then imatrix RTN), and the
-// activations are pushed through the quantized L for the next layer. The output head gets
-// importance-weighted RTN from the final norm's statistics; an untied token embedding (a lookup, no
-// inputs) plain RTN.
+// activations are pushed through the quantized L for the next layer. imatrix and AWQ end in the
+// weighting search (clip.h: three weightings of each row's fit, the least output error kept). The
+// output head gets importance-weighted RTN from the final norm's statistics (with the weighting
+// search under imatrix and AWQ); an untied token embedding (a lookup, no inputs) plain RTN.
 #pragma once
 
 #include <functional>
