@@ -10,6 +10,7 @@
 
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "quant/blas_threads.h"
 
 namespace lowbit {
 
@@ -68,16 +69,18 @@ void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K
   if (imp == nullptr || rows == 0) return;
   const uint64_t rb = f.row_bytes(K);
   const std::vector<float> Hf(H, H + K * K);
-  const int64_t kPanel = 256;
-  const int64_t P = std::min(rows, kPanel);
-  std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size()), wt(D.size());
-  std::vector<uint8_t> cand(rb * uint64_t(P));
-  std::vector<double> best(static_cast<size_t>(P)), err(static_cast<size_t>(P));
-  std::vector<char> ok(static_cast<size_t>(P));
-  // D's rows: the dequantized rows q (R of them, rb bytes apart) minus the weights; ok: finite.
-  auto deltas = [&](const uint8_t* q, const float* Wp, int64_t R) {
-    parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
+  const SingleBlasThread one_blas_thread;  // each OpenMP thread runs its own panels' products
+  constexpr int64_t kPanel = 64;
+  parallel_for_dynamic(rows, kPanel, [&](int64_t r0, int64_t r1) {
+    const int64_t P = std::min(kPanel, r1 - r0);
+    std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size()), wt(D.size());
+    std::vector<uint8_t> cand(rb * uint64_t(P));
+    std::vector<double> best(static_cast<size_t>(P)), err(static_cast<size_t>(P));
+    std::vector<char> ok(static_cast<size_t>(P));
+    // err[r] = δ_r H δ_rᵀ, δ_r = the dequantized row r of q (rows rb bytes apart) minus the
+    // weights; ok[r]: the row decoded to finite values.
+    auto errors = [&](const uint8_t* q, const float* Wp, int64_t R) {
+      for (int64_t r = 0; r < R; ++r) {
         float* d = &D[size_t(r * K)];
         f.dequantize_row(q + rb * uint64_t(r), K, d);
         bool finite = true;
@@ -85,56 +88,49 @@ void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K
         ok[size_t(r)] = finite;
         if (!finite) std::fill_n(d, K, 0.0f);
       }
-    });
-  };
-  // err[r] = δ_r H δ_rᵀ for the panel's δ rows in D.
-  auto errors = [&](int64_t R) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, D.data(),
-                int(K), Hf.data(), int(K), 0.0f, HD.data(), int(K));
-    for (int64_t r = 0; r < R; ++r) {
-      double e = 0;
-      for (int64_t k = 0; k < K; ++k) e += double(HD[size_t(r * K + k)]) * D[size_t(r * K + k)];
-      err[size_t(r)] = e;
-    }
-  };
-  for (int64_t p0 = 0; p0 < rows; p0 += P) {
-    const int64_t R = std::min(P, rows - p0);
-    const float* Wp = W + p0 * K;
-    deltas(out + uint64_t(p0) * rb, Wp, R);
-    errors(R);
-    std::copy_n(err.begin(), R, best.begin());
-    for (int c = 1; c <= 2; ++c) {
-      const float* weights = nullptr;  // c == 2: unweighted
-      if (c == 1) {                    // imp_j · sqrt(σ² + w_j²), per row
-        for (int64_t r = 0; r < R; ++r) {
-          const float* w = Wp + r * K;
-          double s2 = 0;
-          for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
-          s2 /= double(K);
-          for (int64_t k = 0; k < K; ++k)
-            wt[size_t(r * K + k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
-        }
-        weights = wt.data();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, D.data(),
+                  int(K), Hf.data(), int(K), 0.0f, HD.data(), int(K));
+      for (int64_t r = 0; r < R; ++r) {
+        double e = 0;
+        for (int64_t k = 0; k < K; ++k) e += double(HD[size_t(r * K + k)]) * D[size_t(r * K + k)];
+        err[size_t(r)] = e;
       }
-      if (clip) {
-        clip_quantize(f, Wp, R, K, H, weights, *clip, cand.data(), weights ? K : 0);
-      } else {
-        parallel_for(R, 4, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r)
+    };
+    for (int64_t p0 = r0; p0 < r1; p0 += P) {
+      const int64_t R = std::min(P, r1 - p0);
+      const float* Wp = W + p0 * K;
+      errors(out + uint64_t(p0) * rb, Wp, R);
+      std::copy_n(err.begin(), R, best.begin());
+      for (int c = 1; c <= 2; ++c) {
+        const float* weights = nullptr;  // c == 2: unweighted
+        if (c == 1) {                    // imp_j · sqrt(σ² + w_j²), per row
+          for (int64_t r = 0; r < R; ++r) {
+            const float* w = Wp + r * K;
+            double s2 = 0;
+            for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
+            s2 /= double(K);
+            for (int64_t k = 0; k < K; ++k)
+              wt[size_t(r * K + k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
+          }
+          weights = wt.data();
+        }
+        if (clip) {
+          clip_quantize(f, Wp, R, K, H, weights, *clip, cand.data(), weights ? K : 0);
+        } else {
+          for (int64_t r = 0; r < R; ++r)
             f.quantize_row(Wp + r * K, K, weights ? weights + r * K : nullptr,
                            &cand[rb * uint64_t(r)]);
-        });
-      }
-      deltas(cand.data(), Wp, R);
-      errors(R);
-      for (int64_t r = 0; r < R; ++r) {
-        if (ok[size_t(r)] && err[size_t(r)] < best[size_t(r)]) {
-          best[size_t(r)] = err[size_t(r)];
-          std::memcpy(out + uint64_t(p0 + r) * rb, &cand[rb * uint64_t(r)], rb);
+        }
+        errors(cand.data(), Wp, R);
+        for (int64_t r = 0; r < R; ++r) {
+          if (ok[size_t(r)] && err[size_t(r)] < best[size_t(r)]) {
+            best[size_t(r)] = err[size_t(r)];
+            std::memcpy(out + uint64_t(p0 + r) * rb, &cand[rb * uint64_t(r)], rb);
+          }
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace lowbit

@@ -11,6 +11,7 @@
 
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "quant/blas_threads.h"
 
 namespace lowbit {
 
@@ -102,12 +103,7 @@ void gptq_quantize(const Format& f, float* W, int64_t rows, int64_t K, const dou
                                              lay.be) * lay.be;
   // Rows are split over OpenMP threads already: one BLAS thread inside, and the caller's setting
   // back afterwards (calibration's Hessian products run threaded between calls).
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
-  struct Restore {
-    int n;
-    ~Restore() { openblas_set_num_threads(n); }
-  } restore{blas_threads};
+  const SingleBlasThread one_blas_thread;
 
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     const int64_t R = r1 - r0;

@@ -1,0 +1,22 @@
+// OpenBLAS (the pthread build Debian ships) runs its own thread pool beside OpenMP's. Code that
+// already splits its work over OpenMP threads calls BLAS with one thread inside: otherwise the two
+// pools oversubscribe the cores and OpenBLAS's idle threads spin in sched_yield between calls.
+#pragma once
+
+#include <cblas.h>
+
+namespace lowbit {
+
+// One BLAS thread for the guard's lifetime; the caller's setting back afterwards.
+class SingleBlasThread {
+ public:
+  SingleBlasThread() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~SingleBlasThread() { openblas_set_num_threads(saved_); }
+  SingleBlasThread(const SingleBlasThread&) = delete;
+  SingleBlasThread& operator=(const SingleBlasThread&) = delete;
+
+ private:
+  int saved_;
+};
+
+}  // namespace lowbit
