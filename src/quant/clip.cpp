@@ -62,10 +62,9 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
 void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
                         const float* imp, uint8_t* out, const ClipOptions* clip) {
   // Candidate 0, the plain fit: validated (finite inputs, representable) by Format::quantize.
-  if (clip)
-    clip_quantize(f, W, rows, K, H, imp, *clip, out);
-  else
-    f.quantize(W, rows, K, imp, out);
+  // Without importance there is nothing to weigh: the plain fit, or the clipping search alone.
+  if (imp == nullptr && clip) return clip_quantize(f, W, rows, K, H, nullptr, *clip, out);
+  f.quantize(W, rows, K, imp, out);
   if (imp == nullptr || rows == 0) return;
   const uint64_t rb = f.row_bytes(K);
   const std::vector<float> Hf(H, H + K * K);
@@ -73,10 +72,11 @@ void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K
   constexpr int64_t kPanel = 64;
   parallel_for_dynamic(rows, kPanel, [&](int64_t r0, int64_t r1) {
     const int64_t P = std::min(kPanel, r1 - r0);
-    std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size()), wt(D.size());
+    std::vector<float> D(static_cast<size_t>(P * K)), HD(D.size()), sig(D.size()), chosen(D.size());
     std::vector<uint8_t> cand(rb * uint64_t(P));
     std::vector<double> best(static_cast<size_t>(P)), err(static_cast<size_t>(P));
     std::vector<char> ok(static_cast<size_t>(P));
+    std::vector<int> which(static_cast<size_t>(P));
     // err[r] = δ_r H δ_rᵀ, δ_r = the dequantized row r of q (rows rb bytes apart) minus the
     // weights; ok[r]: the row decoded to finite values.
     auto errors = [&](const uint8_t* q, const float* Wp, int64_t R) {
@@ -96,39 +96,51 @@ void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K
         err[size_t(r)] = e;
       }
     };
+    // Keeps the candidate rows in cand whose error is below the best so far (tag c).
+    auto keep_better = [&](int64_t p0, int64_t R, int c) {
+      for (int64_t r = 0; r < R; ++r) {
+        if (ok[size_t(r)] && err[size_t(r)] < best[size_t(r)]) {
+          best[size_t(r)] = err[size_t(r)], which[size_t(r)] = c;
+          std::memcpy(out + uint64_t(p0 + r) * rb, &cand[rb * uint64_t(r)], rb);
+        }
+      }
+    };
     for (int64_t p0 = r0; p0 < r1; p0 += P) {
       const int64_t R = std::min(P, r1 - p0);
       const float* Wp = W + p0 * K;
       errors(out + uint64_t(p0) * rb, Wp, R);
       std::copy_n(err.begin(), R, best.begin());
-      for (int c = 1; c <= 2; ++c) {
-        const float* weights = nullptr;  // c == 2: unweighted
-        if (c == 1) {                    // imp_j · sqrt(σ² + w_j²), per row
-          for (int64_t r = 0; r < R; ++r) {
-            const float* w = Wp + r * K;
-            double s2 = 0;
-            for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
-            s2 /= double(K);
-            for (int64_t k = 0; k < K; ++k)
-              wt[size_t(r * K + k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
-          }
-          weights = wt.data();
-        }
-        if (clip) {
-          clip_quantize(f, Wp, R, K, H, weights, *clip, cand.data(), weights ? K : 0);
-        } else {
-          for (int64_t r = 0; r < R; ++r)
-            f.quantize_row(Wp + r * K, K, weights ? weights + r * K : nullptr,
-                           &cand[rb * uint64_t(r)]);
-        }
-        errors(cand.data(), Wp, R);
-        for (int64_t r = 0; r < R; ++r) {
-          if (ok[size_t(r)] && err[size_t(r)] < best[size_t(r)]) {
-            best[size_t(r)] = err[size_t(r)];
-            std::memcpy(out + uint64_t(p0 + r) * rb, &cand[rb * uint64_t(r)], rb);
-          }
-        }
+      std::fill_n(which.begin(), R, 0);
+      for (int64_t r = 0; r < R; ++r) {  // weighting 1: imp_j · sqrt(σ² + w_j²), per row
+        const float* w = Wp + r * K;
+        double s2 = 0;
+        for (int64_t k = 0; k < K; ++k) s2 += double(w[k]) * w[k];
+        s2 /= double(K);
+        for (int64_t k = 0; k < K; ++k)
+          sig[size_t(r * K + k)] = float(imp[k] * std::sqrt(s2 + double(w[k]) * w[k]));
       }
+      for (int c = 1; c <= 2; ++c) {  // c == 2: unweighted
+        for (int64_t r = 0; r < R; ++r)
+          f.quantize_row(Wp + r * K, K, c == 1 ? &sig[size_t(r * K)] : nullptr,
+                         &cand[rb * uint64_t(r)]);
+        errors(cand.data(), Wp, R);
+        keep_better(p0, R, c);
+      }
+      if (!clip) continue;
+      // AWQ: the clipping search under each row's winning weighting, kept where it lowers the
+      // row's output error further (the search itself judges blocks by H's diagonal blocks).
+      for (int64_t r = 0; r < R; ++r) {
+        float* cw = &chosen[size_t(r * K)];
+        if (which[size_t(r)] == 0)
+          std::copy_n(imp, K, cw);
+        else if (which[size_t(r)] == 1)
+          std::copy_n(&sig[size_t(r * K)], K, cw);
+        else
+          std::fill_n(cw, K, 1.0f);
+      }
+      clip_quantize(f, Wp, R, K, H, chosen.data(), *clip, cand.data(), K);
+      errors(cand.data(), Wp, R);
+      keep_better(p0, R, 3);
     }
   });
 }
