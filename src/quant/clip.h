@@ -30,9 +30,10 @@ void clip_quantize(const Format& f, const float* W, int64_t rows, int64_t K, con
 // with σ² the row's mean w², which also favours the row's large weights; and none. The row keeps
 // the candidate with the least output error δ H δᵀ (δ = ŵ - w) over the full H = Σ x xᵀ, so the
 // result's summed output error is never above the plain importance-weighted fit's. W: (rows, K);
-// H: (K, K) row-major; imp: K values or nullptr (then the plain fit); f must tile K.
-// out: rows * f.row_bytes(K) bytes. clip: each candidate is AWQ's clipping search under that
-// weighting instead of the plain fit (AWQ's final fit).
+// H: (K, K) row-major; imp: K values or nullptr (then the plain fit, or with clip the clipping
+// search alone); f must tile K. out: rows * f.row_bytes(K) bytes. clip (AWQ's final fit): then
+// the clipping search runs under each row's winning weighting, and its result replaces the row
+// where its output error is lower still.
 void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K, const double* H,
                         const float* imp, uint8_t* out, const ClipOptions* clip = nullptr);
 

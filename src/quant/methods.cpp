@@ -297,9 +297,10 @@ void smoothquant_layer(Work& w, int64_t L, Calibration& cal, double alpha) {
 }
 
 // Quantizes one weight matrix of layer L with its input statistics.
-// With Hessians, imatrix and AWQ end in the weighting search (imatrix: of plain fits; AWQ: of
-// clipping searches, on every weight but q and k — as AWQ: their error reaches the output through
-// the attention scores, which the per-layer output error does not see — unless clip_qk). Without
+// With Hessians, imatrix and AWQ end in the weighting search (AWQ: followed by the clipping
+// search under each row's chosen weighting, on every weight but q and k — as AWQ: their error
+// reaches the output through the attention scores, which the per-layer output error does not
+// see — unless clip_qk). Without
 // (the head under the GPTQ methods, SmoothQuant, an importance file), the importance-weighted fit.
 void quantize_weight(Work& w, const std::string& name, const InputStats& st, Method method,
                      const GptqOptions& go, const ClipOptions& clip, bool clip_qk) {
