@@ -222,6 +222,28 @@ struct X8Q4K {
     }
   }
 
+  // The end of super-block sb for one group (at p) and T tokens: acc += d·da·isum − dmin·da·Σ_j
+  // mn_j S_j, with the mins as int16 pairs per row lane and S as int16 pairs (<= 32 * 127).
+  template <int T>
+  LOWBIT_INLINE static void finish(const uint8_t* p, const Acts& a, const int32_t* spairs,
+                                   int64_t sb, const __m256i (&isum)[T], __m256 (&acc)[T]) {
+    const int64_t nsb = a.K / kBlock;
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+      __m256i m = _mm256_setzero_si256();
+      LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) {
+        const __m256i mn = _mm256_cvtepu8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 96 + 16 * j2)));
+        m = _mm256_add_epi32(
+            m, _mm256_madd_epi16(mn, _mm256_set1_epi32(spairs[(t * nsb + sb) * 4 + j2])));
+      }
+      const __m256 da = _mm256_set1_ps(a.d[t * nsb + sb]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, da), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, da), acc[t]);
+    }
+  }
+
   template <int T>
   static void tile(const uint8_t* g, const Acts& a, const int32_t* spairs, float* y, int64_t ldy) {
     const int64_t nsb = a.K / kBlock;
@@ -259,23 +281,7 @@ struct X8Q4K {
                                                                _mm256_mullo_epi32(d1, s_hi)));
         }
       }
-      const __m128i dd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      const __m256 d = _mm256_cvtph_ps(dd);
-      const __m256 dmin =
-          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-        // sum_j mn_j * S_j: mins as int16 pairs per row lane, S as int16 pairs (<= 32 * 127).
-        __m256i m = _mm256_setzero_si256();
-        LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) {
-          const __m256i mn = _mm256_cvtepu8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 96 + 16 * j2)));
-          m = _mm256_add_epi32(
-              m, _mm256_madd_epi16(mn, _mm256_set1_epi32(spairs[(t * nsb + sb) * 4 + j2])));
-        }
-        const __m256 da = _mm256_set1_ps(a.d[t * nsb + sb]);
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, da), acc[t]);
-        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, da), acc[t]);
-      }
+      finish<T>(p, a, spairs, sb, isum, acc);
     }
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
   }
@@ -326,24 +332,7 @@ struct X8Q4K {
               _mm256_add_epi32(isum[j][t], _mm256_mullo_epi32(d[j], sc[j]));
         }
       }
-      LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j])));
-        const __m256 dmin =
-            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j] + 16)));
-        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-          __m256i m = _mm256_setzero_si256();
-          LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) {
-            const __m256i mn = _mm256_cvtepu8_epi16(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j] + 96 + 16 * j2)));
-            m = _mm256_add_epi32(
-                m, _mm256_madd_epi16(mn, _mm256_set1_epi32(spairs[(t * nsb + sb) * 4 + j2])));
-          }
-          const __m256 da = _mm256_set1_ps(a.d[t * nsb + sb]);
-          acc[j][t] =
-              _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j][t]), _mm256_mul_ps(d, da), acc[j][t]);
-          acc[j][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, da), acc[j][t]);
-        }
-      }
+      LOWBIT_UNROLL for (int j = 0; j < 2; ++j) finish<T>(p[j], a, spairs, sb, isum[j], acc[j]);
     }
     LOWBIT_UNROLL for (int j = 0; j < 2; ++j) {
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy + 8 * j, acc[j][t]);
