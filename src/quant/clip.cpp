@@ -1,7 +1,5 @@
 #include "quant/clip.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,6 +9,7 @@
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
 #include "quant/blas_threads.h"
+#include "quant/output_error.h"
 
 namespace lowbit {
 
@@ -88,13 +87,7 @@ void weighting_quantize(const Format& f, const float* W, int64_t rows, int64_t K
         ok[size_t(r)] = finite;
         if (!finite) std::fill_n(d, K, 0.0f);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, D.data(),
-                  int(K), Hf.data(), int(K), 0.0f, HD.data(), int(K));
-      for (int64_t r = 0; r < R; ++r) {
-        double e = 0;
-        for (int64_t k = 0; k < K; ++k) e += double(HD[size_t(r * K + k)]) * D[size_t(r * K + k)];
-        err[size_t(r)] = e;
-      }
+      row_output_errors(D.data(), R, K, Hf.data(), HD.data(), err.data());
     };
     // Keeps the candidate rows in cand whose error is below the best so far (tag c).
     auto keep_better = [&](int64_t p0, int64_t R, int c) {

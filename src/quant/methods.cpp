@@ -2,7 +2,6 @@
 // F = n_ff, H = heads, G = kv heads, D = head dim, n = tokens of a calibration chunk.
 #include "quant/methods.h"
 
-#include <cblas.h>
 #include <malloc.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include "lowbit/mapped_file.h"
 #include "lowbit/threads.h"
 #include "quant/clip.h"
+#include "quant/output_error.h"
 
 namespace lowbit {
 
@@ -98,17 +98,6 @@ struct Work {
   }
 };
 
-// Σ_rows Δw H Δwᵀ for ΔW (R, K) and H (K, K): the summed squared output error.
-double output_error(const std::vector<float>& dW, int64_t R, int64_t K,
-                    const std::vector<float>& H) {
-  std::vector<float> P(static_cast<size_t>(R * K));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(R), int(K), int(K), 1.0f, dW.data(),
-              int(K), H.data(), int(K), 0.0f, P.data(), int(K));
-  double e = 0;
-  for (size_t i = 0; i < P.size(); ++i) e += double(P[i]) * dW[i];
-  return e;
-}
-
 struct WeightRef {
   const std::vector<float>* W;
   int64_t rows;
@@ -163,7 +152,7 @@ std::vector<float> awq_search(const std::vector<WeightRef>& ws, const InputStats
           back[i] = float(back[i] / s[size_t(c)]) - (*w.W)[size_t(r * step * K + c)];
         }
       }
-      loss += output_error(back, R, K, H) * double(w.rows) / double(R);
+      loss += output_error(back.data(), R, K, H.data()) * double(w.rows) / double(R);
     }
     if (loss < best_loss) {
       best_loss = loss;

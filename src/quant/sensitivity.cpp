@@ -2,8 +2,6 @@
 // C = n_embd, V = n_vocab, S = scored positions per chunk, R = rows, K = row length.
 #include "quant/sensitivity.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -18,6 +16,7 @@
 #include "quant/calibrate.h"
 #include "quant/clip.h"
 #include "quant/gptq.h"
+#include "quant/output_error.h"
 
 namespace lowbit {
 
@@ -120,14 +119,11 @@ std::vector<SensitivityEntry> variants_of(const ModelTensor& t, const Sensitivit
 double output_error(const std::vector<float>& dW, int64_t R, int64_t K, const std::vector<float>& H,
                     double tokens) {
   const int64_t step = std::max<int64_t>(1, R / 512), Rs = (R + step - 1) / step;
-  std::vector<float> D(static_cast<size_t>(Rs * K)), P(D.size());
+  std::vector<float> D(static_cast<size_t>(Rs * K));
   for (int64_t r = 0; r < Rs; ++r) {
     std::copy_n(&dW[size_t(r * step * K)], K, &D[size_t(r * K)]);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Rs), int(K), int(K), 1.0f, D.data(),
-              int(K), H.data(), int(K), 0.0f, P.data(), int(K));
-  double e = 0;
-  for (size_t i = 0; i < P.size(); ++i) e += double(P[i]) * D[i];
+  const double e = lowbit::output_error(D.data(), Rs, K, H.data());
   return std::max(0.0, e) * double(R) / double(Rs) / std::max(tokens, 1.0);
 }
 
