@@ -351,25 +351,29 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // ---- load-time repacking (PreparedMatrix)
 // ----------------------------------------------------------------------
 
-// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K) against the double reference: rows around the
-// group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in place; 40: groups split over
-// threads), tokens around the tiles (AVX2 4, AVX-512 8), K of 1, 2, 7 (prime) and 16 blocks.
-// A format without a layout (f16) goes through in place and must say so.
+// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K; AVX-512 also F32, F16, BF16) against the double
+// reference: rows around the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in
+// place; 40: groups split over threads; 56 = the float prompt tile's 4 groups + 2 + 1), tokens
+// around the tiles (AVX2 4, AVX-512 8, float 6), K of 1, 2, 7 (prime) and 16 blocks; float rows
+// of 2, 40 and 512 values, and an odd length (33), which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
-  for (const char* name : {"q4_0", "q8_0", "q4_k", "f16"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "f16", "f32", "bf16"}) {
     const Format f = Format::parse(name);
-    const bool has_layout = std::string(name) != "f16";
-    const int64_t blk = f.block_elems(256) > 1 ? f.block_elems(256) : 32;
-    for (const int64_t K : {blk, 2 * blk, 7 * blk, 16 * blk}) {
+    const bool is_float = f.block_elems(256) == 1;
+    const int64_t blk = is_float ? 32 : f.block_elems(256);
+    std::vector<int64_t> Ks = {blk, 2 * blk, 7 * blk, 16 * blk};
+    if (is_float) Ks = {2, 33, 40, 512};
+    for (const int64_t K : Ks) {
       if (K > 4096) continue;
-      const Problem p = make_problem(f, 40, K, 11, ++seed);
+      const Problem p = make_problem(f, 56, K, 11, ++seed);
       for (const Isa isa : supported_isas()) {
-        for (const int64_t M : {3, 8, 13, 40}) {
+        const bool has_layout = is_float ? isa == Isa::kAvx512 && K % 2 == 0 : isa != Isa::kRef;
+        for (const int64_t M : {3, 8, 13, 40, 56}) {
           const PreparedMatrix pm(isa, f, p.w.data(), M, K);
-          EXPECT_EQ(pm.repacked(), has_layout && isa != Isa::kRef && M >= 8)
-              << isa_name(isa) << " " << name << " M=" << M;
-          for (const int64_t N : {1, 3, 4, 5, 8, 9, 11}) {
+          EXPECT_EQ(pm.repacked(), has_layout && M >= 8)
+              << isa_name(isa) << " " << name << " M=" << M << " K=" << K;
+          for (const int64_t N : {1, 3, 4, 5, 6, 8, 9, 11}) {
             std::vector<float> y(size_t(N * M), std::nanf(""));
             pm.multiply(p.x.data(), N, y.data());
             expect_result_matches(isa, p, M, N, y);
@@ -384,7 +388,7 @@ TEST(KernelRepack, PreparedMatchesReference) {
 // The repacked copy must not depend on the input staying in memory beyond the rows left in place,
 // and two threads must give the same bits as one.
 TEST(KernelRepack, OwnsItsCopyAndThreadsAgree) {
-  for (const char* name : {"q4_0", "q8_0", "q4_k"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "f16", "f32"}) {
     const Format f = Format::parse(name);
     const Problem p = make_problem(f, 40, 512, 16, 11);
     for (const Isa isa : supported_isas()) {

@@ -100,6 +100,7 @@ struct FormatKernels {
   RepackFn repack8 = nullptr;   // nullptr: no repacked layout (all three set or none)
   GemmX8Fn gemm_x8 = nullptr;
   uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks)
+  uint32_t x8_k_multiple = 1;   // rows of other lengths keep the file layout
 };
 
 inline constexpr size_t kFormatCount = size_t(FormatId::kCount);

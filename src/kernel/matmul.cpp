@@ -192,7 +192,8 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
   if (act_kind(f) == ActKind::kNone || !repack_enabled()) return;
   const FormatKernels& fk = ks.formats[format_index(f)];
   const int64_t groups = M / 8;
-  if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0) return;
+  if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0 || K % fk.x8_k_multiple != 0)
+    return;
   const uint64_t rb = f.row_bytes(K);
   group_bytes_ = uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
   packed_.reset(new uint8_t[group_bytes_ * uint64_t(groups)]);

@@ -42,9 +42,9 @@ float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float s, const float* x, float* y, int64_t n);
 
 // A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
-// interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K, 8 rows per group), the first
-// M - M % 8 rows are copied into it (the object owns the copy: as many bytes as those rows,
-// 2.8% more for Q4_K);
+// interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K; AVX-512 also F32, F16 and BF16
+// rows of even length; 8 rows per group), the first M - M % 8 rows are copied into it (the object
+// owns the copy: as many bytes as those rows, 2.8% more for Q4_K);
 // the other rows, and every other format, are used in place: w must outlive the object.
 // LOWBIT_REPACK=0 in the environment turns repacking off (comparisons).
 class PreparedMatrix {

@@ -1,5 +1,5 @@
-// The load-time "x8" layout of Q4_0, Q8_0 and Q4_K rows, and its tiles. Eight rows are interleaved
-// block by block: block-group b holds block b of each of the 8 rows,
+// The load-time "x8" layout of Q4_0, Q8_0 and Q4_K rows, and its tiles (float rows: gemm_x8f.h).
+// Eight rows are interleaved block by block: block-group b holds block b of each of the 8 rows,
 //   d[8]     the 8 rows' fp16 scales (16 bytes), then the codes, arranged so that the 32 bytes
 //            at 32m hold values 4m..4m+3 of rows 0..7 (row r in dword lane r):
 //   Q4_0     128 bytes: byte 32q + 4r + i = byte 4q + i of row r's block, whose low nibble is

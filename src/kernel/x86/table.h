@@ -11,6 +11,7 @@
 #include "kernel/x86/gemm_q256.h"
 #include "kernel/x86/gemm_q32.h"
 #include "kernel/x86/gemm_x8.h"
+#include "kernel/x86/gemm_x8f.h"
 
 namespace lowbit::kernel {
 namespace {
@@ -57,7 +58,16 @@ struct X86Tier {
       return k;
     } else if constexpr (kFloatKindOf<T> >= 0) {
       static_assert(kActOf<T> == ActKind::kF32);
-      return tiles_kernels<FloatTiles<Ops, FloatKind(kFloatKindOf<T>)>, typename Ops::ShapeF>();
+      constexpr FloatKind kind = FloatKind(kFloatKindOf<T>);
+      FormatKernels k = tiles_kernels<FloatTiles<Ops, kind>, typename Ops::ShapeF>();
+      if constexpr (Ops::kX8Float) {
+        using X8 = X8Float<kind>;
+        k.repack8 = X8::repack;
+        k.gemm_x8 = X8::gemm;
+        k.x8_block_bytes = uint32_t(X8::kGroupBytes);
+        k.x8_k_multiple = uint32_t(X8::kKMultiple);
+      }
+      return k;
     } else {
       return {nullptr, nullptr, kDequantOf<T>};
     }
