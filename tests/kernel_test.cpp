@@ -437,27 +437,46 @@ TEST(KernelRepack, GroupEqualsSeparateMultiplies) {
   }
 }
 
-// The attention helpers: every tier against the ref tier, for lengths around the vector widths
-// (8, 16) and their 4-chain unrolls (32, 64).
-TEST(KernelFloatHelpers, DotAndAxpyMatchRef) {
+// The attention helpers: every tier against a double-precision evaluation and the ref tier,
+// for head sizes around the vector widths (8, 16) and the register-resident heads (16..128 on
+// AVX-512), keys stored at a stride wider than the head, T of 1 to 37 keys.
+TEST(KernelFloatHelpers, AttentionMatchesRef) {
   const KernelSet& ref = kernel::ref_kernels();
-  for (const int64_t n : {1, 7, 8, 16, 31, 63, 64, 65, 100, 129}) {
-    const auto a = test::gaussian(n, uint64_t(n)), b = test::gaussian(n, uint64_t(n) + 1000);
-    const auto y0 = test::gaussian(n, uint64_t(n) + 2000);
-    for (const Isa isa : supported_isas()) {
-      const KernelSet& ks = kernel::kernels_for(isa);
-      EXPECT_NEAR(ks.dot_f32(a.data(), b.data(), n), ref.dot_f32(a.data(), b.data(), n),
-                  tolerance(n, a.data(), b.data()))
-          << isa_name(isa) << " n=" << n;
-      std::vector<float> y1 = y0, y2 = y0;
-      ks.axpy_f32(0.37f, a.data(), y1.data(), n);
-      ref.axpy_f32(0.37f, a.data(), y2.data(), n);
-      for (int64_t i = 0; i < n; ++i) {  // one fused or two roundings
-        const double mag = std::fabs(y0[size_t(i)]) + std::fabs(0.37 * a[size_t(i)]);
-        ASSERT_NEAR(y1[size_t(i)], y2[size_t(i)], 2 * mag * std::numeric_limits<float>::epsilon())
-            << isa_name(isa) << " n=" << n << " i=" << i;
-        ASSERT_NEAR(y2[size_t(i)], double(y0[size_t(i)]) + 0.37 * double(a[size_t(i)]),
-                    mag * std::numeric_limits<float>::epsilon());
+  for (const int64_t D : {1, 7, 8, 16, 31, 48, 64, 65, 100, 128, 129, 144}) {
+    const int64_t stride = D + 5;
+    for (const int64_t T : {1, 2, 37}) {
+      const auto q = test::gaussian(D, uint64_t(D)), kv = test::gaussian(T * stride, uint64_t(T));
+      auto p = test::gaussian(T, uint64_t(D) + 7);
+      for (float& x : p) x = std::fabs(x);
+      std::vector<double> want_s(size_t(T), 0.0), want_v(size_t(D), 0.0);
+      double q_max = 0, kv_max = 0, p_sum = 0;
+      for (const float x : q) q_max = std::max(q_max, double(std::fabs(x)));
+      for (const float x : kv) kv_max = std::max(kv_max, double(std::fabs(x)));
+      for (int64_t t = 0; t < T; ++t) {
+        p_sum += p[size_t(t)];
+        for (int64_t i = 0; i < D; ++i) {
+          want_s[size_t(t)] += 0.5 * double(q[size_t(i)]) * kv[size_t(t * stride + i)];
+          want_v[size_t(i)] += double(p[size_t(t)]) * kv[size_t(t * stride + i)];
+        }
+      }
+      // Float sums of D (scores) or T (values) terms: n * eps times the largest possible sum.
+      const double eps = std::numeric_limits<float>::epsilon();
+      const double tol_s = 2.0 * D * eps * 0.5 * D * q_max * kv_max;
+      const double tol_v = 2.0 * (T + 1) * eps * p_sum * kv_max;
+      for (const Isa isa : supported_isas()) {
+        for (const KernelSet* ks : {&kernel::kernels_for(isa), &ref}) {
+          std::vector<float> s(size_t(T), std::nanf("")), v(size_t(D), std::nanf(""));
+          ks->attn_scores(q.data(), kv.data(), stride, T, D, 0.5f, s.data());
+          ks->attn_values(p.data(), kv.data(), stride, T, D, v.data());
+          for (int64_t t = 0; t < T; ++t) {
+            ASSERT_NEAR(s[size_t(t)], want_s[size_t(t)], tol_s)
+                << ks->name << " D=" << D << " T=" << T << " t=" << t;
+          }
+          for (int64_t i = 0; i < D; ++i) {
+            ASSERT_NEAR(v[size_t(i)], want_v[size_t(i)], tol_v)
+                << ks->name << " D=" << D << " T=" << T << " i=" << i;
+          }
+        }
       }
     }
   }

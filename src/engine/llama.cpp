@@ -165,16 +165,13 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
       const int64_t k = i / H, b = k % 2 == 0 ? k / 2 : n - 1 - k / 2;
       const int64_t h = i % H, g = h / (H / G), T = pos0 + b + 1;
       const float* qh = &q_[size_t((b * H + h) * D)];
+      attention_scores(qh, kc + g * D, KV, T, D, scale, att);
       float mx = -INFINITY;
-      for (int64_t t = 0; t < T; ++t) {
-        att[t] = dot_f32(qh, kc + t * KV + g * D, D) * scale;
-        mx = std::max(mx, att[t]);
-      }
+      for (int64_t t = 0; t < T; ++t) mx = std::max(mx, att[t]);
       float sum = 0;
       for (int64_t t = 0; t < T; ++t) sum += (att[t] = std::exp(att[t] - mx));
-      float* out = &xb_[size_t((b * H + h) * D)];
-      std::fill(out, out + D, 0.0f);
-      for (int64_t t = 0; t < T; ++t) axpy_f32(att[t] / sum, vc + t * KV + g * D, out, D);
+      for (int64_t t = 0; t < T; ++t) att[t] /= sum;
+      attention_values(att, vc + g * D, KV, T, D, &xb_[size_t((b * H + h) * D)]);
     }
   });
   observe(layer, LinearInput::kAttnOutput, xb_.data(), n, H * D);

@@ -93,6 +93,13 @@ using RepackFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t K, uint8
 using GemmX8Fn = void (*)(const uint8_t* packed, int64_t groups, const Acts& a, float* y,
                           int64_t ldy);
 
+// out[t] = scale * sum_i q[i] * k[t * stride + i] for t < T, i < D.
+using AttnScoresFn = void (*)(const float* q, const float* k, int64_t stride, int64_t T, int64_t D,
+                              float scale, float* out);
+// out[i] = sum_t p[t] * v[t * stride + i] for i < D (out overwritten).
+using AttnValuesFn = void (*)(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
+                              float* out);
+
 struct FormatKernels {
   VecDotFn dot = nullptr;  // nullptr: this tier has no kernel of the format (use ref / generic)
   GemmFn gemm = nullptr;
@@ -116,9 +123,9 @@ struct KernelSet {
   // The generic path's float gemm: rows of K f32 values with f32 activations.
   GemmFn gemm_f32;
   std::array<FormatKernels, kFormatCount> formats;
-  // Float vector helpers of the engine's attention: sum a[i] * b[i]; y[i] += s * x[i].
-  float (*dot_f32)(const float* a, const float* b, int64_t n) = nullptr;
-  void (*axpy_f32)(float s, const float* x, float* y, int64_t n) = nullptr;
+  // The engine's attention for one query and head (matmul.h: attention_scores / _values).
+  AttnScoresFn attn_scores = nullptr;
+  AttnValuesFn attn_values = nullptr;
   // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
   // every tier.
   fit::GridKernels grid = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
@@ -131,7 +138,6 @@ const KernelSet& kernels_for(Isa isa);
 
 // The reference float dot (8 interleaved lanes, then the lanes in order): matmul_ref's dot.
 float dot_f32_ref(const float* a, const float* b, int64_t K);
-void axpy_f32_ref(float s, const float* x, float* y, int64_t n);
 
 // Index of a format in the list (== FormatId).
 size_t format_index(const Format& f);

@@ -263,9 +263,10 @@ void PreparedMatrix::multiply_group(std::span<const PreparedMatrix* const> ms, c
       8);
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  static const auto fn = kernel::kernels_for(active_isa()).dot_f32;
-  return fn(a, b, n);
+void attention_scores(const float* q, const float* k, int64_t stride, int64_t T, int64_t D,
+                      float scale, float* out) {
+  static const auto fn = kernel::kernels_for(active_isa()).attn_scores;
+  fn(q, k, stride, T, D, scale, out);
 }
 
 }  // namespace lowbit
@@ -277,9 +278,10 @@ const lowbit::fit::GridKernels& lowbit::fit::grid_kernels() {
 
 namespace lowbit {
 
-void axpy_f32(float s, const float* x, float* y, int64_t n) {
-  static const auto fn = kernel::kernels_for(active_isa()).axpy_f32;
-  fn(s, x, y, n);
+void attention_values(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
+                      float* out) {
+  static const auto fn = kernel::kernels_for(active_isa()).attn_values;
+  fn(p, v, stride, T, D, out);
 }
 
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,

@@ -36,10 +36,14 @@ const char* kernel_isa();  // isa_name(active_isa())
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y);
 
-// Float vector helpers on the active tier (the engine's attention): sum a[i] * b[i] (the
-// summation order depends on the tier) and y[i] += s * x[i].
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy_f32(float s, const float* x, float* y, int64_t n);
+// The engine's attention on the active tier, for one query and one head of D values, against T
+// keys / values stored `stride` floats apart (the summation order depends on the tier):
+//   scores: out[t] = scale * sum_i q[i] * k[t * stride + i]
+//   values: out[i] = sum_t p[t] * v[t * stride + i]   (out overwritten)
+void attention_scores(const float* q, const float* k, int64_t stride, int64_t T, int64_t D,
+                      float scale, float* out);
+void attention_values(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
+                      float* out);
 
 // A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
 // interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K; AVX-512 also F32, F16 and BF16

@@ -29,11 +29,21 @@ float dot_f32_ref(const float* a, const float* b, int64_t K) {
   return s;
 }
 
-void axpy_f32_ref(float s, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
+namespace {
+
+// Attention: each score the reference dot; the values summed from zero, key by key in order.
+void attn_scores_ref(const float* q, const float* k, int64_t stride, int64_t T, int64_t D,
+                     float scale, float* out) {
+  for (int64_t t = 0; t < T; ++t) out[t] = dot_f32_ref(q, k + t * stride, D) * scale;
 }
 
-namespace {
+void attn_values_ref(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
+                     float* out) {
+  std::fill(out, out + D, 0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < D; ++i) out[i] += p[t] * v[t * stride + i];
+  }
+}
 
 using namespace formats;
 
@@ -329,8 +339,8 @@ constexpr KernelSet kRefKernels{Isa::kRef,
                                 nullptr,
                                 gemm_f32_ref,
                                 make_format_table<RefImpl>(),
-                                dot_f32_ref,
-                                axpy_f32_ref,
+                                attn_scores_ref,
+                                attn_values_ref,
                                 {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref,
                                  codebook_error_ref, codebook_lloyd_ref}};
 

@@ -4,6 +4,8 @@
 // accumulator vector; lanes are summed once at the end.
 #pragma once
 
+#include <algorithm>
+
 #include "kernel/x86/common.h"
 
 namespace lowbit::kernel {
@@ -89,7 +91,9 @@ struct FloatTiles {
   }
 };
 
-// The engine's attention helpers on the tier's vectors: four accumulation chains for the dot.
+// The engine's attention on the tier's vectors. A head of D = NV vectors (NV <= 8) keeps the
+// query (scores) or the output (values) in registers while the keys stream past; other head
+// sizes take the plain loops.
 template <typename Ops>
 float dot_f32_x86(const float* a, const float* b, int64_t n) {
   using F = typename Ops::F;
@@ -108,13 +112,70 @@ float dot_f32_x86(const float* a, const float* b, int64_t n) {
   return Ops::hsum(Ops::add(Ops::add(acc[0], acc[1]), Ops::add(acc[2], acc[3])));
 }
 
-template <typename Ops>
-void axpy_f32_x86(float s, const float* x, float* y, int64_t n) {
+template <typename Ops, int NV>
+void attn_scores_nv(const float* q, const float* k, int64_t stride, int64_t T, float scale,
+                    float* out) {
+  using F = typename Ops::F;
   constexpr int kL = Ops::kLanes;
-  const typename Ops::F sv = Ops::set1(s);
-  int64_t i = 0;
-  for (; i + kL <= n; i += kL) Ops::store(y + i, Ops::fma(sv, Ops::load(x + i), Ops::load(y + i)));
-  for (; i < n; ++i) y[i] += s * x[i];
+  F qv[NV];
+  LOWBIT_UNROLL for (int i = 0; i < NV; ++i) qv[i] = Ops::load(q + i * kL);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* kt = k + t * stride;
+    F s[2] = {Ops::mul(qv[0], Ops::load(kt)), Ops::zero()};  // two chains
+    LOWBIT_UNROLL for (int i = 1; i < NV; ++i) s[i % 2] =
+        Ops::fma(qv[i], Ops::load(kt + i * kL), s[i % 2]);
+    out[t] = Ops::hsum(Ops::add(s[0], s[1])) * scale;
+  }
+}
+
+template <typename Ops, int NV>
+void attn_values_nv(const float* p, const float* v, int64_t stride, int64_t T, float* out) {
+  using F = typename Ops::F;
+  constexpr int kL = Ops::kLanes;
+  F acc[NV];
+  LOWBIT_UNROLL for (int i = 0; i < NV; ++i) acc[i] = Ops::zero();
+  for (int64_t t = 0; t < T; ++t) {
+    const F pt = Ops::set1(p[t]);
+    LOWBIT_UNROLL for (int i = 0; i < NV; ++i) acc[i] =
+        Ops::fma(pt, Ops::load(v + t * stride + i * kL), acc[i]);
+  }
+  LOWBIT_UNROLL for (int i = 0; i < NV; ++i) Ops::store(out + i * kL, acc[i]);
+}
+
+// fn<NV>() for NV = D / kLanes in 1..8; false when D is not such a multiple.
+template <typename Ops, int NV = 1, typename Fn>
+bool with_head_vectors(int64_t D, Fn&& fn) {
+  if constexpr (NV <= 8) {
+    if (D == int64_t(NV) * Ops::kLanes) return fn.template operator()<NV>(), true;
+    return with_head_vectors<Ops, NV + 1>(D, fn);
+  }
+  return false;
+}
+
+template <typename Ops>
+void attn_scores_x86(const float* q, const float* k, int64_t stride, int64_t T, int64_t D,
+                     float scale, float* out) {
+  if (with_head_vectors<Ops>(
+          D, [&]<int NV>() { attn_scores_nv<Ops, NV>(q, k, stride, T, scale, out); }))
+    return;
+  for (int64_t t = 0; t < T; ++t) out[t] = dot_f32_x86<Ops>(q, k + t * stride, D) * scale;
+}
+
+template <typename Ops>
+void attn_values_x86(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
+                     float* out) {
+  if (with_head_vectors<Ops>(D, [&]<int NV>() { attn_values_nv<Ops, NV>(p, v, stride, T, out); }))
+    return;
+  constexpr int kL = Ops::kLanes;
+  std::fill(out, out + D, 0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    const typename Ops::F pt = Ops::set1(p[t]);
+    const float* vt = v + t * stride;
+    int64_t i = 0;
+    for (; i + kL <= D; i += kL)
+      Ops::store(out + i, Ops::fma(pt, Ops::load(vt + i), Ops::load(out + i)));
+    for (; i < D; ++i) out[i] += p[t] * vt[i];
+  }
 }
 
 }  // namespace

@@ -89,8 +89,8 @@ struct X86Tier {
                      pack,
                      gemm_tiled<F32Tiles, S>,
                      make_format_table<Impl>(),
-                     dot_f32_x86<Ops>,
-                     axpy_f32_x86<Ops>,
+                     attn_scores_x86<Ops>,
+                     attn_values_x86<Ops>,
                      {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>,
                       affine_lloyd_x86<Ops>, codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>}};
   }
