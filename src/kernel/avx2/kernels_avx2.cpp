@@ -83,8 +83,7 @@ struct Avx2Ops {
   struct Shape256 {
     static constexpr int kR = 2, kT = 4, kRv = 1, kRp = 2, kTp = 4;
   };
-  static constexpr int kX8Tokens = 4;  // x8 tiles: 8 code vectors + 4 accumulators
-  static constexpr bool kX8Pairs = false;  // 16-row prompt tiles (needs 32 vector registers)
+  static constexpr int kX8Tokens = 4;      // x8 tiles: 8 code vectors + 4 accumulators
   static constexpr bool kX8Wide = false;   // 16-lane x8 integer tiles (Q4_K pairs)
   static constexpr bool kX8Float = false;  // float x8 layout (16-lane vectors)
   struct ShapeF {

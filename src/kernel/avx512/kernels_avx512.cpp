@@ -86,8 +86,7 @@ struct Avx512Ops {
   struct Shape256 {
     static constexpr int kR = 4, kT = 4, kRv = 1, kRp = 6, kTp = 4;
   };
-  static constexpr int kX8Tokens = 8;  // x8 tiles: 8 code vectors + 8 accumulators
-  static constexpr bool kX8Pairs = true;  // 16-row prompt tiles (needs 32 vector registers)
+  static constexpr int kX8Tokens = 8;     // x8 tiles: 8 code vectors + 8 accumulators
   static constexpr bool kX8Wide = true;   // 16-lane x8 integer tiles (Q4_K pairs)
   static constexpr bool kX8Float = true;  // float x8 layout (16-lane vectors)
   struct ShapeF {

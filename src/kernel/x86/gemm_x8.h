@@ -16,8 +16,8 @@
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
 // in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
 // keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
-// Prompts on AVX-512 take two groups per tile (tile<2, T>; Q4_K: tile2z, both groups in one
-// 16-lane vector), sharing each broadcast activation word.
+// Prompts on AVX-512 take two groups per tile (tile2z), joined in the halves of 16-lane vectors,
+// so each broadcast activation word feeds one 16-row dot-accumulate.
 #pragma once
 
 #include <cstring>
@@ -32,6 +32,21 @@ namespace lowbit::kernel {
 namespace {
 
 inline constexpr int64_t kX8Rows = 8;
+
+// Two groups in the halves of one 16-lane vector (AVX-512): rows 0..7 of the group at p0 in
+// lanes 0..7, those of the group at p1 in lanes 8..15.
+template <int = 0>  // a template: tiers without AVX-512 never instantiate it
+LOWBIT_INLINE __m512i join256(const uint8_t* p0, const uint8_t* p1) {
+  return _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
+}
+template <int = 0>
+LOWBIT_INLINE __m256i join128(const uint8_t* p0, const uint8_t* p1) {
+  return _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
+}
 
 template <typename T, typename Ops>
 struct X8Layout {
@@ -59,6 +74,15 @@ struct X8Layout<formats::Q4_0, Ops> {
   LOWBIT_INLINE static __m256i dot_acc(__m256i acc, __m256i c, __m256i a) {
     return Ops::dot_u8s8_acc(acc, c, a);
   }
+  // Two groups' code vectors joined (AVX-512: group at p0 in the low half).
+  LOWBIT_INLINE static void codes2(const uint8_t* p0, const uint8_t* p1, __m512i (&c)[8]) {
+    const __m512i lo = _mm512_set1_epi8(0x0F);
+    LOWBIT_UNROLL for (int q = 0; q < 4; ++q) {
+      const __m512i v = join256(p0 + 32 * q, p1 + 32 * q);
+      c[q] = _mm512_and_si512(v, lo);
+      c[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo);
+    }
+  }
 };
 
 template <typename Ops>
@@ -81,6 +105,10 @@ struct X8Layout<formats::Q8_0, Ops> {
   LOWBIT_INLINE static __m256i dot_acc(__m256i acc, __m256i c, __m256i a) {
     return Ops::dot_signed_acc(acc, c, a);
   }
+  // Two groups' code vectors joined (AVX-512, whose prep_signed is + 128: u8 codes for vpdpbusd).
+  LOWBIT_INLINE static void codes2(const uint8_t* p0, const uint8_t* p1, __m512i (&c)[8]) {
+    LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = join256(p0 + 32 * m, p1 + 32 * m);
+  }
 };
 
 template <typename Ops, typename L>
@@ -88,7 +116,7 @@ struct X8Tiles {
   using Block = typename L::Block;
   static constexpr int64_t kGroupBytes = 16 + L::kCodeBytes;  // per block index
   static constexpr int64_t kBlock = 32;
-  static constexpr int kPairTokens = 4;
+  static constexpr int kWideTokens = 8;
   static_assert(kGroupBytes == kX8Rows * int64_t(sizeof(Block)));
 
   // Rows [0, 8) of w (row_bytes rb, K values) -> out (8 * rb bytes).
@@ -155,6 +183,38 @@ struct X8Tiles {
     }
   }
 
+  // Two groups (16 rows, group_bytes apart) times T tokens on 16-lane vectors (AVX-512): the
+  // groups' codes joined in one vector, so each broadcast activation word feeds one 16-row
+  // dot-accumulate (two chains per token), and one convert and multiply-add end a block for both.
+  template <int T>
+  static void tile2z(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
+                     float* y, int64_t ldy) {
+    const int64_t nb = a.K / 32;
+    __m512 acc[T];
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p0 = g + b * kGroupBytes;
+      const uint8_t* p1 = p0 + group_bytes;
+      const __m512 dw = _mm512_cvtph_ps(join128(p0, p1));
+      __m512i c[8];
+      L::codes2(p0 + 16, p1 + 16, c);
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        const int8_t* at = a.qs + t * a.K + b * 32;
+        __m512i s[2] = {L::kOff != 0 ? _mm512_set1_epi32(off[t * nb + b]) : _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+        LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+          int32_t am;
+          std::memcpy(&am, at + 4 * m, 4);
+          s[m % 2] = _mm512_dpbusd_epi32(s[m % 2], c[m], _mm512_set1_epi32(am));
+        }
+        const __m512 da = _mm512_set1_ps(a.d[t * nb + b]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])),
+                                 _mm512_mul_ps(dw, da), acc[t]);
+      }
+    }
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * ldy, acc[t]);
+  }
+
   // G groups times all tokens: tiles of kT tokens, then single tokens.
   template <int G, int kT>
   static void tokens(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
@@ -178,12 +238,21 @@ struct X8Tiles {
       for (int64_t i = 0; i < a.n * nb; ++i) off[size_t(i)] = -L::kOff * int32_t(a.bsums[i]);
     }
     int64_t gi = 0;
-    // Prompts on tiers with 32 vector registers (16 code vectors + 8 accumulators): pairs of
-    // groups, 1.25-1.35x the GFLOP/s of single groups on one core (4096x4096 x 128 tokens).
-    if (Ops::kX8Pairs && a.n >= kPairTokens) {
-      for (; gi + 2 <= groups; gi += 2) {
-        tokens<2, kPairTokens>(packed + gi * group_bytes, group_bytes, a, off.data(),
-                               y + kX8Rows * gi, ldy);
+    // Prompts on AVX-512: pairs of groups in 16-lane tiles (one core, 4096x4096 x 128 tokens:
+    // Q4_0 305, Q8_0 291 GFLOP/s; 2 x 8-lane pair tiles gave 258 and 275).
+    if constexpr (Ops::kX8Wide) {
+      if (a.n >= 4) {
+        for (; gi + 2 <= groups; gi += 2) {
+          const uint8_t* g = packed + gi * group_bytes;
+          float* yg = y + kX8Rows * gi;
+          const auto run = [&]<int T>(int64_t t) {
+            tile2z<T>(g, group_bytes, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+          };
+          int64_t t = 0;
+          for (; t + kWideTokens <= a.n; t += kWideTokens) run.template operator()<kWideTokens>(t);
+          if (t + 4 <= a.n) run.template operator()<4>(t), t += 4;
+          for (; t < a.n; ++t) run.template operator()<1>(t);
+        }
       }
     }
     for (; gi < groups; ++gi)
@@ -284,19 +353,6 @@ struct X8Q4K {
       finish<T>(p, a, spairs, sb, isum, acc);
     }
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
-  }
-
-  // Two groups in the halves of one 16-lane vector (AVX-512): rows 0..7 of the group at p0 in
-  // lanes 0..7, those of the group at p1 in lanes 8..15.
-  LOWBIT_INLINE static __m512i join256(const uint8_t* p0, const uint8_t* p1) {
-    return _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
-  }
-  LOWBIT_INLINE static __m256i join128(const uint8_t* p0, const uint8_t* p1) {
-    return _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
   }
 
   // Two groups (16 rows, group_bytes apart) times T tokens on 16-lane vectors (AVX-512), one
