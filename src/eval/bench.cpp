@@ -118,7 +118,7 @@ double ReadBandwidth::Probe::max() const {
 
 ReadBandwidth::ReadBandwidth(uint64_t buffer_bytes)
     : words_(std::max<uint64_t>(buffer_bytes / sizeof(uint64_t), 1)) {
-  buf_ = std::make_unique_for_overwrite<uint64_t[]>(words_);
+  buf_ = huge_alloc<uint64_t>(words_);
   // First touch on the threads that will read (pages land near them), value = index.
   uint64_t* b = buf_.get();
   parallel_for(int64_t(words_), int64_t(1) << 16, [b](int64_t i0, int64_t i1) {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "lowbit/huge_pages.h"
 #include "lowbit/model.h"
 
 namespace lowbit {
@@ -35,6 +36,7 @@ struct Speed {
 
 // Multi-threaded streaming read of a buffer much larger than the caches: each pass sums it
 // (64-bit integer adds, vectorised) over max_threads() threads; GB/s = 1e9 bytes per second.
+// The buffer is in huge pages like the engine's repacked weights (lowbit/huge_pages.h).
 class ReadBandwidth {
  public:
   explicit ReadBandwidth(uint64_t buffer_bytes = uint64_t(1) << 30);
@@ -50,7 +52,7 @@ class ReadBandwidth {
   uint64_t checksum() const { return checksum_; }
 
  private:
-  std::unique_ptr<uint64_t[]> buf_;
+  HugeBuffer<uint64_t> buf_;
   uint64_t words_ = 0, checksum_ = 0;
 };
 

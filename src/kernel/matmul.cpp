@@ -196,7 +196,7 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
     return;
   const uint64_t rb = f.row_bytes(K);
   group_bytes_ = uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
-  packed_.reset(new uint8_t[group_bytes_ * uint64_t(groups)]);
+  packed_ = huge_alloc<uint8_t>(group_bytes_ * uint64_t(groups));
   uint8_t* out = packed_.get();
   parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)

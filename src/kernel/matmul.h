@@ -13,6 +13,7 @@
 #include <span>
 
 #include "lowbit/format.h"
+#include "lowbit/huge_pages.h"
 
 namespace lowbit {
 
@@ -50,7 +51,8 @@ void attention_values(const float* p, const float* v, int64_t stride, int64_t T,
 // rows of even length; 8 rows per group), the first M - M % 8 rows are copied into it (the object
 // owns the copy: as many bytes as those rows, 2.8% more for Q4_K);
 // the other rows, and every other format, are used in place: w must outlive the object.
-// LOWBIT_REPACK=0 in the environment turns repacking off (comparisons).
+// The copy is in huge pages (lowbit/huge_pages.h). LOWBIT_REPACK=0 in the environment turns
+// repacking off (comparisons).
 class PreparedMatrix {
  public:
   PreparedMatrix(const Format& f, const uint8_t* w, int64_t M, int64_t K);  // active tier
@@ -80,7 +82,7 @@ class PreparedMatrix {
   const uint8_t* w_;
   int64_t M_, K_, packed_rows_ = 0;
   uint64_t group_bytes_ = 0;  // bytes of 8 repacked rows
-  std::unique_ptr<uint8_t[]> packed_;
+  HugeBuffer<uint8_t> packed_;
 };
 
 }  // namespace lowbit
