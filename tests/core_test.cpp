@@ -7,11 +7,14 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "lowbit/checked.h"
 #include "lowbit/error.h"
 #include "lowbit/half.h"
+#include "lowbit/huge_pages.h"
 #include "lowbit/mapped_file.h"
 #include "lowbit/progress.h"
 #include "lowbit/threads.h"
@@ -132,6 +135,49 @@ TEST(Error, MessageNamesFileFieldOffsetExpectedFound) {
     EXPECT_NE(msg.find("overflows"), std::string::npos) << msg;
     EXPECT_EQ(e.context().offset, 16);
   }
+}
+
+// The VmFlags line of the mapping of this process that holds address p ("" if none).
+std::string vm_flags_at(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = a >= lo && a < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+// Large buffers: 2 MiB-aligned, writable end to end, their whole 2 MiB pages advised for huge
+// pages ("hg" in the kernel's VmFlags) and the tail not; small ones plain.
+TEST(HugePages, LargeBuffersAreAlignedAndAdvised) {
+  constexpr uint64_t kHuge = uint64_t(2) << 20;
+  const uint64_t n = 2 * kHuge + 12345;
+  HugeBuffer<uint8_t> b = huge_alloc<uint8_t>(n);
+  ASSERT_NE(b.get(), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % kHuge, 0u);
+  for (uint64_t i = 0; i < n; i += 4096) b[i] = uint8_t(i >> 12);
+  b[n - 1] = 7;
+  EXPECT_EQ(b[n - 1], 7);
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages";
+  }
+  const std::string flags = vm_flags_at(b.get());
+  ASSERT_FALSE(flags.empty()) << "no mapping found in /proc/self/smaps";
+  EXPECT_NE(flags.find(" hg"), std::string::npos) << flags;
+  EXPECT_EQ(vm_flags_at(b.get() + n - 1).find(" hg"), std::string::npos);
+  HugeBuffer<float> small = huge_alloc<float>(10);
+  ASSERT_NE(small.get(), nullptr);
+  small[9] = 1.5f;
+  EXPECT_EQ(small[9], 1.5f);
 }
 
 TEST(MappedFile, MapsContentsEmptyFilesAndRejectsMissing) {
