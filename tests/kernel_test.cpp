@@ -482,6 +482,30 @@ TEST(KernelFloatHelpers, AttentionMatchesRef) {
   }
 }
 
+// SwiGLU on every tier against double precision: gates across the whole range where e^-g is
+// finite and beyond it (the clamp), around 0, and lengths around the vector widths.
+TEST(KernelFloatHelpers, SwigluMatchesDouble) {
+  std::vector<float> g0 = {0.0f,   -0.0f, 1e-30f, -1e-30f, 0.5f,   -0.5f, 20.0f,  -20.0f, 86.9f,
+                           -86.9f, 87.5f, -87.5f, 88.5f,   -88.5f, 95.0f, -95.0f, 1e30f,  -1e30f};
+  const auto r = test::gaussian(1000, 77);
+  for (const float x : r) g0.push_back(8.0f * x);
+  for (int i = -1000; i <= 1000; ++i) g0.push_back(float(i) * 0.0871f);
+  const auto u = test::gaussian(int64_t(g0.size()), 78);
+  for (const Isa isa : supported_isas()) {
+    for (const int64_t n : {int64_t(1), int64_t(7), int64_t(17), int64_t(g0.size())}) {
+      std::vector<float> g(g0.begin(), g0.begin() + n);
+      kernel::kernels_for(isa).swiglu(g.data(), u.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = g0[size_t(i)], want = x / (1.0 + std::exp(-x)) * u[size_t(i)];
+        // A few float roundings, and e^x's 1.3e-7: 1e-6 relative; past the clamp (|x| > 87)
+        // the result is below 1e-30 or x * u to float precision.
+        ASSERT_NEAR(g[size_t(i)], want, 1e-6 * std::fabs(want) + 1e-30)
+            << isa_name(isa) << " n=" << n << " x=" << x;
+      }
+    }
+  }
+}
+
 // The quantizers' grid sums (symmetric and affine errors and Lloyd sums): every tier gives the
 // reference's bits (same order, same operations), for lengths around the 16 lanes and the
 // vectors' widths, with and without weights, on the grids the formats use; and the reference

@@ -185,12 +185,8 @@ void LlamaEngine::feed_forward(const Layer& L, int64_t layer, int64_t n) {
   linear_group({L.gate, L.up}, xb_.data(), n, {hb_.data(), hb2_.data()});
   float* hb = hb_.data();
   const float* hb2 = hb2_.data();
-  parallel_for(n * c.n_ff, int64_t(1) << 15, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const float g = hb[i];
-      hb[i] = g / (1.0f + std::exp(-g)) * hb2[i];  // SwiGLU: silu(gate) * up
-    }
-  });
+  parallel_for(n * c.n_ff, int64_t(1) << 15,
+               [&](int64_t i0, int64_t i1) { swiglu(hb + i0, hb2 + i0, i1 - i0); });
   observe(layer, LinearInput::kFfnDown, hb_.data(), n, c.n_ff);
   linear(*L.down, hb_.data(), n, xb2_.data());
   for (int64_t i = 0; i < n * c.n_embd; ++i) x_[size_t(i)] += xb2_[size_t(i)];

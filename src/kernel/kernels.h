@@ -126,6 +126,8 @@ struct KernelSet {
   // The engine's attention for one query and head (matmul.h: attention_scores / _values).
   AttnScoresFn attn_scores = nullptr;
   AttnValuesFn attn_values = nullptr;
+  // The feed-forward gate in place: g[i] = silu(g[i]) * u[i] (matmul.h: swiglu).
+  void (*swiglu)(float* g, const float* u, int64_t n) = nullptr;
   // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
   // every tier.
   fit::GridKernels grid = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};

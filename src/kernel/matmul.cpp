@@ -284,6 +284,11 @@ void attention_values(const float* p, const float* v, int64_t stride, int64_t T,
   fn(p, v, stride, T, D, out);
 }
 
+void swiglu(float* g, const float* u, int64_t n) {
+  static const auto fn = kernel::kernels_for(active_isa()).swiglu;
+  fn(g, u, n);
+}
+
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y) {
   kernel::run(kernel::kernels_for(isa), f, w, M, K, x, N, y);

@@ -37,6 +37,10 @@ void attn_scores_ref(const float* q, const float* k, int64_t stride, int64_t T, 
   for (int64_t t = 0; t < T; ++t) out[t] = dot_f32_ref(q, k + t * stride, D) * scale;
 }
 
+void swiglu_ref(float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 void attn_values_ref(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
                      float* out) {
   std::fill(out, out + D, 0.0f);
@@ -341,6 +345,7 @@ constexpr KernelSet kRefKernels{Isa::kRef,
                                 make_format_table<RefImpl>(),
                                 attn_scores_ref,
                                 attn_values_ref,
+                                swiglu_ref,
                                 {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref,
                                  codebook_error_ref, codebook_lloyd_ref}};
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernel/x86/common.h"
 
@@ -90,6 +91,41 @@ struct FloatTiles {
     }
   }
 };
+
+// e^x for x <= 0: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, n ln2_hi exact), e^r by
+// its Taylor polynomial to degree 6 (relative error < 1.3e-7 on that range), times 2^n; 0 where
+// x <= -87 (e^x < 1.7e-38 there, and 2^n must stay a normal float).
+template <typename Ops>
+typename Ops::F exp_neg_x86(typename Ops::F x) {
+  using F = typename Ops::F;
+  const F lo = Ops::set1(-87.0f);
+  const F xc = Ops::max(x, lo);
+  const F n = Ops::round_even(Ops::mul(xc, Ops::set1(1.44269504088896341f)));
+  F r = Ops::fma(n, Ops::set1(-0.693359375f), xc);
+  r = Ops::fma(n, Ops::set1(2.12194440e-4f), r);
+  F p = Ops::set1(1.0f / 720);
+  for (const float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) {
+    p = Ops::fma(p, r, Ops::set1(c));
+  }
+  return Ops::select_gt(x, lo, Ops::mul(p, Ops::exp2i(n)));
+}
+
+// SwiGLU in place: g[i] = silu(g[i]) * u[i], silu(g) = g * sigmoid(g), with t = e^-|g| and
+// sigmoid(g) = 1 / (1 + t) for g > 0, t / (1 + t) for g < 0 (nothing overflows; silu(0) = 0).
+template <typename Ops>
+void swiglu_x86(float* g, const float* u, int64_t n) {
+  using F = typename Ops::F;
+  constexpr int kL = Ops::kLanes;
+  const F one = Ops::set1(1.0f), zero = Ops::zero();
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    const F x = Ops::load(g + i), neg = Ops::sub(zero, x);
+    const F t = exp_neg_x86<Ops>(Ops::min(x, neg));
+    const F num = Ops::add(Ops::select_gt(x, zero, one), Ops::select_gt(neg, zero, t));
+    Ops::store(g + i, Ops::mul(Ops::mul(x, Ops::div(num, Ops::add(one, t))), Ops::load(u + i)));
+  }
+  for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
 
 // The engine's attention on the tier's vectors. A head of D = NV vectors (NV <= 8) keeps the
 // query (scores) or the output (values) in registers while the keys stream past; other head
