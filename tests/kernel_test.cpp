@@ -506,6 +506,32 @@ TEST(KernelFloatHelpers, SwigluMatchesDouble) {
   }
 }
 
+// Softmax on every tier against double precision, for lengths around the vector widths, with
+// scores far below the maximum (weights that underflow to 0).
+TEST(KernelFloatHelpers, SoftmaxMatchesDouble) {
+  for (const int64_t n : {1, 2, 7, 16, 17, 100}) {
+    auto s0 = test::gaussian(n, uint64_t(n) + 5);
+    for (float& x : s0) x *= 6.0f;
+    if (n > 2) s0[1] = -200.0f;
+    std::vector<double> want(size_t(n), 0.0);
+    double mx = -INFINITY, sum = 0;
+    for (const float x : s0) mx = std::max(mx, double(x));
+    for (int64_t i = 0; i < n; ++i) sum += (want[size_t(i)] = std::exp(double(s0[size_t(i)]) - mx));
+    for (const Isa isa : supported_isas()) {
+      std::vector<float> s = s0;
+      kernel::kernels_for(isa).softmax(s.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        // e^x's 1.3e-7 and a few roundings, plus the float rounding of x = s - max itself,
+        // which e^x turns into a relative error of |x| * eps.
+        const double x = std::fabs(double(s0[size_t(i)]) - mx), p = want[size_t(i)] / sum;
+        const double eps = std::numeric_limits<float>::epsilon();
+        ASSERT_NEAR(s[size_t(i)], p, (1e-6 + x * eps) * p + 1e-37)
+            << isa_name(isa) << " n=" << n << " i=" << i;
+      }
+    }
+  }
+}
+
 // The quantizers' grid sums (symmetric and affine errors and Lloyd sums): every tier gives the
 // reference's bits (same order, same operations), for lengths around the 16 lanes and the
 // vectors' widths, with and without weights, on the grids the formats use; and the reference

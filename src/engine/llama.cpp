@@ -166,11 +166,7 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
       const int64_t h = i % H, g = h / (H / G), T = pos0 + b + 1;
       const float* qh = &q_[size_t((b * H + h) * D)];
       attention_scores(qh, kc + g * D, KV, T, D, scale, att);
-      float mx = -INFINITY;
-      for (int64_t t = 0; t < T; ++t) mx = std::max(mx, att[t]);
-      float sum = 0;
-      for (int64_t t = 0; t < T; ++t) sum += (att[t] = std::exp(att[t] - mx));
-      for (int64_t t = 0; t < T; ++t) att[t] /= sum;
+      softmax(att, T);
       attention_values(att, vc + g * D, KV, T, D, &xb_[size_t((b * H + h) * D)]);
     }
   });

@@ -128,6 +128,8 @@ struct KernelSet {
   AttnValuesFn attn_values = nullptr;
   // The feed-forward gate in place: g[i] = silu(g[i]) * u[i] (matmul.h: swiglu).
   void (*swiglu)(float* g, const float* u, int64_t n) = nullptr;
+  // Attention weights in place: s[i] = e^(s[i] - max) / sum (matmul.h: softmax).
+  void (*softmax)(float* s, int64_t n) = nullptr;
   // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
   // every tier.
   fit::GridKernels grid = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};

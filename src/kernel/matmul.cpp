@@ -289,6 +289,11 @@ void swiglu(float* g, const float* u, int64_t n) {
   fn(g, u, n);
 }
 
+void softmax(float* s, int64_t n) {
+  static const auto fn = kernel::kernels_for(active_isa()).softmax;
+  fn(s, n);
+}
+
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y) {
   kernel::run(kernel::kernels_for(isa), f, w, M, K, x, N, y);

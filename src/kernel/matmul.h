@@ -48,6 +48,8 @@ void attention_values(const float* p, const float* v, int64_t stride, int64_t T,
 // The feed-forward gate on the active tier, in place: g[i] = g[i] / (1 + e^-g[i]) * u[i] (the
 // vector tiers' e^x is within 1.3e-7 relative of the true value; ref uses std::exp).
 void swiglu(float* g, const float* u, int64_t n);
+// Softmax in place on the active tier: s[i] = e^(s[i] - max) / sum (same e^x as swiglu).
+void softmax(float* s, int64_t n);
 
 // A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
 // interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K; AVX-512 also F32, F16 and BF16

@@ -41,6 +41,14 @@ void swiglu_ref(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+void softmax_ref(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (s[i] = std::exp(s[i] - mx));
+  for (int64_t i = 0; i < n; ++i) s[i] /= sum;
+}
+
 void attn_values_ref(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
                      float* out) {
   std::fill(out, out + D, 0.0f);
@@ -346,6 +354,7 @@ constexpr KernelSet kRefKernels{Isa::kRef,
                                 attn_scores_ref,
                                 attn_values_ref,
                                 swiglu_ref,
+                                softmax_ref,
                                 {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref,
                                  codebook_error_ref, codebook_lloyd_ref}};
 

@@ -127,6 +127,28 @@ void swiglu_x86(float* g, const float* u, int64_t n) {
   for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+// Softmax in place over n scores: e^(s - max) / sum.
+template <typename Ops>
+void softmax_x86(float* s, int64_t n) {
+  using F = typename Ops::F;
+  constexpr int kL = Ops::kLanes;
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+  const F m = Ops::set1(mx);
+  F acc = Ops::zero();
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    const F e = exp_neg_x86<Ops>(Ops::sub(Ops::load(s + i), m));
+    Ops::store(s + i, e);
+    acc = Ops::add(acc, e);
+  }
+  float sum = Ops::hsum(acc);
+  for (; i < n; ++i) sum += (s[i] = std::exp(s[i] - mx));
+  const float inv = 1.0f / sum;
+  for (i = 0; i + kL <= n; i += kL) Ops::store(s + i, Ops::mul(Ops::load(s + i), Ops::set1(inv)));
+  for (; i < n; ++i) s[i] *= inv;
+}
+
 // The engine's attention on the tier's vectors. A head of D = NV vectors (NV <= 8) keeps the
 // query (scores) or the output (values) in registers while the keys stream past; other head
 // sizes take the plain loops.

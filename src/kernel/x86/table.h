@@ -92,6 +92,7 @@ struct X86Tier {
                      attn_scores_x86<Ops>,
                      attn_values_x86<Ops>,
                      swiglu_x86<Ops>,
+                     softmax_x86<Ops>,
                      {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>,
                       affine_lloyd_x86<Ops>, codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>}};
   }
