@@ -105,6 +105,9 @@ struct FormatKernels {
   GemmFn gemm = nullptr;
   DequantFn dequant = nullptr;  // generic path: a fast row decoder (nullptr: the codec's)
   RepackFn repack8 = nullptr;   // nullptr: no repacked layout (all three set or none)
+  // Optional: rows [0, 16) as a pair of groups in one layout (16 * row_bytes bytes). Set, the
+  // first 16 * (M / 16) rows are repacked in pairs with it (the gemm_x8 reads them so).
+  RepackFn repack16 = nullptr;
   GemmX8Fn gemm_x8 = nullptr;
   uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks)
   uint32_t x8_k_multiple = 1;   // rows of other lengths keep the file layout

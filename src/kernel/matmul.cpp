@@ -198,9 +198,17 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
   group_bytes_ = uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
   packed_ = huge_alloc<uint8_t>(group_bytes_ * uint64_t(groups));
   uint8_t* out = packed_.get();
-  parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g)
-      fk.repack8(w + uint64_t(8 * g) * rb, rb, K, out + uint64_t(g) * group_bytes_);
+  // Pairs of groups through repack16 where the tier has it (threads then split on pairs).
+  const int64_t unit = fk.repack16 != nullptr ? 2 : 1, units = (groups + unit - 1) / unit;
+  parallel_for(units, 8, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t g = u * unit;
+      uint8_t* o = out + uint64_t(g) * group_bytes_;
+      if (unit == 2 && g + 1 < groups)
+        fk.repack16(w + uint64_t(8 * g) * rb, rb, K, o);
+      else
+        fk.repack8(w + uint64_t(8 * g) * rb, rb, K, o);
+    }
   });
   packed_rows_ = 8 * groups;
 }
@@ -247,10 +255,10 @@ void PreparedMatrix::multiply_group(std::span<const PreparedMatrix* const> ms, c
   }
   const Acts a = quantize_acts(kernels_for(m0.isa_), act_kind(m0.f_), x, N, m0.K_,
                                /*allow_pack=*/false);
-  // The matrices' rows back to back, each starting on a multiple of 8: threads split the whole
-  // range on group boundaries, in one parallel region.
+  // The matrices' rows back to back, each starting on a multiple of 16: threads split the whole
+  // range on boundaries of pairs of groups (repack16), in one parallel region.
   std::vector<int64_t> start(ms.size() + 1, 0);
-  for (size_t i = 0; i < ms.size(); ++i) start[i + 1] = start[i] + (ms[i]->M_ + 7) / 8 * 8;
+  for (size_t i = 0; i < ms.size(); ++i) start[i + 1] = start[i] + (ms[i]->M_ + 15) / 16 * 16;
   for_row_groups(
       start.back(), m0.K_, N,
       [&](int64_t v0, int64_t v1) {
@@ -260,7 +268,7 @@ void PreparedMatrix::multiply_group(std::span<const PreparedMatrix* const> ms, c
           if (r0 < r1) ms[i]->run_rows(&a, r0, r1, ys[i]);
         }
       },
-      8);
+      16);
 }
 
 void attention_scores(const float* q, const float* k, int64_t stride, int64_t T, int64_t D,

@@ -79,7 +79,7 @@ class PreparedMatrix {
                              std::span<float* const> ys);
 
  private:
-  // Rows [r0, r1) (r0 a multiple of 8) times quantized activations (kernel::Acts, in order).
+  // Rows [r0, r1) (r0 a multiple of 16) times quantized activations (kernel::Acts, in order).
   void run_rows(const void* acts, int64_t r0, int64_t r1, float* y) const;
 
   Isa isa_;

@@ -16,8 +16,10 @@
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
 // in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
 // keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
-// Prompts on AVX-512 take two groups per tile (tile2z), joined in the halves of 16-lane vectors,
-// so each broadcast activation word feeds one 16-row dot-accumulate.
+// AVX-512 takes two groups per tile (tile2z), joined in the halves of 16-lane vectors, so each
+// broadcast activation word feeds one 16-row dot-accumulate. Q4_0 and Q8_0 store such pairs with
+// their blocks interleaved (repack16: block b of the first group, then block b of the second),
+// and use the pair tiles for single tokens too.
 #pragma once
 
 #include <cstring>
@@ -121,10 +123,20 @@ struct X8Tiles {
 
   // Rows [0, 8) of w (row_bytes rb, K values) -> out (8 * rb bytes).
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+    repack_strided(w, rb, K, out, kGroupBytes);
+  }
+  // Rows [0, 16) as two groups with their blocks interleaved (block b of the first group, then
+  // block b of the second): the 16-lane tiles read a pair as one stream.
+  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+    repack_strided(w, rb, K, out, 2 * kGroupBytes);
+    repack_strided(w + 8 * rb, rb, K, out + kGroupBytes, 2 * kGroupBytes);
+  }
+  static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out,
+                             int64_t stride) {
     const Block* blk[8];
     for (int r = 0; r < 8; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
     for (int64_t b = 0; b < K / 32; ++b) {
-      uint8_t* g = out + b * kGroupBytes;
+      uint8_t* g = out + b * stride;
       const Block* at[8];
       for (int r = 0; r < 8; ++r) {
         at[r] = blk[r] + b;
@@ -187,14 +199,13 @@ struct X8Tiles {
   // groups' codes joined in one vector, so each broadcast activation word feeds one 16-row
   // dot-accumulate (two chains per token), and one convert and multiply-add end a block for both.
   template <int T>
-  static void tile2z(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
-                     float* y, int64_t ldy) {
+  static void tile2z(const uint8_t* g, const Acts& a, const int32_t* off, float* y, int64_t ldy) {
     const int64_t nb = a.K / 32;
     __m512 acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* p0 = g + b * kGroupBytes;
-      const uint8_t* p1 = p0 + group_bytes;
+      const uint8_t* p0 = g + b * 2 * kGroupBytes;  // repack16's interleaved pair
+      const uint8_t* p1 = p0 + kGroupBytes;
       const __m512 dw = _mm512_cvtph_ps(join128(p0, p1));
       __m512i c[8];
       L::codes2(p0 + 16, p1 + 16, c);
@@ -238,15 +249,18 @@ struct X8Tiles {
       for (int64_t i = 0; i < a.n * nb; ++i) off[size_t(i)] = -L::kOff * int32_t(a.bsums[i]);
     }
     int64_t gi = 0;
-    // Prompts on AVX-512: pairs of groups in 16-lane tiles (one core, 4096x4096 x 128 tokens:
-    // Q4_0 305, Q8_0 291 GFLOP/s; 2 x 8-lane pair tiles gave 258 and 275).
-    if constexpr (Ops::kX8Wide) {
-      if (a.n >= 4) {
+    // AVX-512: pairs of groups in 16-lane tiles, prompts and single tokens. One core, 4096x4096
+    // x 128 tokens: Q4_0 305, Q8_0 291 GFLOP/s (2 x 8-lane pair tiles: 258, 275); one token,
+    // 512x1024 in L2: Q4_0 54, Q8_0 92 GB/s (8-lane single groups: 41, 72). The pair's blocks
+    // are interleaved (repack16), so a pass still reads one stream: with the pair's groups
+    // stored apart, two streams per thread cost a fifth of TinyLlama's generation speed.
+    if constexpr (Ops::kX8Wide) {  // pairs stored by repack16, every token count
+      {
         for (; gi + 2 <= groups; gi += 2) {
           const uint8_t* g = packed + gi * group_bytes;
           float* yg = y + kX8Rows * gi;
           const auto run = [&]<int T>(int64_t t) {
-            tile2z<T>(g, group_bytes, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+            tile2z<T>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
           };
           int64_t t = 0;
           for (; t + kWideTokens <= a.n; t += kWideTokens) run.template operator()<kWideTokens>(t);

@@ -42,6 +42,7 @@ struct X86Tier {
       if constexpr (X8Layout<T, Ops>::kHas) {
         using X8 = X8Tiles<Ops, X8Layout<T, Ops>>;
         k.repack8 = X8::repack;
+        if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       }
