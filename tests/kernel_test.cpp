@@ -353,9 +353,10 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 
 // The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K; AVX-512 also F32, F16, BF16) against the double
 // reference: rows around the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in
-// place; 40: groups split over threads; 56 = the float prompt tile's 4 groups + 2 + 1), tokens
-// around the tiles (AVX2 4, AVX-512 8, float 6), K of 1, 2, 7 (prime) and 16 blocks; float rows
-// of 2, 40 and 512 values, and an odd length (33), which has no pair layout and must say so.
+// place; 16 and 48: pairs of groups only (Q4_0, Q8_0 on AVX-512); 40: groups split over threads;
+// 56 = the float prompt tile's 4 groups + 2 + 1, or 3 pairs + 1), tokens around the tiles (AVX2 4,
+// AVX-512 8, float 6), K of 1, 2, 7 (prime) and 16 blocks; float rows of 2, 40 and 512 values,
+// and an odd length (33), which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
   for (const char* name : {"q4_0", "q8_0", "q4_k", "f16", "f32", "bf16"}) {
@@ -369,7 +370,7 @@ TEST(KernelRepack, PreparedMatchesReference) {
       const Problem p = make_problem(f, 56, K, 11, ++seed);
       for (const Isa isa : supported_isas()) {
         const bool has_layout = is_float ? isa == Isa::kAvx512 && K % 2 == 0 : isa != Isa::kRef;
-        for (const int64_t M : {3, 8, 13, 40, 56}) {
+        for (const int64_t M : {3, 8, 13, 16, 40, 48, 56}) {
           const PreparedMatrix pm(isa, f, p.w.data(), M, K);
           EXPECT_EQ(pm.repacked(), has_layout && M >= 8)
               << isa_name(isa) << " " << name << " M=" << M << " K=" << K;
