@@ -89,7 +89,8 @@ using DequantFn = void (*)(const uint8_t* row, int64_t K, int64_t group, float* 
 // (row_bytes each, K values) rearranged into 8 * row_bytes bytes at out.
 using RepackFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t K, uint8_t* out);
 // `groups` consecutive repacked groups times the tokens of a (activations in order, never
-// packed): y[t * ldy + 8 * g + r] for row r of group g.
+// packed): y[t * ldy + 8 * g + r] for row r of group g. Where the format has repack16, packed
+// starts on a pair, and every pair but an odd last group is in repack16's layout.
 using GemmX8Fn = void (*)(const uint8_t* packed, int64_t groups, const Acts& a, float* y,
                           int64_t ldy);
 
