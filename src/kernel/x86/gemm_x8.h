@@ -35,6 +35,16 @@ namespace {
 
 inline constexpr int64_t kX8Rows = 8;
 
+// The token loop of the 16-lane pair tiles: run<8>(t) over tiles of 8 tokens, then one of 4, then
+// single tokens (run<T>(t) covers tokens t .. t + T - 1).
+template <typename Run>
+void wide_token_tiles(int64_t n, Run&& run) {
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) run.template operator()<8>(t);
+  if (t + 4 <= n) run.template operator()<4>(t), t += 4;
+  for (; t < n; ++t) run.template operator()<1>(t);
+}
+
 // Two groups in the halves of one 16-lane vector (AVX-512): rows 0..7 of the group at p0 in
 // lanes 0..7, those of the group at p1 in lanes 8..15.
 template <int = 0>  // a template: tiers without AVX-512 never instantiate it
@@ -118,7 +128,6 @@ struct X8Tiles {
   using Block = typename L::Block;
   static constexpr int64_t kGroupBytes = 16 + L::kCodeBytes;  // per block index
   static constexpr int64_t kBlock = 32;
-  static constexpr int kWideTokens = 8;
   static_assert(kGroupBytes == kX8Rows * int64_t(sizeof(Block)));
 
   // Rows [0, 8) of w (row_bytes rb, K values) -> out (8 * rb bytes).
@@ -146,53 +155,34 @@ struct X8Tiles {
     }
   }
 
-  // G consecutive groups (8 G rows, group_bytes apart) times T tokens: y[t * ldy + 8 j + r] for
-  // row r of group j. off: -kOff * sum(q) of each (token, block), as a.bsums. Each broadcast
-  // activation word feeds all G groups; with one group, even and odd value groups accumulate in
-  // two chains so the dot-accumulates overlap.
-  template <int G, int T>
-  static void tile(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
-                   float* y, int64_t ldy) {
-    constexpr int kChains = G == 1 ? 2 : 1;
+  // One group (8 rows) times T tokens: y[t * ldy + r] for row r. off: -kOff * sum(q) of each
+  // (token, block), as a.bsums. Even and odd value groups accumulate in two chains so the
+  // dot-accumulates overlap.
+  template <int T>
+  static void tile(const uint8_t* g, const Acts& a, const int32_t* off, float* y, int64_t ldy) {
     const int64_t nb = a.K / 32;
-    __m256 acc[G][T];
-    LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[j][t] = _mm256_setzero_ps();
-    }
+    __m256 acc[T];
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      __m256 dw[G];
-      __m256i c[G][8];
-      LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
-        const uint8_t* p = g + j * group_bytes + b * kGroupBytes;
-        dw[j] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        L::codes(p + 16, c[j]);
-      }
+      const uint8_t* p = g + b * kGroupBytes;
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      __m256i c[8];
+      L::codes(p + 16, c);
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         const int8_t* at = a.qs + t * a.K + b * 32;
-        const __m256i init =
-            L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256();
-        __m256i s[G][kChains];
-        LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
-          s[j][0] = init;
-          if constexpr (kChains == 2) s[j][1] = _mm256_setzero_si256();
-        }
+        __m256i s[2] = {L::kOff != 0 ? _mm256_set1_epi32(off[t * nb + b]) : _mm256_setzero_si256(),
+                        _mm256_setzero_si256()};
         LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
           int32_t am;
           std::memcpy(&am, at + 4 * m, 4);
-          const __m256i av = _mm256_set1_epi32(am);
-          LOWBIT_UNROLL for (int j = 0; j < G; ++j) s[j][m % kChains] =
-              L::dot_acc(s[j][m % kChains], c[j][m], av);
+          s[m % 2] = L::dot_acc(s[m % 2], c[m], _mm256_set1_epi32(am));
         }
         const __m256 da = _mm256_set1_ps(a.d[t * nb + b]);
-        LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
-          const __m256i sum = kChains == 2 ? _mm256_add_epi32(s[j][0], s[j][kChains - 1]) : s[j][0];
-          acc[j][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw[j], da), acc[j][t]);
-        }
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])),
+                                 _mm256_mul_ps(dw, da), acc[t]);
       }
     }
-    LOWBIT_UNROLL for (int j = 0; j < G; ++j) {
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy + 8 * j, acc[j][t]);
-    }
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
   }
 
   // Two groups (16 rows, group_bytes apart) times T tokens on 16-lane vectors (AVX-512): the
@@ -226,15 +216,13 @@ struct X8Tiles {
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * ldy, acc[t]);
   }
 
-  // G groups times all tokens: tiles of kT tokens, then single tokens.
-  template <int G, int kT>
-  static void tokens(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* off,
-                     float* y, int64_t ldy) {
+  // One group times all tokens: tiles of kT tokens, then single tokens.
+  template <int kT>
+  static void tokens(const uint8_t* g, const Acts& a, const int32_t* off, float* y, int64_t ldy) {
     const int64_t nb = a.K / 32;
     int64_t t = 0;
-    for (; t + kT <= a.n; t += kT)
-      tile<G, kT>(g, group_bytes, a.from(t), off + t * nb, y + t * ldy, ldy);
-    for (; t < a.n; ++t) tile<G, 1>(g, group_bytes, a.from(t), off + t * nb, y + t * ldy, ldy);
+    for (; t + kT <= a.n; t += kT) tile<kT>(g, a.from(t), off + t * nb, y + t * ldy, ldy);
+    for (; t < a.n; ++t) tile<1>(g, a.from(t), off + t * nb, y + t * ldy, ldy);
   }
 
   // `groups` groups of 8 rows (consecutive, nb * kGroupBytes bytes each) times all tokens of a
@@ -255,22 +243,16 @@ struct X8Tiles {
     // are interleaved (repack16), so a pass still reads one stream: with the pair's groups
     // stored apart, two streams per thread cost a fifth of TinyLlama's generation speed.
     if constexpr (Ops::kX8Wide) {  // pairs stored by repack16, every token count
-      {
-        for (; gi + 2 <= groups; gi += 2) {
-          const uint8_t* g = packed + gi * group_bytes;
-          float* yg = y + kX8Rows * gi;
-          const auto run = [&]<int T>(int64_t t) {
-            tile2z<T>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
-          };
-          int64_t t = 0;
-          for (; t + kWideTokens <= a.n; t += kWideTokens) run.template operator()<kWideTokens>(t);
-          if (t + 4 <= a.n) run.template operator()<4>(t), t += 4;
-          for (; t < a.n; ++t) run.template operator()<1>(t);
-        }
+      for (; gi + 2 <= groups; gi += 2) {
+        const uint8_t* g = packed + gi * group_bytes;
+        float* yg = y + kX8Rows * gi;
+        wide_token_tiles(a.n, [&]<int T>(int64_t t) {
+          tile2z<T>(g, a.from(t), off.data() + t * nb, yg + t * ldy, ldy);
+        });
       }
     }
     for (; gi < groups; ++gi)
-      tokens<1, kT>(packed + gi * group_bytes, group_bytes, a, off.data(), y + kX8Rows * gi, ldy);
+      tokens<kT>(packed + gi * group_bytes, a, off.data(), y + kX8Rows * gi, ldy);
   }
 };
 
@@ -282,7 +264,6 @@ struct X8Q4K {
   using Block = formats::Q4_K::Block;
   static constexpr int64_t kGroupBytes = 32 + 64 + 64 + 1024;  // per super-block index
   static constexpr int64_t kBlock = 256;
-  static constexpr int kWideTokens = 8;
 
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
     for (int64_t b = 0; b < K / kBlock; ++b) {
@@ -443,17 +424,13 @@ struct X8Q4K {
     }
     int64_t gi = 0;
     if constexpr (Ops::kX8Wide) {
-      if (a.n >= 4) {
+      if (a.n >= 4) {  // one token: tile<1> (tile2z<1> is no faster for Q4_K)
         for (; gi + 2 <= groups; gi += 2) {
           const uint8_t* g = packed + gi * group_bytes;
           float* yg = y + kX8Rows * gi;
-          const auto run = [&]<int T>(int64_t t) {
+          wide_token_tiles(a.n, [&]<int T>(int64_t t) {
             tile2z<T>(g, group_bytes, a.from(t), spairs.data() + t * nsb * 4, yg + t * ldy, ldy);
-          };
-          int64_t t = 0;
-          for (; t + kWideTokens <= a.n; t += kWideTokens) run.template operator()<kWideTokens>(t);
-          if (t + 4 <= a.n) run.template operator()<4>(t), t += 4;
-          for (; t < a.n; ++t) run.template operator()<1>(t);
+          });
         }
       }
     }
