@@ -21,25 +21,22 @@ std::vector<float> vector_of(const ModelTensor& t) {  // a 1-D tensor (norm weig
   return v;
 }
 
-void add_bias(const ModelTensor* b, float* y, int64_t B) {  // y (B, n) += b (n)
-  if (!b) return;
-  const std::vector<float> bias = vector_of(*b);
-  const int64_t n = int64_t(bias.size());
+void add_bias(const float* bias, float* y, int64_t B, int64_t n) {  // y (B, n) += bias (n)
+  if (!bias) return;
   for (int64_t i = 0; i < B; ++i) {
-    for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[size_t(j)];
+    for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[j];
   }
 }
 
-// out (B, C) = x / rms(x) * w, per token.
-void rmsnorm(const float* x, const ModelTensor& w, float* out, int64_t B, int64_t C, double eps) {
-  const std::vector<float> g = vector_of(w);
+// out (B, C) = x / rms(x) * g, per token.
+void rmsnorm(const float* x, const float* g, float* out, int64_t B, int64_t C, double eps) {
   parallel_for(B, std::max<int64_t>(1, (int64_t(1) << 15) / C), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const float* xb = x + b * C;
       double ss = 0;
       for (int64_t i = 0; i < C; ++i) ss += double(xb[i]) * xb[i];
       const float scale = float(1.0 / std::sqrt(ss / double(C) + eps));
-      for (int64_t i = 0; i < C; ++i) out[b * C + i] = xb[i] * scale * g[size_t(i)];
+      for (int64_t i = 0; i < C; ++i) out[b * C + i] = xb[i] * scale * g[i];
     }
   });
 }
@@ -59,6 +56,18 @@ const PreparedMatrix& LlamaEngine::prepared(const ModelTensor& w) {
     }
   }
   return *p.matrix;
+}
+
+const float* LlamaEngine::values_of(const ModelTensor* t) {
+  if (t == nullptr) return nullptr;
+  if (!repack_) {  // the caller may rewrite bytes in place: decode on every use
+    vector_scratch_ = vector_of(*t);
+    return vector_scratch_.data();
+  }
+  Vector& v = vectors_[t];
+  if (v.values.empty() || v.data != t->data || !(v.format == t->format) || v.bytes != t->bytes)
+    v = {t->data, t->format, t->bytes, vector_of(*t)};
+  return v.values.data();
 }
 
 void LlamaEngine::linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
@@ -115,20 +124,30 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m)
   }
 }
 
-// Rotates each head of v (heads, D) by pos * inv_freq[i]: pairs (2i, 2i+1) in GGUF's llama
-// layout, or (i, i + D/2) in the NeoX / rotate-half layout.
-void LlamaEngine::rope(float* v, int64_t heads, int64_t pos) const {
+// The RoPE angles' cosines and sines (n, D/2) for positions pos0 .. pos0 + n - 1, shared by every
+// layer and head of a step.
+void LlamaEngine::rope_angles(int64_t n, int64_t pos0) {
+  const int64_t half = m_.config.head_dim / 2;
+  rope_cos_.resize(size_t(n * half)), rope_sin_.resize(size_t(n * half));
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float th = float(pos0 + b) * inv_freq_[size_t(i)];
+      rope_cos_[size_t(b * half + i)] = std::cos(th),
+                                  rope_sin_[size_t(b * half + i)] = std::sin(th);
+    }
+  }
+}
+
+// Rotates each head of v (heads, D) by the angles of token b of the step (rope_angles): pairs
+// (2i, 2i+1) in GGUF's llama layout, or (i, i + D/2) in the NeoX / rotate-half layout.
+void LlamaEngine::rope(float* v, int64_t heads, int64_t b) const {
   const int64_t D = m_.config.head_dim;
   const int64_t stride = m_.config.rope_neox ? 1 : 2, other = m_.config.rope_neox ? D / 2 : 1;
-  thread_local std::vector<float> cs, sn;  // the angles' cosines and sines, shared by all heads
-  cs.resize(size_t(D / 2)), sn.resize(size_t(D / 2));
-  for (int64_t i = 0; i < D / 2; ++i) {
-    const float th = float(pos) * inv_freq_[size_t(i)];
-    cs[size_t(i)] = std::cos(th), sn[size_t(i)] = std::sin(th);
-  }
+  const float* cs = &rope_cos_[size_t(b * (D / 2))];
+  const float* sn = &rope_sin_[size_t(b * (D / 2))];
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t i = 0; i < D / 2; ++i) {
-      const float c = cs[size_t(i)], s = sn[size_t(i)];
+      const float c = cs[i], s = sn[i];
       float* p = v + h * D + stride * i;
       const float a = p[0], b = p[other];
       p[0] = a * c - b * s;
@@ -142,13 +161,14 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
   const int64_t C = c.n_embd, D = c.head_dim, H = c.n_head, G = c.n_head_kv, KV = G * D;
   observe(layer, LinearInput::kAttnQkv, xb_.data(), n, C);
   linear_group({L.wq, L.wk, L.wv}, xb_.data(), n, {q_.data(), k_.data(), v_.data()});
-  add_bias(L.bq, q_.data(), n), add_bias(L.bk, k_.data(), n), add_bias(L.bv, v_.data(), n);
+  add_bias(values_of(L.bq), q_.data(), n, H * D), add_bias(values_of(L.bk), k_.data(), n, KV);
+  add_bias(values_of(L.bv), v_.data(), n, KV);
   float* kc = &k_cache_[size_t(layer * ctx_ * KV)];
   float* vc = &v_cache_[size_t(layer * ctx_ * KV)];
   parallel_for(n, 16, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      rope(&q_[size_t(b * H * D)], H, pos0 + b);
-      rope(&k_[size_t(b * KV)], G, pos0 + b);
+      rope(&q_[size_t(b * H * D)], H, b);
+      rope(&k_[size_t(b * KV)], G, b);
     }
   });
   std::memcpy(kc + pos0 * KV, k_.data(), size_t(n * KV) * sizeof(float));
@@ -206,11 +226,12 @@ void LlamaEngine::run_layers(float* x, int64_t n, int64_t pos0, int64_t begin, i
   LOWBIT_CHECK(n >= 1 && n <= max_batch_ && pos0 >= 0 && pos0 + n <= ctx_ && begin >= 0 &&
                    end <= c.n_layer, "run_layers: arguments out of range");
   if (x != x_.data()) std::copy(x, x + n * C, x_.begin());
+  rope_angles(n, pos0);
   for (int64_t l = begin; l < end; ++l) {
     const Layer& L = layers_[size_t(l)];
-    rmsnorm(x_.data(), *L.attn_norm, xb_.data(), n, C, c.rms_eps);
+    rmsnorm(x_.data(), values_of(L.attn_norm), xb_.data(), n, C, c.rms_eps);
     attention(L, l, n, pos0);
-    rmsnorm(x_.data(), *L.ffn_norm, xb_.data(), n, C, c.rms_eps);
+    rmsnorm(x_.data(), values_of(L.ffn_norm), xb_.data(), n, C, c.rms_eps);
     feed_forward(L, l, n);
   }
   if (x != x_.data()) std::copy(x_.begin(), x_.begin() + n * C, x);
@@ -220,7 +241,7 @@ void LlamaEngine::head(const float* x, int64_t n, float* logits) {
   const ModelConfig& c = m_.config;
   for (int64_t s = 0; s < n; s += max_batch_) {  // xb_ holds max_batch rows
     const int64_t m = std::min(max_batch_, n - s);
-    rmsnorm(x + s * c.n_embd, *out_norm_, xb_.data(), m, c.n_embd, c.rms_eps);
+    rmsnorm(x + s * c.n_embd, values_of(out_norm_), xb_.data(), m, c.n_embd, c.rms_eps);
     observe(c.n_layer, LinearInput::kOutput, xb_.data(), m, c.n_embd);
     linear(*output_, xb_.data(), m, logits + s * c.n_vocab);
   }

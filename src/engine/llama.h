@@ -44,7 +44,7 @@ class LlamaEngine {
   // Weights are prepared for the kernels (repacked, see PreparedMatrix) when a forward pass first
   // uses them, and kept while the tensor's data pointer, format and size stay the same. Callers
   // that rewrite a tensor's bytes in place between passes turn this off (on by default).
-  void set_repack(bool on) { repack_ = on, prepared_.clear(); }
+  void set_repack(bool on) { repack_ = on, prepared_.clear(), vectors_.clear(); }
 
   // Layer-wise evaluation (what sequential quantization needs): the embeddings of n tokens into
   // x (n, C); layers [begin, end) applied in place to x (n <= max_batch tokens at positions
@@ -61,7 +61,11 @@ class LlamaEngine {
   void step(const int32_t* tokens, int64_t n, int64_t pos0, float* logits, bool all_logits);
   void attention(const Layer& L, int64_t layer, int64_t n, int64_t pos0);
   void feed_forward(const Layer& L, int64_t layer, int64_t n);
-  void rope(float* v, int64_t heads, int64_t pos) const;
+  void rope_angles(int64_t n, int64_t pos0);
+  void rope(float* v, int64_t heads, int64_t b) const;
+  // A 1-D tensor (norm weights, biases) as floats (nullptr for none): decoded once and kept
+  // like the prepared matrices, or on every use when repacking is off.
+  const float* values_of(const ModelTensor* t);
   // y (B, rows) = x (B, K) · Wᵀ, through the prepared copy of w when there is one.
   void linear(const ModelTensor& w, const float* x, int64_t B, float* y);
   // The same for matrices sharing the input x (q/k/v, gate/up): PreparedMatrix::multiply_group.
@@ -83,6 +87,7 @@ class LlamaEngine {
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_;
   std::vector<float> k_cache_, v_cache_;  // (n_layer, ctx, G*D)
   std::vector<float> inv_freq_;           // (D/2) RoPE frequencies, with rope_freqs applied
+  std::vector<float> rope_cos_, rope_sin_;  // (B, D/2) this step's angles (rope_angles)
   struct Prepared {
     const uint8_t* data;
     Format format;
@@ -91,6 +96,14 @@ class LlamaEngine {
   };
   bool repack_ = true;
   std::unordered_map<const ModelTensor*, Prepared> prepared_;
+  struct Vector {
+    const uint8_t* data;
+    Format format;
+    uint64_t bytes;
+    std::vector<float> values;
+  };
+  std::unordered_map<const ModelTensor*, Vector> vectors_;
+  std::vector<float> vector_scratch_;
 };
 
 // Text of a token as SentencePiece-style vocabularies spell it: U+2581 -> space, <0xHH> -> the
