@@ -265,9 +265,27 @@ struct X8Q4K {
   static constexpr int64_t kGroupBytes = 32 + 64 + 64 + 1024;  // per super-block index
   static constexpr int64_t kBlock = 256;
 
+  static constexpr int64_t kHead = 160;  // a group's scales, before its codes
+
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+    repack_strided(w, rb, K, out, kGroupBytes, 0, kHead, 32);
+  }
+  // Rows [0, 16) as a pair of groups, per super-block: both groups' scales (160 bytes each), then
+  // the codes with the groups' 32-byte vectors side by side (vector q of chunk c at 512c + 64q,
+  // the first group's in the low 32 bytes): one 64-byte load is a 16-row code vector, and the
+  // pair tiles read each super-block front to back, one stream. (With the pair's two
+  // super-blocks one after the other, one-token generation from memory ran at half the speed.)
+  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+    repack_strided(w, rb, K, out, 2 * kGroupBytes, 0, 2 * kHead, 64);
+    repack_strided(w + 8 * rb, rb, K, out, 2 * kGroupBytes, kHead, 2 * kHead + 32, 64);
+  }
+  // Super-block b of rows [0, 8) at out + b * stride: scales at + head, code vector q of chunk c
+  // at + codes + (8c + q) * q_stride.
+  static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out,
+                             int64_t stride, int64_t head, int64_t codes, int64_t q_stride) {
     for (int64_t b = 0; b < K / kBlock; ++b) {
-      uint8_t* g = out + b * kGroupBytes;
+      uint8_t* g = out + b * stride + head;
+      uint8_t* cg = out + b * stride + codes;
       for (int r = 0; r < 8; ++r) {
         const Block& blk = reinterpret_cast<const Block*>(w + uint64_t(r) * rb)[b];
         std::memcpy(g + 2 * r, &blk.d, 2);
@@ -280,7 +298,7 @@ struct X8Q4K {
         }
         for (int c = 0; c < 4; ++c) {
           for (int q = 0; q < 8; ++q)
-            std::memcpy(g + 160 + 256 * c + 32 * q + 4 * r, blk.qs + 32 * c + 4 * q, 4);
+            std::memcpy(cg + q_stride * (8 * c + q) + 4 * r, blk.qs + 32 * c + 4 * q, 4);
         }
       }
     }
@@ -350,28 +368,74 @@ struct X8Q4K {
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
   }
 
-  // Two groups (16 rows, group_bytes apart) times T tokens on 16-lane vectors (AVX-512), one
-  // sub-block (32 values) at a time: the two groups share every code vector, so each broadcast
-  // activation word feeds one 16-row dot-accumulate, and the register file holds a sub-block's
-  // codes, T tokens' sums and two chains per token without spilling. (A 2 x 8-lane version of
-  // this tile spilled: 1.2x slower on one core.)
+  // One token times a pair of groups in repack16's layout (AVX-512), on 8-lane vectors: each
+  // broadcast activation word feeds both groups' dot-accumulates. Broadcasts, not arithmetic,
+  // bound the one-group tile<1> (two per 32 bytes of codes): one core from cache, 512x1024, ran
+  // at 55-60 GB/s against 40-42 for tile<1>. The two groups' 4 chunks keep 4 chains in flight.
+  static void tile_one2(const uint8_t* g, const Acts& a, const int32_t* spairs, float* y) {
+    const int64_t nsb = a.K / kBlock;
+    __m256 acc[2][1] = {{_mm256_setzero_ps()}, {_mm256_setzero_ps()}};
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* pp[2] = {g + sb * 2 * kGroupBytes, g + sb * 2 * kGroupBytes + kHead};
+      const uint8_t* codes = g + sb * 2 * kGroupBytes + 2 * kHead;
+      const int8_t* at = a.qs + sb * kBlock;
+      __m256i isum[2][1] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}};
+      for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
+        __m256i d[2][2];
+        LOWBIT_UNROLL for (int k = 0; k < 2; ++k) d[k][0] = d[k][1] = _mm256_setzero_si256();
+        LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+          int32_t a0, a1;
+          std::memcpy(&a0, at + 64 * c + 4 * q, 4);
+          std::memcpy(&a1, at + 64 * c + 32 + 4 * q, 4);
+          const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
+          LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
+            const __m256i v = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * q + 32 * k));
+            d[k][0] = Ops::dot_u8s8_acc(d[k][0], _mm256_and_si256(v, lo4), b0);
+            d[k][1] =
+                Ops::dot_u8s8_acc(d[k][1], _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), b1);
+          }
+        }
+        LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
+          int64_t sc_lo, sc_hi;
+          std::memcpy(&sc_lo, pp[k] + 32 + 16 * c, 8);
+          std::memcpy(&sc_hi, pp[k] + 40 + 16 * c, 8);
+          const __m256i s_lo = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_lo));
+          const __m256i s_hi = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_hi));
+          isum[k][0] = _mm256_add_epi32(isum[k][0],
+                                        _mm256_add_epi32(_mm256_mullo_epi32(d[k][0], s_lo),
+                                                         _mm256_mullo_epi32(d[k][1], s_hi)));
+        }
+      }
+      LOWBIT_UNROLL for (int k = 0; k < 2; ++k) finish<1>(pp[k], a, spairs, sb, isum[k], acc[k]);
+    }
+    _mm256_storeu_ps(y, acc[0][0]);
+    _mm256_storeu_ps(y + 8, acc[1][0]);
+  }
+
+  // A pair of groups in repack16's layout (16 rows) times T tokens on 16-lane vectors (AVX-512),
+  // one sub-block (32 values) at a time: the two groups share every code vector, so each
+  // broadcast activation word feeds one 16-row dot-accumulate, and the register file holds a
+  // sub-block's codes, T tokens' sums and two chains per token without spilling. (A 2 x 8-lane
+  // version of this tile spilled: 1.2x slower on one core.)
   template <int T>
-  static void tile2z(const uint8_t* g, int64_t group_bytes, const Acts& a, const int32_t* spairs,
-                     float* y, int64_t ldy) {
+  static void tile2z(const uint8_t* g, const Acts& a, const int32_t* spairs, float* y,
+                     int64_t ldy) {
     const int64_t nsb = a.K / kBlock;
     __m512 acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     const __m512i lo4 = _mm512_set1_epi8(0x0F);
     for (int64_t sb = 0; sb < nsb; ++sb) {
-      const uint8_t* p0 = g + sb * kGroupBytes;
-      const uint8_t* p1 = p0 + group_bytes;
+      const uint8_t* p0 = g + sb * 2 * kGroupBytes;  // repack16's pair: the two groups' scales
+      const uint8_t* p1 = p0 + kHead;
       __m512i isum[T];
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
       for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2: low nibbles, then high
-        const int64_t off = 160 + 256 * (sub / 2);
+        const int64_t off = 2 * kHead + 512 * (sub / 2);  // the pair's chunk sub / 2
         __m512i code[8];
         LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
-          __m512i v = join256(p0 + off + 32 * q, p1 + off + 32 * q);
+          __m512i v = _mm512_loadu_si512(p0 + off + 64 * q);
           if (sub % 2) v = _mm512_srli_epi16(v, 4);
           code[q] = _mm512_and_si512(v, lo4);
         }
@@ -423,15 +487,17 @@ struct X8Q4K {
       }
     }
     int64_t gi = 0;
-    if constexpr (Ops::kX8Wide) {
-      if (a.n >= 4) {  // one token: tile<1> (tile2z<1> is no faster for Q4_K)
-        for (; gi + 2 <= groups; gi += 2) {
-          const uint8_t* g = packed + gi * group_bytes;
-          float* yg = y + kX8Rows * gi;
-          wide_token_tiles(a.n, [&]<int T>(int64_t t) {
-            tile2z<T>(g, group_bytes, a.from(t), spairs.data() + t * nsb * 4, yg + t * ldy, ldy);
-          });
-        }
+    if constexpr (Ops::kX8Wide) {  // pairs stored by repack16, every token count
+      for (; gi + 2 <= groups; gi += 2) {
+        const uint8_t* g = packed + gi * group_bytes;
+        float* yg = y + kX8Rows * gi;
+        wide_token_tiles(a.n, [&]<int T>(int64_t t) {
+          const int32_t* sp = spairs.data() + t * nsb * 4;
+          if constexpr (T == 1)  // 8-lane: tile2z<1> is no faster than tile<1> for Q4_K
+            tile_one2(g, a.from(t), sp, yg + t * ldy);
+          else
+            tile2z<T>(g, a.from(t), sp, yg + t * ldy, ldy);
+        });
       }
     }
     for (; gi < groups; ++gi) {

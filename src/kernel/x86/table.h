@@ -53,6 +53,7 @@ struct X86Tier {
       if constexpr (std::is_same_v<T, formats::Q4_K>) {
         using X8 = X8Q4K<Ops>;
         k.repack8 = X8::repack;
+        if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       }
