@@ -353,10 +353,10 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 
 // The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K; AVX-512 also F32, F16, BF16) against the double
 // reference: rows around the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in
-// place; 16 and 48: pairs of groups only (Q4_0, Q8_0 on AVX-512); 40: groups split over threads;
-// 56 = the float prompt tile's 4 groups + 2 + 1, or 3 pairs + 1), tokens around the tiles (AVX2 4,
-// AVX-512 8, float 6), K of 1, 2, 7 (prime) and 16 blocks; float rows of 2, 40 and 512 values,
-// and an odd length (33), which has no pair layout and must say so.
+// place; 16 and 48: pairs of groups only (Q4_0, Q8_0, Q4_K on AVX-512); 40: groups split over
+// threads; 56 = the float prompt tile's 4 groups + 2 + 1, or 3 pairs + 1), tokens around the tiles
+// (AVX2 4, AVX-512 8, float 6), K of 1, 2, 7 (prime) and 16 blocks; float rows of 2, 40 and 512
+// values, and an odd length (33), which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
   for (const char* name : {"q4_0", "q8_0", "q4_k", "f16", "f32", "bf16"}) {

@@ -16,10 +16,11 @@
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows; a block ends
 // in one convert and one multiply-add of the 8 rows' dw * da, with no horizontal sums. The formats
 // keep their file layout on disk; only the engine's in-memory copy is repacked (PreparedMatrix).
-// AVX-512 takes two groups per tile (tile2z), joined in the halves of 16-lane vectors, so each
-// broadcast activation word feeds one 16-row dot-accumulate. Q4_0 and Q8_0 store such pairs with
-// their blocks interleaved (repack16: block b of the first group, then block b of the second),
-// and use the pair tiles for single tokens too.
+// AVX-512 stores groups in pairs (repack16: per block, the 16 rows' scales, then the two groups'
+// 32-byte code vectors side by side), so one 64-byte load is a 16-row code vector and each
+// broadcast activation word feeds one 16-row dot-accumulate (tile2z, every token count for Q4_0
+// and Q8_0; Q4_K's single tokens run tile_one2, two 8-lane groups sharing each broadcast). A pair
+// is read front to back as one stream; an odd last group keeps the 8-row layout.
 #pragma once
 
 #include <cstring>
@@ -45,15 +46,9 @@ void wide_token_tiles(int64_t n, Run&& run) {
   for (; t < n; ++t) run.template operator()<1>(t);
 }
 
-// Two groups in the halves of one 16-lane vector (AVX-512): rows 0..7 of the group at p0 in
-// lanes 0..7, those of the group at p1 in lanes 8..15.
+// Two groups' 8 values in the halves of one 16-value vector (AVX-512): rows 0..7 of the group at
+// p0 in lanes 0..7, those of the group at p1 in lanes 8..15.
 template <int = 0>  // a template: tiers without AVX-512 never instantiate it
-LOWBIT_INLINE __m512i join256(const uint8_t* p0, const uint8_t* p1) {
-  return _mm512_inserti64x4(
-      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
-      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
-}
-template <int = 0>
 LOWBIT_INLINE __m256i join128(const uint8_t* p0, const uint8_t* p1) {
   return _mm256_inserti128_si256(
       _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
@@ -86,11 +81,11 @@ struct X8Layout<formats::Q4_0, Ops> {
   LOWBIT_INLINE static __m256i dot_acc(__m256i acc, __m256i c, __m256i a) {
     return Ops::dot_u8s8_acc(acc, c, a);
   }
-  // Two groups' code vectors joined (AVX-512: group at p0 in the low half).
-  LOWBIT_INLINE static void codes2(const uint8_t* p0, const uint8_t* p1, __m512i (&c)[8]) {
+  // A pair's 16-row code vectors (AVX-512; repack16's codes at p: 64 bytes per value group).
+  LOWBIT_INLINE static void codes16(const uint8_t* p, __m512i (&c)[8]) {
     const __m512i lo = _mm512_set1_epi8(0x0F);
     LOWBIT_UNROLL for (int q = 0; q < 4; ++q) {
-      const __m512i v = join256(p0 + 32 * q, p1 + 32 * q);
+      const __m512i v = _mm512_loadu_si512(p + 64 * q);
       c[q] = _mm512_and_si512(v, lo);
       c[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo);
     }
@@ -117,9 +112,9 @@ struct X8Layout<formats::Q8_0, Ops> {
   LOWBIT_INLINE static __m256i dot_acc(__m256i acc, __m256i c, __m256i a) {
     return Ops::dot_signed_acc(acc, c, a);
   }
-  // Two groups' code vectors joined (AVX-512, whose prep_signed is + 128: u8 codes for vpdpbusd).
-  LOWBIT_INLINE static void codes2(const uint8_t* p0, const uint8_t* p1, __m512i (&c)[8]) {
-    LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = join256(p0 + 32 * m, p1 + 32 * m);
+  // A pair's 16-row code vectors (AVX-512, whose prep_signed is + 128: u8 codes for vpdpbusd).
+  LOWBIT_INLINE static void codes16(const uint8_t* p, __m512i (&c)[8]) {
+    LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = _mm512_loadu_si512(p + 64 * m);
   }
 };
 
@@ -134,11 +129,24 @@ struct X8Tiles {
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
     repack_strided(w, rb, K, out, kGroupBytes);
   }
-  // Rows [0, 16) as two groups with their blocks interleaved (block b of the first group, then
-  // block b of the second): the 16-lane tiles read a pair as one stream.
+  // Rows [0, 16) as a pair of groups, per block: the 16 rows' fp16 scales (32 bytes), then the
+  // two groups' 32-byte code vectors side by side (vector m at 32 + 64m, the first group's in
+  // the low half): one 64-byte load is a 16-row code vector, and a pair is read as one stream.
   static void repack16(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
-    repack_strided(w, rb, K, out, 2 * kGroupBytes);
-    repack_strided(w + 8 * rb, rb, K, out + kGroupBytes, 2 * kGroupBytes);
+    for (int64_t b = 0; b < K / 32; ++b) {
+      uint8_t* g = out + b * 2 * kGroupBytes;
+      for (int k = 0; k < 2; ++k) {
+        const Block* at[8];
+        for (int r = 0; r < 8; ++r) {
+          at[r] = reinterpret_cast<const Block*>(w + uint64_t(8 * k + r) * rb) + b;
+          std::memcpy(g + 16 * k + 2 * r, &at[r]->d, 2);
+        }
+        alignas(32) uint8_t codes[L::kCodeBytes];
+        L::pack(at, codes);
+        for (int m = 0; m < L::kCodeBytes / 32; ++m)
+          std::memcpy(g + 32 + 64 * m + 32 * k, codes + 32 * m, 32);
+      }
+    }
   }
   static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out,
                              int64_t stride) {
@@ -194,11 +202,10 @@ struct X8Tiles {
     __m512 acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* p0 = g + b * 2 * kGroupBytes;  // repack16's interleaved pair
-      const uint8_t* p1 = p0 + kGroupBytes;
-      const __m512 dw = _mm512_cvtph_ps(join128(p0, p1));
+      const uint8_t* p = g + b * 2 * kGroupBytes;  // repack16's pair
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
       __m512i c[8];
-      L::codes2(p0 + 16, p1 + 16, c);
+      L::codes16(p + 32, c);
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         const int8_t* at = a.qs + t * a.K + b * 32;
         __m512i s[2] = {L::kOff != 0 ? _mm512_set1_epi32(off[t * nb + b]) : _mm512_setzero_si512(),
