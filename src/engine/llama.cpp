@@ -45,8 +45,8 @@ void rmsnorm(const float* x, const float* g, float* out, int64_t B, int64_t C, d
 
 const PreparedMatrix& LlamaEngine::prepared(const ModelTensor& w) {
   Prepared& p = prepared_[&w];
-  if (!p.matrix || p.data != w.data || !(p.format == w.format) || p.bytes != w.bytes) {
-    p = {w.data, w.format, w.bytes,
+  if (!p.matrix || !p.source.same(w)) {
+    p = {Source::of(w),
          std::make_unique<PreparedMatrix>(w.format, w.data, w.rows(), w.row_length())};
     // The repacked rows are read from the copy from now on: drop the file's pages (they are
     // read back from the file should anything else touch them).
@@ -65,8 +65,7 @@ const float* LlamaEngine::values_of(const ModelTensor* t) {
     return vector_scratch_.data();
   }
   Vector& v = vectors_[t];
-  if (v.values.empty() || v.data != t->data || !(v.format == t->format) || v.bytes != t->bytes)
-    v = {t->data, t->format, t->bytes, vector_of(*t)};
+  if (v.values.empty() || !v.source.same(*t)) v = {Source::of(*t), vector_of(*t)};
   return v.values.data();
 }
 
@@ -132,8 +131,8 @@ void LlamaEngine::rope_angles(int64_t n, int64_t pos0) {
   for (int64_t b = 0; b < n; ++b) {
     for (int64_t i = 0; i < half; ++i) {
       const float th = float(pos0 + b) * inv_freq_[size_t(i)];
-      rope_cos_[size_t(b * half + i)] = std::cos(th),
-                                  rope_sin_[size_t(b * half + i)] = std::sin(th);
+      rope_cos_[size_t(b * half + i)] = std::cos(th);
+      rope_sin_[size_t(b * half + i)] = std::sin(th);
     }
   }
 }

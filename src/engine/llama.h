@@ -88,18 +88,24 @@ class LlamaEngine {
   std::vector<float> k_cache_, v_cache_;  // (n_layer, ctx, G*D)
   std::vector<float> inv_freq_;           // (D/2) RoPE frequencies, with rope_freqs applied
   std::vector<float> rope_cos_, rope_sin_;  // (B, D/2) this step's angles (rope_angles)
-  struct Prepared {
+  // What a kept copy of a tensor was made from: the copy is remade when any of it changes.
+  struct Source {
     const uint8_t* data;
     Format format;
     uint64_t bytes;
+    static Source of(const ModelTensor& t) { return {t.data, t.format, t.bytes}; }
+    bool same(const ModelTensor& t) const {
+      return data == t.data && format == t.format && bytes == t.bytes;
+    }
+  };
+  struct Prepared {
+    Source source;
     std::unique_ptr<PreparedMatrix> matrix;
   };
   bool repack_ = true;
   std::unordered_map<const ModelTensor*, Prepared> prepared_;
   struct Vector {
-    const uint8_t* data;
-    Format format;
-    uint64_t bytes;
+    Source source;
     std::vector<float> values;
   };
   std::unordered_map<const ModelTensor*, Vector> vectors_;

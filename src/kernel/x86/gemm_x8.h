@@ -127,29 +127,19 @@ struct X8Tiles {
 
   // Rows [0, 8) of w (row_bytes rb, K values) -> out (8 * rb bytes).
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
-    repack_strided(w, rb, K, out, kGroupBytes);
+    repack_strided(w, rb, K, out, kGroupBytes, 0, 16, 32);
   }
   // Rows [0, 16) as a pair of groups, per block: the 16 rows' fp16 scales (32 bytes), then the
   // two groups' 32-byte code vectors side by side (vector m at 32 + 64m, the first group's in
   // the low half): one 64-byte load is a 16-row code vector, and a pair is read as one stream.
   static void repack16(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
-    for (int64_t b = 0; b < K / 32; ++b) {
-      uint8_t* g = out + b * 2 * kGroupBytes;
-      for (int k = 0; k < 2; ++k) {
-        const Block* at[8];
-        for (int r = 0; r < 8; ++r) {
-          at[r] = reinterpret_cast<const Block*>(w + uint64_t(8 * k + r) * rb) + b;
-          std::memcpy(g + 16 * k + 2 * r, &at[r]->d, 2);
-        }
-        alignas(32) uint8_t codes[L::kCodeBytes];
-        L::pack(at, codes);
-        for (int m = 0; m < L::kCodeBytes / 32; ++m)
-          std::memcpy(g + 32 + 64 * m + 32 * k, codes + 32 * m, 32);
-      }
-    }
+    repack_strided(w, rb, K, out, 2 * kGroupBytes, 0, 32, 64);
+    repack_strided(w + 8 * rb, rb, K, out, 2 * kGroupBytes, 16, 64, 64);
   }
-  static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out,
-                             int64_t stride) {
+  // Block b of rows [0, 8) at out + b * stride: the scales at + head, code vector m (32 bytes)
+  // at + codes + m * v_stride.
+  static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out, int64_t stride,
+                             int64_t head, int64_t codes, int64_t v_stride) {
     const Block* blk[8];
     for (int r = 0; r < 8; ++r) blk[r] = reinterpret_cast<const Block*>(w + uint64_t(r) * rb);
     for (int64_t b = 0; b < K / 32; ++b) {
@@ -157,9 +147,12 @@ struct X8Tiles {
       const Block* at[8];
       for (int r = 0; r < 8; ++r) {
         at[r] = blk[r] + b;
-        std::memcpy(g + 2 * r, &at[r]->d, 2);
+        std::memcpy(g + head + 2 * r, &at[r]->d, 2);
       }
-      L::pack(at, g + 16);
+      alignas(32) uint8_t packed[L::kCodeBytes];
+      L::pack(at, packed);
+      for (int m = 0; m < L::kCodeBytes / 32; ++m)
+        std::memcpy(g + codes + m * v_stride, packed + 32 * m, 32);
     }
   }
 
@@ -378,7 +371,7 @@ struct X8Q4K {
   // One token times a pair of groups in repack16's layout (AVX-512), on 8-lane vectors: each
   // broadcast activation word feeds both groups' dot-accumulates. Broadcasts, not arithmetic,
   // bound the one-group tile<1> (two per 32 bytes of codes): one core from cache, 512x1024, ran
-  // at 55-60 GB/s against 40-42 for tile<1>. The two groups' 4 chunks keep 4 chains in flight.
+  // at 55-60 GB/s against 40-42 for tile<1>. Two chains per group (low and high nibbles).
   static void tile_one2(const uint8_t* g, const Acts& a, const int32_t* spairs, float* y) {
     const int64_t nsb = a.K / kBlock;
     __m256 acc[2][1] = {{_mm256_setzero_ps()}, {_mm256_setzero_ps()}};
