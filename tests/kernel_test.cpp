@@ -189,7 +189,8 @@ TEST(KernelVecDot, RefMatchesTheDecodedFloats) {
       std::vector<float> wd(static_cast<size_t>(K));
       f.dequantize_row(q.data(), K, wd.data());
       const auto x = activations(K, 12);
-      const QActs a = quantize_acts(kernel::ref_kernels(), kernel::act_kind(f), x, 1, K);
+      QActs a = quantize_acts(kernel::ref_kernels(), kernel::act_kind(f), x, 1, K);
+      a.acts.wgroup = f.grouped() ? f.block_elems(K) : 0;
       const auto ad = dequantized(a, x);
       const float got =
           kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
@@ -212,7 +213,8 @@ TEST(KernelVecDot, TiersMatchRef) {
         const KernelSet& ks = kernel::kernels_for(isa);
         const auto& fk = ks.formats[kernel::format_index(f)];
         if (fk.dot == nullptr) continue;  // this tier runs the ref kernel for it
-        const QActs a = quantize_acts(ks, kernel::act_kind(f), x, 1, K);
+        QActs a = quantize_acts(ks, kernel::act_kind(f), x, 1, K);
+        a.acts.wgroup = f.grouped() ? f.block_elems(K) : 0;
         const auto ad = dequantized(a, x);
         const float want =
             kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
@@ -273,7 +275,9 @@ Problem make_problem(const Format& f, int64_t M, int64_t K, int64_t N, uint64_t 
 // Uses the first M rows and N tokens of the problem (quantizing weights is the slow part).
 void expect_result_matches(Isa isa, const Problem& p, int64_t M, int64_t N,
                            const std::vector<float>& y) {
-  const QActs a = quantize_acts(kernel::kernels_for(isa), kernel::act_kind(p.f), p.x, N, p.K);
+  // Rows the kernels do not serve (ragged groups) take the generic path: f32 activations.
+  const ActKind kind = kernel::kernel_applies(p.f, p.K) ? kernel::act_kind(p.f) : ActKind::kNone;
+  const QActs a = quantize_acts(kernel::kernels_for(isa), kind, p.x, N, p.K);
   const auto ad = dequantized(a, p.x);
   for (int64_t t = 0; t < N; ++t) {
     for (int64_t r = 0; r < M; ++r) {
@@ -382,6 +386,47 @@ TEST(KernelRepack, PreparedMatchesReference) {
           }
         }
       }
+    }
+  }
+}
+
+// The grouped ints' layout (x86: every int format, groups and rows of multiples of 32) against
+// the double reference: per-row groups, groups of one and several blocks, a ragged last group
+// (224 = 3 x 64 + 32 = 2 x 96 + 32); rows around the 8-row group and the AVX-512 pair (3, 8, 13,
+// 16, 40, 56); tokens around the tiles. Both the prepared copy and the file layout (matmul).
+// Rows or groups that are not multiples of 32 keep the generic path and must say so.
+TEST(KernelRepack, GroupedIntsMatchReference) {
+  uint64_t seed = 700;
+  for (const auto& info : all_formats()) {
+    if (info.block_elems != 0) continue;
+    for (const uint32_t group : {32u, 64u, 96u, 0u}) {
+      const Format f(info, group);
+      for (const int64_t K : {int64_t(32), int64_t(224)}) {
+        const Problem p = make_problem(f, 56, K, 11, ++seed);
+        for (const Isa isa : supported_isas()) {
+          for (const int64_t M : {3, 8, 13, 16, 40, 56}) {
+            const PreparedMatrix pm(isa, f, p.w.data(), M, K);
+            EXPECT_EQ(pm.repacked(), isa != Isa::kRef && M >= 8)
+                << isa_name(isa) << " " << f.name() << " M=" << M << " K=" << K;
+            for (const int64_t N : {1, 3, 4, 5, 8, 9, 11}) {
+              std::vector<float> y(size_t(N * M), std::nanf(""));
+              pm.multiply(p.x.data(), N, y.data());
+              expect_result_matches(isa, p, M, N, y);
+              if (M == 13 || M == 56) expect_matmul_matches(isa, p, M, N);
+              if (HasFatalFailure()) return;
+            }
+          }
+        }
+      }
+    }
+    const Format f(info, 16);  // groups of 16: no kernel, nothing repacked
+    EXPECT_FALSE(kernel::kernel_applies(f, 64)) << f.name();
+    EXPECT_FALSE(kernel::kernel_applies(Format(info, 32), 100)) << info.name;
+    const Problem p = make_problem(f, 8, 64, 2, ++seed);
+    for (const Isa isa : supported_isas()) {
+      const PreparedMatrix pm(isa, f, p.w.data(), 8, 64);
+      EXPECT_FALSE(pm.repacked()) << f.name();
+      expect_matmul_matches(isa, p);
     }
   }
 }

@@ -15,6 +15,7 @@ namespace lowbit::formats {
 template <int B, bool Asym>
 struct IntN {
   static constexpr int kBits = B;
+  static constexpr bool kAsym = Asym;
   static uint64_t block_bytes(int64_t n) {
     return 2 + (Asym ? 1 : 0) + (uint64_t(n) * B + 7) / 8;
   }

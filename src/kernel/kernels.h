@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "format/fit.h"
 #include "format/formats.h"
@@ -48,6 +49,41 @@ template <> inline constexpr ActKind kActOf<formats::IQ4_XS> = ActKind::kQ8x256;
 template <> inline constexpr ActKind kActOf<formats::TQ2_0> = ActKind::kQ8x256;
 template <> inline constexpr ActKind kActOf<formats::TQ1_0> = ActKind::kQ8x256;
 // clang-format on
+// Grouped intN (int2..int8, with or without zero point): 32-blocks of int8, where every group
+// of the row is a whole number of 32-blocks (int_kernel_applies); other rows take the generic path.
+#define LOWBIT_INT_ACT(T) \
+  template <>             \
+  inline constexpr ActKind kActOf<formats::T> = ActKind::kQ8x32;
+LOWBIT_INT_ACT(Int8)
+LOWBIT_INT_ACT(Int6)
+LOWBIT_INT_ACT(Int6Asym)
+LOWBIT_INT_ACT(Int5)
+LOWBIT_INT_ACT(Int5Asym)
+LOWBIT_INT_ACT(Int4)
+LOWBIT_INT_ACT(Int4Asym)
+LOWBIT_INT_ACT(Int3)
+LOWBIT_INT_ACT(Int3Asym)
+LOWBIT_INT_ACT(Int2)
+LOWBIT_INT_ACT(Int2Asym)
+#undef LOWBIT_INT_ACT
+
+// The grouped int format T as IntN<B, Asym> (kIs false for every other format).
+template <typename T>
+struct IntTraits {
+  static constexpr bool kIs = false;
+};
+template <typename T>
+  requires std::is_base_of_v<formats::IntN<T::kBits, T::kAsym>, T>
+struct IntTraits<T> {
+  static constexpr bool kIs = true;
+  static constexpr int kBits = T::kBits;
+  static constexpr bool kAsym = T::kAsym;
+  static constexpr int64_t kHeadBytes = kAsym ? 3 : 2;  // fp16 scale (+ u8 zero) per group
+  // Bytes of a row of K values in groups of G (both multiples of 32).
+  static uint64_t row_bytes(int64_t K, int64_t G) {
+    return uint64_t((K + G - 1) / G * kHeadBytes + K * kBits / 8);
+  }
+};
 
 inline constexpr int64_t kQ8x32Block = 32, kQ8x256Block = 256;
 
@@ -63,6 +99,9 @@ struct Acts {
                                    // (n, K / 16) sums of each 16 q (kQ8x256)
   // qs in the tier's packed layout (KernelSet::pack_q8), else in order. Scales never move.
   bool packed = false;
+  // The weights' group length for grouped formats (Format::block_elems(K), a multiple of 32);
+  // set by the caller, ignored by the kernels of fixed-block formats.
+  int64_t wgroup = 0;
 
   int64_t block() const { return kind == ActKind::kQ8x256 ? kQ8x256Block : kQ8x32Block; }
   int64_t bsum_elems() const { return kind == ActKind::kQ8x256 ? 16 : 32; }  // values per bsum
@@ -87,7 +126,9 @@ using DequantFn = void (*)(const uint8_t* row, int64_t K, int64_t group, float* 
 
 // Load-time layout of 8 interleaved rows (a tier's own, e.g. x86/gemm_x8.h): rows [0, 8) of w
 // (row_bytes each, K values) rearranged into 8 * row_bytes bytes at out.
-using RepackFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t K, uint8_t* out);
+// group: the weights' group length (grouped formats; 0 for the others).
+using RepackFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t K, int64_t group,
+                          uint8_t* out);
 // `groups` consecutive repacked groups times the tokens of a (activations in order, never
 // packed): y[t * ldy + 8 * g + r] for row r of group g. Where the format has repack16, packed
 // starts on a pair, and every pair but an odd last group is in repack16's layout.
@@ -110,7 +151,8 @@ struct FormatKernels {
   // first 16 * (M / 16) rows are repacked in pairs with it (the gemm_x8 reads them so).
   RepackFn repack16 = nullptr;
   GemmX8Fn gemm_x8 = nullptr;
-  uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks)
+  uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks); 0 for the
+                                // grouped formats, whose 8 rows take 8 * row_bytes
   uint32_t x8_k_multiple = 1;   // rows of other lengths keep the file layout
 };
 
@@ -150,6 +192,9 @@ float dot_f32_ref(const float* a, const float* b, int64_t K);
 // Index of a format in the list (== FormatId).
 size_t format_index(const Format& f);
 ActKind act_kind(const Format& f);
+// Whether the format's kernels (act_kind's activations) serve rows of K: always for fixed-block
+// formats with an activation type; grouped ints only when K and the group are multiples of 32.
+bool kernel_applies(const Format& f, int64_t K);
 
 // Table construction: one entry per format of the list, Impl<T>::kKernels (a tier's primary
 // template gives {} = no kernel, its specializations give the kernels it implements).

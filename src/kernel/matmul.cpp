@@ -41,6 +41,12 @@ ActKind act_kind(const Format& f) {
   return kKinds[format_index(f)];
 }
 
+bool kernel_applies(const Format& f, int64_t K) {
+  if (act_kind(f) == ActKind::kNone) return false;
+  if (!f.grouped()) return true;
+  return K % 32 == 0 && f.block_elems(K) % 32 == 0;
+}
+
 namespace {
 
 // Per-thread scratch, reused across calls (no allocation per matmul in steady state).
@@ -154,15 +160,17 @@ void matmul_generic(const KernelSet& ks, const Format& f, const uint8_t* w, int6
 void run(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int64_t K,
          const float* x, int64_t N, float* y) {
   if (M <= 0 || N <= 0) return;
+  if (!kernel_applies(f, K)) return matmul_generic(ks, f, w, M, K, x, N, y);
   const ActKind kind = act_kind(f);
-  if (kind == ActKind::kNone) return matmul_generic(ks, f, w, M, K, x, N, y);
   const size_t fi = format_index(f);
   // A tier without this format's kernel runs the reference tier for it (activations included,
   // so they stay in the layout its kernel reads): same numbers, slower.
   const KernelSet& kt = ks.formats[fi].gemm ? ks : ref_kernels();
   const GemmFn gemm = kt.formats[fi].gemm;
   const uint64_t rb = f.row_bytes(K);
-  const Acts a = quantize_acts(kt, kind, x, N, K);
+  // Grouped formats' tiles read the activations in order.
+  Acts a = quantize_acts(kt, kind, x, N, K, /*allow_pack=*/!f.grouped());
+  if (f.grouped()) a.wgroup = f.block_elems(K);
   for_row_groups(M, K, N, [&](int64_t r0, int64_t r1) {
     gemm_chunked(gemm, w + uint64_t(r0) * rb, rb, r1 - r0, a, y + r0, M);
   });
@@ -189,13 +197,14 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
     : isa_(isa), f_(f), w_(w), M_(M), K_(K) {
   using namespace kernel;
   const KernelSet& ks = kernels_for(isa);
-  if (act_kind(f) == ActKind::kNone || !repack_enabled()) return;
+  if (!kernel_applies(f, K) || !repack_enabled()) return;
   const FormatKernels& fk = ks.formats[format_index(f)];
   const int64_t groups = M / 8;
   if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0 || K % fk.x8_k_multiple != 0)
     return;
   const uint64_t rb = f.row_bytes(K);
-  group_bytes_ = uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
+  const int64_t wgroup = f.grouped() ? f.block_elems(K) : 0;
+  group_bytes_ = f.grouped() ? 8 * rb : uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
   packed_ = huge_alloc<uint8_t>(group_bytes_ * uint64_t(groups));
   uint8_t* out = packed_.get();
   // Pairs of groups through repack16 where the tier has it (threads then split on pairs).
@@ -205,9 +214,9 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
       const int64_t g = u * unit;
       uint8_t* o = out + uint64_t(g) * group_bytes_;
       if (unit == 2 && g + 1 < groups)
-        fk.repack16(w + uint64_t(8 * g) * rb, rb, K, o);
+        fk.repack16(w + uint64_t(8 * g) * rb, rb, K, wgroup, o);
       else
-        fk.repack8(w + uint64_t(8 * g) * rb, rb, K, o);
+        fk.repack8(w + uint64_t(8 * g) * rb, rb, K, wgroup, o);
     }
   });
   packed_rows_ = 8 * groups;
@@ -224,7 +233,8 @@ void PreparedMatrix::multiply(const float* x, int64_t N, float* y) const {
 
 void PreparedMatrix::run_rows(const void* acts, int64_t r0, int64_t r1, float* y) const {
   using namespace kernel;
-  const Acts& a = *static_cast<const Acts*>(acts);
+  Acts a = *static_cast<const Acts*>(acts);
+  if (f_.grouped()) a.wgroup = f_.block_elems(K_);
   const FormatKernels& fk = kernels_for(isa_).formats[format_index(f_)];
   const uint64_t rb = f_.row_bytes(K_);
   const int64_t p1 = std::min(r1, packed_rows_), M = M_;

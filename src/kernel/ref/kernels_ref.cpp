@@ -5,10 +5,14 @@
 //   256-value formats, w = d * sc_j * v - dmin * mn_j over 16-groups j (kernel/block_scales.h):
 //     dot = sum over super-blocks of (d * da) * sum_j sc_j * S_j - (dmin * da) * sum_j mn_j *
 //     bsum_j
+//   Grouped intN (groups of G values, G and K multiples of 32), w = dw_g * (q - z_g):
+//     dot = sum over groups g, in order, of dw_g * (sum over its 32-blocks b, in order, of
+//     da_b * I_b),  I_b = sum (q - z_g) * q_a  (z_g = 2^(B-1) for the symmetric variants)
 //   Float formats: the row decoded, dotted in 8 interleaved lanes (dot_f32_ref).
 // Integer sums are exact (int32); only the float accumulation order differs between tiers.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernel/block_scales.h"
 #include "kernel/kernels.h"
@@ -291,6 +295,44 @@ float dot256(const uint8_t* w, const Acts& a, int64_t t) {
   return acc;
 }
 
+// ---- grouped intN ----------------------------------------------------------------------------
+
+// Code i of a group's LSB-first bit stream of B-bit codes.
+template <int B>
+int int_code(const uint8_t* codes, int64_t i) {
+  const uint64_t bit = uint64_t(i) * B;
+  uint32_t v = codes[bit / 8] >> (bit % 8);
+  if (bit % 8 + B > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
+  return int(v & ((1u << B) - 1));
+}
+
+template <typename T>
+float dot_intn(const uint8_t* w, const Acts& a, int64_t t) {
+  using I = IntTraits<T>;
+  const int64_t K = a.K, G = a.wgroup, nb = K / 32;
+  const int8_t* q = a.qs + t * K;
+  const float* da = a.d + t * nb;
+  float acc = 0;
+  for (int64_t k0 = 0; k0 < K; k0 += G) {
+    const int64_t n = std::min(G, K - k0);
+    uint16_t h;
+    std::memcpy(&h, w, 2);
+    const float dw = fp16_to_f32(h);
+    const int z = I::kAsym ? w[2] : 1 << (I::kBits - 1);
+    const uint8_t* codes = w + I::kHeadBytes;
+    float accg = 0;
+    for (int64_t b = 0; b < n / 32; ++b) {
+      int sum = 0;
+      for (int64_t i = 32 * b; i < 32 * b + 32; ++i)
+        sum += (int_code<I::kBits>(codes, i) - z) * q[k0 + i];
+      accg += da[k0 / 32 + b] * float(sum);
+    }
+    acc += dw * accg;
+    w += I::kHeadBytes + n * I::kBits / 8;
+  }
+  return acc;
+}
+
 // ---- float formats ------------------------------------------------------------------------------
 
 template <typename T>
@@ -320,7 +362,9 @@ void gemm_by_dots(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
 template <typename T>
 constexpr FormatKernels kernels_of() {
   constexpr ActKind k = kActOf<T>;
-  if constexpr (k == ActKind::kQ8x32)
+  if constexpr (IntTraits<T>::kIs)
+    return {dot_intn<T>, gemm_by_dots<dot_intn<T>>};
+  else if constexpr (k == ActKind::kQ8x32)
     return {dot32<T>, gemm_by_dots<dot32<T>>};
   else if constexpr (k == ActKind::kQ8x256)
     return {dot256<T>, gemm_by_dots<dot256<T>>};

@@ -126,13 +126,13 @@ struct X8Tiles {
   static_assert(kGroupBytes == kX8Rows * int64_t(sizeof(Block)));
 
   // Rows [0, 8) of w (row_bytes rb, K values) -> out (8 * rb bytes).
-  static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+  static void repack(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
     repack_strided(w, rb, K, out, kGroupBytes, 0, 16, 32);
   }
   // Rows [0, 16) as a pair of groups, per block: the 16 rows' fp16 scales (32 bytes), then the
   // two groups' 32-byte code vectors side by side (vector m at 32 + 64m, the first group's in
   // the low half): one 64-byte load is a 16-row code vector, and a pair is read as one stream.
-  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
     repack_strided(w, rb, K, out, 2 * kGroupBytes, 0, 32, 64);
     repack_strided(w + 8 * rb, rb, K, out, 2 * kGroupBytes, 16, 64, 64);
   }
@@ -267,7 +267,7 @@ struct X8Q4K {
 
   static constexpr int64_t kHead = 160;  // a group's scales, before its codes
 
-  static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+  static void repack(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
     repack_strided(w, rb, K, out, kGroupBytes, 0, kHead, 32);
   }
   // Rows [0, 16) as a pair of groups, per super-block: both groups' scales (160 bytes each), then
@@ -275,7 +275,7 @@ struct X8Q4K {
   // the first group's in the low 32 bytes): one 64-byte load is a 16-row code vector, and the
   // pair tiles read each super-block front to back, one stream. (With the pair's two
   // super-blocks one after the other, one-token generation from memory ran at half the speed.)
-  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
     repack_strided(w, rb, K, out, 2 * kGroupBytes, 0, 2 * kHead, 64);
     repack_strided(w + 8 * rb, rb, K, out, 2 * kGroupBytes, kHead, 2 * kHead + 32, 64);
   }

@@ -30,7 +30,7 @@ struct X8Float {
   static constexpr int kG = 4, kT = 6;
 
   // Rows [0, 8) of w (row_bytes rb, K values, K even) -> out (8 * rb bytes).
-  static void repack(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out) {
+  static void repack(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
     constexpr int64_t pair = 2 * kElemBytes;
     for (int64_t p = 0; p < K / 2; ++p) {
       uint8_t* o = out + p * 8 * pair;

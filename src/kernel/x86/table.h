@@ -12,6 +12,7 @@
 #include "kernel/x86/gemm_q32.h"
 #include "kernel/x86/gemm_x8.h"
 #include "kernel/x86/gemm_x8f.h"
+#include "kernel/x86/gemm_xint.h"
 
 namespace lowbit::kernel {
 namespace {
@@ -57,6 +58,15 @@ struct X86Tier {
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       }
+      return k;
+    } else if constexpr (IntTraits<T>::kIs) {
+      using X = XInt<Ops, T>;
+      FormatKernels k{};
+      k.gemm = X::template gemm_rows<Ops::kX8Tokens>;
+      k.dequant = kDequantOf<T>;
+      k.repack8 = X::repack;
+      if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
+      k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
       return k;
     } else if constexpr (kFloatKindOf<T> >= 0) {
       static_assert(kActOf<T> == ActKind::kF32);

@@ -1,0 +1,357 @@
+// The load-time layout of lowbit's grouped integer formats (int2..int8, with or without zero
+// point; groups and rows of multiples of 32 values) and its tiles. Eight rows are interleaved
+// group by group, taking exactly the 8 rows' bytes (8 * row_bytes):
+//   per weight group: d[8] fp16 (16 bytes), z[8] u8 (asym only, 8 bytes), then per 32-block the
+//   codes as bit planes whose 32-byte vectors hold rows 0..7 in dword lanes (byte 4r + i):
+//     P8 (B = 8)          8 vectors, vector m: value 4m + i
+//     P4 (B = 4, 5, 6)    4 vectors, vector q: low nibble value 4q + i, high nibble 4q + i + 16
+//     P2 (B = 2, 3, 6)    2 vectors, vector q: bits 2j..2j+1 value 4q + i + 8j (j = 0..3)
+//     P1 (B = 3, 5)       1 vector: bit m value 4m + i (m = 0..7)
+//   the planes in that order, low bits first: B = 6 is P4 | P2 << 4, B = 5 P4 | P1 << 4,
+//   B = 3 P2 | P1 << 2. A load, a shift and a mask give the code vector of values 4m..4m+3 of
+//   the 8 rows from each plane; one integer dot-accumulate against four broadcast activation
+//   bytes advances all 8 rows.
+// The sums are the ref tier's (kernels_ref.cpp): per block I_b = sum q * a - z * bsum_b in
+// int32, the group's sum over its blocks of da_b * I_b, times dw at the group's end.
+// AVX-512 stores groups in pairs (repack16): per weight group both groups' d[16] (32 bytes) and
+// z[16] (16), then each 32-byte vector of the first group followed by the second's, so one
+// 64-byte load is a 16-row code vector (tile on 16 lanes). An odd last group keeps the 8-row
+// layout. B = 8 on AVX2 (no VNNI: maddubs saturates above 127 * 127 * 2) stores q - 128 as
+// signed bytes and dots them by the sign trick; every other case stores the unsigned codes.
+#pragma once
+
+#include <cstring>
+#include <vector>
+
+#include "format/intn.h"
+#include "kernel/x86/common.h"
+#include "kernel/x86/gemm_x8.h"
+
+namespace lowbit::kernel {
+namespace {
+
+// 8-lane vectors on any x86 tier (Ops: the tier's integer dot).
+template <typename Ops>
+struct Lanes8 {
+  using I = __m256i;
+  using F = __m256;
+  static constexpr int kRows = 8;
+  LOWBIT_INLINE static I load(const uint8_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  LOWBIT_INLINE static I and_(I a, I b) { return _mm256_and_si256(a, b); }
+  LOWBIT_INLINE static I or_(I a, I b) { return _mm256_or_si256(a, b); }
+  template <int S>
+  LOWBIT_INLINE static I srl16(I a) {
+    return S == 0 ? a : _mm256_srli_epi16(a, S);
+  }
+  template <int S>
+  LOWBIT_INLINE static I sll16(I a) {
+    return S == 0 ? a : _mm256_slli_epi16(a, S);
+  }
+  LOWBIT_INLINE static I set8(int v) { return _mm256_set1_epi8(char(v)); }
+  LOWBIT_INLINE static I set32(int32_t v) { return _mm256_set1_epi32(v); }
+  LOWBIT_INLINE static I zero_i() { return _mm256_setzero_si256(); }
+  LOWBIT_INLINE static F zero_f() { return _mm256_setzero_ps(); }
+  template <bool kSigned>
+  LOWBIT_INLINE static I dot(I acc, I c, I a) {
+    return kSigned ? Ops::dot_signed_acc(acc, c, a) : Ops::dot_u8s8_acc(acc, c, a);
+  }
+  LOWBIT_INLINE static I add_i(I a, I b) { return _mm256_add_epi32(a, b); }
+  LOWBIT_INLINE static I mullo(I a, I b) { return _mm256_mullo_epi32(a, b); }
+  LOWBIT_INLINE static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+  LOWBIT_INLINE static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  LOWBIT_INLINE static F set1f(float v) { return _mm256_set1_ps(v); }
+  LOWBIT_INLINE static F load_ph(const uint8_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  LOWBIT_INLINE static I load_u8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  LOWBIT_INLINE static void store(float* y, F v) { _mm256_storeu_ps(y, v); }
+};
+
+// 16-lane vectors (AVX-512 only: a template, never instantiated by other tiers).
+template <typename = void>
+struct Lanes16 {
+  using I = __m512i;
+  using F = __m512;
+  static constexpr int kRows = 16;
+  LOWBIT_INLINE static I load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  LOWBIT_INLINE static I and_(I a, I b) { return _mm512_and_si512(a, b); }
+  LOWBIT_INLINE static I or_(I a, I b) { return _mm512_or_si512(a, b); }
+  template <int S>
+  LOWBIT_INLINE static I srl16(I a) {
+    return S == 0 ? a : _mm512_srli_epi16(a, S);
+  }
+  template <int S>
+  LOWBIT_INLINE static I sll16(I a) {
+    return S == 0 ? a : _mm512_slli_epi16(a, S);
+  }
+  LOWBIT_INLINE static I set8(int v) { return _mm512_set1_epi8(char(v)); }
+  LOWBIT_INLINE static I set32(int32_t v) { return _mm512_set1_epi32(v); }
+  LOWBIT_INLINE static I zero_i() { return _mm512_setzero_si512(); }
+  LOWBIT_INLINE static F zero_f() { return _mm512_setzero_ps(); }
+  template <bool>
+  LOWBIT_INLINE static I dot(I acc, I c, I a) {
+    return _mm512_dpbusd_epi32(acc, c, a);
+  }
+  LOWBIT_INLINE static I add_i(I a, I b) { return _mm512_add_epi32(a, b); }
+  LOWBIT_INLINE static I mullo(I a, I b) { return _mm512_mullo_epi32(a, b); }
+  LOWBIT_INLINE static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
+  LOWBIT_INLINE static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  LOWBIT_INLINE static F set1f(float v) { return _mm512_set1_ps(v); }
+  LOWBIT_INLINE static F load_ph(const uint8_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  LOWBIT_INLINE static I load_u8(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  LOWBIT_INLINE static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
+};
+
+template <typename Ops, typename Fmt>
+struct XInt {
+  using Tr = IntTraits<Fmt>;
+  static constexpr int kB = Tr::kBits;
+  static constexpr bool kAsym = Tr::kAsym;
+  static constexpr bool kP8 = kB == 8, kP4 = kB == 4 || kB == 5 || kB == 6,
+                        kP2 = kB == 2 || kB == 3 || kB == 6, kP1 = kB == 3 || kB == 5;
+  // Plane offsets in 32-byte vectors within a block's codes; a block is kB vectors.
+  static constexpr int kV2 = kP4 ? 4 : 0, kV1 = kV2 + (kP2 ? 2 : 0);
+  static constexpr int kS2 = kP4 ? 4 : 0;            // P2 holds bits kS2, kS2 + 1
+  static constexpr int kS1 = kP4 ? 4 : kP2 ? 2 : 0;  // P1 holds bit kS1
+  static constexpr bool kSignedCodes = kB == 8 && Ops::kSignedOffset == 0;  // AVX2 int8
+  static constexpr int kShift = kSignedCodes ? 128 : 0;  // stored code = q - kShift
+  static constexpr int64_t kHead8 = kAsym ? 24 : 16;     // a group's scales (and zeros), 8 rows
+
+  // ---- repacking ---------------------------------------------------------------------------
+
+  // Block b (32 values) of a group of 8 rows: codes q[r][i] -> the planes, vector v at
+  // out + v * vstride.
+  static void pack_block(const int (&q)[8][32], uint8_t* out, int64_t vstride) {
+    auto at = [&](int v, int r, int i) -> uint8_t& { return out[v * vstride + 4 * r + i]; };
+    for (int r = 0; r < 8; ++r) {
+      for (int i = 0; i < 4; ++i) {
+        if constexpr (kP8) {
+          for (int m = 0; m < 8; ++m) at(m, r, i) = uint8_t(q[r][4 * m + i] - kShift);
+        }
+        if constexpr (kP4) {
+          for (int v = 0; v < 4; ++v)
+            at(v, r, i) = uint8_t((q[r][4 * v + i] & 15) | (q[r][4 * v + i + 16] & 15) << 4);
+        }
+        if constexpr (kP2) {
+          for (int v = 0; v < 2; ++v) {
+            int byte = 0;
+            for (int j = 0; j < 4; ++j) byte |= ((q[r][4 * v + i + 8 * j] >> kS2) & 3) << (2 * j);
+            at(kV2 + v, r, i) = uint8_t(byte);
+          }
+        }
+        if constexpr (kP1) {
+          int byte = 0;
+          for (int m = 0; m < 8; ++m) byte |= ((q[r][4 * m + i] >> kS1) & 1) << m;
+          at(kV1, r, i) = uint8_t(byte);
+        }
+      }
+    }
+  }
+
+  // Rows rows[0..8) (K values, groups of G) as one 8-row group of the layout, with the
+  // vectors vstride apart and the first at + half, scales at + dhalf (pairs: 2 groups' worth).
+  static void pack_rows(const uint8_t* const (&rows)[8], int64_t K, int64_t G, uint8_t* out,
+                        int64_t vstride, int64_t half, int64_t pairs) {
+    const int64_t hb = Tr::kHeadBytes;
+    uint64_t in_off = 0;
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+      const int64_t n = std::min(G, K - k0);
+      // Scales: d[8] (pairs: d[16], the second group's at + 16), then the zeros z[8] (z[16]).
+      const int64_t dpos = (half / 32) * 16, zpos = 16 * pairs + (half / 32) * 8;
+      for (int r = 0; r < 8; ++r) {
+        std::memcpy(out + dpos + 2 * r, rows[r] + in_off, 2);
+        if constexpr (kAsym) out[zpos + r] = rows[r][in_off + 2];
+      }
+      uint8_t* codes = out + pairs * kHead8;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        int q[8][32];
+        for (int r = 0; r < 8; ++r) {
+          const uint8_t* c = rows[r] + in_off + hb;
+          for (int i = 0; i < 32; ++i) q[r][i] = code(c, 32 * b + i);
+        }
+        pack_block(q, codes + b * kB * vstride + half, vstride);
+      }
+      out += pairs * kHead8 + (n / 32) * kB * vstride;
+      in_off += uint64_t(hb + n * kB / 8);
+    }
+  }
+  static int code(const uint8_t* codes, int64_t i) {
+    const uint64_t bit = uint64_t(i) * kB;
+    uint32_t v = codes[bit / 8] >> (bit % 8);
+    if (bit % 8 + kB > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
+    return int(v & ((1u << kB) - 1));
+  }
+
+  // RepackFn: rows [0, 8) of w, and rows [0, 16) as a pair.
+  static void repack(const uint8_t* w, uint64_t rb, int64_t K, int64_t G, uint8_t* out) {
+    const uint8_t* rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = w + uint64_t(r) * rb;
+    pack_rows(rows, K, G, out, 32, 0, 1);
+  }
+  static void repack16(const uint8_t* w, uint64_t rb, int64_t K, int64_t G, uint8_t* out) {
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* rows[8];
+      for (int r = 0; r < 8; ++r) rows[r] = w + uint64_t(8 * h + r) * rb;
+      pack_rows(rows, K, G, out, 64, 32 * h, 2);
+    }
+  }
+
+  // ---- tiles -------------------------------------------------------------------------------
+
+  // ((v >> S) & mask) << T for a mask of bits T.. (the bits stay within their byte).
+  template <typename V, int S, int T>
+  LOWBIT_INLINE static typename V::I bits(typename V::I v, typename V::I mask) {
+    if constexpr (S >= T)
+      return V::and_(V::template srl16<S - T>(v), mask);
+    else
+      return V::and_(V::template sll16<T - S>(v), mask);
+  }
+
+  // The block's 8 code vectors (values 4m..4m+3 of each row) from its planes at p.
+  template <typename V>
+  LOWBIT_INLINE static void codes(const uint8_t* p, typename V::I (&c)[8]) {
+    constexpr int64_t vs = 4 * V::kRows;  // bytes per vector
+    if constexpr (kP8) {
+      LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = V::load(p + vs * m);
+      return;
+    }
+    if constexpr (kP4) {
+      const auto lo = V::set8(0x0F);
+      LOWBIT_UNROLL for (int v = 0; v < 4; ++v) {
+        const auto x = V::load(p + vs * v);
+        c[v] = V::and_(x, lo);
+        c[v + 4] = V::and_(V::template srl16<4>(x), lo);
+      }
+    }
+    if constexpr (kP2) {
+      const auto mask = V::set8(3 << kS2);
+      LOWBIT_UNROLL for (int v = 0; v < 2; ++v) {
+        const auto x = V::load(p + vs * (kV2 + v));
+        const typename V::I part[4] = {bits<V, 0, kS2>(x, mask), bits<V, 2, kS2>(x, mask),
+                                       bits<V, 4, kS2>(x, mask), bits<V, 6, kS2>(x, mask)};
+        LOWBIT_UNROLL for (int j = 0; j < 4; ++j) c[v + 2 * j] =
+            kP4 ? V::or_(c[v + 2 * j], part[j]) : part[j];
+      }
+    }
+    if constexpr (kP1) {
+      const auto mask = V::set8(1 << kS1);
+      const auto x = V::load(p + vs * kV1);
+      const typename V::I part[8] = {bits<V, 0, kS1>(x, mask), bits<V, 1, kS1>(x, mask),
+                                     bits<V, 2, kS1>(x, mask), bits<V, 3, kS1>(x, mask),
+                                     bits<V, 4, kS1>(x, mask), bits<V, 5, kS1>(x, mask),
+                                     bits<V, 6, kS1>(x, mask), bits<V, 7, kS1>(x, mask)};
+      LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = V::or_(c[m], part[m]);
+    }
+  }
+
+  // One group of V::kRows rows (8, or a pair's 16) at g times T tokens: y[t * ldy + r].
+  // nbs: -bsum of each (token, block), a.n x K/32.
+  template <typename V, int T>
+  static void tile(const uint8_t* g, const Acts& a, const int32_t* nbs, float* y, int64_t ldy) {
+    const int64_t K = a.K, G = a.wgroup, nb = K / 32;
+    constexpr int64_t pairs = V::kRows / 8, vs = 4 * V::kRows;
+    typename V::F acc[T];
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::zero_f();
+    const uint8_t* p = g;
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+      const int64_t nbg = std::min(G, K - k0) / 32;
+      const typename V::F dw = V::load_ph(p);
+      typename V::I zv = V::zero_i();
+      if constexpr (kAsym) zv = V::load_u8(p + 16 * pairs);
+      constexpr int32_t kZ = (1 << (kB - 1)) - kShift;  // symmetric zero point (stored codes)
+      p += pairs * kHead8;
+      typename V::F accg[T];
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) accg[t] = V::zero_f();
+      for (int64_t bb = 0; bb < nbg; ++bb, p += kB * vs) {
+        const int64_t b = k0 / 32 + bb;
+        typename V::I c[8];
+        codes<V>(p, c);
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          const int8_t* at = a.qs + t * K + b * 32;
+          const int32_t o = nbs[t * nb + b];
+          typename V::I s[2] = {kAsym ? V::mullo(zv, V::set32(o)) : V::set32(kZ * o), V::zero_i()};
+          LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+            int32_t am;
+            std::memcpy(&am, at + 4 * m, 4);
+            s[m % 2] = V::template dot<kSignedCodes>(s[m % 2], c[m], V::set32(am));
+          }
+          accg[t] = V::fma(V::cvt(V::add_i(s[0], s[1])), V::set1f(a.d[t * nb + b]), accg[t]);
+        }
+      }
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::fma(accg[t], dw, acc[t]);
+    }
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) V::store(y + t * ldy, acc[t]);
+  }
+
+  // GemmX8Fn: `groups` repacked groups of 8 rows (pairs first where the tier has them).
+  template <int kT>
+  static void gemm(const uint8_t* packed, int64_t groups, const Acts& a, float* y, int64_t ldy) {
+    const int64_t nb = a.K / 32;
+    const uint64_t group_bytes = 8 * Tr::row_bytes(a.K, a.wgroup);
+    thread_local std::vector<int32_t> nbs;
+    nbs.resize(size_t(a.n * nb));
+    for (int64_t i = 0; i < a.n * nb; ++i) nbs[size_t(i)] = -int32_t(a.bsums[i]);
+    int64_t gi = 0;
+    if constexpr (Ops::kX8Wide) {
+      for (; gi + 2 <= groups; gi += 2) {
+        const uint8_t* g = packed + uint64_t(gi) * group_bytes;
+        float* yg = y + 8 * gi;
+        wide_token_tiles(a.n, [&]<int T>(int64_t t) {
+          tile<Lanes16<>, T>(g, a.from(t), nbs.data() + t * nb, yg + t * ldy, ldy);
+        });
+      }
+    }
+    for (; gi < groups; ++gi) {
+      const uint8_t* g = packed + uint64_t(gi) * group_bytes;
+      float* yg = y + 8 * gi;
+      int64_t t = 0;
+      for (; t + kT <= a.n; t += kT)
+        tile<Lanes8<Ops>, kT>(g, a.from(t), nbs.data() + t * nb, yg + t * ldy, ldy);
+      for (; t < a.n; ++t)
+        tile<Lanes8<Ops>, 1>(g, a.from(t), nbs.data() + t * nb, yg + t * ldy, ldy);
+    }
+  }
+
+  // GemmFn on the file layout (rows left in place, matmul without a prepared copy): 8 rows at
+  // a time repacked into a per-thread buffer (a short last set padded with its last row) and
+  // run through the 8-row tiles. Activations in order.
+  template <int kT>
+  static void gemm_rows(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y,
+                        int64_t ldy) {
+    thread_local std::vector<uint8_t> buf;
+    thread_local std::vector<float> ybuf;
+    buf.resize(8 * rb);
+    ybuf.resize(size_t(8 * a.n));
+    for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+      const int64_t nr = std::min<int64_t>(8, rows - r0);
+      const uint8_t* rp[8];
+      for (int r = 0; r < 8; ++r) rp[r] = w + uint64_t(r0 + std::min<int64_t>(r, nr - 1)) * rb;
+      pack_rows(rp, a.K, a.wgroup, buf.data(), 32, 0, 1);
+      gemm_one<kT>(buf.data(), a, ybuf.data());
+      for (int64_t t = 0; t < a.n; ++t)
+        std::memcpy(y + t * ldy + r0, ybuf.data() + 8 * t, size_t(nr) * 4);
+    }
+  }
+  template <int kT>
+  static void gemm_one(const uint8_t* g, const Acts& a, float* y) {
+    const int64_t nb = a.K / 32;
+    thread_local std::vector<int32_t> nbs;
+    nbs.resize(size_t(a.n * nb));
+    for (int64_t i = 0; i < a.n * nb; ++i) nbs[size_t(i)] = -int32_t(a.bsums[i]);
+    int64_t t = 0;
+    for (; t + kT <= a.n; t += kT)
+      tile<Lanes8<Ops>, kT>(g, a.from(t), nbs.data() + t * nb, y + 8 * t, 8);
+    for (; t < a.n; ++t) tile<Lanes8<Ops>, 1>(g, a.from(t), nbs.data() + t * nb, y + 8 * t, 8);
+  }
+};
+
+}  // namespace
+}  // namespace lowbit::kernel
