@@ -96,6 +96,22 @@ double tolerance(int64_t K, const float* a, const float* w) {
   return 4.0 * double(K) * std::numeric_limits<float>::epsilon() * amax * wmax + 1e-30;
 }
 
+// NF4's kernels use its codebook rounded to 1/kNf4IntScale of each block's scale d
+// (kernel::kNf4Int): the dot can move by up to sum |a_i| * d_block(i) / (2 * kNf4IntScale) from
+// the decoded floats' (0 for every other format, whose kernels use the format's exact values).
+double codebook_term(const Format& f, const uint8_t* row, int64_t K, const float* a) {
+  if (f.name() != "nf4") return 0;
+  double s = 0;
+  for (int64_t b = 0; b < K / 64; ++b) {
+    uint16_t h;
+    std::memcpy(&h, row + 34 * b, 2);
+    double sa = 0;
+    for (int64_t i = 0; i < 64; ++i) sa += std::fabs(a[64 * b + i]);
+    s += sa * std::fabs(fp16_to_f32(h)) / (2.0 * kernel::kNf4IntScale);
+  }
+  return s;
+}
+
 double dot_double(const float* a, const float* b, int64_t K) {
   double s = 0;
   for (int64_t k = 0; k < K; ++k) s += double(a[k]) * b[k];
@@ -194,7 +210,8 @@ TEST(KernelVecDot, RefMatchesTheDecodedFloats) {
       const auto ad = dequantized(a, x);
       const float got =
           kernel::ref_kernels().formats[kernel::format_index(f)].dot(q.data(), a.acts, 0);
-      EXPECT_NEAR(got, dot_double(wd.data(), ad.data(), K), tolerance(K, ad.data(), wd.data()))
+      EXPECT_NEAR(got, dot_double(wd.data(), ad.data(), K),
+                  tolerance(K, ad.data(), wd.data()) + codebook_term(f, q.data(), K, ad.data()))
           << f.name() << " K=" << K;
     }
   }
@@ -283,7 +300,10 @@ void expect_result_matches(Isa isa, const Problem& p, int64_t M, int64_t N,
     for (int64_t r = 0; r < M; ++r) {
       const float* wr = p.wd.data() + r * p.K;
       const float* at = ad.data() + t * p.K;
-      ASSERT_NEAR(y[size_t(t * M + r)], dot_double(wr, at, p.K), tolerance(p.K, at, wr))
+      const double book = kind == ActKind::kNone
+                              ? 0
+                              : codebook_term(p.f, p.w.data() + r * p.f.row_bytes(p.K), p.K, at);
+      ASSERT_NEAR(y[size_t(t * M + r)], dot_double(wr, at, p.K), tolerance(p.K, at, wr) + book)
           << isa_name(isa) << " " << p.f.name() << " M=" << M << " K=" << p.K << " N=" << N
           << " row " << r << " token " << t;
     }
@@ -363,7 +383,7 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // values, and an odd length (33), which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
-  for (const char* name : {"q4_0", "q8_0", "q4_k", "f16", "f32", "bf16"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "nf4", "f16", "f32", "bf16"}) {
     const Format f = Format::parse(name);
     const bool is_float = f.block_elems(256) == 1;
     const int64_t blk = is_float ? 32 : f.block_elems(256);
@@ -434,7 +454,7 @@ TEST(KernelRepack, GroupedIntsMatchReference) {
 // The repacked copy must not depend on the input staying in memory beyond the rows left in place,
 // and two threads must give the same bits as one.
 TEST(KernelRepack, OwnsItsCopyAndThreadsAgree) {
-  for (const char* name : {"q4_0", "q8_0", "q4_k", "f16", "f32"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "nf4", "int3_g64_asym", "f16", "f32"}) {
     const Format f = Format::parse(name);
     const Problem p = make_problem(f, 40, 512, 16, 11);
     for (const Isa isa : supported_isas()) {

@@ -66,6 +66,23 @@ LOWBIT_INT_ACT(Int3Asym)
 LOWBIT_INT_ACT(Int2)
 LOWBIT_INT_ACT(Int2Asym)
 #undef LOWBIT_INT_ACT
+template <>
+inline constexpr ActKind kActOf<formats::NF4> = ActKind::kQ8x32;
+
+// NF4 on the integer kernels: its codebook in units of 1/kNf4IntScale of the block scale,
+// rounded to nearest (|error| <= 1/65024 of the scale, far below the activations' 8-bit
+// rounding). 127 * 256: each value splits into two int8 digits, value = 256 * hi + lo with
+// lo in -128..127, hi in -127..127, so the x86 tiers dot it as two byte planes.
+inline constexpr int32_t kNf4IntScale = 127 * 256;
+constexpr std::array<int32_t, 16> nf4_int_codebook() {
+  std::array<int32_t, 16> c{};
+  for (size_t i = 0; i < 16; ++i) {
+    const double v = double(formats::kNf4Values[i]) * kNf4IntScale;
+    c[i] = int32_t(v >= 0 ? v + 0.5 : v - 0.5);
+  }
+  return c;
+}
+inline constexpr std::array<int32_t, 16> kNf4Int = nf4_int_codebook();
 
 // The grouped int format T as IntN<B, Asym> (kIs false for every other format).
 template <typename T>
@@ -151,9 +168,10 @@ struct FormatKernels {
   // first 16 * (M / 16) rows are repacked in pairs with it (the gemm_x8 reads them so).
   RepackFn repack16 = nullptr;
   GemmX8Fn gemm_x8 = nullptr;
-  uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks); 0 for the
-                                // grouped formats, whose 8 rows take 8 * row_bytes
+  uint32_t x8_block_bytes = 0;  // repacked bytes per block index (8 rows' blocks); 0: the
+                                // layout takes exactly 8 * row_bytes (grouped ints, NF4)
   uint32_t x8_k_multiple = 1;   // rows of other lengths keep the file layout
+  bool gemm_in_order = false;   // gemm reads the activations in order (never packed)
 };
 
 inline constexpr size_t kFormatCount = size_t(FormatId::kCount);

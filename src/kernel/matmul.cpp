@@ -168,8 +168,7 @@ void run(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int6
   const KernelSet& kt = ks.formats[fi].gemm ? ks : ref_kernels();
   const GemmFn gemm = kt.formats[fi].gemm;
   const uint64_t rb = f.row_bytes(K);
-  // Grouped formats' tiles read the activations in order.
-  Acts a = quantize_acts(kt, kind, x, N, K, /*allow_pack=*/!f.grouped());
+  Acts a = quantize_acts(kt, kind, x, N, K, /*allow_pack=*/!kt.formats[fi].gemm_in_order);
   if (f.grouped()) a.wgroup = f.block_elems(K);
   for_row_groups(M, K, N, [&](int64_t r0, int64_t r1) {
     gemm_chunked(gemm, w + uint64_t(r0) * rb, rb, r1 - r0, a, y + r0, M);
@@ -204,7 +203,9 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
     return;
   const uint64_t rb = f.row_bytes(K);
   const int64_t wgroup = f.grouped() ? f.block_elems(K) : 0;
-  group_bytes_ = f.grouped() ? 8 * rb : uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
+  // x8_block_bytes 0: the layout takes exactly the 8 rows' bytes (grouped ints, NF4).
+  group_bytes_ = fk.x8_block_bytes == 0 ? 8 * rb
+                                        : uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
   packed_ = huge_alloc<uint8_t>(group_bytes_ * uint64_t(groups));
   uint8_t* out = packed_.get();
   // Pairs of groups through repack16 where the tier has it (threads then split on pairs).

@@ -8,6 +8,9 @@
 //   Grouped intN (groups of G values, G and K multiples of 32), w = dw_g * (q - z_g):
 //     dot = sum over groups g, in order, of dw_g * (sum over its 32-blocks b, in order, of
 //     da_b * I_b),  I_b = sum (q - z_g) * q_a  (z_g = 2^(B-1) for the symmetric variants)
+//   NF4 (blocks of 64, w = dw * kNf4Values[q]) through its integer codebook kNf4Int:
+//     dot = (sum over blocks g of dw_g * (da_b0 * I_b0 + da_b1 * I_b1)) / kNf4IntScale,
+//     I_b = sum kNf4Int[q] * q_a over the 32-block b
 //   Float formats: the row decoded, dotted in 8 interleaved lanes (dot_f32_ref).
 // Integer sums are exact (int32); only the float accumulation order differs between tiers.
 #include <algorithm>
@@ -333,6 +336,27 @@ float dot_intn(const uint8_t* w, const Acts& a, int64_t t) {
   return acc;
 }
 
+float dot_nf4(const uint8_t* w, const Acts& a, int64_t t) {
+  const int64_t K = a.K, nb = K / 32;
+  const auto* blk = reinterpret_cast<const NF4::Block*>(w);
+  const int8_t* q = a.qs + t * K;
+  const float* da = a.d + t * nb;
+  float acc = 0;
+  for (int64_t g = 0; g < K / 64; ++g) {
+    float accg = 0;
+    for (int b = 0; b < 2; ++b) {
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) {
+        const int e = 32 * b + i, code = e < 32 ? blk[g].qs[e] & 0xF : blk[g].qs[e - 32] >> 4;
+        sum += kNf4Int[size_t(code)] * q[64 * g + e];
+      }
+      accg += da[2 * g + b] * float(sum);
+    }
+    acc += fp16_to_f32(blk[g].d) * accg;
+  }
+  return acc * (1.0f / float(kNf4IntScale));
+}
+
 // ---- float formats ------------------------------------------------------------------------------
 
 template <typename T>
@@ -364,6 +388,8 @@ constexpr FormatKernels kernels_of() {
   constexpr ActKind k = kActOf<T>;
   if constexpr (IntTraits<T>::kIs)
     return {dot_intn<T>, gemm_by_dots<dot_intn<T>>};
+  else if constexpr (std::is_same_v<T, NF4>)
+    return {dot_nf4, gemm_by_dots<dot_nf4>};
   else if constexpr (k == ActKind::kQ8x32)
     return {dot32<T>, gemm_by_dots<dot32<T>>};
   else if constexpr (k == ActKind::kQ8x256)

@@ -59,6 +59,14 @@ struct Lanes8 {
   }
   LOWBIT_INLINE static I add_i(I a, I b) { return _mm256_add_epi32(a, b); }
   LOWBIT_INLINE static I mullo(I a, I b) { return _mm256_mullo_epi32(a, b); }
+  template <int S>
+  LOWBIT_INLINE static I sll32(I a) {
+    return _mm256_slli_epi32(a, S);
+  }
+  LOWBIT_INLINE static I shuffle(I table, I idx) { return _mm256_shuffle_epi8(table, idx); }
+  LOWBIT_INLINE static I table16(const int8_t* t) {
+    return _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+  }
   LOWBIT_INLINE static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
   LOWBIT_INLINE static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   LOWBIT_INLINE static F set1f(float v) { return _mm256_set1_ps(v); }
@@ -98,6 +106,14 @@ struct Lanes16 {
   }
   LOWBIT_INLINE static I add_i(I a, I b) { return _mm512_add_epi32(a, b); }
   LOWBIT_INLINE static I mullo(I a, I b) { return _mm512_mullo_epi32(a, b); }
+  template <int S>
+  LOWBIT_INLINE static I sll32(I a) {
+    return _mm512_slli_epi32(a, S);
+  }
+  LOWBIT_INLINE static I shuffle(I table, I idx) { return _mm512_shuffle_epi8(table, idx); }
+  LOWBIT_INLINE static I table16(const int8_t* t) {
+    return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+  }
   LOWBIT_INLINE static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
   LOWBIT_INLINE static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   LOWBIT_INLINE static F set1f(float v) { return _mm512_set1_ps(v); }
@@ -110,9 +126,35 @@ struct Lanes16 {
   LOWBIT_INLINE static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
 };
 
+// What the layout needs of a format: the grouped ints (IntTraits) and NF4, whose blocks of 64
+// are groups of 64 with 4-bit codes looked up in kNf4Int (two byte planes, see kernels.h).
+template <typename Fmt>
+struct XTraits : IntTraits<Fmt> {
+  static constexpr bool kBook = false;
+  static constexpr int64_t kGroup = 0;                // 0: the Format's group (Acts::wgroup)
+  static int code(const uint8_t* codes, int64_t i) {  // LSB-first bit stream
+    constexpr int B = IntTraits<Fmt>::kBits;
+    const uint64_t bit = uint64_t(i) * B;
+    uint32_t v = codes[bit / 8] >> (bit % 8);
+    if (bit % 8 + B > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
+    return int(v & ((1u << B) - 1));
+  }
+};
+template <>
+struct XTraits<formats::NF4> {
+  static constexpr bool kIs = true, kAsym = false, kBook = true;
+  static constexpr int kBits = 4;
+  static constexpr int64_t kHeadBytes = 2, kGroup = 64;
+  static uint64_t row_bytes(int64_t K, int64_t) { return uint64_t(K / 64 * 34); }
+  static int code(const uint8_t* qs, int64_t i) { return i < 32 ? qs[i] & 15 : qs[i - 32] >> 4; }
+};
+
 template <typename Ops, typename Fmt>
 struct XInt {
-  using Tr = IntTraits<Fmt>;
+  using Tr = XTraits<Fmt>;
+  static constexpr bool kBook = Tr::kBook;
+  // NF4's code bytes: kNf4Int's digits + kBookShift (u8 for vpdpbusd; AVX2 keeps them signed).
+  static constexpr int kBookShift = Ops::kSignedOffset;
   static constexpr int kB = Tr::kBits;
   static constexpr bool kAsym = Tr::kAsym;
   static constexpr bool kP8 = kB == 8, kP4 = kB == 4 || kB == 5 || kB == 6,
@@ -121,7 +163,8 @@ struct XInt {
   static constexpr int kV2 = kP4 ? 4 : 0, kV1 = kV2 + (kP2 ? 2 : 0);
   static constexpr int kS2 = kP4 ? 4 : 0;            // P2 holds bits kS2, kS2 + 1
   static constexpr int kS1 = kP4 ? 4 : kP2 ? 2 : 0;  // P1 holds bit kS1
-  static constexpr bool kSignedCodes = kB == 8 && Ops::kSignedOffset == 0;  // AVX2 int8
+  static constexpr bool kSignedCodes =
+      (kB == 8 || kBook) && Ops::kSignedOffset == 0;     // AVX2: int8, NF4's digits
   static constexpr int kShift = kSignedCodes ? 128 : 0;  // stored code = q - kShift
   static constexpr int64_t kHead8 = kAsym ? 24 : 16;     // a group's scales (and zeros), 8 rows
 
@@ -161,6 +204,7 @@ struct XInt {
   static void pack_rows(const uint8_t* const (&rows)[8], int64_t K, int64_t G, uint8_t* out,
                         int64_t vstride, int64_t half, int64_t pairs) {
     const int64_t hb = Tr::kHeadBytes;
+    if constexpr (Tr::kGroup != 0) G = Tr::kGroup;
     uint64_t in_off = 0;
     for (int64_t k0 = 0; k0 < K; k0 += G) {
       const int64_t n = std::min(G, K - k0);
@@ -175,19 +219,13 @@ struct XInt {
         int q[8][32];
         for (int r = 0; r < 8; ++r) {
           const uint8_t* c = rows[r] + in_off + hb;
-          for (int i = 0; i < 32; ++i) q[r][i] = code(c, 32 * b + i);
+          for (int i = 0; i < 32; ++i) q[r][i] = Tr::code(c, 32 * b + i);
         }
         pack_block(q, codes + b * kB * vstride + half, vstride);
       }
       out += pairs * kHead8 + (n / 32) * kB * vstride;
       in_off += uint64_t(hb + n * kB / 8);
     }
-  }
-  static int code(const uint8_t* codes, int64_t i) {
-    const uint64_t bit = uint64_t(i) * kB;
-    uint32_t v = codes[bit / 8] >> (bit % 8);
-    if (bit % 8 + kB > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
-    return int(v & ((1u << kB) - 1));
   }
 
   // RepackFn: rows [0, 8) of w, and rows [0, 16) as a pair.
@@ -252,14 +290,27 @@ struct XInt {
     }
   }
 
+  // NF4's digit tables (16 bytes per 128-bit lane): hi or lo digit of kNf4Int + kBookShift.
+  template <typename V>
+  LOWBIT_INLINE static typename V::I book(bool hi) {
+    alignas(16) int8_t tab[16];
+    for (int i = 0; i < 16; ++i) {
+      const int32_t v = kNf4Int[size_t(i)], lo = ((v + 128) & 255) - 128;
+      tab[i] = int8_t(uint8_t((hi ? (v - lo) / 256 : lo) + kBookShift));
+    }
+    return V::table16(tab);
+  }
+
   // One group of V::kRows rows (8, or a pair's 16) at g times T tokens: y[t * ldy + r].
   // nbs: -bsum of each (token, block), a.n x K/32.
   template <typename V, int T>
   static void tile(const uint8_t* g, const Acts& a, const int32_t* nbs, float* y, int64_t ldy) {
-    const int64_t K = a.K, G = a.wgroup, nb = K / 32;
+    const int64_t K = a.K, G = Tr::kGroup ? Tr::kGroup : a.wgroup, nb = K / 32;
     constexpr int64_t pairs = V::kRows / 8, vs = 4 * V::kRows;
     typename V::F acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::zero_f();
+    typename V::I thi = V::zero_i(), tlo = V::zero_i();
+    if constexpr (kBook) thi = book<V>(true), tlo = book<V>(false);
     const uint8_t* p = g;
     for (int64_t k0 = 0; k0 < K; k0 += G) {
       const int64_t nbg = std::min(G, K - k0) / 32;
@@ -274,21 +325,47 @@ struct XInt {
         const int64_t b = k0 / 32 + bb;
         typename V::I c[8];
         codes<V>(p, c);
-        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-          const int8_t* at = a.qs + t * K + b * 32;
-          const int32_t o = nbs[t * nb + b];
-          typename V::I s[2] = {kAsym ? V::mullo(zv, V::set32(o)) : V::set32(kZ * o), V::zero_i()};
+        if constexpr (kBook) {  // I = 256 * (Sh - shift * bsum) + (Sl - shift * bsum)
+          typename V::I h[8];
           LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
-            int32_t am;
-            std::memcpy(&am, at + 4 * m, 4);
-            s[m % 2] = V::template dot<kSignedCodes>(s[m % 2], c[m], V::set32(am));
+            h[m] = V::shuffle(thi, c[m]);
+            c[m] = V::shuffle(tlo, c[m]);
           }
-          accg[t] = V::fma(V::cvt(V::add_i(s[0], s[1])), V::set1f(a.d[t * nb + b]), accg[t]);
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+            const int8_t* at = a.qs + t * K + b * 32;
+            typename V::I sh = V::zero_i(), sl = V::set32(257 * kBookShift * nbs[t * nb + b]);
+            LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+              int32_t am;
+              std::memcpy(&am, at + 4 * m, 4);
+              const typename V::I av = V::set32(am);
+              sh = V::template dot<kSignedCodes>(sh, h[m], av);
+              sl = V::template dot<kSignedCodes>(sl, c[m], av);
+            }
+            const typename V::I isum = V::add_i(V::template sll32<8>(sh), sl);
+            accg[t] = V::fma(V::cvt(isum), V::set1f(a.d[t * nb + b]), accg[t]);
+          }
+        } else {
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+            const int8_t* at = a.qs + t * K + b * 32;
+            const int32_t o = nbs[t * nb + b];
+            typename V::I s[2] = {kAsym ? V::mullo(zv, V::set32(o)) : V::set32(kZ * o),
+                                  V::zero_i()};
+            LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
+              int32_t am;
+              std::memcpy(&am, at + 4 * m, 4);
+              s[m % 2] = V::template dot<kSignedCodes>(s[m % 2], c[m], V::set32(am));
+            }
+            accg[t] = V::fma(V::cvt(V::add_i(s[0], s[1])), V::set1f(a.d[t * nb + b]), accg[t]);
+          }
         }
       }
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::fma(accg[t], dw, acc[t]);
     }
-    LOWBIT_UNROLL for (int t = 0; t < T; ++t) V::store(y + t * ldy, acc[t]);
+    constexpr float kOut = kBook ? 1.0f / float(kNf4IntScale) : 1.0f;
+    LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+      if constexpr (kBook) acc[t] = V::fma(acc[t], V::set1f(kOut), V::zero_f());
+      V::store(y + t * ldy, acc[t]);
+    }
   }
 
   // GemmX8Fn: `groups` repacked groups of 8 rows (pairs first where the tier has them).
@@ -296,6 +373,7 @@ struct XInt {
   static void gemm(const uint8_t* packed, int64_t groups, const Acts& a, float* y, int64_t ldy) {
     const int64_t nb = a.K / 32;
     const uint64_t group_bytes = 8 * Tr::row_bytes(a.K, a.wgroup);
+    // NF4 holds a block's two digit planes across the tokens: tiles of 4 fit the registers.
     thread_local std::vector<int32_t> nbs;
     nbs.resize(size_t(a.n * nb));
     for (int64_t i = 0; i < a.n * nb; ++i) nbs[size_t(i)] = -int32_t(a.bsums[i]);
@@ -304,9 +382,16 @@ struct XInt {
       for (; gi + 2 <= groups; gi += 2) {
         const uint8_t* g = packed + uint64_t(gi) * group_bytes;
         float* yg = y + 8 * gi;
-        wide_token_tiles(a.n, [&]<int T>(int64_t t) {
+        const auto run = [&]<int T>(int64_t t) {
           tile<Lanes16<>, T>(g, a.from(t), nbs.data() + t * nb, yg + t * ldy, ldy);
-        });
+        };
+        if constexpr (kBook) {
+          int64_t t = 0;
+          for (; t + 4 <= a.n; t += 4) run.template operator()<4>(t);
+          for (; t < a.n; ++t) run.template operator()<1>(t);
+        } else {
+          wide_token_tiles(a.n, run);
+        }
       }
     }
     for (; gi < groups; ++gi) {

@@ -59,7 +59,7 @@ struct X86Tier {
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       }
       return k;
-    } else if constexpr (IntTraits<T>::kIs) {
+    } else if constexpr (XTraits<T>::kIs) {
       using X = XInt<Ops, T>;
       FormatKernels k{};
       k.gemm = X::template gemm_rows<Ops::kX8Tokens>;
@@ -67,6 +67,7 @@ struct X86Tier {
       k.repack8 = X::repack;
       if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
       k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
+      k.gemm_in_order = true;
       return k;
     } else if constexpr (kFloatKindOf<T> >= 0) {
       static_assert(kActOf<T> == ActKind::kF32);
