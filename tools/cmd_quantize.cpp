@@ -225,6 +225,9 @@ PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, F
   const int64_t params = int64_t(m.parameter_count());
   const uint64_t total = a.target_bpw > 0 ? uint64_t(std::floor(a.target_bpw * double(params) / 8))
                                           : parse_size(a.target_size);
+  // --target-size is the file's size as a user reads it: the header, tokenizer and padding
+  // come out of the budget too (--target-bpw counts the weights' bits only).
+  if (a.target_bpw <= 0) fixed += gguf_overhead_bound(m);
   if (total <= fixed) {
     throw Error("the size target leaves nothing for the weight matrices",
                 {.field = "--target",

@@ -85,6 +85,10 @@ void write_gguf(const Model& m, const std::string& path,
                 const std::vector<std::pair<std::string, std::string>>& extra_metadata,
                 bool show_progress = false, const TensorHook& before = {},
                 const TensorHook& after = {});
+// An upper bound on the bytes of m's GGUF file outside its tensor data, whatever the tensors'
+// formats: the header (metadata, tokenizer, tensor infos; a type id takes 4 bytes for every
+// format), the keys the quantizers add, and the worst alignment padding. Size budgets subtract it.
+uint64_t gguf_overhead_bound(const Model& m);
 // Writes m as safetensors with Hugging Face names and Q/K back in the rotate-half layout, plus
 // config.json beside it; the tokenizer data rides in __metadata__ so lowbit can read it back.
 void write_safetensors(const Model& m, const std::string& path, const Format& float_type,

@@ -499,34 +499,47 @@ void GgufWriter::add_tensor(std::string name, std::vector<int64_t> ne, Format fo
   tensors_.push_back({std::move(name), std::move(ne), format, bytes, std::move(write_data)});
 }
 
-void GgufWriter::write(const std::string& path, const std::vector<std::string>& inputs,
-                       const std::function<void(size_t, size_t)>& progress) const {
+namespace {
+// The header write() emits: magic, version, counts, metadata, tensor infos.
+template <typename Kv, typename Tensors>
+ByteSink gguf_header(const Kv& kv, const Tensors& tensors, uint64_t alignment) {
   ByteSink h;
   h.put<uint32_t>(0x46554747u);
   h.put<uint32_t>(3);
-  h.put<uint64_t>(tensors_.size());
-  const bool custom_alignment = alignment_ != 32;
-  h.put<uint64_t>(kv_.size() + (custom_alignment ? 1 : 0));
+  h.put<uint64_t>(tensors.size());
+  const bool custom_alignment = alignment != 32;
+  h.put<uint64_t>(kv.size() + (custom_alignment ? 1 : 0));
   if (custom_alignment) {
     h.put_string("general.alignment");
     h.put<uint32_t>(uint32_t(GgufType::kU32));
-    h.put<uint32_t>(uint32_t(alignment_));
+    h.put<uint32_t>(uint32_t(alignment));
   }
-  for (const auto& [k, v] : kv_) {
+  for (const auto& [k, v] : kv) {
     LOWBIT_CHECK(!k.empty() && k != "general.alignment", "GGUF key");
     h.put_string(k);
     h.put<uint32_t>(uint32_t(v.type));
     h.put_value(v);
   }
   uint64_t offset = 0;
-  for (const auto& t : tensors_) {
+  for (const auto& t : tensors) {
     h.put_string(t.name);
     h.put<uint32_t>(uint32_t(t.ne.size()));
     for (int64_t d : t.ne) h.put<uint64_t>(uint64_t(d));
     h.put<uint32_t>(t.format.gguf_type());
     h.put<uint64_t>(offset);
-    offset = checked_align_up(checked_add(offset, t.bytes), alignment_);
+    offset = checked_align_up(checked_add(offset, t.bytes), alignment);
   }
+  return h;
+}
+}  // namespace
+
+uint64_t GgufWriter::header_bytes() const {
+  return gguf_header(kv_, tensors_, alignment_).bytes.size();
+}
+
+void GgufWriter::write(const std::string& path, const std::vector<std::string>& inputs,
+                       const std::function<void(size_t, size_t)>& progress) const {
+  const ByteSink h = gguf_header(kv_, tensors_, alignment_);
   OutputFile out(path, inputs);
   out.write(h.bytes.data(), h.bytes.size());
   if (!tensors_.empty()) out.write_zeros(checked_align_up(out.offset(), alignment_) - out.offset());

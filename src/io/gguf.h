@@ -110,6 +110,9 @@ class GgufWriter {
   void set(const std::string& key, GgufValue v);  // replaces an existing key in place
   void add_tensor(std::string name, std::vector<int64_t> ne, Format format,
                   std::function<void(OutputFile&)> write_data);
+  // Bytes of the header (magic, metadata, tensor infos) as write() would emit it, before the
+  // alignment padding of the data section.
+  uint64_t header_bytes() const;
   // Writes and commits; the callbacks must write exactly the tensor's byte size.
   void write(const std::string& path, const std::vector<std::string>& inputs = {},
              const std::function<void(size_t done, size_t total)>& progress = {}) const;

@@ -124,6 +124,23 @@ void write_gguf(const Model& m, const std::string& path, const Format& float_typ
              show_progress);
 }
 
+uint64_t gguf_overhead_bound(const Model& m) {
+  GgufWriter w;
+  set_config(w, m.config);
+  set_tokenizer(w, m.tokenizer);
+  for (const auto& t : m.tensors) {
+    std::vector<int64_t> ne(t.shape.rbegin(), t.shape.rend());
+    w.add_tensor(t.name, ne, Format::parse("f32"), [](OutputFile&) {});
+  }
+  w.set("general.quantization_version", GgufValue::u32(2));
+  w.set("lowbit.private_types", GgufValue::boolean(true));
+  const std::string value(64, 'x');  // the quantizers' keys: method and type names
+  w.set("lowbit.quantize.method", GgufValue::str(value));
+  w.set("lowbit.quantize.type", GgufValue::str(value));
+  constexpr uint64_t kAlign = 32;  // GgufWriter's default: at most 31 bytes after each part
+  return w.header_bytes() + (kAlign - 1) * (uint64_t(m.tensors.size()) + 1);
+}
+
 void write_gguf(const Model& m, const std::string& path,
                 const std::function<Format(const ModelTensor&)>& target,
                 const std::vector<std::pair<std::string, std::string>>& extra_metadata,
