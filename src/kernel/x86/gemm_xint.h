@@ -126,11 +126,14 @@ struct Lanes16 {
   LOWBIT_INLINE static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
 };
 
-// What the layout needs of a format: the grouped ints (IntTraits) and NF4, whose blocks of 64
-// are groups of 64 with 4-bit codes looked up in kNf4Int (two byte planes, see kernels.h).
+// What the layout needs of a format: the grouped ints (IntTraits), and the 32-value GGUF blocks
+// and NF4 as groups of one block: Q5_0 (B = 5, zero 16), Q5_1 (B = 5, x = d q + m: kAffine, the
+// m of each group in the head after d), IQ4_NL (4-bit codes looked up in its int8 codebook: one
+// digit plane) and NF4 (blocks of 64, codes looked up in kNf4Int: two digit planes).
 template <typename Fmt>
 struct XTraits : IntTraits<Fmt> {
-  static constexpr bool kBook = false;
+  static constexpr int kBookDigits = 0;  // codebook digit planes (0: the codes are the values)
+  static constexpr bool kAffine = false;
   static constexpr int64_t kGroup = 0;                // 0: the Format's group (Acts::wgroup)
   static int code(const uint8_t* codes, int64_t i) {  // LSB-first bit stream
     constexpr int B = IntTraits<Fmt>::kBits;
@@ -140,20 +143,52 @@ struct XTraits : IntTraits<Fmt> {
     return int(v & ((1u << B) - 1));
   }
 };
+// Fixed blocks of kGroup values {kHeadBytes of fp16 d (and m); codes}.
+template <int B, int64_t kBlock, int64_t kHead, int64_t kBlockBytes>
+struct XBlockTraits {
+  static constexpr bool kIs = true, kAsym = false, kAffine = false;
+  static constexpr int kBits = B, kBookDigits = 0;
+  static constexpr int64_t kHeadBytes = kHead, kGroup = kBlock;
+  static uint64_t row_bytes(int64_t K, int64_t) { return uint64_t(K / kBlock * kBlockBytes); }
+  static int nibble(const uint8_t* qs, int64_t i) {  // value i < N/2 low nibbles, then high
+    return i < kBlock / 2 ? qs[i] & 15 : qs[i - kBlock / 2] >> 4;
+  }
+};
 template <>
-struct XTraits<formats::NF4> {
-  static constexpr bool kIs = true, kAsym = false, kBook = true;
-  static constexpr int kBits = 4;
-  static constexpr int64_t kHeadBytes = 2, kGroup = 64;
-  static uint64_t row_bytes(int64_t K, int64_t) { return uint64_t(K / 64 * 34); }
-  static int code(const uint8_t* qs, int64_t i) { return i < 32 ? qs[i] & 15 : qs[i - 32] >> 4; }
+struct XTraits<formats::NF4> : XBlockTraits<4, 64, 2, 34> {
+  static constexpr int kBookDigits = 2;
+  static constexpr float kOutScale = 1.0f / float(kNf4IntScale);
+  static int32_t book(int i) { return kNf4Int[size_t(i)]; }
+  static int code(const uint8_t* qs, int64_t i) { return nibble(qs, i); }
+};
+template <>
+struct XTraits<formats::IQ4_NL> : XBlockTraits<4, 32, 2, 18> {
+  static constexpr int kBookDigits = 1;
+  static constexpr float kOutScale = 1.0f;
+  static int32_t book(int i) { return int32_t(formats::kIq4nlValues[size_t(i)]); }
+  static int code(const uint8_t* qs, int64_t i) { return nibble(qs, i); }
+};
+// Q5_0 / Q5_1 codes: {u8 qh[4]; u8 qs[16]}, bit 5 of value i is bit i of qh (little-endian).
+inline int q5_code(const uint8_t* c, int64_t i) {
+  const int lo = i < 16 ? c[4 + i] & 15 : c[4 + i - 16] >> 4;
+  return lo | ((c[i / 8] >> (i % 8)) & 1) << 4;
+}
+template <>
+struct XTraits<formats::Q5_0> : XBlockTraits<5, 32, 2, 22> {
+  static int code(const uint8_t* c, int64_t i) { return q5_code(c, i); }
+};
+template <>
+struct XTraits<formats::Q5_1> : XBlockTraits<5, 32, 4, 24> {
+  static constexpr bool kAffine = true;
+  static int code(const uint8_t* c, int64_t i) { return q5_code(c, i); }
 };
 
 template <typename Ops, typename Fmt>
 struct XInt {
   using Tr = XTraits<Fmt>;
-  static constexpr bool kBook = Tr::kBook;
-  // NF4's code bytes: kNf4Int's digits + kBookShift (u8 for vpdpbusd; AVX2 keeps them signed).
+  static constexpr int kDigits = Tr::kBookDigits;
+  static constexpr bool kBook = kDigits > 0, kAffine = Tr::kAffine;
+  // Codebook digits as stored: + kBookShift (u8 for vpdpbusd; AVX2 keeps them signed).
   static constexpr int kBookShift = Ops::kSignedOffset;
   static constexpr int kB = Tr::kBits;
   static constexpr bool kAsym = Tr::kAsym;
@@ -164,9 +199,10 @@ struct XInt {
   static constexpr int kS2 = kP4 ? 4 : 0;            // P2 holds bits kS2, kS2 + 1
   static constexpr int kS1 = kP4 ? 4 : kP2 ? 2 : 0;  // P1 holds bit kS1
   static constexpr bool kSignedCodes =
-      (kB == 8 || kBook) && Ops::kSignedOffset == 0;     // AVX2: int8, NF4's digits
+      (kB == 8 || kBook) && Ops::kSignedOffset == 0;     // AVX2: int8, codebook digits
   static constexpr int kShift = kSignedCodes ? 128 : 0;  // stored code = q - kShift
-  static constexpr int64_t kHead8 = kAsym ? 24 : 16;     // a group's scales (and zeros), 8 rows
+  // A group's head, 8 rows: d[8] fp16, then z[8] u8 (asym) or m[8] fp16 (affine).
+  static constexpr int64_t kHead8 = kAsym ? 24 : kAffine ? 32 : 16;
 
   // ---- repacking ---------------------------------------------------------------------------
 
@@ -213,6 +249,8 @@ struct XInt {
       for (int r = 0; r < 8; ++r) {
         std::memcpy(out + dpos + 2 * r, rows[r] + in_off, 2);
         if constexpr (kAsym) out[zpos + r] = rows[r][in_off + 2];
+        if constexpr (kAffine)
+          std::memcpy(out + 16 * pairs + dpos + 2 * r, rows[r] + in_off + 2, 2);
       }
       uint8_t* codes = out + pairs * kHead8;
       for (int64_t b = 0; b < n / 32; ++b) {
@@ -290,12 +328,13 @@ struct XInt {
     }
   }
 
-  // NF4's digit tables (16 bytes per 128-bit lane): hi or lo digit of kNf4Int + kBookShift.
+  // The codebook's digit tables (16 bytes per 128-bit lane): value = 256 * hi + lo for two
+  // digits (lo in -128..127), value = lo for one; each + kBookShift.
   template <typename V>
   LOWBIT_INLINE static typename V::I book(bool hi) {
     alignas(16) int8_t tab[16];
     for (int i = 0; i < 16; ++i) {
-      const int32_t v = kNf4Int[size_t(i)], lo = ((v + 128) & 255) - 128;
+      const int32_t v = Tr::book(i), lo = kDigits == 1 ? v : ((v + 128) & 255) - 128;
       tab[i] = int8_t(uint8_t((hi ? (v - lo) / 256 : lo) + kBookShift));
     }
     return V::table16(tab);
@@ -310,14 +349,19 @@ struct XInt {
     typename V::F acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::zero_f();
     typename V::I thi = V::zero_i(), tlo = V::zero_i();
-    if constexpr (kBook) thi = book<V>(true), tlo = book<V>(false);
+    if constexpr (kDigits == 2) thi = book<V>(true);
+    if constexpr (kBook) tlo = book<V>(false);
     const uint8_t* p = g;
     for (int64_t k0 = 0; k0 < K; k0 += G) {
       const int64_t nbg = std::min(G, K - k0) / 32;
       const typename V::F dw = V::load_ph(p);
       typename V::I zv = V::zero_i();
       if constexpr (kAsym) zv = V::load_u8(p + 16 * pairs);
-      constexpr int32_t kZ = (1 << (kB - 1)) - kShift;  // symmetric zero point (stored codes)
+      typename V::F mv = V::zero_f();
+      if constexpr (kAffine) mv = V::load_ph(p + 16 * pairs);
+      // What the stored codes' sum is too high by, per unit of bsum: the symmetric zero point,
+      // or the codebook's shift; nothing for affine codes (their m term is added at the end).
+      constexpr int32_t kZOff = kBook ? kBookShift : kAffine ? 0 : (1 << (kB - 1)) - kShift;
       p += pairs * kHead8;
       typename V::F accg[T];
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) accg[t] = V::zero_f();
@@ -325,7 +369,7 @@ struct XInt {
         const int64_t b = k0 / 32 + bb;
         typename V::I c[8];
         codes<V>(p, c);
-        if constexpr (kBook) {  // I = 256 * (Sh - shift * bsum) + (Sl - shift * bsum)
+        if constexpr (kDigits == 2) {  // I = 256 * (Sh - shift * bsum) + (Sl - shift * bsum)
           typename V::I h[8];
           LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
             h[m] = V::shuffle(thi, c[m]);
@@ -333,7 +377,7 @@ struct XInt {
           }
           LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
             const int8_t* at = a.qs + t * K + b * 32;
-            typename V::I sh = V::zero_i(), sl = V::set32(257 * kBookShift * nbs[t * nb + b]);
+            typename V::I sh = V::zero_i(), sl = V::set32(257 * kZOff * nbs[t * nb + b]);
             LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
               int32_t am;
               std::memcpy(&am, at + 4 * m, 4);
@@ -345,10 +389,13 @@ struct XInt {
             accg[t] = V::fma(V::cvt(isum), V::set1f(a.d[t * nb + b]), accg[t]);
           }
         } else {
+          if constexpr (kDigits == 1) {
+            LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = V::shuffle(tlo, c[m]);
+          }
           LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
             const int8_t* at = a.qs + t * K + b * 32;
             const int32_t o = nbs[t * nb + b];
-            typename V::I s[2] = {kAsym ? V::mullo(zv, V::set32(o)) : V::set32(kZ * o),
+            typename V::I s[2] = {kAsym ? V::mullo(zv, V::set32(o)) : V::set32(kZOff * o),
                                   V::zero_i()};
             LOWBIT_UNROLL for (int m = 0; m < 8; ++m) {
               int32_t am;
@@ -359,11 +406,16 @@ struct XInt {
           }
         }
       }
-      LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::fma(accg[t], dw, acc[t]);
+      LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+        acc[t] = V::fma(accg[t], dw, acc[t]);
+        if constexpr (kAffine) {  // + m * sum of the group's activations (one block: s_b)
+          static_assert(Tr::kGroup == 32);
+          acc[t] = V::fma(mv, V::set1f(a.s[t * nb + k0 / 32]), acc[t]);
+        }
+      }
     }
-    constexpr float kOut = kBook ? 1.0f / float(kNf4IntScale) : 1.0f;
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-      if constexpr (kBook) acc[t] = V::fma(acc[t], V::set1f(kOut), V::zero_f());
+      if constexpr (kDigits == 2) acc[t] = V::fma(acc[t], V::set1f(Tr::kOutScale), V::zero_f());
       V::store(y + t * ldy, acc[t]);
     }
   }
@@ -385,7 +437,7 @@ struct XInt {
         const auto run = [&]<int T>(int64_t t) {
           tile<Lanes16<>, T>(g, a.from(t), nbs.data() + t * nb, yg + t * ldy, ldy);
         };
-        if constexpr (kBook) {
+        if constexpr (kDigits == 2) {
           int64_t t = 0;
           for (; t + 4 <= a.n; t += 4) run.template operator()<4>(t);
           for (; t < a.n; ++t) run.template operator()<1>(t);

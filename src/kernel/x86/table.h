@@ -46,6 +46,11 @@ struct X86Tier {
         if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
+      } else if constexpr (XTraits<T>::kIs) {  // Q5_0, Q5_1, IQ4_NL: the grouped layout
+        using X = XInt<Ops, T>;
+        k.repack8 = X::repack;
+        if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
+        k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
       }
       return k;
     } else if constexpr (Dec256<T>::kHas) {
