@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "eval/bench.h"
@@ -132,6 +133,46 @@ TEST(Bench, CliSynthThenBenchJson) {
   EXPECT_NE(bad.out.find("--heads"), std::string::npos) << bad.out;
   EXPECT_EQ(run_cli("bench").rc, 1);
   EXPECT_EQ(run_cli("synth --shape nonesuch -o " + bench_tmp("bad.gguf")).rc, 1);
+}
+
+// A mixed file (layers int4_g64, output q8_0) gets each format's share of a token's matrix time
+// by default, covering exactly the matrices a token reads (the file's 2-D tensors but the
+// untied token embedding); a single-format file gets none unless asked.
+TEST(Bench, CliFormatSharesOfAMix) {
+  const std::string p = bench_tmp("mix.gguf");
+  ASSERT_EQ(run_cli("synth --dim 64 --ff 128 --layers 2 --heads 4 --kv-heads 2 --vocab 300 "
+                    "--ctx 64 --type int4_g64 --output-type q8_0 -o " +
+                    p)
+                .rc,
+            0);
+  std::map<std::string, std::pair<int64_t, uint64_t>> want;  // format -> matrices, bytes
+  for (const auto& t : Model::load(p).tensors) {
+    if (t.shape.size() != 2 || t.name == "token_embd.weight") continue;
+    auto& w = want[t.format.name()];
+    w.first += 1, w.second += t.bytes;
+  }
+  ASSERT_EQ(want.size(), 2u);
+  const CliRun b = run_cli("bench -m " + p + " -p 0 -n 2 -r 1 --json");
+  ASSERT_EQ(b.rc, 0) << b.out;
+  const auto j = nlohmann::json::parse(b.out);
+  ASSERT_TRUE(j.contains("format_shares")) << b.out;
+  std::map<std::string, std::pair<int64_t, uint64_t>> got;
+  for (const auto& s : j["format_shares"]) {
+    got[s["format"].get<std::string>()] = {s["matrices"].get<int64_t>(),
+                                           s["bytes"].get<uint64_t>()};
+    EXPECT_GT(s["seconds_per_token"].get<double>(), 0);
+  }
+  EXPECT_EQ(got, want);
+  const CliRun text = run_cli("bench -m " + p + " -p 0 -n 2 -r 1");
+  ASSERT_EQ(text.rc, 0) << text.out;
+  EXPECT_NE(text.out.find("| int4_g64"), std::string::npos) << text.out;
+  const CliRun off = run_cli("bench -m " + p + " -p 0 -n 2 -r 1 --json --no-format-shares");
+  EXPECT_FALSE(nlohmann::json::parse(off.out).contains("format_shares")) << off.out;
+  const std::string u = tiny_model("uniform.gguf", false);
+  const CliRun uni = run_cli("bench -m " + u + " -p 0 -n 2 -r 1 --json");
+  EXPECT_FALSE(nlohmann::json::parse(uni.out).contains("format_shares")) << uni.out;
+  const CliRun forced = run_cli("bench -m " + u + " -p 0 -n 2 -r 1 --json --format-shares");
+  EXPECT_EQ(nlohmann::json::parse(forced.out)["format_shares"].size(), 1u) << forced.out;
 }
 
 }  // namespace

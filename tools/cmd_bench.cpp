@@ -3,10 +3,13 @@
 // repetitions after a warm-up), the bytes of weights each generated token reads, and with
 // --bandwidth the machine's read bandwidth measured before and after generation in the same run,
 // with the generation speed it allows. `lowbit bench --bandwidth` alone measures only bandwidth.
+// A model whose weight matrices use more than one format (a mix) also gets each format's share
+// of a generated token's matrix time (--format-shares forces it, --no-format-shares skips it).
 #include <fmt/format.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "commands.h"
 #include "eval/bench.h"
@@ -24,7 +27,33 @@ struct BenchArgs {
   int64_t bandwidth_mib = 1024;
   int threads = 0;
   bool json = false;
+  std::optional<bool> shares;  // --format-shares / --no-format-shares; default: mixes only
 };
+
+// Matrix formats of the model (2-D tensors), each once.
+size_t matrix_formats(const Model& m) {
+  std::map<std::string, int> seen;
+  for (const auto& t : m.tensors) {
+    if (t.shape.size() == 2) seen[t.format.name()] = 1;
+  }
+  return seen.size();
+}
+
+void print_shares(const BenchResult& r) {
+  if (r.shares.empty()) return;
+  double total = 0;
+  for (const auto& s : r.shares) total += s.seconds;
+  fmt::print("matrix time of a generated token by weight format ({} threads, one token):\n",
+             r.threads);
+  fmt::print("| format        | matrices |      MiB | ms/token |  share | GB/s |\n");
+  fmt::print("|---------------|---------:|---------:|---------:|-------:|-----:|\n");
+  for (const auto& s : r.shares) {
+    fmt::print("| {:<13} | {:>8} | {:>8.1f} | {:>8.3f} | {:>5.1f}% | {:>4.1f} |\n", s.format,
+               s.matrices, double(s.bytes) / (1 << 20), s.seconds * 1e3,
+               total > 0 ? 100 * s.seconds / total : 0.0,
+               s.seconds > 0 ? double(s.bytes) / s.seconds * 1e-9 : 0.0);
+  }
+}
 
 nlohmann::json speed_json(const Speed& s, int threads) {
   return {{"tokens", s.tokens},
@@ -97,6 +126,7 @@ void print_text(const BenchArgs& a, const Model& m, const BenchResult& r) {
   };
   if (r.bw_before) line(r.tg.tokens > 0 ? "before tg" : "", *r.bw_before);
   if (r.bw_after) line("after tg ", *r.bw_after);
+  print_shares(r);
 }
 
 void print_json(const BenchArgs& a, const Model& m, const BenchResult& r) {
@@ -129,6 +159,15 @@ void print_json(const BenchArgs& a, const Model& m, const BenchResult& r) {
     add("before", *r.bw_before);
     if (r.bw_after) add("after", *r.bw_after);
   }
+  if (!r.shares.empty()) {
+    auto& arr = j["format_shares"] = nlohmann::json::array();
+    for (const auto& s : r.shares) {
+      arr.push_back({{"format", s.format},
+                     {"matrices", s.matrices},
+                     {"bytes", s.bytes},
+                     {"seconds_per_token", s.seconds}});
+    }
+  }
   fmt::print("{}\n", j.dump(2));
 }
 
@@ -143,6 +182,7 @@ int run_bench_cmd(BenchArgs a) {
     return bandwidth_only(a);
   }
   const Model m = Model::load(a.model);
+  a.o.format_shares = a.shares.value_or(matrix_formats(m) > 1);
   const BenchResult r = run_bench(m, a.o);
   if (a.json)
     print_json(a, m, r);
@@ -181,6 +221,10 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", a->json, "Machine-readable output");
+  cmd->add_flag_function(
+      "--format-shares,!--no-format-shares", [a](int64_t n) { a->shares = n > 0; },
+      "Time each weight format's matrices per generated token (default: when the matrices mix "
+      "formats)");
   return [a] { return run_bench_cmd(*a); };
 }
 

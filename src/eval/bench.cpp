@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "engine/llama.h"
+#include "kernel/matmul.h"
 #include "lowbit/error.h"
 #include "lowbit/rng.h"
 #include "lowbit/threads.h"
@@ -150,6 +151,43 @@ double BenchResult::tg_gbps() const {
   return double(bytes_per_token) * tg.median_tps() * 1e-9;
 }
 
+std::vector<FormatShare> format_shares(const Model& m, int reps) {
+  struct Item {
+    size_t share;
+    PreparedMatrix pm;
+  };
+  std::vector<FormatShare> shares;
+  std::vector<Item> items;
+  int64_t max_k = 0, max_m = 0;
+  for (const ModelTensor& t : m.tensors) {
+    if (t.shape.size() != 2) continue;
+    if (t.name == "token_embd.weight" && !m.config.tied_output) continue;  // one row per token
+    const std::string name = t.format.name();
+    auto it = std::find_if(shares.begin(), shares.end(),
+                           [&](const FormatShare& s) { return s.format == name; });
+    if (it == shares.end()) it = shares.insert(shares.end(), FormatShare{name});
+    it->matrices += 1, it->bytes += t.bytes;
+    items.push_back(
+        {size_t(it - shares.begin()), PreparedMatrix(t.format, t.data, t.rows(), t.row_length())});
+    max_k = std::max(max_k, t.row_length()), max_m = std::max(max_m, t.rows());
+  }
+  std::vector<float> x(static_cast<size_t>(max_k)), y(static_cast<size_t>(max_m));
+  Rng rng(7);
+  for (float& v : x) v = float(rng.uniform()) - 0.5f;
+  std::vector<std::vector<double>> passes(shares.size());
+  for (int rep = -1; rep < reps; ++rep) {  // -1: the warm-up
+    std::vector<double> sum(shares.size(), 0.0);
+    for (const Item& it : items) {
+      const auto t0 = Clock::now();
+      it.pm.multiply(x.data(), 1, y.data());
+      sum[it.share] += seconds_since(t0);
+    }
+    for (size_t i = 0; rep >= 0 && i < shares.size(); ++i) passes[i].push_back(sum[i]);
+  }
+  for (size_t i = 0; i < shares.size(); ++i) shares[i].seconds = median_of(passes[i]);
+  return shares;
+}
+
 BenchResult run_bench(const Model& m, const BenchOptions& o) {
   if (o.n_prompt < 0 || o.n_gen < 0 || o.n_prompt + o.n_gen == 0) {
     throw Error("nothing to measure", {.field = "-p / -n", .expected = ">= 0, not both 0"});
@@ -193,6 +231,7 @@ BenchResult run_bench(const Model& m, const BenchOptions& o) {
   } else if (bw) {
     r.bw_before = bw->measure(o.bandwidth_passes);
   }
+  if (o.format_shares) r.shares = format_shares(m, std::max(o.reps, 3));
   return r;
 }
 

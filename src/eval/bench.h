@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "lowbit/huge_pages.h"
@@ -64,14 +65,30 @@ struct BenchOptions {
   bool bandwidth = false;  // probe before and after generation
   uint64_t bandwidth_bytes = uint64_t(1) << 30;
   int bandwidth_passes = 9;
+  bool format_shares = false;  // time generation's matrices per weight format (format_shares)
 };
+
+// Where a generated token's matrix time goes, per weight format.
+struct FormatShare {
+  std::string format;
+  int64_t matrices = 0;
+  uint64_t bytes = 0;  // the matrices' bytes (read once per token)
+  double seconds = 0;  // per token: the median over the passes of the format's summed time
+};
+// Every weight matrix a token reads (the output layer, and the token embedding only when it is
+// tied to it), prepared as the engine prepares them, multiplied by one token in the model's
+// order with the threads generation uses: one warm-up pass, then `reps` timed passes. Formats
+// in order of first appearance. (A mix's speed is the sum of these parts, plus attention and
+// the small steps between them.)
+std::vector<FormatShare> format_shares(const Model& m, int reps);
 
 struct BenchResult {
   Speed pp, tg;
   uint64_t bytes_per_token = 0;
   std::optional<ReadBandwidth::Probe> bw_before, bw_after;
   int threads = 0;
-  double tg_gbps() const;  // bytes_per_token x median generation tokens/s / 1e9
+  std::vector<FormatShare> shares;  // BenchOptions::format_shares
+  double tg_gbps() const;           // bytes_per_token x median generation tokens/s / 1e9
 };
 
 BenchResult run_bench(const Model& m, const BenchOptions& o);
