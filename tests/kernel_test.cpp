@@ -100,14 +100,16 @@ double tolerance(int64_t K, const float* a, const float* w) {
 // (kernel::kNf4Int): the dot can move by up to sum |a_i| * d_block(i) / (2 * kNf4IntScale) from
 // the decoded floats' (0 for every other format, whose kernels use the format's exact values).
 double codebook_term(const Format& f, const uint8_t* row, int64_t K, const float* a) {
-  if (f.name() != "nf4") return 0;
+  const bool dq = f.name() == "nf4_dq";
+  if (f.name() != "nf4" && !dq) return 0;
   double s = 0;
-  for (int64_t b = 0; b < K / 64; ++b) {
+  for (int64_t b = 0; b < K / 64; ++b) {  // block of 64 (NF4_DQ: sub-block) b, its scale d
     uint16_t h;
-    std::memcpy(&h, row + 34 * b, 2);
+    std::memcpy(&h, row + (dq ? 134 * (b / 4) : 34 * b), 2);
+    const double d = fp16_to_f32(h) * (dq ? double(int8_t(row[134 * (b / 4) + 2 + b % 4])) : 1.0);
     double sa = 0;
     for (int64_t i = 0; i < 64; ++i) sa += std::fabs(a[64 * b + i]);
-    s += sa * std::fabs(fp16_to_f32(h)) / (2.0 * kernel::kNf4IntScale);
+    s += sa * std::fabs(d) / (2.0 * kernel::kNf4IntScale);
   }
   return s;
 }
@@ -384,8 +386,8 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // values, and an odd length (33), which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
-  for (const char* name :
-       {"q4_0", "q8_0", "q4_k", "nf4", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "nf4", "nf4_dq", "bin1", "q5_0", "q5_1",
+                           "iq4_nl", "f16", "f32", "bf16"}) {
     const Format f = Format::parse(name);
     const bool is_float = f.block_elems(256) == 1;
     const int64_t blk = is_float ? 32 : f.block_elems(256);

@@ -68,6 +68,10 @@ LOWBIT_INT_ACT(Int2Asym)
 #undef LOWBIT_INT_ACT
 template <>
 inline constexpr ActKind kActOf<formats::NF4> = ActKind::kQ8x32;
+template <>
+inline constexpr ActKind kActOf<formats::NF4_DQ> = ActKind::kQ8x32;
+template <>
+inline constexpr ActKind kActOf<formats::BIN1> = ActKind::kQ8x32;
 
 // NF4 on the integer kernels: its codebook in units of 1/kNf4IntScale of the block scale,
 // rounded to nearest (|error| <= 1/65024 of the scale, far below the activations' 8-bit

@@ -11,6 +11,9 @@
 //   NF4 (blocks of 64, w = dw * kNf4Values[q]) through its integer codebook kNf4Int:
 //     dot = (sum over blocks g of dw_g * (da_b0 * I_b0 + da_b1 * I_b1)) / kNf4IntScale,
 //     I_b = sum kNf4Int[q] * q_a over the 32-block b
+//   NF4_DQ: as NF4 with each sub-block of 64 scaled by dw = d * sc_j (exact in float).
+//   BIN1 (blocks of 64, w = d * (2q - 1)): sum over blocks of d * (sum of da_b * I_b),
+//     I_b = sum (2q - 1) * q_a
 //   Float formats: the row decoded, dotted in 8 interleaved lanes (dot_f32_ref).
 // Integer sums are exact (int32); only the float accumulation order differs between tiers.
 #include <algorithm>
@@ -357,6 +360,49 @@ float dot_nf4(const uint8_t* w, const Acts& a, int64_t t) {
   return acc * (1.0f / float(kNf4IntScale));
 }
 
+float dot_nf4_dq(const uint8_t* w, const Acts& a, int64_t t) {
+  const int64_t K = a.K, nb = K / 32;
+  const auto* blk = reinterpret_cast<const NF4_DQ::Block*>(w);
+  const int8_t* q = a.qs + t * K;
+  const float* da = a.d + t * nb;
+  float acc = 0;
+  for (int64_t s = 0; s < K / 256; ++s) {
+    for (int j = 0; j < 4; ++j) {
+      float accg = 0;
+      for (int b = 0; b < 2; ++b) {
+        int sum = 0;
+        for (int i = 0; i < 32; ++i) {
+          const uint8_t byte = blk[s].qs[32 * j + i];
+          const int code = b == 0 ? byte & 0xF : byte >> 4;
+          sum += kNf4Int[size_t(code)] * q[256 * s + 64 * j + 32 * b + i];
+        }
+        accg += da[8 * s + 2 * j + b] * float(sum);
+      }
+      acc += fp16_to_f32(blk[s].d) * float(blk[s].sc[j]) * accg;
+    }
+  }
+  return acc * (1.0f / float(kNf4IntScale));
+}
+
+float dot_bin1(const uint8_t* w, const Acts& a, int64_t t) {
+  const int64_t K = a.K, nb = K / 32;
+  const auto* blk = reinterpret_cast<const BIN1::Block*>(w);
+  const int8_t* q = a.qs + t * K;
+  const float* da = a.d + t * nb;
+  float acc = 0;
+  for (int64_t g = 0; g < K / 64; ++g) {
+    float accg = 0;
+    for (int b = 0; b < 2; ++b) {
+      int sum = 0;
+      for (int i = 32 * b; i < 32 * b + 32; ++i)
+        sum += (((blk[g].bits[i / 8] >> (i % 8)) & 1) ? 1 : -1) * q[64 * g + i];
+      accg += da[2 * g + b] * float(sum);
+    }
+    acc += fp16_to_f32(blk[g].d) * accg;
+  }
+  return acc;
+}
+
 // ---- float formats ------------------------------------------------------------------------------
 
 template <typename T>
@@ -390,6 +436,10 @@ constexpr FormatKernels kernels_of() {
     return {dot_intn<T>, gemm_by_dots<dot_intn<T>>};
   else if constexpr (std::is_same_v<T, NF4>)
     return {dot_nf4, gemm_by_dots<dot_nf4>};
+  else if constexpr (std::is_same_v<T, NF4_DQ>)
+    return {dot_nf4_dq, gemm_by_dots<dot_nf4_dq>};
+  else if constexpr (std::is_same_v<T, BIN1>)
+    return {dot_bin1, gemm_by_dots<dot_bin1>};
   else if constexpr (k == ActKind::kQ8x32)
     return {dot32<T>, gemm_by_dots<dot32<T>>};
   else if constexpr (k == ActKind::kQ8x256)

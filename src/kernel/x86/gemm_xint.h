@@ -76,6 +76,10 @@ struct Lanes8 {
   LOWBIT_INLINE static I load_u8(const uint8_t* p) {
     return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   }
+  LOWBIT_INLINE static I load_s8(const uint8_t* p) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  LOWBIT_INLINE static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   LOWBIT_INLINE static void store(float* y, F v) { _mm256_storeu_ps(y, v); }
 };
 
@@ -123,6 +127,10 @@ struct Lanes16 {
   LOWBIT_INLINE static I load_u8(const uint8_t* p) {
     return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
+  LOWBIT_INLINE static I load_s8(const uint8_t* p) {
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  LOWBIT_INLINE static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   LOWBIT_INLINE static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
 };
 
@@ -130,11 +138,20 @@ struct Lanes16 {
 // and NF4 as groups of one block: Q5_0 (B = 5, zero 16), Q5_1 (B = 5, x = d q + m: kAffine, the
 // m of each group in the head after d), IQ4_NL (4-bit codes looked up in its int8 codebook: one
 // digit plane) and NF4 (blocks of 64, codes looked up in kNf4Int: two digit planes).
+// A group's bytes in the file: at group(row, g, G), its fp16 d first (then z or m), its codes at
+// codes_of(group, g) read by code(codes, i).
 template <typename Fmt>
 struct XTraits : IntTraits<Fmt> {
   static constexpr int kBookDigits = 0;  // codebook digit planes (0: the codes are the values)
-  static constexpr bool kAffine = false;
-  static constexpr int64_t kGroup = 0;                // 0: the Format's group (Acts::wgroup)
+  static constexpr bool kAffine = false, kScaleInt8 = false;
+  static constexpr int64_t kGroup = 0;         // 0: the Format's group (Acts::wgroup)
+  static constexpr int64_t kX8BlockBytes = 0;  // 0: the layout takes the rows' own bytes
+  static const uint8_t* group(const uint8_t* row, int64_t g, int64_t G) {
+    return row + g * (IntTraits<Fmt>::kHeadBytes + G * IntTraits<Fmt>::kBits / 8);
+  }
+  static const uint8_t* codes_of(const uint8_t* grp, int64_t) {
+    return grp + IntTraits<Fmt>::kHeadBytes;
+  }
   static int code(const uint8_t* codes, int64_t i) {  // LSB-first bit stream
     constexpr int B = IntTraits<Fmt>::kBits;
     const uint64_t bit = uint64_t(i) * B;
@@ -146,9 +163,13 @@ struct XTraits : IntTraits<Fmt> {
 // Fixed blocks of kGroup values {kHeadBytes of fp16 d (and m); codes}.
 template <int B, int64_t kBlock, int64_t kHead, int64_t kBlockBytes>
 struct XBlockTraits {
-  static constexpr bool kIs = true, kAsym = false, kAffine = false;
+  static constexpr bool kIs = true, kAsym = false, kAffine = false, kScaleInt8 = false;
   static constexpr int kBits = B, kBookDigits = 0;
-  static constexpr int64_t kHeadBytes = kHead, kGroup = kBlock;
+  static constexpr int64_t kHeadBytes = kHead, kGroup = kBlock, kX8BlockBytes = 0;
+  static const uint8_t* group(const uint8_t* row, int64_t g, int64_t) {
+    return row + g * kBlockBytes;
+  }
+  static const uint8_t* codes_of(const uint8_t* grp, int64_t) { return grp + kHead; }
   static uint64_t row_bytes(int64_t K, int64_t) { return uint64_t(K / kBlock * kBlockBytes); }
   static int nibble(const uint8_t* qs, int64_t i) {  // value i < N/2 low nibbles, then high
     return i < kBlock / 2 ? qs[i] & 15 : qs[i - kBlock / 2] >> 4;
@@ -183,6 +204,29 @@ struct XTraits<formats::Q5_1> : XBlockTraits<5, 32, 4, 24> {
   static int code(const uint8_t* c, int64_t i) { return q5_code(c, i); }
 };
 
+// BIN1: blocks of 64 sign bits {fp16 d; u8 bits[8]}, x = d * (2q - 1): one bit plane whose
+// stored code is 2q, zero point 1.
+template <>
+struct XTraits<formats::BIN1> : XBlockTraits<1, 64, 2, 10> {
+  static int code(const uint8_t* c, int64_t i) { return (c[i / 8] >> (i % 8)) & 1; }
+};
+// NF4_DQ: super-blocks of 256 {fp16 d; i8 sc[4]; u8 qs[128]}, sub-block j of 64 scaled by
+// d * sc[j] (an exact float product), codes as NF4's per 64 at qs + 32j. Groups are the
+// sub-blocks; each group's head holds d and sc (24 bytes per 8 rows, 3.4% over the file).
+template <>
+struct XTraits<formats::NF4_DQ> : XBlockTraits<4, 64, 2, 0> {
+  static constexpr int kBookDigits = 2;
+  static constexpr bool kScaleInt8 = true;
+  static constexpr float kOutScale = 1.0f / float(kNf4IntScale);
+  static constexpr int64_t kX8BlockBytes = 4 * (24 + 2 * 128);  // per 256 values, 8 rows
+  static uint64_t row_bytes(int64_t K, int64_t) { return uint64_t(K / 256 * 134); }
+  static const uint8_t* group(const uint8_t* row, int64_t g, int64_t) { return row + g / 4 * 134; }
+  static int8_t scale_of(const uint8_t* grp, int64_t g) { return int8_t(grp[2 + g % 4]); }
+  static const uint8_t* codes_of(const uint8_t* grp, int64_t g) { return grp + 6 + 32 * (g % 4); }
+  static int32_t book(int i) { return kNf4Int[size_t(i)]; }
+  static int code(const uint8_t* qs, int64_t i) { return i < 32 ? qs[i] & 15 : qs[i - 32] >> 4; }
+};
+
 template <typename Ops, typename Fmt>
 struct XInt {
   using Tr = XTraits<Fmt>;
@@ -193,16 +237,23 @@ struct XInt {
   static constexpr int kB = Tr::kBits;
   static constexpr bool kAsym = Tr::kAsym;
   static constexpr bool kP8 = kB == 8, kP4 = kB == 4 || kB == 5 || kB == 6,
-                        kP2 = kB == 2 || kB == 3 || kB == 6, kP1 = kB == 3 || kB == 5;
+                        kP2 = kB == 2 || kB == 3 || kB == 6, kP1 = kB == 1 || kB == 3 || kB == 5;
   // Plane offsets in 32-byte vectors within a block's codes; a block is kB vectors.
   static constexpr int kV2 = kP4 ? 4 : 0, kV1 = kV2 + (kP2 ? 2 : 0);
-  static constexpr int kS2 = kP4 ? 4 : 0;            // P2 holds bits kS2, kS2 + 1
-  static constexpr int kS1 = kP4 ? 4 : kP2 ? 2 : 0;  // P1 holds bit kS1
+  static constexpr int kS2 = kP4 ? 4 : 0;  // P2 holds bits kS2, kS2 + 1
+  // P1 holds bit kSrc1 of the code, placed at bit kS1 (B = 1: code 2q, see BIN1).
+  static constexpr int kS1 = kP4 ? 4 : kP2 ? 2 : 1, kSrc1 = kB == 1 ? 0 : kS1;
   static constexpr bool kSignedCodes =
       (kB == 8 || kBook) && Ops::kSignedOffset == 0;     // AVX2: int8, codebook digits
   static constexpr int kShift = kSignedCodes ? 128 : 0;  // stored code = q - kShift
-  // A group's head, 8 rows: d[8] fp16, then z[8] u8 (asym) or m[8] fp16 (affine).
-  static constexpr int64_t kHead8 = kAsym ? 24 : kAffine ? 32 : 16;
+  // A group's head, 8 rows: d[8] fp16, then z[8] u8 (asym), sc[8] i8 (kScaleInt8) or m[8]
+  // fp16 (affine).
+  static constexpr int64_t kHead8 = kAsym || Tr::kScaleInt8 ? 24 : kAffine ? 32 : 16;
+  // Bytes of 8 rows of K values in the layout.
+  static uint64_t layout_bytes(int64_t K, int64_t G) {
+    if constexpr (Tr::kX8BlockBytes != 0) return uint64_t(K / 256 * Tr::kX8BlockBytes);
+    return 8 * Tr::row_bytes(K, G);
+  }
 
   // ---- repacking ---------------------------------------------------------------------------
 
@@ -228,7 +279,7 @@ struct XInt {
         }
         if constexpr (kP1) {
           int byte = 0;
-          for (int m = 0; m < 8; ++m) byte |= ((q[r][4 * m + i] >> kS1) & 1) << m;
+          for (int m = 0; m < 8; ++m) byte |= ((q[r][4 * m + i] >> kSrc1) & 1) << m;
           at(kV1, r, i) = uint8_t(byte);
         }
       }
@@ -239,30 +290,30 @@ struct XInt {
   // vectors vstride apart and the first at + half, scales at + dhalf (pairs: 2 groups' worth).
   static void pack_rows(const uint8_t* const (&rows)[8], int64_t K, int64_t G, uint8_t* out,
                         int64_t vstride, int64_t half, int64_t pairs) {
-    const int64_t hb = Tr::kHeadBytes;
     if constexpr (Tr::kGroup != 0) G = Tr::kGroup;
-    uint64_t in_off = 0;
-    for (int64_t k0 = 0; k0 < K; k0 += G) {
+    for (int64_t k0 = 0, g = 0; k0 < K; k0 += G, ++g) {
       const int64_t n = std::min(G, K - k0);
-      // Scales: d[8] (pairs: d[16], the second group's at + 16), then the zeros z[8] (z[16]).
+      // Scales: d[8] (pairs: d[16], the second group's at + 16), then z[8] / sc[8] (pairs: 16)
+      // or m[8] fp16 (pairs: 16).
       const int64_t dpos = (half / 32) * 16, zpos = 16 * pairs + (half / 32) * 8;
+      const uint8_t* codes[8];
       for (int r = 0; r < 8; ++r) {
-        std::memcpy(out + dpos + 2 * r, rows[r] + in_off, 2);
-        if constexpr (kAsym) out[zpos + r] = rows[r][in_off + 2];
-        if constexpr (kAffine)
-          std::memcpy(out + 16 * pairs + dpos + 2 * r, rows[r] + in_off + 2, 2);
+        const uint8_t* grp = Tr::group(rows[r], g, G);
+        codes[r] = Tr::codes_of(grp, g);
+        std::memcpy(out + dpos + 2 * r, grp, 2);
+        if constexpr (kAsym) out[zpos + r] = grp[2];
+        if constexpr (Tr::kScaleInt8) out[zpos + r] = uint8_t(Tr::scale_of(grp, g));
+        if constexpr (kAffine) std::memcpy(out + 16 * pairs + dpos + 2 * r, grp + 2, 2);
       }
-      uint8_t* codes = out + pairs * kHead8;
+      uint8_t* dst = out + pairs * kHead8;
       for (int64_t b = 0; b < n / 32; ++b) {
         int q[8][32];
         for (int r = 0; r < 8; ++r) {
-          const uint8_t* c = rows[r] + in_off + hb;
-          for (int i = 0; i < 32; ++i) q[r][i] = Tr::code(c, 32 * b + i);
+          for (int i = 0; i < 32; ++i) q[r][i] = Tr::code(codes[r], 32 * b + i);
         }
-        pack_block(q, codes + b * kB * vstride + half, vstride);
+        pack_block(q, dst + b * kB * vstride + half, vstride);
       }
       out += pairs * kHead8 + (n / 32) * kB * vstride;
-      in_off += uint64_t(hb + n * kB / 8);
     }
   }
 
@@ -324,7 +375,7 @@ struct XInt {
                                      bits<V, 2, kS1>(x, mask), bits<V, 3, kS1>(x, mask),
                                      bits<V, 4, kS1>(x, mask), bits<V, 5, kS1>(x, mask),
                                      bits<V, 6, kS1>(x, mask), bits<V, 7, kS1>(x, mask)};
-      LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = V::or_(c[m], part[m]);
+      LOWBIT_UNROLL for (int m = 0; m < 8; ++m) c[m] = kP4 || kP2 ? V::or_(c[m], part[m]) : part[m];
     }
   }
 
@@ -354,7 +405,8 @@ struct XInt {
     const uint8_t* p = g;
     for (int64_t k0 = 0; k0 < K; k0 += G) {
       const int64_t nbg = std::min(G, K - k0) / 32;
-      const typename V::F dw = V::load_ph(p);
+      typename V::F dw = V::load_ph(p);
+      if constexpr (Tr::kScaleInt8) dw = V::mul(dw, V::cvt(V::load_s8(p + 16 * pairs)));
       typename V::I zv = V::zero_i();
       if constexpr (kAsym) zv = V::load_u8(p + 16 * pairs);
       typename V::F mv = V::zero_f();
@@ -424,7 +476,7 @@ struct XInt {
   template <int kT>
   static void gemm(const uint8_t* packed, int64_t groups, const Acts& a, float* y, int64_t ldy) {
     const int64_t nb = a.K / 32;
-    const uint64_t group_bytes = 8 * Tr::row_bytes(a.K, a.wgroup);
+    const uint64_t group_bytes = layout_bytes(a.K, a.wgroup);
     // NF4 holds a block's two digit planes across the tokens: tiles of 4 fit the registers.
     thread_local std::vector<int32_t> nbs;
     nbs.resize(size_t(a.n * nb));
@@ -465,7 +517,7 @@ struct XInt {
                         int64_t ldy) {
     thread_local std::vector<uint8_t> buf;
     thread_local std::vector<float> ybuf;
-    buf.resize(8 * rb);
+    buf.resize(layout_bytes(a.K, a.wgroup));
     ybuf.resize(size_t(8 * a.n));
     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
       const int64_t nr = std::min<int64_t>(8, rows - r0);

@@ -72,6 +72,7 @@ struct X86Tier {
       k.repack8 = X::repack;
       if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
       k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
+      k.x8_block_bytes = uint32_t(XTraits<T>::kX8BlockBytes);
       k.gemm_in_order = true;
       return k;
     } else if constexpr (kFloatKindOf<T> >= 0) {
