@@ -198,6 +198,8 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
                                  sens);
   ASSERT_EQ(planned.rc, 0) << planned.out;
   EXPECT_NE(planned.out.find("llama.cpp will not load it"), std::string::npos) << planned.out;
+  // The mix's speed, measured on the written file.
+  EXPECT_NE(planned.out.find("ms per token, at most"), std::string::npos) << planned.out;
   const CliRun again =
       run_cli("quantize -m " + p + " -o " + dir + "/p45b.gguf --plan " + dir + "/p45.plan.json");
   ASSERT_EQ(again.rc, 0) << again.out;

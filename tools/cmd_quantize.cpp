@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "commands.h"
+#include "eval/bench.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "lowbit/progress.h"
@@ -381,6 +382,25 @@ Format base_type(const Model& m, const QuantizeArgs& a, QuantizeOptions& q) {
   return dominant_format(plan_quantization(m, q));
 }
 
+// The speed a mix costs, measured on the file just written: its matrices prepared as the engine
+// prepares them, one token through them (bench.h's format_shares, 3 passes after a warm-up).
+void print_speed(const std::string& path) {
+  const Model out = Model::load(path);
+  const std::vector<FormatShare> shares = format_shares(out, 3);
+  double total = 0;
+  for (const auto& s : shares) total += s.seconds;
+  if (!(total > 0)) return;
+  std::string parts;
+  for (const auto& s : shares) {
+    parts += fmt::format("{}{} {:.0f}%", parts.empty() ? "" : ", ", s.format,
+                         100 * s.seconds / total);
+  }
+  fmt::print(
+      "generation here ({} threads): the matrices take {:.2f} ms per token, at most {:.1f} "
+      "tokens/s ({}; `lowbit bench -m {}` measures the whole model)\n",
+      max_threads(), total * 1e3, 1 / total, parts, path);
+}
+
 // What was written: fallbacks, size, bits per weight against the target, where the plan went.
 void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
             const std::vector<TensorPlan>& plan, const std::optional<PlanFile>& mix, double secs) {
@@ -405,6 +425,7 @@ void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
     const std::string path = beside(a.out, ".plan.json");
     mix->save(path);
     fmt::print("plan -> {} (repeat it with --plan {})\n", path, path);
+    print_speed(a.out);
     if (mix->target_bpw && (bits > *mix->target_bpw || bits < 0.99 * *mix->target_bpw)) {
       fmt::print(
           "note: {:.4f} bits per weight is not within 1% below the target {:.4f} (the "
