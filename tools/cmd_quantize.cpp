@@ -392,8 +392,8 @@ void print_speed(const std::string& path) {
   if (!(total > 0)) return;
   std::string parts;
   for (const auto& s : shares) {
-    parts += fmt::format("{}{} {:.0f}%", parts.empty() ? "" : ", ", s.format,
-                         100 * s.seconds / total);
+    parts +=
+        fmt::format("{}{} {:.0f}%", parts.empty() ? "" : ", ", s.format, 100 * s.seconds / total);
   }
   fmt::print(
       "generation here ({} threads): the matrices take {:.2f} ms per token, at most {:.1f} "
