@@ -64,8 +64,12 @@ void register_all() {
   };
   const Shape shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {5632, 2048}};
   const char* priority[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"};
-  const char* others[] = {"q4_1", "q5_0",   "q5_1",  "iq4_nl", "q6_k", "q5_k",     "q3_k",
-                          "q2_k", "iq4_xs", "tq2_0", "tq1_0",  "nf4",  "int4_g128"};
+  const char* others[] = {"q4_1",     "q5_0",      "q5_1",     "iq4_nl",   "q6_k",
+                          "q5_k",     "q3_k",      "q2_k",     "iq4_xs",   "tq2_0",
+                          "tq1_0",    "nf4",       "nf4_dq",   "bin1",     "int8",
+                          "int5_g64", "int4_g128", "int4_g32", "int3_g32", "int2_g32"};
+  // lowbit's grouped layout next to Q4_0 (int4_g32 holds the same values as Q4_0) in L2.
+  const char* grouped_l2[] = {"int4_g32", "int4_g128", "int3_g32", "nf4", "iq4_nl"};
   const char* env = std::getenv("LOWBIT_BENCH_SHAPES");
   const bool all_shapes = env != nullptr && std::string(env) == "all";
   auto add = [](const char* name, Shape s, int64_t N) {
@@ -80,6 +84,7 @@ void register_all() {
   // 512x1024: every priority format's weights fit in a Zen 4 core's 1 MiB L2, so one token
   // measures the kernel's arithmetic cost per block rather than memory bandwidth.
   for (const char* name : priority) add(name, Shape{512, 1024}, 1);
+  for (const char* name : grouped_l2) add(name, Shape{512, 1024}, 1);
   for (const int64_t N : {1, 128}) {
     for (const char* name : priority) add(name, shapes[0], N);
     for (const char* name : others) add(name, shapes[0], N);
