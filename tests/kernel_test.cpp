@@ -377,7 +377,7 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // ---- load-time repacking (PreparedMatrix)
 // ----------------------------------------------------------------------
 
-// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K, and the grouped layout of NF4, Q5_0, Q5_1,
+// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K, and the grouped layout of NF4, Q5_0, Q4_1, Q5_1,
 // IQ4_NL; AVX-512 also F32, F16, BF16) against the double
 // reference: rows around the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in
 // place; 16 and 48: pairs of groups only (Q4_0, Q8_0, Q4_K on AVX-512); 40: groups split over
@@ -483,7 +483,7 @@ TEST(KernelRepack, OwnsItsCopyAndThreadsAgree) {
 TEST(KernelRepack, GroupEqualsSeparateMultiplies) {
   const Problem a = make_problem(Format::parse("q4_0"), 40, 256, 11, 21);
   const Problem b = make_problem(Format::parse("q8_0"), 13, 256, 11, 22);
-  const Problem c = make_problem(Format::parse("q4_1"), 9, 256, 11, 23);  // no layout
+  const Problem c = make_problem(Format::parse("q6_k"), 9, 256, 11, 23);  // no layout
   for (const Isa isa : supported_isas()) {
     for (const bool with_c : {false, true}) {
       const PreparedMatrix pa(isa, a.f, a.w.data(), 21, a.K), pb(isa, b.f, b.w.data(), 13, b.K),

@@ -140,9 +140,9 @@ struct Lanes16 {
 };
 
 // What the layout needs of a format: the grouped ints (IntTraits), and the 32-value GGUF blocks
-// and NF4 as groups of one block: Q5_0 (B = 5, zero 16), Q5_1 (B = 5, x = d q + m: kAffine, the
-// m of each group in the head after d), IQ4_NL (4-bit codes looked up in its int8 codebook: one
-// digit plane) and NF4 (blocks of 64, codes looked up in kNf4Int: two digit planes).
+// and NF4 as groups of one block: Q5_0 (B = 5, zero 16), Q4_1 and Q5_1 (B = 4, 5, x = d q + m:
+// kAffine, the m of each group in the head after d), IQ4_NL (4-bit codes looked up in its int8
+// codebook: one digit plane) and NF4 (blocks of 64, codes looked up in kNf4Int: two digit planes).
 // A group's bytes in the file: at group(row, g, G), its fp16 d first (then z or m), its codes at
 // codes_of(group, g) read by code(codes, i).
 template <typename Fmt>
@@ -202,6 +202,11 @@ inline int q5_code(const uint8_t* c, int64_t i) {
 template <>
 struct XTraits<formats::Q5_0> : XBlockTraits<5, 32, 2, 22> {
   static int code(const uint8_t* c, int64_t i) { return q5_code(c, i); }
+};
+template <>
+struct XTraits<formats::Q4_1> : XBlockTraits<4, 32, 4, 20> {
+  static constexpr bool kAffine = true;
+  static int code(const uint8_t* qs, int64_t i) { return nibble(qs, i); }
 };
 template <>
 struct XTraits<formats::Q5_1> : XBlockTraits<5, 32, 4, 24> {

@@ -46,7 +46,7 @@ struct X86Tier {
         if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
-      } else if constexpr (XTraits<T>::kIs) {  // Q5_0, Q5_1, IQ4_NL: the grouped layout
+      } else if constexpr (XTraits<T>::kIs) {  // Q5_0, Q4_1, Q5_1, IQ4_NL: grouped layout
         using X = XInt<Ops, T>;
         k.repack8 = X::repack;
         if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
