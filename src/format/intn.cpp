@@ -11,14 +11,6 @@ template <int B, bool Asym>
 constexpr int64_t kCodeOffset = Asym ? 3 : 2;  // byte offset of the codes in a group
 
 template <int B>
-int read_code(const uint8_t* codes, int64_t i) {
-  const uint64_t bit = uint64_t(i) * B;
-  uint32_t v = codes[bit / 8] >> (bit % 8);
-  if (bit % 8 + B > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
-  return int(v & ((1u << B) - 1));
-}
-
-template <int B>
 void write_code(uint8_t* codes, int64_t i, int q) {
   const uint64_t bit = uint64_t(i) * B;
   codes[bit / 8] |= uint8_t(q << (bit % 8));
@@ -131,7 +123,7 @@ void IntN<B, Asym>::decode(const void* blk, int64_t n, float* y) {
   int z;
   load_params<B, Asym>(blk, d, z);
   const uint8_t* codes = static_cast<const uint8_t*>(blk) + kCodeOffset<B, Asym>;
-  for (int64_t i = 0; i < n; ++i) y[i] = float(read_code<B>(codes, i) - z) * d;
+  for (int64_t i = 0; i < n; ++i) y[i] = float(read_int_code<B>(codes, i) - z) * d;
 }
 
 template struct IntN<8, false>;

@@ -12,21 +12,28 @@
 
 namespace lowbit::formats {
 
+// Code i of a group's LSB-first bit stream of B-bit codes (the codecs and the kernels' readers).
+template <int B>
+inline int read_int_code(const uint8_t* codes, int64_t i) {
+  const uint64_t bit = uint64_t(i) * B;
+  uint32_t v = codes[bit / 8] >> (bit % 8);
+  if (bit % 8 + B > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
+  return int(v & ((1u << B) - 1));
+}
+
 template <int B, bool Asym>
 struct IntN {
   static constexpr int kBits = B;
   static constexpr bool kAsym = Asym;
-  static uint64_t block_bytes(int64_t n) {
-    return 2 + (Asym ? 1 : 0) + (uint64_t(n) * B + 7) / 8;
-  }
+  static uint64_t block_bytes(int64_t n) { return 2 + (Asym ? 1 : 0) + (uint64_t(n) * B + 7) / 8; }
   static void fit(const float* x, const float* w, int64_t n, void* blk);
   static float round_value(float x, const void* blk, int64_t n, int64_t i);
   static void encode(const float* x, int64_t n, void* blk);
   static void decode(const void* blk, int64_t n, float* y);
 };
 
-#define LOWBIT_INT_FORMAT(T, CODE, B, ASYM, NAME, DESC)                       \
-  struct T : IntN<B, ASYM> {                                                   \
+#define LOWBIT_INT_FORMAT(T, CODE, B, ASYM, NAME, DESC)                           \
+  struct T : IntN<B, ASYM> {                                                      \
     static constexpr Traits kTraits{NAME, DESC, lowbit_type(CODE), 0, false, ""}; \
   }
 
@@ -36,7 +43,8 @@ LOWBIT_INT_FORMAT(Int6Asym, 18, 6, true, "int6_asym", "6-bit, fp16 scale + zero 
 LOWBIT_INT_FORMAT(Int5, 19, 5, false, "int5", "5-bit symmetric, fp16 scale per group");
 LOWBIT_INT_FORMAT(Int5Asym, 20, 5, true, "int5_asym", "5-bit, fp16 scale + zero point per group");
 LOWBIT_INT_FORMAT(Int4, 21, 4, false, "int4", "4-bit symmetric, fp16 scale per group (GPTQ sym)");
-LOWBIT_INT_FORMAT(Int4Asym, 22, 4, true, "int4_asym", "4-bit, fp16 scale + zero per group (GPTQ/AWQ)");
+LOWBIT_INT_FORMAT(Int4Asym, 22, 4, true, "int4_asym",
+                  "4-bit, fp16 scale + zero per group (GPTQ/AWQ)");
 LOWBIT_INT_FORMAT(Int3, 23, 3, false, "int3", "3-bit symmetric, fp16 scale per group");
 LOWBIT_INT_FORMAT(Int3Asym, 24, 3, true, "int3_asym", "3-bit, fp16 scale + zero point per group");
 LOWBIT_INT_FORMAT(Int2, 25, 2, false, "int2", "2-bit symmetric, fp16 scale per group");

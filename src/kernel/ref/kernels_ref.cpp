@@ -303,15 +303,6 @@ float dot256(const uint8_t* w, const Acts& a, int64_t t) {
 
 // ---- grouped intN ----------------------------------------------------------------------------
 
-// Code i of a group's LSB-first bit stream of B-bit codes.
-template <int B>
-int int_code(const uint8_t* codes, int64_t i) {
-  const uint64_t bit = uint64_t(i) * B;
-  uint32_t v = codes[bit / 8] >> (bit % 8);
-  if (bit % 8 + B > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
-  return int(v & ((1u << B) - 1));
-}
-
 template <typename T>
 float dot_intn(const uint8_t* w, const Acts& a, int64_t t) {
   using I = IntTraits<T>;
@@ -330,7 +321,7 @@ float dot_intn(const uint8_t* w, const Acts& a, int64_t t) {
     for (int64_t b = 0; b < n / 32; ++b) {
       int sum = 0;
       for (int64_t i = 32 * b; i < 32 * b + 32; ++i)
-        sum += (int_code<I::kBits>(codes, i) - z) * q[k0 + i];
+        sum += (read_int_code<I::kBits>(codes, i) - z) * q[k0 + i];
       accg += da[k0 / 32 + b] * float(sum);
     }
     acc += dw * accg;
@@ -339,46 +330,42 @@ float dot_intn(const uint8_t* w, const Acts& a, int64_t t) {
   return acc;
 }
 
+// One NF4 block of 64 codes (qs: 32 bytes, value i < 32 in the low nibbles) against its
+// activations: sum over its two 32-blocks b of da[b] * sum kNf4Int[code] * q.
+float nf4_block_sum(const uint8_t* qs, const int8_t* q, const float* da) {
+  float accg = 0;
+  for (int b = 0; b < 2; ++b) {
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) {
+      const int code = b == 0 ? qs[i] & 0xF : qs[i] >> 4;
+      sum += kNf4Int[size_t(code)] * q[32 * b + i];
+    }
+    accg += da[b] * float(sum);
+  }
+  return accg;
+}
+
 float dot_nf4(const uint8_t* w, const Acts& a, int64_t t) {
-  const int64_t K = a.K, nb = K / 32;
+  const int64_t K = a.K;
   const auto* blk = reinterpret_cast<const NF4::Block*>(w);
   const int8_t* q = a.qs + t * K;
-  const float* da = a.d + t * nb;
+  const float* da = a.d + t * (K / 32);
   float acc = 0;
-  for (int64_t g = 0; g < K / 64; ++g) {
-    float accg = 0;
-    for (int b = 0; b < 2; ++b) {
-      int sum = 0;
-      for (int i = 0; i < 32; ++i) {
-        const int e = 32 * b + i, code = e < 32 ? blk[g].qs[e] & 0xF : blk[g].qs[e - 32] >> 4;
-        sum += kNf4Int[size_t(code)] * q[64 * g + e];
-      }
-      accg += da[2 * g + b] * float(sum);
-    }
-    acc += fp16_to_f32(blk[g].d) * accg;
-  }
+  for (int64_t g = 0; g < K / 64; ++g)
+    acc += fp16_to_f32(blk[g].d) * nf4_block_sum(blk[g].qs, q + 64 * g, da + 2 * g);
   return acc * (1.0f / float(kNf4IntScale));
 }
 
 float dot_nf4_dq(const uint8_t* w, const Acts& a, int64_t t) {
-  const int64_t K = a.K, nb = K / 32;
+  const int64_t K = a.K;
   const auto* blk = reinterpret_cast<const NF4_DQ::Block*>(w);
   const int8_t* q = a.qs + t * K;
-  const float* da = a.d + t * nb;
+  const float* da = a.d + t * (K / 32);
   float acc = 0;
   for (int64_t s = 0; s < K / 256; ++s) {
     for (int j = 0; j < 4; ++j) {
-      float accg = 0;
-      for (int b = 0; b < 2; ++b) {
-        int sum = 0;
-        for (int i = 0; i < 32; ++i) {
-          const uint8_t byte = blk[s].qs[32 * j + i];
-          const int code = b == 0 ? byte & 0xF : byte >> 4;
-          sum += kNf4Int[size_t(code)] * q[256 * s + 64 * j + 32 * b + i];
-        }
-        accg += da[8 * s + 2 * j + b] * float(sum);
-      }
-      acc += fp16_to_f32(blk[s].d) * float(blk[s].sc[j]) * accg;
+      const float dw = fp16_to_f32(blk[s].d) * float(blk[s].sc[j]);
+      acc += dw * nf4_block_sum(blk[s].qs + 32 * j, q + 256 * s + 64 * j, da + 8 * s + 2 * j);
     }
   }
   return acc * (1.0f / float(kNf4IntScale));

@@ -157,12 +157,8 @@ struct XTraits : IntTraits<Fmt> {
   static const uint8_t* codes_of(const uint8_t* grp, int64_t) {
     return grp + IntTraits<Fmt>::kHeadBytes;
   }
-  static int code(const uint8_t* codes, int64_t i) {  // LSB-first bit stream
-    constexpr int B = IntTraits<Fmt>::kBits;
-    const uint64_t bit = uint64_t(i) * B;
-    uint32_t v = codes[bit / 8] >> (bit % 8);
-    if (bit % 8 + B > 8) v |= uint32_t(codes[bit / 8 + 1]) << (8 - bit % 8);
-    return int(v & ((1u << B) - 1));
+  static int code(const uint8_t* codes, int64_t i) {
+    return formats::read_int_code<IntTraits<Fmt>::kBits>(codes, i);
   }
 };
 // Fixed blocks of kGroup values {kHeadBytes of fp16 d (and m); codes}.
