@@ -50,7 +50,7 @@ template <> inline constexpr ActKind kActOf<formats::TQ2_0> = ActKind::kQ8x256;
 template <> inline constexpr ActKind kActOf<formats::TQ1_0> = ActKind::kQ8x256;
 // clang-format on
 // Grouped intN (int2..int8, with or without zero point): 32-blocks of int8, where every group
-// of the row is a whole number of 32-blocks (int_kernel_applies); other rows take the generic path.
+// of the row is a whole number of 32-blocks (kernel_applies); other rows take the generic path.
 #define LOWBIT_INT_ACT(T) \
   template <>             \
   inline constexpr ActKind kActOf<formats::T> = ActKind::kQ8x32;

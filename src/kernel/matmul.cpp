@@ -41,6 +41,11 @@ ActKind act_kind(const Format& f) {
   return kKinds[format_index(f)];
 }
 
+// The Acts::wgroup of f's rows of K (0 for fixed-block formats).
+static int64_t weight_group(const Format& f, int64_t K) {
+  return f.grouped() ? f.block_elems(K) : 0;
+}
+
 bool kernel_applies(const Format& f, int64_t K) {
   if (act_kind(f) == ActKind::kNone) return false;
   if (!f.grouped()) return true;
@@ -169,7 +174,7 @@ void run(const KernelSet& ks, const Format& f, const uint8_t* w, int64_t M, int6
   const GemmFn gemm = kt.formats[fi].gemm;
   const uint64_t rb = f.row_bytes(K);
   Acts a = quantize_acts(kt, kind, x, N, K, /*allow_pack=*/!kt.formats[fi].gemm_in_order);
-  if (f.grouped()) a.wgroup = f.block_elems(K);
+  a.wgroup = weight_group(f, K);
   for_row_groups(M, K, N, [&](int64_t r0, int64_t r1) {
     gemm_chunked(gemm, w + uint64_t(r0) * rb, rb, r1 - r0, a, y + r0, M);
   });
@@ -202,7 +207,7 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
   if (fk.repack8 == nullptr || fk.gemm_x8 == nullptr || groups == 0 || K % fk.x8_k_multiple != 0)
     return;
   const uint64_t rb = f.row_bytes(K);
-  const int64_t wgroup = f.grouped() ? f.block_elems(K) : 0;
+  const int64_t wgroup = weight_group(f, K);
   // x8_block_bytes 0: the layout takes exactly the 8 rows' bytes (grouped ints, NF4).
   group_bytes_ = fk.x8_block_bytes == 0 ? 8 * rb
                                         : uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
@@ -235,7 +240,7 @@ void PreparedMatrix::multiply(const float* x, int64_t N, float* y) const {
 void PreparedMatrix::run_rows(const void* acts, int64_t r0, int64_t r1, float* y) const {
   using namespace kernel;
   Acts a = *static_cast<const Acts*>(acts);
-  if (f_.grouped()) a.wgroup = f_.block_elems(K_);
+  a.wgroup = weight_group(f_, K_);
   const FormatKernels& fk = kernels_for(isa_).formats[format_index(f_)];
   const uint64_t rb = f_.row_bytes(K_);
   const int64_t p1 = std::min(r1, packed_rows_), M = M_;

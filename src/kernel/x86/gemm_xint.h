@@ -20,6 +20,7 @@
 // signed bytes and dots them by the sign trick; every other case stores the unsigned codes.
 #pragma once
 
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -68,7 +69,7 @@ struct Lanes8 {
   }
   LOWBIT_INLINE static I shuffle(I table, I idx) { return _mm256_shuffle_epi8(table, idx); }
   LOWBIT_INLINE static I table16(const int8_t* t) {
-    return _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
   }
   LOWBIT_INLINE static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
   LOWBIT_INLINE static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
@@ -121,7 +122,7 @@ struct Lanes16 {
   }
   LOWBIT_INLINE static I shuffle(I table, I idx) { return _mm512_shuffle_epi8(table, idx); }
   LOWBIT_INLINE static I table16(const int8_t* t) {
-    return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+    return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
   }
   LOWBIT_INLINE static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
   LOWBIT_INLINE static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
@@ -180,14 +181,14 @@ template <>
 struct XTraits<formats::NF4> : XBlockTraits<4, 64, 2, 34> {
   static constexpr int kBookDigits = 2;
   static constexpr float kOutScale = 1.0f / float(kNf4IntScale);
-  static int32_t book(int i) { return kNf4Int[size_t(i)]; }
+  static constexpr int32_t book(int i) { return kNf4Int[size_t(i)]; }
   static int code(const uint8_t* qs, int64_t i) { return nibble(qs, i); }
 };
 template <>
 struct XTraits<formats::IQ4_NL> : XBlockTraits<4, 32, 2, 18> {
   static constexpr int kBookDigits = 1;
   static constexpr float kOutScale = 1.0f;
-  static int32_t book(int i) { return int32_t(formats::kIq4nlValues[size_t(i)]); }
+  static constexpr int32_t book(int i) { return int32_t(formats::kIq4nlValues[size_t(i)]); }
   static int code(const uint8_t* qs, int64_t i) { return nibble(qs, i); }
 };
 // Q5_0 / Q5_1 codes: {u8 qh[4]; u8 qs[16]}, bit 5 of value i is bit i of qh (little-endian).
@@ -230,7 +231,7 @@ struct XTraits<formats::NF4_DQ> : XBlockTraits<4, 64, 2, 0> {
   static const uint8_t* group(const uint8_t* row, int64_t g, int64_t) { return row + g / 4 * 134; }
   static int8_t scale_of(const uint8_t* grp, int64_t g) { return int8_t(grp[2 + g % 4]); }
   static const uint8_t* codes_of(const uint8_t* grp, int64_t g) { return grp + 6 + 32 * (g % 4); }
-  static int32_t book(int i) { return kNf4Int[size_t(i)]; }
+  static constexpr int32_t book(int i) { return kNf4Int[size_t(i)]; }
   static int code(const uint8_t* qs, int64_t i) { return i < 32 ? qs[i] & 15 : qs[i - 32] >> 4; }
 };
 
@@ -398,20 +399,22 @@ struct XInt {
     }
   }
 
-  // The codebook's digit tables (16 bytes per 128-bit lane): value = 256 * hi + lo for two
-  // digits (lo in -128..127), value = lo for one; each + kBookShift.
-  template <typename V>
-  LOWBIT_INLINE static typename V::I book(bool hi) {
-    alignas(16) int8_t tab[16];
+  // The codebook's digit tables (16 bytes, broadcast to every 128-bit lane), made at compile
+  // time: value = 256 * hi + lo for two digits (lo in -128..127), value = lo for one; each
+  // + kBookShift.
+  static constexpr std::array<int8_t, 16> digits(bool hi) {
+    std::array<int8_t, 16> tab{};
     for (int i = 0; i < 16; ++i) {
       const int32_t v = Tr::book(i), lo = kDigits == 1 ? v : ((v + 128) & 255) - 128;
-      tab[i] = int8_t(uint8_t((hi ? (v - lo) / 256 : lo) + kBookShift));
+      tab[size_t(i)] = int8_t(uint8_t((hi ? (v - lo) / 256 : lo) + kBookShift));
     }
-    return V::table16(tab);
+    return tab;
   }
+  static constexpr std::array<int8_t, 16> kHiDigits =
+      kDigits == 2 ? digits(true) : std::array<int8_t, 16>{};
+  static constexpr std::array<int8_t, 16> kLoDigits =
+      kBook ? digits(false) : std::array<int8_t, 16>{};
 
-  // One group of V::kRows rows (8, or a pair's 16) at g times T tokens: y[t * ldy + r].
-  // nbs: -bsum of each (token, block), a.n x K/32.
   // kG: the group length when known at compile time (0: Tr::kGroup or a.wgroup): with it the
   // block loop of a group unrolls (int4_g32 one core from L2, 512x1024: 49 -> 56 GB/s, int4_g128 52
   // -> 63).
@@ -422,8 +425,8 @@ struct XInt {
     typename V::F acc[T];
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) acc[t] = V::zero_f();
     typename V::I thi = V::zero_i(), tlo = V::zero_i();
-    if constexpr (kDigits == 2) thi = book<V>(true);
-    if constexpr (kBook) tlo = book<V>(false);
+    if constexpr (kDigits == 2) thi = V::table16(kHiDigits.data());
+    if constexpr (kBook) tlo = V::table16(kLoDigits.data());
     const uint8_t* p = g;
     for (int64_t k0 = 0; k0 < K; k0 += G) {
       const int64_t nbg = std::min(G, K - k0) / 32;
@@ -562,21 +565,10 @@ struct XInt {
       const uint8_t* rp[8];
       for (int r = 0; r < 8; ++r) rp[r] = w + uint64_t(r0 + std::min<int64_t>(r, nr - 1)) * rb;
       pack_rows(rp, a.K, a.wgroup, buf.data(), 32, 0, 1);
-      gemm_one<kT>(buf.data(), a, ybuf.data());
+      gemm<kT>(buf.data(), 1, a, ybuf.data(), 8);  // one group: the 8-lane tiles
       for (int64_t t = 0; t < a.n; ++t)
         std::memcpy(y + t * ldy + r0, ybuf.data() + 8 * t, size_t(nr) * 4);
     }
-  }
-  template <int kT>
-  static void gemm_one(const uint8_t* g, const Acts& a, float* y) {
-    const int64_t nb = a.K / 32;
-    thread_local std::vector<int32_t> nbs;
-    nbs.resize(size_t(a.n * nb));
-    for (int64_t i = 0; i < a.n * nb; ++i) nbs[size_t(i)] = -int32_t(a.bsums[i]);
-    int64_t t = 0;
-    for (; t + kT <= a.n; t += kT)
-      tile<Lanes8<Ops>, kT>(g, a.from(t), nbs.data() + t * nb, y + 8 * t, 8);
-    for (; t < a.n; ++t) tile<Lanes8<Ops>, 1>(g, a.from(t), nbs.data() + t * nb, y + 8 * t, 8);
   }
 };
 

@@ -35,6 +35,15 @@ constexpr FormatKernels tiles_kernels() {
 
 template <typename Ops>
 struct X86Tier {
+  // The grouped layout of x86/gemm_xint.h for format T (the repacked copy and its tiles).
+  template <typename T>
+  static constexpr void set_xint_layout(FormatKernels& k) {
+    using X = XInt<Ops, T>;
+    k.repack8 = X::repack;
+    if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
+    k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
+    k.x8_block_bytes = uint32_t(XTraits<T>::kX8BlockBytes);
+  }
   template <typename T>
   static constexpr FormatKernels make() {
     if constexpr (Dec32<T>::kHas) {
@@ -47,10 +56,7 @@ struct X86Tier {
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       } else if constexpr (XTraits<T>::kIs) {  // Q5_0, Q4_1, Q5_1, IQ4_NL: grouped layout
-        using X = XInt<Ops, T>;
-        k.repack8 = X::repack;
-        if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
-        k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
+        set_xint_layout<T>(k);
       }
       return k;
     } else if constexpr (Dec256<T>::kHas) {
@@ -65,15 +71,11 @@ struct X86Tier {
       }
       return k;
     } else if constexpr (XTraits<T>::kIs) {
-      using X = XInt<Ops, T>;
       FormatKernels k{};
-      k.gemm = X::template gemm_rows<Ops::kX8Tokens>;
+      k.gemm = XInt<Ops, T>::template gemm_rows<Ops::kX8Tokens>;
       k.dequant = kDequantOf<T>;
-      k.repack8 = X::repack;
-      if constexpr (Ops::kX8Wide) k.repack16 = X::repack16;
-      k.gemm_x8 = X::template gemm<Ops::kX8Tokens>;
-      k.x8_block_bytes = uint32_t(XTraits<T>::kX8BlockBytes);
       k.gemm_in_order = true;
+      set_xint_layout<T>(k);
       return k;
     } else if constexpr (kFloatKindOf<T> >= 0) {
       static_assert(kActOf<T> == ActKind::kF32);
