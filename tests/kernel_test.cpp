@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -733,6 +734,186 @@ TEST(KernelFit, CodebookSumsMatchRefBitwise) {
       }
     }
   }
+}
+
+// The batch sums (a scale per lane) give each scale's single sum, bit for bit, on every tier:
+// lengths around the 16 lanes, batch sizes around the vector widths, grids and codebooks,
+// with and without weights.
+TEST(KernelFit, BatchSumsMatchSingle) {
+  for (const int64_t n : {1, 15, 16, 17, 32, 33, 100, 256}) {
+    auto x = test::gaussian(n, uint64_t(n) + 3);
+    auto w = test::gaussian(n, uint64_t(n) + 33);
+    for (auto& v : w) v = v * v + 0.01f;
+    x[size_t(n / 3)] *= 5;
+    float amax = 0;
+    for (const float v : x) amax = std::max(amax, std::fabs(v));
+    for (const int count : {1, 2, 8, 9, 16, 17, 34}) {
+      std::vector<float> d(static_cast<size_t>(count)), id(static_cast<size_t>(count));
+      for (int k = 0; k < count; ++k) {
+        d[size_t(k)] = amax / (7.0f * (0.7f + 0.05f * float(k)));
+        id[size_t(k)] = 1.0f / d[size_t(k)];
+      }
+      for (const float* wp :
+           {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+        for (const Isa isa : supported_isas()) {
+          const fit::GridKernels& g = kernel::kernels_for(isa).grid;
+          std::vector<float> e(static_cast<size_t>(count)), a(e), b(e);
+          g.error_batch(x.data(), wp, n, -8, 7, d.data(), id.data(), count, e.data());
+          g.lloyd_batch(x.data(), wp, n, -8, 7, id.data(), count, a.data(), b.data());
+          for (int k = 0; k < count; ++k) {
+            float s[2];
+            g.lloyd(x.data(), wp, n, -8, 7, id[size_t(k)], s);
+            ASSERT_EQ(e[size_t(k)], g.error(x.data(), wp, n, -8, 7, d[size_t(k)], id[size_t(k)]))
+                << isa_name(isa) << " n=" << n << " k=" << k;
+            ASSERT_EQ(a[size_t(k)], s[0]) << isa_name(isa) << " n=" << n << " k=" << k;
+            ASSERT_EQ(b[size_t(k)], s[1]) << isa_name(isa) << " n=" << n << " k=" << k;
+          }
+          for (const auto* table : {&formats::kIq4nlValues, &formats::kNf4Values}) {
+            const float* values = table->data();
+            g.codebook_error_batch(x.data(), wp, n, values, d.data(), id.data(), count, e.data());
+            g.codebook_lloyd_batch(x.data(), wp, n, values, id.data(), count, a.data(), b.data());
+            for (int k = 0; k < count; ++k) {
+              float s[2];
+              g.codebook_lloyd(x.data(), wp, n, values, id[size_t(k)], s);
+              ASSERT_EQ(e[size_t(k)],
+                        g.codebook_error(x.data(), wp, n, values, d[size_t(k)], id[size_t(k)]))
+                  << isa_name(isa) << " n=" << n << " k=" << k;
+              ASSERT_EQ(a[size_t(k)], s[0]) << isa_name(isa) << " n=" << n << " k=" << k;
+              ASSERT_EQ(b[size_t(k)], s[1]) << isa_name(isa) << " n=" << n << " k=" << k;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// fit_symmetric on each tier's kernels (the 16-lane tier's whole vector search, the others'
+// rounds over batch sums) chooses the reference tier's scale, bit for bit: uniform grids from
+// ternary to 8 bits, both 16-value codebooks, fp16 and unrounded scales, weights or none, and
+// the blocks where the rules matter — equal values (many scales tie), a lone value, values so
+// small the fp16 scale is subnormal, so large no fp16 scale is finite, and zeros.
+TEST(KernelFit, SymmetricSearchMatchesReference) {
+  const fit::GridKernels& ref = kernel::ref_kernels().grid;
+  std::vector<std::vector<float>> blocks;
+  for (const int64_t n : {16, 17, 32, 64, 100, 256}) {
+    for (uint64_t seed = 0; seed < 6; ++seed) {
+      auto x = test::gaussian(n, seed * 977 + uint64_t(n));
+      if (seed == 1) x[size_t(seed * 7 % uint64_t(n))] *= 8;  // an outlier
+      if (seed == 2) {
+        for (auto& v : x) v *= 1e-6f;  // fp16-subnormal scales
+      }
+      if (seed == 3) {
+        for (auto& v : x) v = std::round(v * 2) * 0.25f;  // few distinct values: ties
+      }
+      blocks.push_back(std::move(x));
+    }
+    blocks.push_back(std::vector<float>(size_t(n), 0.5f));  // all equal
+    std::vector<float> lone(size_t(n), 0.0f);
+    lone[size_t(n / 2)] = -3.0f;
+    blocks.push_back(lone);                                 // a lone value
+    blocks.push_back(std::vector<float>(size_t(n), 0.0f));  // zeros
+    blocks.push_back(std::vector<float>(size_t(n), 9e5f));  // no finite fp16 scale
+  }
+  const fit::IntLevels grids[] = {{-1, 1}, {-2, 1}, {-4, 3}, {-8, 7}, {-16, 15}, {-127, 127}};
+  const fit::CodebookLevels books[] = {{formats::kIq4nlValues}, {formats::kNf4Values}};
+  int checked = 0;
+  for (const auto& x : blocks) {
+    const int64_t n = int64_t(x.size());
+    auto w = test::gaussian(n, uint64_t(n) + 5);
+    for (auto& v : w) v = v * v + 0.01f;
+    for (const float* wp :
+         {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+      for (const Isa isa : supported_isas()) {
+        const fit::GridKernels* g = &kernel::kernels_for(isa).grid;
+        auto same = [&](float a, float b, const char* what) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(a), std::bit_cast<uint32_t>(b))
+              << isa_name(isa) << " " << what << " n=" << n << " x0=" << x[0] << " " << a << " vs "
+              << b;
+          ++checked;
+        };
+        for (const auto& lv : grids) {
+          same(fit::fit_symmetric(x.data(), wp, n, lv, fit::Fp16Round{}, 2, g),
+               fit::fit_symmetric(x.data(), wp, n, lv, fit::Fp16Round{}, 2, &ref), "grid fp16");
+          same(fit::fit_symmetric(x.data(), wp, n, lv, fit::NoRound{}, 2, g),
+               fit::fit_symmetric(x.data(), wp, n, lv, fit::NoRound{}, 2, &ref), "grid");
+        }
+        for (const auto& lv : books) {
+          same(fit::fit_symmetric(x.data(), wp, n, lv, fit::Fp16Round{}, 2, g),
+               fit::fit_symmetric(x.data(), wp, n, lv, fit::Fp16Round{}, 2, &ref), "book fp16");
+          same(fit::fit_symmetric(x.data(), wp, n, lv, fit::NoRound{}, 3, g),
+               fit::fit_symmetric(x.data(), wp, n, lv, fit::NoRound{}, 3, &ref), "book");
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
+// fit_affine on each tier's kernels (the 16-lane tier's vector search over the starts) chooses
+// the reference tier's (scale, offset), bit for bit: 2- to 6-bit grids, a free or a non-positive
+// offset, fp16 or unrounded, weights or none, and the edge blocks (equal values, a lone value,
+// a constant block, fp16-subnormal values, values past fp16's range).
+TEST(KernelFit, AffineSearchMatchesReference) {
+  const fit::GridKernels& ref = kernel::ref_kernels().grid;
+  std::vector<std::vector<float>> blocks;
+  for (const int64_t n : {16, 17, 32, 64, 100}) {
+    for (uint64_t seed = 0; seed < 6; ++seed) {
+      auto x = test::gaussian(n, seed * 131 + uint64_t(n));
+      if (seed == 1) x[size_t(seed * 5 % uint64_t(n))] *= 8;
+      if (seed == 2) {
+        for (auto& v : x) v *= 1e-6f;
+      }
+      if (seed == 3) {
+        for (auto& v : x) v = std::round(v * 2) * 0.25f;
+      }
+      if (seed == 4) {
+        for (auto& v : x) v = std::fabs(v) + 0.5f;  // all positive: the offset matters
+      }
+      blocks.push_back(std::move(x));
+    }
+    blocks.push_back(std::vector<float>(size_t(n), 0.5f));
+    std::vector<float> lone(size_t(n), 0.0f);
+    lone[size_t(n / 2)] = -3.0f;
+    blocks.push_back(lone);
+    auto big = test::gaussian(n, 99);
+    for (auto& v : big) v *= 4e5f;
+    blocks.push_back(big);
+  }
+  int checked = 0;
+  for (const auto& x : blocks) {
+    const int64_t n = int64_t(x.size());
+    auto w = test::gaussian(n, uint64_t(n) + 8);
+    for (auto& v : w) v = v * v + 0.01f;
+    for (const float* wp :
+         {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+      for (const Isa isa : supported_isas()) {
+        const fit::GridKernels* g = &kernel::kernels_for(isa).grid;
+        for (const int qmax : {3, 7, 15, 31, 63}) {
+          for (const bool nonpos : {false, true}) {
+            const auto a = fit::fit_affine(x.data(), wp, n, qmax, nonpos, fit::Fp16Round{},
+                                           fit::Fp16Round{}, 14, 3, g);
+            const auto b = fit::fit_affine(x.data(), wp, n, qmax, nonpos, fit::Fp16Round{},
+                                           fit::Fp16Round{}, 14, 3, &ref);
+            const auto c = fit::fit_affine(x.data(), wp, n, qmax, nonpos, fit::NoRound{},
+                                           fit::NoRound{}, 14, 3, g);
+            const auto d = fit::fit_affine(x.data(), wp, n, qmax, nonpos, fit::NoRound{},
+                                           fit::NoRound{}, 14, 3, &ref);
+            ASSERT_EQ(std::bit_cast<uint32_t>(a.d), std::bit_cast<uint32_t>(b.d))
+                << isa_name(isa) << " n=" << n << " qmax=" << qmax << " x0=" << x[0];
+            ASSERT_EQ(std::bit_cast<uint32_t>(a.m), std::bit_cast<uint32_t>(b.m))
+                << isa_name(isa) << " n=" << n << " qmax=" << qmax << " x0=" << x[0];
+            ASSERT_EQ(std::bit_cast<uint32_t>(c.d), std::bit_cast<uint32_t>(d.d))
+                << isa_name(isa) << " n=" << n << " qmax=" << qmax << " x0=" << x[0];
+            ASSERT_EQ(std::bit_cast<uint32_t>(c.m), std::bit_cast<uint32_t>(d.m))
+                << isa_name(isa) << " n=" << n << " qmax=" << qmax << " x0=" << x[0];
+            checked += 2;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);
 }
 
 TEST(KernelDispatch, IsaNamesAndSelection) {

@@ -189,6 +189,10 @@ void Format::quantize_row(const float* x, int64_t K, const float* imp, void* dst
 void Format::dequantize_row(const void* src, int64_t K, float* dst) const {
   const int64_t be = block_elems(K);
   const auto* in = static_cast<const uint8_t*>(src);
+  if (info_->block_elems == 1) {  // float formats: one value per block, decoded as one run
+    info_->decode(in, K, dst);
+    return;
+  }
   for (int64_t k0 = 0; k0 < K; k0 += be) {
     const int64_t n = std::min(be, K - k0);
     info_->decode(in, n, dst + k0);

@@ -42,7 +42,8 @@ void fit_asym(const float* x, const float* w, int64_t n, int qmax, float& d_out,
   // The symmetric grid (zero point at mid-range) is a candidate too, so the zero point never
   // does worse than the symmetric format of the same bits.
   const int zmid = (qmax + 1) / 2;
-  const float dsym = fit::fit_symmetric(x, w, n, fit::IntLevels{-zmid, qmax - zmid}, round_fp16);
+  const float dsym =
+      fit::fit_symmetric(x, w, n, fit::IntLevels{-zmid, qmax - zmid}, fit::Fp16Round{});
   double best = asym_error(x, w, n, dsym, zmid, qmax);
   d_out = dsym, z_out = zmid;
   const float pmin = 1.0f / fit::max_stretch(qmax + 1);
@@ -77,7 +78,7 @@ void IntN<B, Asym>::fit(const float* x, const float* w, int64_t n, void* blk) {
     p[2] = uint8_t(z);
   } else {
     d = fit::fit_symmetric(x, w, n, fit::IntLevels{-(1 << (B - 1)), (1 << (B - 1)) - 1},
-                           round_fp16);
+                           fit::Fp16Round{});
   }
   const uint16_t h = f32_to_fp16(d);
   std::memcpy(p, &h, 2);

@@ -37,7 +37,7 @@ SubScales fit_affine_k(const float* x, const float* w, int nsub, int len, int qm
   float maxd = 0, maxm = 0;
   for (int j = 0; j < nsub; ++j) {
     const auto a = fit::fit_affine(x + j * len, w ? w + j * len : nullptr, len, qmax, true,
-                                   fit::identity, fit::identity);
+                                   fit::NoRound{}, fit::NoRound{});
     d[j] = a.d, m[j] = -a.m;
     maxd = std::max(maxd, d[j]), maxm = std::max(maxm, m[j]);
   }
@@ -68,7 +68,7 @@ SubScales fit_sym_k(const float* x, const float* w, int nsub, int len, const Lev
   float d[16];
   float dext = 0;
   for (int j = 0; j < nsub; ++j) {
-    d[j] = fit::fit_symmetric(x + j * len, w ? w + j * len : nullptr, len, lv, fit::identity);
+    d[j] = fit::fit_symmetric(x + j * len, w ? w + j * len : nullptr, len, lv, fit::NoRound{});
     if (std::fabs(d[j]) > std::fabs(dext)) dext = d[j];
   }
   // The super-scale rounded to fp16, and its fp16 neighbours: for blocks of small values it lies

@@ -31,7 +31,7 @@ template <int64_t N, typename Grid>
 void Sym4<N, Grid>::fit(const float* x, const float* w, int64_t n, void* blk) {
   auto* b = static_cast<Block*>(blk);
   std::memset(b, 0, sizeof(Block));
-  store_fp16(b->d, fit::fit_symmetric(x, w, n, Grid::levels(), round_fp16));
+  store_fp16(b->d, fit::fit_symmetric(x, w, n, Grid::levels(), fit::Fp16Round{}));
 }
 
 template <int64_t N, typename Grid>
@@ -66,7 +66,7 @@ template <int B>
 void Affine32<B>::fit(const float* x, const float* w, int64_t n, void* blk) {
   auto* b = static_cast<Block*>(blk);
   std::memset(b, 0, sizeof(Block));
-  const auto a = fit::fit_affine(x, w, n, (1 << B) - 1, false, round_fp16, round_fp16);
+  const auto a = fit::fit_affine(x, w, n, (1 << B) - 1, false, fit::Fp16Round{}, fit::Fp16Round{});
   store_fp16(b->d, a.d);
   store_fp16(b->m, a.m);
 }
@@ -111,7 +111,7 @@ template struct Affine32<5>;
 void Q5_0::fit(const float* x, const float* w, int64_t n, void* blk) {
   std::memset(blk, 0, sizeof(Block));
   store_fp16(static_cast<Block*>(blk)->d,
-             fit::fit_symmetric(x, w, n, fit::IntLevels{-16, 15}, round_fp16));
+             fit::fit_symmetric(x, w, n, fit::IntLevels{-16, 15}, fit::Fp16Round{}));
 }
 
 float Q5_0::round_value(float x, const void* blk, int64_t, int64_t) {
@@ -154,7 +154,7 @@ void Int8Block32<WithSum>::fit(const float* x, const float* w, int64_t n, void* 
     store_fp16(b->d, amax / 127.0f);
     (void)w;
   } else {
-    store_fp16(b->d, fit::fit_symmetric(x, w, n, fit::IntLevels{-127, 127}, round_fp16));
+    store_fp16(b->d, fit::fit_symmetric(x, w, n, fit::IntLevels{-127, 127}, fit::Fp16Round{}));
   }
 }
 

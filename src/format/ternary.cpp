@@ -17,7 +17,7 @@ void tq1_place(int e, int& byte, int& digit) {
 }
 
 float fit_ternary(const float* x, const float* w, int64_t n) {
-  return fit::fit_symmetric(x, w, n, fit::IntLevels{-1, 1}, round_fp16);
+  return fit::fit_symmetric(x, w, n, fit::IntLevels{-1, 1}, fit::Fp16Round{});
 }
 
 inline int trit(float x, float id) { return nearest_int(x * id, -1, 1) + 1; }

@@ -200,7 +200,7 @@ struct KernelSet {
   void (*softmax)(float* s, int64_t n) = nullptr;
   // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
   // every tier.
-  fit::GridKernels grid = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  fit::GridKernels grid = {};
 };
 
 const KernelSet& ref_kernels();

@@ -81,4 +81,33 @@ inline void affine_lloyd_ref(const float* x, const float* w, int64_t n, float qm
   for (int k = 0; k < 5; ++k) sums[k] = lane_tree16(a[k]);
 }
 
+// The batch forms (fit::GridErrorBatchFn ...): each scale's single sum.
+inline void grid_error_batch_ref(const float* x, const float* w, int64_t n, float lo, float hi,
+                                 const float* d, const float* id, int count, float* out) {
+  for (int k = 0; k < count; ++k) out[k] = grid_error_ref(x, w, n, lo, hi, d[k], id[k]);
+}
+
+inline void grid_lloyd_batch_ref(const float* x, const float* w, int64_t n, float lo, float hi,
+                                 const float* id, int count, float* sxq, float* sqq) {
+  for (int k = 0; k < count; ++k) {
+    float s[2];
+    grid_lloyd_ref(x, w, n, lo, hi, id[k], s);
+    sxq[k] = s[0], sqq[k] = s[1];
+  }
+}
+
+inline void codebook_error_batch_ref(const float* x, const float* w, int64_t n, const float* values,
+                                     const float* d, const float* id, int count, float* out) {
+  for (int k = 0; k < count; ++k) out[k] = codebook_error_ref(x, w, n, values, d[k], id[k]);
+}
+
+inline void codebook_lloyd_batch_ref(const float* x, const float* w, int64_t n, const float* values,
+                                     const float* id, int count, float* sxq, float* sqq) {
+  for (int k = 0; k < count; ++k) {
+    float s[2];
+    codebook_lloyd_ref(x, w, n, values, id[k], s);
+    sxq[k] = s[0], sqq[k] = s[1];
+  }
+}
+
 }  // namespace lowbit::kernel

@@ -450,20 +450,22 @@ void gemm_f32_ref(const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, fl
   }
 }
 
-constexpr KernelSet kRefKernels{Isa::kRef,
-                                "ref",
-                                quantize_q8x32_ref,
-                                quantize_q8x256_ref,
-                                nullptr,
-                                nullptr,
-                                gemm_f32_ref,
-                                make_format_table<RefImpl>(),
-                                attn_scores_ref,
-                                attn_values_ref,
-                                swiglu_ref,
-                                softmax_ref,
-                                {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref,
-                                 codebook_error_ref, codebook_lloyd_ref}};
+constexpr KernelSet kRefKernels{
+    Isa::kRef,
+    "ref",
+    quantize_q8x32_ref,
+    quantize_q8x256_ref,
+    nullptr,
+    nullptr,
+    gemm_f32_ref,
+    make_format_table<RefImpl>(),
+    attn_scores_ref,
+    attn_values_ref,
+    swiglu_ref,
+    softmax_ref,
+    {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref, codebook_error_ref,
+     codebook_lloyd_ref, grid_error_batch_ref, grid_lloyd_batch_ref, codebook_error_batch_ref,
+     codebook_lloyd_batch_ref}};
 
 }  // namespace
 

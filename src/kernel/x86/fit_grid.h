@@ -7,6 +7,8 @@
 // 0) and lookup16 (the value of a 16-entry table at each lane's index, an integral float 0..15).
 #pragma once
 
+#include <limits>
+
 #include "kernel/x86/common.h"
 
 namespace lowbit::kernel {
@@ -158,6 +160,408 @@ void codebook_lloyd_x86(const float* x, const float* w, int64_t n, const float* 
   const F vid = Ops::set1(id);
   lloyd2<Ops>(
       x, w, n, [&](F xv) { return codebook_q<Ops>(Ops::mul(xv, vid), values); }, sums);
+}
+
+// ---- Batches of scales (fit::GridErrorBatchFn ...): the lanes across the scales ----
+// kS sums for m <= kLanes scales at once: for each scale (lane), lane sum j = 0..15 adds the terms
+// i ≡ j mod 16 in order, then lane_tree16's pairing runs on whole vectors — every scale's sum is
+// the single function's, operation for operation. term(xb, wb, t) fills the kS term vectors from
+// x_i and w_i broadcast.
+template <typename Ops, int kS, typename Term>
+void scale_lanes(const float* x, const float* w, int64_t n, Term term, float* const* out, int m) {
+  using F = typename Ops::F;
+  // One lane sum at a time (kS accumulators live, whatever kS): lane j's terms in order.
+  F lanes[kS][16];
+  for (int j = 0; j < 16; ++j) {
+    F a[kS];
+    LOWBIT_UNROLL for (int s = 0; s < kS; ++s) a[s] = Ops::zero();
+    for (int64_t i = j; i < n; i += 16) {
+      F t[kS];
+      term(Ops::set1(x[i]), w ? Ops::set1(w[i]) : Ops::zero(), t);
+      LOWBIT_UNROLL for (int s = 0; s < kS; ++s) a[s] = Ops::add(a[s], t[s]);
+    }
+    LOWBIT_UNROLL for (int s = 0; s < kS; ++s) lanes[s][j] = a[s];
+  }
+  for (int h = 8; h >= 1; h /= 2) {
+    for (int j = 0; j < h; ++j) {
+      for (int s = 0; s < kS; ++s) lanes[s][j] = Ops::add(lanes[s][j], lanes[s][j + h]);
+    }
+  }
+  for (int s = 0; s < kS; ++s) {
+    alignas(64) float buf[Ops::kLanes];
+    Ops::store(buf, lanes[s][0]);
+    for (int k = 0; k < m; ++k) out[s][k] = buf[k];
+  }
+}
+
+// The scales c .. c + m of a batch as vectors (lanes past m zero: harmless, never stored).
+template <typename Ops>
+typename Ops::F scale_vec(const float* v, int c, int count) {
+  const int m = std::min(Ops::kLanes, count - c);
+  return m == Ops::kLanes ? Ops::load(v + c) : Ops::load_partial(v + c, m);
+}
+
+template <typename Ops>
+void grid_error_batch_x86(const float* x, const float* w, int64_t n, float lo, float hi,
+                          const float* d, const float* id, int count, float* out) {
+  using F = typename Ops::F;
+  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi);
+  for (int c = 0; c < count; c += Ops::kLanes) {
+    const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count);
+    float* o[1] = {out + c};
+    scale_lanes<Ops, 1>(
+        x, w, n,
+        [&](F xb, F wb, F* t) {
+          const F r = Ops::sub(xb, Ops::mul(vd, clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi)));
+          const F rr = Ops::mul(r, r);
+          t[0] = w ? Ops::mul(wb, rr) : rr;
+        },
+        o, std::min(Ops::kLanes, count - c));
+  }
+}
+
+template <typename Ops, typename Level>
+void lloyd2_batch(const float* x, const float* w, int64_t n, Level level, float* sxq, float* sqq,
+                  int m) {
+  using F = typename Ops::F;
+  float* o[2] = {sxq, sqq};
+  scale_lanes<Ops, 2>(
+      x, w, n,
+      [&](F xb, F wb, F* t) {
+        const F q = level(xb);
+        t[0] = Ops::mul(w ? Ops::mul(wb, xb) : xb, q);
+        t[1] = Ops::mul(w ? Ops::mul(wb, q) : q, q);
+      },
+      o, m);
+}
+
+template <typename Ops>
+void grid_lloyd_batch_x86(const float* x, const float* w, int64_t n, float lo, float hi,
+                          const float* id, int count, float* sxq, float* sqq) {
+  using F = typename Ops::F;
+  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi);
+  for (int c = 0; c < count; c += Ops::kLanes) {
+    const F vid = scale_vec<Ops>(id, c, count);
+    lloyd2_batch<Ops>(
+        x, w, n, [&](F xb) { return clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi); }, sxq + c,
+        sqq + c, std::min(Ops::kLanes, count - c));
+  }
+}
+
+template <typename Ops>
+void codebook_error_batch_x86(const float* x, const float* w, int64_t n, const float* values,
+                              const float* d, const float* id, int count, float* out) {
+  using F = typename Ops::F;
+  for (int c = 0; c < count; c += Ops::kLanes) {
+    const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count);
+    float* o[1] = {out + c};
+    scale_lanes<Ops, 1>(
+        x, w, n,
+        [&](F xb, F wb, F* t) {
+          const F r = Ops::sub(xb, Ops::mul(vd, codebook_q<Ops>(Ops::mul(xb, vid), values)));
+          const F rr = Ops::mul(r, r);
+          t[0] = w ? Ops::mul(wb, rr) : rr;
+        },
+        o, std::min(Ops::kLanes, count - c));
+  }
+}
+
+template <typename Ops>
+void codebook_lloyd_batch_x86(const float* x, const float* w, int64_t n, const float* values,
+                              const float* id, int count, float* sxq, float* sqq) {
+  using F = typename Ops::F;
+  for (int c = 0; c < count; c += Ops::kLanes) {
+    const F vid = scale_vec<Ops>(id, c, count);
+    lloyd2_batch<Ops>(
+        x, w, n, [&](F xb) { return codebook_q<Ops>(Ops::mul(xb, vid), values); }, sxq + c, sqq + c,
+        std::min(Ops::kLanes, count - c));
+  }
+}
+
+// ---- fit_symmetric's whole search (fit::SymSearchFn), 16-lane tiers ----
+// Round 0 evaluates every start's scale; each Lloyd round takes the live starts packed into
+// vectors (compressed, in start order), steps each to d2 = round(Σ w x q / Σ w q q) and
+// evaluates d2; a start stays live while its error falls. Every scale considered is offered to
+// a running lexicographic minimum of (error, start, round) per lane — the sequential search's
+// rule (the first least error in start-by-start order) — reduced over the lanes at the end. The
+// division Σ w x q / Σ w q q is one float division: fit_symmetric divides the same two floats in
+// double and rounds to float, which gives the same value (a double holds twice float's
+// precision and then some, so the double rounding cannot differ for a quotient).
+template <typename Ops, bool kCodebook, bool kWeighted, bool kFp16>
+bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float hi,
+                     const float* values, float xm, const float* den, int n_starts, int lloyd_iters,
+                     float* best_d) {
+  static_assert(Ops::kLanes == 16, "the search runs on 16-lane vectors with mask registers");
+  using F = typename Ops::F;
+  using M = __mmask16;
+  constexpr int kL = 16, kCap = 64 + kL;  // starts (at most 64) plus a vector of slack
+  const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), one = Ops::set1(1.0f);
+  const F inf = Ops::set1(std::numeric_limits<float>::infinity());
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  auto rnd = [&](F v) {
+    if constexpr (kFp16)
+      return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    else
+      return v;
+  };
+  auto usable = [&](F d) {  // d != 0 and finite
+    return M(_mm512_cmp_ps_mask(d, Ops::zero(), _CMP_NEQ_OQ) &
+             _mm512_cmp_ps_mask(_mm512_abs_ps(d), inf, _CMP_LT_OQ));
+  };
+  auto level = [&](F v) {
+    if constexpr (kCodebook)
+      return codebook_q<Ops>(v, values);
+    else
+      return clamp_round<Ops>(v, vlo, vhi);
+  };
+  if constexpr (!kWeighted) w = nullptr;  // a constant the loops fold
+  auto error = [&](F vd) {
+    const F vid = Ops::div(one, vd);
+    alignas(64) float e[kL];
+    float* o[1] = {e};
+    scale_lanes<Ops, 1>(
+        x, w, n,
+        [&](F xb, F wb, F* t) {
+          const F r = Ops::sub(xb, Ops::mul(vd, level(Ops::mul(xb, vid))));
+          const F rr = Ops::mul(r, r);
+          t[0] = w ? Ops::mul(wb, rr) : rr;
+        },
+        o, kL);
+    return Ops::load(e);
+  };
+  // The running minimum per lane: error, key (start * 8 + round), scale.
+  F be = inf, bd = Ops::zero();
+  __m512i bkey = _mm512_set1_epi32(std::numeric_limits<int32_t>::max());
+  auto consider = [&](M ok, F e, __m512i key, F d) {
+    const M better =
+        M(ok & (_mm512_cmp_ps_mask(e, be, _CMP_LT_OQ) |
+                (_mm512_cmp_ps_mask(e, be, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(key, bkey))));
+    be = _mm512_mask_mov_ps(be, better, e);
+    bd = _mm512_mask_mov_ps(bd, better, d);
+    bkey = _mm512_mask_mov_epi32(bkey, better, key);
+  };
+  // The live starts, packed: scale, error, start index.
+  alignas(64) float pd[2][kCap], pe[2][kCap];
+  alignas(64) int32_t pk[2][kCap];
+  int np = 0, cur = 0;
+  auto append = [&](int buf, int& count, M live, F d, F e, __m512i k) {
+    Ops::store(pd[buf] + count, _mm512_maskz_compress_ps(live, d));
+    Ops::store(pe[buf] + count, _mm512_maskz_compress_ps(live, e));
+    _mm512_storeu_si512(pk[buf] + count, _mm512_maskz_compress_epi32(live, k));
+    count += __builtin_popcount(unsigned(live));
+  };
+  for (int c = 0; c < n_starts; c += kL) {
+    const M in = M((1u << std::min(kL, n_starts - c)) - 1);
+    const F d0 = rnd(Ops::div(Ops::set1(xm), _mm512_mask_loadu_ps(one, in, den + c)));
+    const M ok = M(in & usable(d0));
+    if (!ok) continue;
+    const F e0 = error(_mm512_mask_mov_ps(one, ok, d0));
+    const __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(c));
+    consider(ok, e0, _mm512_slli_epi32(k, 3), d0);
+    append(cur, np, M(ok & _mm512_cmp_ps_mask(e0, Ops::zero(), _CMP_GE_OQ)), d0, e0, k);
+  }
+  for (int it = 0; it < lloyd_iters && np > 0; ++it) {
+    const int nxt = cur ^ 1;
+    int nn = 0;
+    for (int c = 0; c < np; c += kL) {
+      const M in = M((1u << std::min(kL, np - c)) - 1);
+      const F d = _mm512_mask_loadu_ps(one, in, pd[cur] + c);
+      const F e = _mm512_mask_loadu_ps(Ops::zero(), in, pe[cur] + c);
+      const __m512i k = _mm512_maskz_loadu_epi32(in, pk[cur] + c);
+      const F vid = Ops::div(one, d);
+      alignas(64) float s1[kL], s2[kL];
+      lloyd2_batch<Ops>(
+          x, w, n, [&](F xb) { return level(Ops::mul(xb, vid)); }, s1, s2, kL);
+      const F sxq = Ops::load(s1), sqq = Ops::load(s2);
+      const F d2 = rnd(Ops::div(sxq, _mm512_mask_mov_ps(one, in, sqq)));
+      const M cont = M(in & _mm512_cmp_ps_mask(sqq, Ops::zero(), _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(d2, d, _CMP_NEQ_UQ));
+      const M ok = M(cont & usable(d2));
+      if (!ok) continue;
+      const F e2 = error(_mm512_mask_mov_ps(one, ok, d2));
+      consider(ok, e2, _mm512_add_epi32(_mm512_slli_epi32(k, 3), _mm512_set1_epi32(it + 1)), d2);
+      const M live = M(ok & _mm512_cmp_ps_mask(e2, Ops::zero(), _CMP_GE_OQ) &
+                       _mm512_cmp_ps_mask(e2, e, _CMP_LT_OQ));
+      append(nxt, nn, live, d2, e2, k);
+    }
+    cur = nxt, np = nn;
+  }
+  alignas(64) float le[kL], ld[kL];
+  alignas(64) int32_t lk[kL];
+  Ops::store(le, be), Ops::store(ld, bd);
+  _mm512_store_si512(lk, bkey);
+  int best = -1;
+  for (int j = 0; j < kL; ++j) {
+    if (lk[j] == std::numeric_limits<int32_t>::max()) continue;
+    if (best < 0 || le[j] < le[best] || (le[j] == le[best] && lk[j] < lk[best])) best = j;
+  }
+  if (best < 0) return false;
+  *best_d = ld[best];
+  return true;
+}
+
+template <typename Ops>
+bool sym_search_x86(const float* x, const float* w, int64_t n, float lo, float hi,
+                    const float* values, bool fp16, float xm, const float* den, int n_starts,
+                    int lloyd_iters, float* best_d) {
+  using Fn = bool (*)(const float*, const float*, int64_t, float, float, const float*, float,
+                      const float*, int, int, float*);
+  static constexpr Fn kFns[8] = {
+      sym_search_impl<Ops, false, false, false>, sym_search_impl<Ops, false, false, true>,
+      sym_search_impl<Ops, false, true, false>,  sym_search_impl<Ops, false, true, true>,
+      sym_search_impl<Ops, true, false, false>,  sym_search_impl<Ops, true, false, true>,
+      sym_search_impl<Ops, true, true, false>,   sym_search_impl<Ops, true, true, true>};
+  return kFns[(values ? 4 : 0) + (w ? 2 : 0) + (fp16 ? 1 : 0)](x, w, n, lo, hi, values, xm, den,
+                                                               n_starts, lloyd_iters, best_d);
+}
+
+// ---- fit_affine's search (fit::AffineSearchFn), 16-lane tiers: one lane per start ----
+// Every start's first error, then Lloyd rounds on the lanes still live: the five sums, the 2x2
+// least squares in double (both halves of the vector, the reference's operations in its order),
+// the new (d, m) rounded and evaluated; a lane stops where the reference's loop breaks. The
+// accepted points go to a lexicographic minimum of (error, start, round) per lane, the first
+// guess (key -1) included — the sequential rule "a strictly smaller error replaces the best".
+template <typename Ops, bool kWeighted, bool kFp16>
+void affine_search_impl(const float* x, const float* w, int64_t n, float qmax, bool nonpos_min,
+                        float lo, float hi, const float* f, int starts, int lloyd_iters,
+                        float* best_d, float* best_m, float* best_e) {
+  static_assert(Ops::kLanes == 16, "the search runs on 16-lane vectors with mask registers");
+  using F = typename Ops::F;
+  using M = __mmask16;
+  using D = __m512d;
+  if constexpr (!kWeighted) w = nullptr;
+  const F vq = Ops::set1(qmax), one = Ops::set1(1.0f);
+  const F inf = Ops::set1(std::numeric_limits<float>::infinity());
+  auto rnd = [&](F v) {
+    if constexpr (kFp16)
+      return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    else
+      return v;
+  };
+  auto codes = [&](F xb, F vm, F vid) {
+    return clamp_round<Ops>(Ops::mul(Ops::sub(xb, vm), vid), Ops::zero(), vq);
+  };
+  auto error = [&](F vd, F vm) {
+    const F vid = Ops::div(one, vd);
+    alignas(64) float e[16];
+    float* o[1] = {e};
+    scale_lanes<Ops, 1>(
+        x, w, n,
+        [&](F xb, F wb, F* t) {
+          const F r = Ops::sub(xb, Ops::add(Ops::mul(vd, codes(xb, vm, vid)), vm));
+          const F rr = Ops::mul(r, r);
+          t[0] = w ? Ops::mul(wb, rr) : rr;
+        },
+        o, 16);
+    return Ops::load(e);
+  };
+  // The running minimum: error, key, scale, offset; the first guess is key -1.
+  F be = Ops::set1(*best_e), bd = Ops::set1(*best_d), bm = Ops::set1(*best_m);
+  __m512i bkey = _mm512_set1_epi32(-1);
+  auto consider = [&](M ok, F e, __m512i key, F d, F m) {
+    const M better =
+        M(ok & (_mm512_cmp_ps_mask(e, be, _CMP_LT_OQ) |
+                (_mm512_cmp_ps_mask(e, be, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(key, bkey))));
+    be = _mm512_mask_mov_ps(be, better, e);
+    bd = _mm512_mask_mov_ps(bd, better, d);
+    bm = _mm512_mask_mov_ps(bm, better, m);
+    bkey = _mm512_mask_mov_epi32(bkey, better, key);
+  };
+  const M in = M((1u << starts) - 1);
+  const F vf = _mm512_mask_loadu_ps(one, in, f);
+  const F span = Ops::div(Ops::set1(hi - lo), vf);
+  const float mid = 0.5f * (hi + lo);
+  F d = rnd(Ops::div(span, vq));
+  F m = rnd(Ops::min(Ops::sub(Ops::set1(mid), Ops::mul(Ops::set1(0.5f), span)),
+                     Ops::set1(nonpos_min ? 0.0f : mid)));
+  M live = M(in & _mm512_cmp_ps_mask(d, Ops::zero(), _CMP_GT_OQ));
+  if (!live) return;
+  d = _mm512_mask_mov_ps(one, live, d);
+  F e = error(d, m);
+  const __m512i key0 =
+      _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 3);
+  consider(live, e, key0, d, m);
+  // Doubles: a float vector's two halves.
+  auto lo8 = [](F v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
+  auto hi8 = [](F v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); };
+  auto join = [](D a, D b) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(a)), _mm512_cvtpd_ps(b), 1);
+  };
+  const D dzero = _mm512_setzero_pd(), tiny = _mm512_set1_pd(1e-12);
+  for (int it = 0; it < lloyd_iters && live; ++it) {
+    const F vid = Ops::div(one, d);
+    alignas(64) float s0[16], s1[16], s2[16], s3[16], s4[16];
+    float* o[5] = {s0, s1, s2, s3, s4};
+    scale_lanes<Ops, 5>(
+        x, w, n,
+        [&](F xb, F wb, F* t) {
+          const F q = codes(xb, m, vid);
+          const F wi = w ? wb : one;
+          t[0] = wi;
+          t[1] = Ops::mul(wi, q);
+          t[2] = Ops::mul(Ops::mul(wi, q), q);
+          t[3] = Ops::mul(wi, xb);
+          t[4] = Ops::mul(Ops::mul(wi, xb), q);
+        },
+        o, 16);
+    D nd[2], nm[2];
+    M keep = 0;
+    const F v[5] = {Ops::load(s0), Ops::load(s1), Ops::load(s2), Ops::load(s3), Ops::load(s4)};
+    for (int h = 0; h < 2; ++h) {
+      D sw, sq, sqq, sx, sxq;
+      if (h == 0)
+        sw = lo8(v[0]), sq = lo8(v[1]), sqq = lo8(v[2]), sx = lo8(v[3]), sxq = lo8(v[4]);
+      else
+        sw = hi8(v[0]), sq = hi8(v[1]), sqq = hi8(v[2]), sx = hi8(v[3]), sxq = hi8(v[4]);
+      const D det = _mm512_sub_pd(_mm512_mul_pd(sw, sqq), _mm512_mul_pd(sq, sq));
+      const __mmask8 solvable =
+          _mm512_cmp_pd_mask(sw, dzero, _CMP_GT_OQ) &
+          _mm512_cmp_pd_mask(det, _mm512_mul_pd(_mm512_mul_pd(tiny, sw), sqq), _CMP_GT_OQ);
+      D d2 = _mm512_div_pd(_mm512_sub_pd(_mm512_mul_pd(sw, sxq), _mm512_mul_pd(sq, sx)), det);
+      D m2 = _mm512_div_pd(_mm512_sub_pd(_mm512_mul_pd(sqq, sx), _mm512_mul_pd(sq, sxq)), det);
+      if (nonpos_min) {
+        const __mmask8 pos = _mm512_cmp_pd_mask(m2, dzero, _CMP_GT_OQ);
+        m2 = _mm512_mask_mov_pd(m2, pos, dzero);
+        d2 = _mm512_mask_mov_pd(d2, pos, _mm512_div_pd(sxq, sqq));
+      }
+      nd[h] = d2, nm[h] = m2;
+      keep = M(keep | (M(solvable) << (8 * h)));
+    }
+    const F dc = rnd(join(nd[0], nd[1])), mc = rnd(join(nm[0], nm[1]));
+    const M ok = M(live & keep & _mm512_cmp_ps_mask(dc, Ops::zero(), _CMP_GT_OQ) &
+                   _mm512_cmp_ps_mask(_mm512_abs_ps(dc), inf, _CMP_LT_OQ) &
+                   _mm512_cmp_ps_mask(_mm512_abs_ps(mc), inf, _CMP_LT_OQ));
+    if (!ok) break;
+    const F e2 = error(_mm512_mask_mov_ps(one, ok, dc), mc);
+    const M accept = M(ok & _mm512_cmp_ps_mask(e2, e, _CMP_NGE_UQ));  // the loop's !(e2 >= e)
+    d = _mm512_mask_mov_ps(d, accept, dc);
+    m = _mm512_mask_mov_ps(m, accept, mc);
+    e = _mm512_mask_mov_ps(e, accept, e2);
+    consider(accept, e2, _mm512_add_epi32(key0, _mm512_set1_epi32(it + 1)), dc, mc);
+    live = accept;
+  }
+  alignas(64) float le[16], ld[16], lm[16];
+  alignas(64) int32_t lk[16];
+  Ops::store(le, be), Ops::store(ld, bd), Ops::store(lm, bm);
+  _mm512_store_si512(lk, bkey);
+  int best = 0;
+  for (int j = 1; j < 16; ++j) {
+    if (le[j] < le[best] || (le[j] == le[best] && lk[j] < lk[best])) best = j;
+  }
+  *best_d = ld[best], *best_m = lm[best], *best_e = le[best];
+}
+
+template <typename Ops>
+void affine_search_x86(const float* x, const float* w, int64_t n, float qmax, bool nonpos_min,
+                       bool fp16, float lo, float hi, const float* f, int starts, int lloyd_iters,
+                       float* best_d, float* best_m, float* best_e) {
+  using Fn = void (*)(const float*, const float*, int64_t, float, bool, float, float, const float*,
+                      int, int, float*, float*, float*);
+  static constexpr Fn kFns[4] = {
+      affine_search_impl<Ops, false, false>, affine_search_impl<Ops, false, true>,
+      affine_search_impl<Ops, true, false>, affine_search_impl<Ops, true, true>};
+  kFns[(w ? 2 : 0) + (fp16 ? 1 : 0)](x, w, n, qmax, nonpos_min, lo, hi, f, starts, lloyd_iters,
+                                     best_d, best_m, best_e);
 }
 
 }  // namespace

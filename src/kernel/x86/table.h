@@ -33,6 +33,23 @@ constexpr FormatKernels tiles_kernels() {
   return {dot_tiled<Tiles>, gemm_tiled<Tiles, Shape>};
 }
 
+// The whole symmetric and affine scale searches run on the 16-lane tier (mask registers, compress);
+// the 8-lane tier keeps fit_symmetric's and fit_affine's own loops over its sums.
+template <typename Ops>
+constexpr fit::SymSearchFn sym_search_of() {
+  if constexpr (Ops::kLanes == 16)
+    return sym_search_x86<Ops>;
+  else
+    return nullptr;
+}
+template <typename Ops>
+constexpr fit::AffineSearchFn affine_search_of() {
+  if constexpr (Ops::kLanes == 16)
+    return affine_search_x86<Ops>;
+  else
+    return nullptr;
+}
+
 template <typename Ops>
 struct X86Tier {
   // The grouped layout of x86/gemm_xint.h for format T (the repacked copy and its tiles).
@@ -102,20 +119,23 @@ struct X86Tier {
     using F32Tiles = FloatTiles<Ops, FloatKind::kF32>;
     using S = typename Ops::ShapeF;
     const PackFn pack = Ops::kPacked ? pack_q8_x86 : nullptr;
-    return KernelSet{isa,
-                     name,
-                     quantize_q8x32_x86,
-                     quantize_q8x256_x86,
-                     pack,
-                     pack,
-                     gemm_tiled<F32Tiles, S>,
-                     make_format_table<Impl>(),
-                     attn_scores_x86<Ops>,
-                     attn_values_x86<Ops>,
-                     swiglu_x86<Ops>,
-                     softmax_x86<Ops>,
-                     {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>,
-                      affine_lloyd_x86<Ops>, codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>}};
+    return KernelSet{
+        isa,
+        name,
+        quantize_q8x32_x86,
+        quantize_q8x256_x86,
+        pack,
+        pack,
+        gemm_tiled<F32Tiles, S>,
+        make_format_table<Impl>(),
+        attn_scores_x86<Ops>,
+        attn_values_x86<Ops>,
+        swiglu_x86<Ops>,
+        softmax_x86<Ops>,
+        {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>, affine_lloyd_x86<Ops>,
+         codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>, grid_error_batch_x86<Ops>,
+         grid_lloyd_batch_x86<Ops>, codebook_error_batch_x86<Ops>, codebook_lloyd_batch_x86<Ops>,
+         sym_search_of<Ops>(), affine_search_of<Ops>()}};
   }
 };
 
