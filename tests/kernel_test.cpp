@@ -768,6 +768,15 @@ TEST(KernelFit, BatchSumsMatchSingle) {
             ASSERT_EQ(a[size_t(k)], s[0]) << isa_name(isa) << " n=" << n << " k=" << k;
             ASSERT_EQ(b[size_t(k)], s[1]) << isa_name(isa) << " n=" << n << " k=" << k;
           }
+          // Affine: offsets around the block's low end (the K-quants' neighbour pairs).
+          std::vector<float> m(static_cast<size_t>(count));
+          for (int k = 0; k < count; ++k) m[size_t(k)] = -amax * (0.9f + 0.01f * float(k));
+          g.affine_error_batch(x.data(), wp, n, 15, d.data(), m.data(), id.data(), count, e.data());
+          for (int k = 0; k < count; ++k) {
+            ASSERT_EQ(e[size_t(k)], g.affine_error(x.data(), wp, n, 15, d[size_t(k)], m[size_t(k)],
+                                                   id[size_t(k)]))
+                << isa_name(isa) << " n=" << n << " k=" << k;
+          }
           for (const auto* table : {&formats::kIq4nlValues, &formats::kNf4Values}) {
             const float* values = table->data();
             g.codebook_error_batch(x.data(), wp, n, values, d.data(), id.data(), count, e.data());

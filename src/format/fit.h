@@ -101,6 +101,9 @@ using AffineLloydFn = void (*)(const float* x, const float* w, int64_t n, float 
 // across the block, so the per-sum lane reduction is shared and no call is made per scale.
 using GridErrorBatchFn = void (*)(const float* x, const float* w, int64_t n, float lo, float hi,
                                   const float* d, const float* id, int count, float* out);
+using AffineErrorBatchFn = void (*)(const float* x, const float* w, int64_t n, float qmax,
+                                    const float* d, const float* m, const float* id, int count,
+                                    float* out);
 using GridLloydBatchFn = void (*)(const float* x, const float* w, int64_t n, float lo, float hi,
                                   const float* id, int count, float* sxq, float* sqq);
 using CodebookErrorBatchFn = void (*)(const float* x, const float* w, int64_t n,
@@ -138,6 +141,7 @@ struct GridKernels {
   CodebookLloydBatchFn codebook_lloyd_batch;
   SymSearchFn sym_search;
   AffineSearchFn affine_search;
+  AffineErrorBatchFn affine_error_batch;
 };
 // The tier the machine runs (LOWBIT_ISA respected); defined with the kernels.
 const GridKernels& grid_kernels();
@@ -191,6 +195,23 @@ double sym_error(const float* x, const float* w, int64_t n, const Levels& lv, fl
     }
     return err;
   }
+}
+
+// sym_error for count <= 16 scales at once, through the batch sums (the same values).
+template <typename Levels>
+void sym_errors(const float* x, const float* w, int64_t n, const Levels& lv, const float* d,
+                int count, double* out) {
+  float id[16], e[16];
+  for (int k = 0; k < count; ++k) id[k] = d[k] != 0 ? 1.0f / d[k] : 0.0f;
+  if constexpr (kUniformGrid<Levels>) {
+    grid_kernels().error_batch(x, w, n, lv.min_value(), lv.max_value(), d, id, count, e);
+  } else if (is_codebook16(lv)) {
+    grid_kernels().codebook_error_batch(x, w, n, codebook_data(lv), d, id, count, e);
+  } else {
+    for (int k = 0; k < count; ++k) out[k] = sym_error(x, w, n, lv, d[k]);
+    return;
+  }
+  for (int k = 0; k < count; ++k) out[k] = e[k];
 }
 
 // How far below the block's absmax the best scale can lie: a coarse grid (ternary, 2-bit) is

@@ -21,13 +21,10 @@ struct SubScales {
   int sc[16] = {}, mn[16] = {};
 };
 
-// x = dd*q - mm with q in [0, qmax]: error of one sub-block, exactly as the decoder computes it.
-// (dd >= 0 always: a non-negative super-scale times a 6-bit code.) The decoder's q is the affine
-// grid's with m = -mm (clamping to 0..qmax then rounding, or the reverse: the same integers), and
-// q dd - mm equals dd q + m exactly, so this is the grid kernels' affine error.
-double affine_sub_err(const float* x, const float* w, int64_t n, int qmax, float dd, float mm) {
-  return fit::grid_kernels().affine_error(x, w, n, float(qmax), dd, -mm, inv_or_zero(dd));
-}
+// A sub-block decodes as x = dd*q - mm with q in [0, qmax] (dd >= 0: a non-negative super-scale
+// times a 6-bit code). The decoder's q is the affine grid's with m = -mm (clamping to 0..qmax
+// then rounding, or the reverse: the same integers), and q dd - mm equals dd q + m exactly, so a
+// sub-block's error is the grid kernels' affine error at (dd, -mm).
 
 // Sub-blocks fitted independently (affine, min <= 0), then their scales and mins quantized to
 // [0, scmax] against fp16 super-scales; each sub-block then picks the best of the neighbouring
@@ -49,10 +46,21 @@ SubScales fit_affine_k(const float* x, const float* w, int nsub, int len, int qm
     const float* wj = w ? w + j * len : nullptr;
     const int sc0 = s.d > 0 ? nearest_int(d[j] / s.d, 0, scmax) : 0;
     const int mn0 = s.dmin > 0 ? nearest_int(m[j] / s.dmin, 0, scmax) : 0;
-    double best = -1;
+    // The (at most 3 x 3) neighbouring pairs in one batch, then chosen in the loops' order.
+    float cd[9], cm[9], cid[9], ce[9];
+    int nc = 0;
     for (int sc = std::max(0, sc0 - 1); sc <= std::min(scmax, sc0 + 1); ++sc) {
       for (int mn = std::max(0, mn0 - 1); mn <= std::min(scmax, mn0 + 1); ++mn) {
-        const double e = affine_sub_err(xj, wj, len, qmax, s.d * float(sc), s.dmin * float(mn));
+        const float dd = s.d * float(sc);
+        cd[nc] = dd, cm[nc] = -(s.dmin * float(mn)), cid[nc++] = inv_or_zero(dd);
+      }
+    }
+    fit::grid_kernels().affine_error_batch(xj, wj, len, float(qmax), cd, cm, cid, nc, ce);
+    double best = -1;
+    nc = 0;
+    for (int sc = std::max(0, sc0 - 1); sc <= std::min(scmax, sc0 + 1); ++sc) {
+      for (int mn = std::max(0, mn0 - 1); mn <= std::min(scmax, mn0 + 1); ++mn) {
+        const double e = ce[nc++];
         if (best < 0 || e < best) best = e, s.sc[j] = sc, s.mn[j] = mn;
       }
     }
@@ -76,23 +84,48 @@ SubScales fit_sym_k(const float* x, const float* w, int nsub, int len, const Lev
   // sit badly against every sub-scale.
   const float base = round_fp16(dext / float(sclo));
   const uint16_t hb = f32_to_fp16(base);
-  SubScales best_s;
-  double best_total = -1;
+  float sds[3];
+  bool valid[3];
+  int t = 0;
   for (const int step : {0, -1, 1}) {
     const float sd = step == 0 ? base : fp16_to_f32(uint16_t(hb + step));
-    if (step != 0 && (base == 0 || sd == 0 || !std::isfinite(sd) || (sd < 0) != (base < 0)))
-      continue;
+    sds[t] = sd;
+    valid[t++] =
+        !(step != 0 && (base == 0 || sd == 0 || !std::isfinite(sd) || (sd < 0) != (base < 0)));
+  }
+  // Each sub-block's candidates under every super-scale (at most 3 x 3), evaluated in one batch.
+  int first[3][16], count[3][16];
+  double err[3][16][3];
+  for (int j = 0; j < nsub; ++j) {
+    float cand[9];
+    int nc = 0;
+    for (int u = 0; u < 3; ++u) {
+      if (!valid[u]) continue;
+      const int s0 = sds[u] != 0 ? nearest_int(d[j] / sds[u], sclo, schi) : 0;
+      first[u][j] = std::max(sclo, s0 - 1);
+      count[u][j] = std::min(schi, s0 + 1) - first[u][j] + 1;
+      for (int k = 0; k < count[u][j]; ++k) cand[nc++] = sds[u] * float(first[u][j] + k);
+    }
+    double e[9];
+    fit::sym_errors(x + j * len, w ? w + j * len : nullptr, len, lv, cand, nc, e);
+    nc = 0;
+    for (int u = 0; u < 3; ++u) {
+      if (!valid[u]) continue;
+      for (int k = 0; k < count[u][j]; ++k) err[u][j][k] = e[nc++];
+    }
+  }
+  SubScales best_s;
+  double best_total = -1;
+  for (int u = 0; u < 3; ++u) {
+    if (!valid[u]) continue;
     SubScales s;
-    s.d = sd;
+    s.d = sds[u];
     double total = 0;
     for (int j = 0; j < nsub; ++j) {
-      const float* xj = x + j * len;
-      const float* wj = w ? w + j * len : nullptr;
-      const int s0 = s.d != 0 ? nearest_int(d[j] / s.d, sclo, schi) : 0;
       double best = -1;
-      for (int sc = std::max(sclo, s0 - 1); sc <= std::min(schi, s0 + 1); ++sc) {
-        const double e = fit::sym_error(xj, wj, len, lv, s.d * float(sc));
-        if (best < 0 || e < best) best = e, s.sc[j] = sc;
+      for (int k = 0; k < count[u][j]; ++k) {
+        const double e = err[u][j][k];
+        if (best < 0 || e < best) best = e, s.sc[j] = first[u][j] + k;
       }
       total += best;
     }

@@ -87,6 +87,12 @@ inline void grid_error_batch_ref(const float* x, const float* w, int64_t n, floa
   for (int k = 0; k < count; ++k) out[k] = grid_error_ref(x, w, n, lo, hi, d[k], id[k]);
 }
 
+inline void affine_error_batch_ref(const float* x, const float* w, int64_t n, float qmax,
+                                   const float* d, const float* m, const float* id, int count,
+                                   float* out) {
+  for (int k = 0; k < count; ++k) out[k] = affine_error_ref(x, w, n, qmax, d[k], m[k], id[k]);
+}
+
 inline void grid_lloyd_batch_ref(const float* x, const float* w, int64_t n, float lo, float hi,
                                  const float* id, int count, float* sxq, float* sqq) {
   for (int k = 0; k < count; ++k) {

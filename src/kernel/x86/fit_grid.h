@@ -236,6 +236,27 @@ void grid_error_batch_x86(const float* x, const float* w, int64_t n, float lo, f
   }
 }
 
+template <typename Ops>
+void affine_error_batch_x86(const float* x, const float* w, int64_t n, float qmax, const float* d,
+                            const float* m, const float* id, int count, float* out) {
+  using F = typename Ops::F;
+  const F vq = Ops::set1(qmax);
+  for (int c = 0; c < count; c += Ops::kLanes) {
+    const F vd = scale_vec<Ops>(d, c, count), vm = scale_vec<Ops>(m, c, count),
+            vid = scale_vec<Ops>(id, c, count);
+    float* o[1] = {out + c};
+    scale_lanes<Ops, 1>(
+        x, w, n,
+        [&](F xb, F wb, F* t) {
+          const F q = clamp_round<Ops>(Ops::mul(Ops::sub(xb, vm), vid), Ops::zero(), vq);
+          const F r = Ops::sub(xb, Ops::add(Ops::mul(vd, q), vm));
+          const F rr = Ops::mul(r, r);
+          t[0] = w ? Ops::mul(wb, rr) : rr;
+        },
+        o, std::min(Ops::kLanes, count - c));
+  }
+}
+
 template <typename Ops, typename Level>
 void lloyd2_batch(const float* x, const float* w, int64_t n, Level level, float* sxq, float* sqq,
                   int m) {
