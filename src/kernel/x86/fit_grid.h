@@ -316,14 +316,15 @@ void codebook_lloyd_batch_x86(const float* x, const float* w, int64_t n, const f
 }
 
 // ---- fit_symmetric's whole search (fit::SymSearchFn), 16-lane tiers ----
-// Round 0 evaluates every start's scale; each Lloyd round takes the live starts packed into
-// vectors (compressed, in start order), steps each to d2 = round(Σ w x q / Σ w q q) and
-// evaluates d2; a start stays live while its error falls. Every scale considered is offered to
-// a running lexicographic minimum of (error, start, round) per lane — the sequential search's
-// rule (the first least error in start-by-start order) — reduced over the lanes at the end. The
-// division Σ w x q / Σ w q q is one float division: fit_symmetric divides the same two floats in
-// double and rounds to float, which gives the same value (a double holds twice float's
-// precision and then some, so the double rounding cannot differ for a quotient).
+// Round 0 evaluates every start's scale; each later round evaluates the live starts' new scales
+// d2 = round(Σ w x q / Σ w q q), packed into vectors (compressed, in start order); a start stays
+// live while its error falls. One pass over the block gives a point's error and its Lloyd sums.
+// Every scale considered is offered to a running lexicographic minimum of (error, start, round)
+// per lane — the sequential search's rule (the first least error in start-by-start order) —
+// reduced over the lanes at the end. The division Σ w x q / Σ w q q is one float division:
+// fit_symmetric divides the same two floats in double and rounds to float, which gives the same
+// value (a double holds twice float's precision and then some, so the double rounding cannot
+// differ for a quotient).
 template <typename Ops, bool kCodebook, bool kWeighted, bool kFp16>
 bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float hi,
                      const float* values, float xm, const float* den, int n_starts, int lloyd_iters,
@@ -352,20 +353,6 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
       return clamp_round<Ops>(v, vlo, vhi);
   };
   if constexpr (!kWeighted) w = nullptr;  // a constant the loops fold
-  auto error = [&](F vd) {
-    const F vid = Ops::div(one, vd);
-    alignas(64) float e[kL];
-    float* o[1] = {e};
-    scale_lanes<Ops, 1>(
-        x, w, n,
-        [&](F xb, F wb, F* t) {
-          const F r = Ops::sub(xb, Ops::mul(vd, level(Ops::mul(xb, vid))));
-          const F rr = Ops::mul(r, r);
-          t[0] = w ? Ops::mul(wb, rr) : rr;
-        },
-        o, kL);
-    return Ops::load(e);
-  };
   // The running minimum per lane: error, key (start * 8 + round), scale.
   F be = inf, bd = Ops::zero();
   __m512i bkey = _mm512_set1_epi32(std::numeric_limits<int32_t>::max());
@@ -377,49 +364,72 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
     bd = _mm512_mask_mov_ps(bd, better, d);
     bkey = _mm512_mask_mov_epi32(bkey, better, key);
   };
-  // The live starts, packed: scale, error, start index.
+  // Points to evaluate, packed: scale, start index, and the error of the start's current point
+  // (the Lloyd step is taken only while the error falls). A point's error and its Lloyd sums
+  // (Σ w x q, Σ w q q) come from one pass, since they share the levels q; the last round needs
+  // the error alone.
   alignas(64) float pd[2][kCap], pe[2][kCap];
   alignas(64) int32_t pk[2][kCap];
   int np = 0, cur = 0;
-  auto append = [&](int buf, int& count, M live, F d, F e, __m512i k) {
-    Ops::store(pd[buf] + count, _mm512_maskz_compress_ps(live, d));
-    Ops::store(pe[buf] + count, _mm512_maskz_compress_ps(live, e));
-    _mm512_storeu_si512(pk[buf] + count, _mm512_maskz_compress_epi32(live, k));
-    count += __builtin_popcount(unsigned(live));
+  auto append = [&](int buf, int& count, M keep, F d, F e, __m512i k) {
+    Ops::store(pd[buf] + count, _mm512_maskz_compress_ps(keep, d));
+    Ops::store(pe[buf] + count, _mm512_maskz_compress_ps(keep, e));
+    _mm512_storeu_si512(pk[buf] + count, _mm512_maskz_compress_epi32(keep, k));
+    count += __builtin_popcount(unsigned(keep));
   };
-  for (int c = 0; c < n_starts; c += kL) {
+  for (int c = 0; c < n_starts; c += kL) {  // round 0: the starts (usable scales only)
     const M in = M((1u << std::min(kL, n_starts - c)) - 1);
     const F d0 = rnd(Ops::div(Ops::set1(xm), _mm512_mask_loadu_ps(one, in, den + c)));
-    const M ok = M(in & usable(d0));
-    if (!ok) continue;
-    const F e0 = error(_mm512_mask_mov_ps(one, ok, d0));
-    const __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(c));
-    consider(ok, e0, _mm512_slli_epi32(k, 3), d0);
-    append(cur, np, M(ok & _mm512_cmp_ps_mask(e0, Ops::zero(), _CMP_GE_OQ)), d0, e0, k);
+    append(cur, np, M(in & usable(d0)), d0, inf, _mm512_add_epi32(iota, _mm512_set1_epi32(c)));
   }
-  for (int it = 0; it < lloyd_iters && np > 0; ++it) {
+  for (int round = 0; round <= lloyd_iters && np > 0; ++round) {
+    const bool step = round < lloyd_iters;
     const int nxt = cur ^ 1;
     int nn = 0;
     for (int c = 0; c < np; c += kL) {
       const M in = M((1u << std::min(kL, np - c)) - 1);
       const F d = _mm512_mask_loadu_ps(one, in, pd[cur] + c);
-      const F e = _mm512_mask_loadu_ps(Ops::zero(), in, pe[cur] + c);
+      const F eprev = _mm512_mask_loadu_ps(Ops::zero(), in, pe[cur] + c);
       const __m512i k = _mm512_maskz_loadu_epi32(in, pk[cur] + c);
       const F vid = Ops::div(one, d);
-      alignas(64) float s1[kL], s2[kL];
-      lloyd2_batch<Ops>(
-          x, w, n, [&](F xb) { return level(Ops::mul(xb, vid)); }, s1, s2, kL);
+      alignas(64) float s0[kL], s1[kL], s2[kL];
+      if (step) {
+        float* o[3] = {s0, s1, s2};
+        scale_lanes<Ops, 3>(
+            x, w, n,
+            [&](F xb, F wb, F* t) {
+              const F q = level(Ops::mul(xb, vid));
+              const F r = Ops::sub(xb, Ops::mul(d, q));
+              const F rr = Ops::mul(r, r);
+              t[0] = w ? Ops::mul(wb, rr) : rr;
+              t[1] = Ops::mul(w ? Ops::mul(wb, xb) : xb, q);
+              t[2] = Ops::mul(w ? Ops::mul(wb, q) : q, q);
+            },
+            o, kL);
+      } else {
+        float* o[1] = {s0};
+        scale_lanes<Ops, 1>(
+            x, w, n,
+            [&](F xb, F wb, F* t) {
+              const F r = Ops::sub(xb, Ops::mul(d, level(Ops::mul(xb, vid))));
+              const F rr = Ops::mul(r, r);
+              t[0] = w ? Ops::mul(wb, rr) : rr;
+            },
+            o, kL);
+      }
+      const F e = Ops::load(s0);
+      consider(in, e, _mm512_add_epi32(_mm512_slli_epi32(k, 3), _mm512_set1_epi32(round)), d);
+      // Live: the error is >= 0 and (after round 0) below the start's previous one — compared
+      // as fit_symmetric's loop compares (it stops at "e < 0 || e >= previous").
+      const M live = round == 0 ? M(in & _mm512_cmp_ps_mask(e, Ops::zero(), _CMP_GE_OQ))
+                                : M(in & _mm512_cmp_ps_mask(e, Ops::zero(), _CMP_NLT_UQ) &
+                                    _mm512_cmp_ps_mask(e, eprev, _CMP_NGE_UQ));
+      if (!step || !live) continue;
       const F sxq = Ops::load(s1), sqq = Ops::load(s2);
-      const F d2 = rnd(Ops::div(sxq, _mm512_mask_mov_ps(one, in, sqq)));
-      const M cont = M(in & _mm512_cmp_ps_mask(sqq, Ops::zero(), _CMP_GT_OQ) &
-                       _mm512_cmp_ps_mask(d2, d, _CMP_NEQ_UQ));
-      const M ok = M(cont & usable(d2));
-      if (!ok) continue;
-      const F e2 = error(_mm512_mask_mov_ps(one, ok, d2));
-      consider(ok, e2, _mm512_add_epi32(_mm512_slli_epi32(k, 3), _mm512_set1_epi32(it + 1)), d2);
-      const M live = M(ok & _mm512_cmp_ps_mask(e2, Ops::zero(), _CMP_GE_OQ) &
-                       _mm512_cmp_ps_mask(e2, e, _CMP_LT_OQ));
-      append(nxt, nn, live, d2, e2, k);
+      const F d2 = rnd(Ops::div(sxq, _mm512_mask_mov_ps(one, live, sqq)));
+      const M next = M(live & _mm512_cmp_ps_mask(sqq, Ops::zero(), _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(d2, d, _CMP_NEQ_UQ) & usable(d2));
+      append(nxt, nn, next, d2, e, k);
     }
     cur = nxt, np = nn;
   }
