@@ -1,6 +1,9 @@
 // F32, F16, BF16: one value per block, no parameters. Quantizing rounds to nearest even.
 #pragma once
 
+#include <type_traits>
+#include <vector>
+
 #include "format/codec.h"
 
 namespace lowbit::formats {
@@ -8,6 +11,10 @@ namespace lowbit::formats {
 template <typename Storage, float (*ToF32)(Storage), Storage (*FromF32)(float)>
 struct FloatFormat {
   static uint64_t block_bytes(int64_t) { return sizeof(Storage); }
+  static constexpr bool is_fp16() {
+    if constexpr (std::is_same_v<Storage, uint16_t>) return ToF32 == &fp16_to_f32;
+    return false;
+  }
   static void fit(const float*, const float*, int64_t, void*) {}
   static float round_value(float x, const void*, int64_t, int64_t) { return ToF32(FromF32(x)); }
   // Element access through memcpy: float tensors in safetensors files need not be aligned.
@@ -20,6 +27,20 @@ struct FloatFormat {
   }
   static void decode(const void* blk, int64_t n, float* y) {
     const auto* p = static_cast<const uint8_t*>(blk);
+    if constexpr (is_fp16()) {
+      // fp16: a table of all 65536 values (made once by fp16_to_f32 itself), one load each.
+      static const std::vector<float> table = [] {
+        std::vector<float> t(65536);
+        for (uint32_t h = 0; h < 65536; ++h) t[h] = fp16_to_f32(uint16_t(h));
+        return t;
+      }();
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t s;
+        std::memcpy(&s, p + i * 2, 2);
+        y[i] = table[s];
+      }
+      return;
+    }
     for (int64_t i = 0; i < n; ++i) {
       Storage s;
       std::memcpy(&s, p + i * int64_t(sizeof(Storage)), sizeof(Storage));
@@ -28,7 +49,9 @@ struct FloatFormat {
   }
 };
 
-inline float f32_id(float v) { return v; }
+inline float f32_id(float v) {
+  return v;
+}
 
 struct F32 : FloatFormat<float, f32_id, f32_id> {
   static constexpr Traits kTraits{"f32", "IEEE binary32, unquantized", 0, 1};

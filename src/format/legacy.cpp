@@ -46,7 +46,24 @@ void Sym4<N, Grid>::encode(const float* x, int64_t n, void* blk) {
   auto* b = static_cast<Block*>(blk);
   const float id = inv_or_zero(load_fp16(b->d));
   const auto lv = Grid::levels();
-  for (int64_t i = 0; i < n; ++i) set_nibble(b->qs, N / 2, i, Grid::code(lv.nearest(x[i] * id)));
+  if (n != N) {  // a short block (rows not a multiple of N): value by value
+    for (int64_t i = 0; i < n; ++i) set_nibble(b->qs, N / 2, i, Grid::code(lv.nearest(x[i] * id)));
+    return;
+  }
+  // A whole block: the codes first (a branch-free loop; codebooks by counting, as
+  // fit::codebook_value16 does, which picks nearest()'s level), then the nibbles in pairs.
+  uint8_t q[N];
+  for (int64_t i = 0; i < N; ++i) {
+    if constexpr (fit::kUniformGrid<std::remove_cv_t<decltype(lv)>>) {
+      q[i] = uint8_t(Grid::code(lv.nearest(x[i] * id)));
+    } else {
+      const float v = x[i] * id;
+      int k = 0;
+      for (int j = 1; j < 16; ++j) k += (v - lv.values[j - 1] > lv.values[j] - v) ? 1 : 0;
+      q[i] = uint8_t(Grid::code(k));
+    }
+  }
+  for (int64_t i = 0; i < N / 2; ++i) b->qs[i] = uint8_t(q[i] | (q[i + N / 2] << 4));
 }
 
 template <int64_t N, typename Grid>
