@@ -768,6 +768,24 @@ TEST(KernelFit, BatchSumsMatchSingle) {
             ASSERT_EQ(a[size_t(k)], s[0]) << isa_name(isa) << " n=" << n << " k=" << k;
             ASSERT_EQ(b[size_t(k)], s[1]) << isa_name(isa) << " n=" << n << " k=" << k;
           }
+          // Bounds per scale (the asymmetric ints' zero points): errors and Lloyd sums.
+          std::vector<float> lo(static_cast<size_t>(count)), hi(lo), f(lo);
+          for (int k = 0; k < count; ++k)
+            lo[size_t(k)] = float(-(k % 16)), hi[size_t(k)] = 15.0f + lo[size_t(k)];
+          g.grid_var_batch(x.data(), wp, n, lo.data(), hi.data(), d.data(), id.data(), count,
+                           e.data(), a.data(), b.data());
+          g.grid_var_batch(x.data(), wp, n, lo.data(), hi.data(), d.data(), id.data(), count,
+                           f.data(), nullptr, nullptr);
+          for (int k = 0; k < count; ++k) {
+            float sums[2];
+            const size_t u = size_t(k);
+            g.lloyd(x.data(), wp, n, lo[u], hi[u], id[u], sums);
+            const float want = g.error(x.data(), wp, n, lo[u], hi[u], d[u], id[u]);
+            ASSERT_EQ(e[u], want) << isa_name(isa) << " n=" << n << " k=" << k;
+            ASSERT_EQ(f[u], want) << isa_name(isa) << " n=" << n << " k=" << k;
+            ASSERT_EQ(a[u], sums[0]) << isa_name(isa) << " n=" << n << " k=" << k;
+            ASSERT_EQ(b[u], sums[1]) << isa_name(isa) << " n=" << n << " k=" << k;
+          }
           // Affine: offsets around the block's low end (the K-quants' neighbour pairs).
           std::vector<float> m(static_cast<size_t>(count));
           for (int k = 0; k < count; ++k) m[size_t(k)] = -amax * (0.9f + 0.01f * float(k));

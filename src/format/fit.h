@@ -104,6 +104,11 @@ using GridErrorBatchFn = void (*)(const float* x, const float* w, int64_t n, flo
 using AffineErrorBatchFn = void (*)(const float* x, const float* w, int64_t n, float qmax,
                                     const float* d, const float* m, const float* id, int count,
                                     float* out);
+// Uniform grids whose bounds differ per scale (the asymmetric ints' zero points): each scale k's
+// error on lo[k]..hi[k] and, where sxq != nullptr, its Lloyd sums — the single functions' values.
+using GridVarBatchFn = void (*)(const float* x, const float* w, int64_t n, const float* lo,
+                                const float* hi, const float* d, const float* id, int count,
+                                float* err, float* sxq, float* sqq);
 using GridLloydBatchFn = void (*)(const float* x, const float* w, int64_t n, float lo, float hi,
                                   const float* id, int count, float* sxq, float* sqq);
 using CodebookErrorBatchFn = void (*)(const float* x, const float* w, int64_t n,
@@ -142,6 +147,7 @@ struct GridKernels {
   SymSearchFn sym_search;
   AffineSearchFn affine_search;
   AffineErrorBatchFn affine_error_batch;
+  GridVarBatchFn grid_var_batch;
 };
 // The tier the machine runs (LOWBIT_ISA respected); defined with the kernels.
 const GridKernels& grid_kernels();

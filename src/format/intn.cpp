@@ -2,6 +2,8 @@
 #include "format/intn.h"
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 
 namespace lowbit::formats {
 
@@ -46,22 +48,57 @@ void fit_asym(const float* x, const float* w, int64_t n, int qmax, float& d_out,
       fit::fit_symmetric(x, w, n, fit::IntLevels{-zmid, qmax - zmid}, fit::Fp16Round{});
   double best = asym_error(x, w, n, dsym, zmid, qmax);
   d_out = dsym, z_out = zmid;
-  const float pmin = 1.0f / fit::max_stretch(qmax + 1);
-  for (int s = 0; s < 12; ++s) {
-    const float p = std::pow(pmin, float(s) / 11.0f);  // 1 down to pmin
-    float d = round_fp16((hi - lo) * p / float(qmax));
+  // Twelve starts (ranges shrunk by p = 1 .. pmin), each refined by one least-squares step on d;
+  // evaluated in two batches (the starts, then the steps), chosen in the starts' order.
+  constexpr int kStarts = 12;
+  const float fmax = fit::max_stretch(qmax + 1);
+  struct Powers {
+    float fmax;
+    float p[kStarts];
+  };
+  static const auto powers = [] {
+    std::array<Powers, 4> t{};
+    int i = 0;
+    for (const float fm :
+         {fit::max_stretch(4), fit::max_stretch(8), fit::max_stretch(16), fit::max_stretch(17)}) {
+      t[size_t(i)].fmax = fm;
+      for (int s = 0; s < kStarts; ++s) t[size_t(i)].p[s] = std::pow(1.0f / fm, float(s) / 11.0f);
+      ++i;
+    }
+    return t;
+  }();
+  const float* pw = nullptr;
+  for (const Powers& t : powers) {
+    if (t.fmax == fmax) pw = t.p;
+  }
+  const float pmin = 1.0f / fmax;
+  float d0[kStarts], id0[kStarts], lo0[kStarts], hi0[kStarts], e0[kStarts], sxq[kStarts],
+      sqq[kStarts];
+  int z0[kStarts], nv = 0;
+  for (int s = 0; s < kStarts; ++s) {
+    const float p = pw ? pw[s] : std::pow(pmin, float(s) / 11.0f);  // 1 down to pmin
+    const float d = round_fp16((hi - lo) * p / float(qmax));
     if (!(d > 0)) continue;
     const int z = std::clamp(int(std::nearbyint(-lo * p / d)), 0, qmax);
-    for (int pass = 0; pass < 2; ++pass) {
-      const double e = asym_error(x, w, n, d, z, qmax);
-      if (best < 0 || e < best) best = e, d_out = d, z_out = z;
-      float sums[2];  // Σ w x q, Σ w q q over the codes minus z
-      fit::grid_kernels().lloyd(x, w, n, float(-z), float(qmax - z), 1.0f / d, sums);
-      const double sxq = sums[0], sqq = sums[1];
-      if (!(sqq > 0)) break;
-      d = round_fp16(float(sxq / sqq));
-      if (!(d > 0) || !std::isfinite(d)) break;
-    }
+    d0[nv] = d, id0[nv] = 1.0f / d, lo0[nv] = float(-z), hi0[nv] = float(qmax - z), z0[nv++] = z;
+  }
+  const fit::GridKernels& gk = fit::grid_kernels();
+  gk.grid_var_batch(x, w, n, lo0, hi0, d0, id0, nv, e0, sxq, sqq);
+  float d1[kStarts], id1[kStarts], lo1[kStarts], hi1[kStarts], e1[kStarts];
+  int from[kStarts], n1 = 0;
+  for (int j = 0; j < nv; ++j) {
+    if (!(double(sqq[j]) > 0)) continue;
+    const float d = round_fp16(float(double(sxq[j]) / double(sqq[j])));
+    if (!(d > 0) || !std::isfinite(d)) continue;
+    d1[n1] = d, id1[n1] = 1.0f / d, lo1[n1] = lo0[j], hi1[n1] = hi0[j], from[n1++] = j;
+  }
+  gk.grid_var_batch(x, w, n, lo1, hi1, d1, id1, n1, e1, nullptr, nullptr);
+  auto consider = [&](double e, float d, int z) {
+    if (best < 0 || e < best) best = e, d_out = d, z_out = z;
+  };
+  for (int j = 0, k = 0; j < nv; ++j) {
+    consider(e0[j], d0[j], z0[j]);
+    if (k < n1 && from[k] == j) consider(e1[k], d1[k], z0[j]), ++k;
   }
 }
 

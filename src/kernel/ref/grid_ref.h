@@ -93,6 +93,18 @@ inline void affine_error_batch_ref(const float* x, const float* w, int64_t n, fl
   for (int k = 0; k < count; ++k) out[k] = affine_error_ref(x, w, n, qmax, d[k], m[k], id[k]);
 }
 
+inline void grid_var_batch_ref(const float* x, const float* w, int64_t n, const float* lo,
+                               const float* hi, const float* d, const float* id, int count,
+                               float* err, float* sxq, float* sqq) {
+  for (int k = 0; k < count; ++k) {
+    err[k] = grid_error_ref(x, w, n, lo[k], hi[k], d[k], id[k]);
+    if (!sxq) continue;
+    float s[2];
+    grid_lloyd_ref(x, w, n, lo[k], hi[k], id[k], s);
+    sxq[k] = s[0], sqq[k] = s[1];
+  }
+}
+
 inline void grid_lloyd_batch_ref(const float* x, const float* w, int64_t n, float lo, float hi,
                                  const float* id, int count, float* sxq, float* sqq) {
   for (int k = 0; k < count; ++k) {

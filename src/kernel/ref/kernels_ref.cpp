@@ -465,7 +465,7 @@ constexpr KernelSet kRefKernels{
     softmax_ref,
     {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref, codebook_error_ref,
      codebook_lloyd_ref, grid_error_batch_ref, grid_lloyd_batch_ref, codebook_error_batch_ref,
-     codebook_lloyd_batch_ref, nullptr, nullptr, affine_error_batch_ref}};
+     codebook_lloyd_batch_ref, nullptr, nullptr, affine_error_batch_ref, grid_var_batch_ref}};
 
 }  // namespace
 

@@ -257,6 +257,42 @@ void affine_error_batch_x86(const float* x, const float* w, int64_t n, float qma
   }
 }
 
+template <typename Ops>
+void grid_var_batch_x86(const float* x, const float* w, int64_t n, const float* lo, const float* hi,
+                        const float* d, const float* id, int count, float* err, float* sxq,
+                        float* sqq) {
+  using F = typename Ops::F;
+  for (int c = 0; c < count; c += Ops::kLanes) {
+    const int m = std::min(Ops::kLanes, count - c);
+    const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count),
+            vlo = scale_vec<Ops>(lo, c, count), vhi = scale_vec<Ops>(hi, c, count);
+    if (sxq) {
+      float* o[3] = {err + c, sxq + c, sqq + c};
+      scale_lanes<Ops, 3>(
+          x, w, n,
+          [&](F xb, F wb, F* t) {
+            const F q = clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi);
+            const F r = Ops::sub(xb, Ops::mul(vd, q));
+            const F rr = Ops::mul(r, r);
+            t[0] = w ? Ops::mul(wb, rr) : rr;
+            t[1] = Ops::mul(w ? Ops::mul(wb, xb) : xb, q);
+            t[2] = Ops::mul(w ? Ops::mul(wb, q) : q, q);
+          },
+          o, m);
+    } else {
+      float* o[1] = {err + c};
+      scale_lanes<Ops, 1>(
+          x, w, n,
+          [&](F xb, F wb, F* t) {
+            const F r = Ops::sub(xb, Ops::mul(vd, clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi)));
+            const F rr = Ops::mul(r, r);
+            t[0] = w ? Ops::mul(wb, rr) : rr;
+          },
+          o, m);
+    }
+  }
+}
+
 template <typename Ops, typename Level>
 void lloyd2_batch(const float* x, const float* w, int64_t n, Level level, float* sxq, float* sqq,
                   int m) {

@@ -135,7 +135,8 @@ struct X86Tier {
         {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>, affine_lloyd_x86<Ops>,
          codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>, grid_error_batch_x86<Ops>,
          grid_lloyd_batch_x86<Ops>, codebook_error_batch_x86<Ops>, codebook_lloyd_batch_x86<Ops>,
-         sym_search_of<Ops>(), affine_search_of<Ops>(), affine_error_batch_x86<Ops>}};
+         sym_search_of<Ops>(), affine_search_of<Ops>(), affine_error_batch_x86<Ops>,
+         grid_var_batch_x86<Ops>}};
   }
 };
 
