@@ -227,6 +227,25 @@ inline float max_stretch(int n_levels) {
   return n_levels <= 4 ? 3.2f : n_levels <= 8 ? 2.0f : n_levels <= 16 ? 1.5f : 1.2f;
 }
 
+// Per-start factors that depend on nothing but the grid's stretch (one of max_stretch's four
+// values), made once per value: make(fmax, s) for s < kN. nullptr for any other fmax.
+template <int kN, typename Make>
+const float* stretch_factors(float fmax, Make make) {
+  static const float kStretch[4] = {max_stretch(4), max_stretch(8), max_stretch(16),
+                                    max_stretch(17)};
+  static const auto tables = [&make] {
+    std::array<std::array<float, kN>, 4> t{};
+    for (size_t i = 0; i < 4; ++i) {
+      for (int s = 0; s < kN; ++s) t[i][size_t(s)] = make(kStretch[i], s);
+    }
+    return t;
+  }();
+  for (size_t i = 0; i < 4; ++i) {
+    if (kStretch[i] == fmax) return tables[i].data();
+  }
+  return nullptr;
+}
+
 // Best scale d for x ~ d * level: starting points map the largest-magnitude value onto either
 // end of the grid, stretched over a geometric range of factors; each start is improved by Lloyd
 // iterations (assign levels, weighted least-squares d, round d to storage precision with
@@ -301,45 +320,24 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
   int bs[kMaxStarts];
   auto usable = [](float d) { return d != 0 && std::isfinite(d); };
 
-  // Round 0: the starts — a fine linear grid around the absmax (0.8 .. 1.2), then a geometric
-  // one to fmax — and their errors.
-  // The stretch factors depend on fmax alone (one of max_stretch's four values): made once each.
-  struct Factors {
-    float fmax;
-    float f[kFine + kCoarse];
-  };
-  static const auto factors = [] {
-    std::array<Factors, 4> t{};
-    int i = 0;
-    for (const float fm : {max_stretch(4), max_stretch(8), max_stretch(16), max_stretch(17)}) {
-      t[size_t(i)].fmax = fm;
-      for (int s = 0; s < kFine + kCoarse; ++s)
-        t[size_t(i)].f[s] = s < kFine ? 0.8f + 0.04f * float(s)
-                                      : 1.2f * std::pow(fm / 1.2f, float(s - kFine + 1) / kCoarse);
-      ++i;
+  // The starts: xm / den[k], den = a grid end times a factor — a fine linear grid around the
+  // absmax (0.8 .. 1.2), then a geometric one to fmax (max_stretch's values: always tabled).
+  const float* fac = stretch_factors<kFine + kCoarse>(fmax, [](float fm, int s) {
+    return s < kFine ? 0.8f + 0.04f * float(s)
+                     : 1.2f * std::pow(fm / 1.2f, float(s - kFine + 1) / kCoarse);
+  });
+  float den[kMaxStarts];
+  int ns = 0;
+  for (const float end : {lv.min_value(), lv.max_value()}) {
+    for (int s = 0; s < kFine + kCoarse; ++s) {
+      if (s >= kFine && fmax <= 1.2f) break;
+      den[ns++] = end * fac[s];
     }
-    return t;
-  }();
-  const float* fac = nullptr;
-  for (const Factors& t : factors) {
-    if (t.fmax == fmax) fac = t.f;
   }
   // The vector unit's whole search, where the tier has one (the same choice, bit for bit).
   constexpr bool kKnownRound = std::is_same_v<RoundD, Fp16Round> || std::is_same_v<RoundD, NoRound>;
   if constexpr (kKnownRound && (kUniformGrid<Levels> || std::is_same_v<Levels, CodebookLevels>)) {
     if (gk.sym_search && (kUniformGrid<Levels> || is_codebook16(lv))) {
-      float den[kMaxStarts];
-      int ns = 0;
-      for (const float end : {lv.min_value(), lv.max_value()}) {
-        for (int s = 0; s < kFine + kCoarse; ++s) {
-          if (s >= kFine && fmax <= 1.2f) break;
-          const float f = fac ? fac[s]
-                          : s < kFine
-                              ? 0.8f + 0.04f * float(s)
-                              : 1.2f * std::pow(fmax / 1.2f, float(s - kFine + 1) / kCoarse);
-          den[ns++] = end * f;
-        }
-      }
       float d = 0;
       if (gk.sym_search(x, w, n, lv.min_value(), lv.max_value(), codebook_data(lv),
                         std::is_same_v<RoundD, Fp16Round>, xm, den, ns, lloyd_iters, &d))
@@ -349,19 +347,14 @@ float fit_symmetric(const float* x, const float* w, int64_t n, const Levels& lv,
                                : lv.max_value()));
     }
   }
+  // Round 0: every start's error.
   int nb = 0;
-  for (const float end : {lv.min_value(), lv.max_value()}) {
-    for (int s = 0; s < kFine + kCoarse; ++s) {
-      const float f = fac         ? fac[s]
-                      : s < kFine ? 0.8f + 0.04f * float(s)
-                                  : 1.2f * std::pow(fmax / 1.2f, float(s - kFine + 1) / kCoarse);
-      if (s >= kFine && fmax <= 1.2f) break;
-      const int k = n_starts++;
-      const float d = round_d(xm / (end * f));
-      trail_d[k][0] = d, trail_e[k][0] = -1, trail_len[k] = 1, cur_d[k] = d, cur_e[k] = -1;
-      trail_ok[k][0] = usable(d);
-      if (trail_ok[k][0]) bd[nb] = d, bid[nb] = 1.0f / d, bs[nb++] = k;
-    }
+  for (; n_starts < ns; ++n_starts) {
+    const int k = n_starts;
+    const float d = round_d(xm / den[k]);
+    trail_d[k][0] = d, trail_e[k][0] = -1, trail_len[k] = 1, cur_d[k] = d, cur_e[k] = -1;
+    trail_ok[k][0] = usable(d);
+    if (trail_ok[k][0]) bd[nb] = d, bid[nb] = 1.0f / d, bs[nb++] = k;
   }
   errors(bd, bid, nb, be);
   for (int j = 0; j < nb; ++j) {
@@ -448,25 +441,10 @@ Affine fit_affine(const float* x, const float* w, int64_t n, int qmax, bool nonp
   const float fmax = max_stretch(qmax + 1);
   // The factors of the default 14 starts, made once per fmax (one of max_stretch's values).
   constexpr int kStarts = 14;
-  struct Factors {
-    float fmax;
-    float f[kStarts];
-  };
-  static const auto factors = [] {
-    std::array<Factors, 4> t{};
-    int i = 0;
-    for (const float fm : {max_stretch(4), max_stretch(8), max_stretch(16), max_stretch(17)}) {
-      t[size_t(i)].fmax = fm;
-      for (int s = 0; s < kStarts; ++s)
-        t[size_t(i)].f[s] = 0.85f * std::pow(fm / 0.85f, float(s) / float(kStarts - 1));
-      ++i;
-    }
-    return t;
-  }();
-  const float* fac = nullptr;
-  for (const Factors& t : factors) {
-    if (starts == kStarts && t.fmax == fmax) fac = t.f;
-  }
+  const float* fac =
+      starts != kStarts ? nullptr : stretch_factors<kStarts>(fmax, [](float fm, int s) {
+        return 0.85f * std::pow(fm / 0.85f, float(s) / float(kStarts - 1));
+      });
   // The vector unit's search, where the tier has one and both roundings are fp16 or none.
   constexpr bool kFp16 = std::is_same_v<RoundD, Fp16Round> && std::is_same_v<RoundM, Fp16Round>;
   constexpr bool kNone = std::is_same_v<RoundD, NoRound> && std::is_same_v<RoundM, NoRound>;

@@ -2,7 +2,6 @@
 #include "format/intn.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 
 namespace lowbit::formats {
@@ -48,35 +47,17 @@ void fit_asym(const float* x, const float* w, int64_t n, int qmax, float& d_out,
       fit::fit_symmetric(x, w, n, fit::IntLevels{-zmid, qmax - zmid}, fit::Fp16Round{});
   double best = asym_error(x, w, n, dsym, zmid, qmax);
   d_out = dsym, z_out = zmid;
-  // Twelve starts (ranges shrunk by p = 1 .. pmin), each refined by one least-squares step on d;
-  // evaluated in two batches (the starts, then the steps), chosen in the starts' order.
+  // Twelve starts (ranges shrunk by p = 1 .. 1 / fmax), each refined by one least-squares step on
+  // d; evaluated in two batches (the starts, then the steps), chosen in the starts' order.
   constexpr int kStarts = 12;
-  const float fmax = fit::max_stretch(qmax + 1);
-  struct Powers {
-    float fmax;
-    float p[kStarts];
-  };
-  static const auto powers = [] {
-    std::array<Powers, 4> t{};
-    int i = 0;
-    for (const float fm :
-         {fit::max_stretch(4), fit::max_stretch(8), fit::max_stretch(16), fit::max_stretch(17)}) {
-      t[size_t(i)].fmax = fm;
-      for (int s = 0; s < kStarts; ++s) t[size_t(i)].p[s] = std::pow(1.0f / fm, float(s) / 11.0f);
-      ++i;
-    }
-    return t;
-  }();
-  const float* pw = nullptr;
-  for (const Powers& t : powers) {
-    if (t.fmax == fmax) pw = t.p;
-  }
-  const float pmin = 1.0f / fmax;
+  const float* pw = fit::stretch_factors<kStarts>(fit::max_stretch(qmax + 1), [](float fm, int s) {
+    return std::pow(1.0f / fm, float(s) / 11.0f);  // 1 down to 1 / fmax
+  });
   float d0[kStarts], id0[kStarts], lo0[kStarts], hi0[kStarts], e0[kStarts], sxq[kStarts],
       sqq[kStarts];
   int z0[kStarts], nv = 0;
   for (int s = 0; s < kStarts; ++s) {
-    const float p = pw ? pw[s] : std::pow(pmin, float(s) / 11.0f);  // 1 down to pmin
+    const float p = pw[s];
     const float d = round_fp16((hi - lo) * p / float(qmax));
     if (!(d > 0)) continue;
     const int z = std::clamp(int(std::nearbyint(-lo * p / d)), 0, qmax);

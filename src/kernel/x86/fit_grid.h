@@ -351,6 +351,51 @@ void codebook_lloyd_batch_x86(const float* x, const float* w, int64_t n, const f
   }
 }
 
+// ---- The searches' shared pieces (16-lane tiers: mask registers) ----
+// Storage rounding of 16 scales: fp16 (the conversion rounds to nearest even, as round_fp16) or
+// none.
+template <bool kFp16>
+__m512 round_lanes(__m512 v) {
+  if constexpr (kFp16)
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  else
+    return v;
+}
+
+// A running lexicographic minimum of (error, key) per lane, with its scale (and offset), and
+// the minimum over the lanes: the sequential searches' rule "a strictly smaller error replaces
+// the best", when keys number the candidates in the sequential order.
+template <typename Ops>
+struct LaneBest {
+  static constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
+  __m512 e, d, m;
+  __m512i key;
+  void offer(__mmask16 ok, __m512 e2, __m512i k2, __m512 d2, __m512 m2) {
+    const __mmask16 better = __mmask16(
+        ok & (_mm512_cmp_ps_mask(e2, e, _CMP_LT_OQ) |
+              (_mm512_cmp_ps_mask(e2, e, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(k2, key))));
+    e = _mm512_mask_mov_ps(e, better, e2);
+    d = _mm512_mask_mov_ps(d, better, d2);
+    m = _mm512_mask_mov_ps(m, better, m2);
+    key = _mm512_mask_mov_epi32(key, better, k2);
+  }
+  // The best lane (none offered anything: false).
+  bool reduce(float* best_e, float* best_d, float* best_m) const {
+    alignas(64) float le[16], ld[16], lm[16];
+    alignas(64) int32_t lk[16];
+    _mm512_store_ps(le, e), _mm512_store_ps(ld, d), _mm512_store_ps(lm, m);
+    _mm512_store_si512(lk, key);
+    int best = -1;
+    for (int j = 0; j < 16; ++j) {
+      if (lk[j] == kNone) continue;
+      if (best < 0 || le[j] < le[best] || (le[j] == le[best] && lk[j] < lk[best])) best = j;
+    }
+    if (best < 0) return false;
+    *best_e = le[best], *best_d = ld[best], *best_m = lm[best];
+    return true;
+  }
+};
+
 // ---- fit_symmetric's whole search (fit::SymSearchFn), 16-lane tiers ----
 // Round 0 evaluates every start's scale; each later round evaluates the live starts' new scales
 // d2 = round(Σ w x q / Σ w q q), packed into vectors (compressed, in start order); a start stays
@@ -372,12 +417,6 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
   const F vlo = Ops::set1(lo), vhi = Ops::set1(hi), one = Ops::set1(1.0f);
   const F inf = Ops::set1(std::numeric_limits<float>::infinity());
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  auto rnd = [&](F v) {
-    if constexpr (kFp16)
-      return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    else
-      return v;
-  };
   auto usable = [&](F d) {  // d != 0 and finite
     return M(_mm512_cmp_ps_mask(d, Ops::zero(), _CMP_NEQ_OQ) &
              _mm512_cmp_ps_mask(_mm512_abs_ps(d), inf, _CMP_LT_OQ));
@@ -389,17 +428,8 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
       return clamp_round<Ops>(v, vlo, vhi);
   };
   if constexpr (!kWeighted) w = nullptr;  // a constant the loops fold
-  // The running minimum per lane: error, key (start * 8 + round), scale.
-  F be = inf, bd = Ops::zero();
-  __m512i bkey = _mm512_set1_epi32(std::numeric_limits<int32_t>::max());
-  auto consider = [&](M ok, F e, __m512i key, F d) {
-    const M better =
-        M(ok & (_mm512_cmp_ps_mask(e, be, _CMP_LT_OQ) |
-                (_mm512_cmp_ps_mask(e, be, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(key, bkey))));
-    be = _mm512_mask_mov_ps(be, better, e);
-    bd = _mm512_mask_mov_ps(bd, better, d);
-    bkey = _mm512_mask_mov_epi32(bkey, better, key);
-  };
+  // The running minimum per lane, keyed start * 8 + round.
+  LaneBest<Ops> best{inf, Ops::zero(), Ops::zero(), _mm512_set1_epi32(LaneBest<Ops>::kNone)};
   // Points to evaluate, packed: scale, start index, and the error of the start's current point
   // (the Lloyd step is taken only while the error falls). A point's error and its Lloyd sums
   // (Σ w x q, Σ w q q) come from one pass, since they share the levels q; the last round needs
@@ -415,7 +445,8 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
   };
   for (int c = 0; c < n_starts; c += kL) {  // round 0: the starts (usable scales only)
     const M in = M((1u << std::min(kL, n_starts - c)) - 1);
-    const F d0 = rnd(Ops::div(Ops::set1(xm), _mm512_mask_loadu_ps(one, in, den + c)));
+    const F d0 =
+        round_lanes<kFp16>(Ops::div(Ops::set1(xm), _mm512_mask_loadu_ps(one, in, den + c)));
     append(cur, np, M(in & usable(d0)), d0, inf, _mm512_add_epi32(iota, _mm512_set1_epi32(c)));
   }
   for (int round = 0; round <= lloyd_iters && np > 0; ++round) {
@@ -454,7 +485,7 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
             o, kL);
       }
       const F e = Ops::load(s0);
-      consider(in, e, _mm512_add_epi32(_mm512_slli_epi32(k, 3), _mm512_set1_epi32(round)), d);
+      best.offer(in, e, _mm512_add_epi32(_mm512_slli_epi32(k, 3), _mm512_set1_epi32(round)), d, d);
       // Live: the error is >= 0 and (after round 0) below the start's previous one — compared
       // as fit_symmetric's loop compares (it stops at "e < 0 || e >= previous").
       const M live = round == 0 ? M(in & _mm512_cmp_ps_mask(e, Ops::zero(), _CMP_GE_OQ))
@@ -462,25 +493,15 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
                                     _mm512_cmp_ps_mask(e, eprev, _CMP_NGE_UQ));
       if (!step || !live) continue;
       const F sxq = Ops::load(s1), sqq = Ops::load(s2);
-      const F d2 = rnd(Ops::div(sxq, _mm512_mask_mov_ps(one, live, sqq)));
+      const F d2 = round_lanes<kFp16>(Ops::div(sxq, _mm512_mask_mov_ps(one, live, sqq)));
       const M next = M(live & _mm512_cmp_ps_mask(sqq, Ops::zero(), _CMP_GT_OQ) &
                        _mm512_cmp_ps_mask(d2, d, _CMP_NEQ_UQ) & usable(d2));
       append(nxt, nn, next, d2, e, k);
     }
     cur = nxt, np = nn;
   }
-  alignas(64) float le[kL], ld[kL];
-  alignas(64) int32_t lk[kL];
-  Ops::store(le, be), Ops::store(ld, bd);
-  _mm512_store_si512(lk, bkey);
-  int best = -1;
-  for (int j = 0; j < kL; ++j) {
-    if (lk[j] == std::numeric_limits<int32_t>::max()) continue;
-    if (best < 0 || le[j] < le[best] || (le[j] == le[best] && lk[j] < lk[best])) best = j;
-  }
-  if (best < 0) return false;
-  *best_d = ld[best];
-  return true;
+  float e, m;
+  return best.reduce(&e, best_d, &m);
 }
 
 template <typename Ops>
@@ -515,12 +536,6 @@ void affine_search_impl(const float* x, const float* w, int64_t n, float qmax, b
   if constexpr (!kWeighted) w = nullptr;
   const F vq = Ops::set1(qmax), one = Ops::set1(1.0f);
   const F inf = Ops::set1(std::numeric_limits<float>::infinity());
-  auto rnd = [&](F v) {
-    if constexpr (kFp16)
-      return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    else
-      return v;
-  };
   auto codes = [&](F xb, F vm, F vid) {
     return clamp_round<Ops>(Ops::mul(Ops::sub(xb, vm), vid), Ops::zero(), vq);
   };
@@ -538,32 +553,23 @@ void affine_search_impl(const float* x, const float* w, int64_t n, float qmax, b
         o, 16);
     return Ops::load(e);
   };
-  // The running minimum: error, key, scale, offset; the first guess is key -1.
-  F be = Ops::set1(*best_e), bd = Ops::set1(*best_d), bm = Ops::set1(*best_m);
-  __m512i bkey = _mm512_set1_epi32(-1);
-  auto consider = [&](M ok, F e, __m512i key, F d, F m) {
-    const M better =
-        M(ok & (_mm512_cmp_ps_mask(e, be, _CMP_LT_OQ) |
-                (_mm512_cmp_ps_mask(e, be, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(key, bkey))));
-    be = _mm512_mask_mov_ps(be, better, e);
-    bd = _mm512_mask_mov_ps(bd, better, d);
-    bm = _mm512_mask_mov_ps(bm, better, m);
-    bkey = _mm512_mask_mov_epi32(bkey, better, key);
-  };
+  // The running minimum per lane, keyed start * 8 + round; the first guess is key -1.
+  LaneBest<Ops> best{Ops::set1(*best_e), Ops::set1(*best_d), Ops::set1(*best_m),
+                     _mm512_set1_epi32(-1)};
   const M in = M((1u << starts) - 1);
   const F vf = _mm512_mask_loadu_ps(one, in, f);
   const F span = Ops::div(Ops::set1(hi - lo), vf);
   const float mid = 0.5f * (hi + lo);
-  F d = rnd(Ops::div(span, vq));
-  F m = rnd(Ops::min(Ops::sub(Ops::set1(mid), Ops::mul(Ops::set1(0.5f), span)),
-                     Ops::set1(nonpos_min ? 0.0f : mid)));
+  F d = round_lanes<kFp16>(Ops::div(span, vq));
+  F m = round_lanes<kFp16>(Ops::min(Ops::sub(Ops::set1(mid), Ops::mul(Ops::set1(0.5f), span)),
+                                    Ops::set1(nonpos_min ? 0.0f : mid)));
   M live = M(in & _mm512_cmp_ps_mask(d, Ops::zero(), _CMP_GT_OQ));
   if (!live) return;
   d = _mm512_mask_mov_ps(one, live, d);
   F e = error(d, m);
   const __m512i key0 =
       _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 3);
-  consider(live, e, key0, d, m);
+  best.offer(live, e, key0, d, m);
   // Doubles: a float vector's two halves.
   auto lo8 = [](F v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
   auto hi8 = [](F v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); };
@@ -610,7 +616,8 @@ void affine_search_impl(const float* x, const float* w, int64_t n, float qmax, b
       nd[h] = d2, nm[h] = m2;
       keep = M(keep | (M(solvable) << (8 * h)));
     }
-    const F dc = rnd(join(nd[0], nd[1])), mc = rnd(join(nm[0], nm[1]));
+    const F dc = round_lanes<kFp16>(join(nd[0], nd[1])),
+            mc = round_lanes<kFp16>(join(nm[0], nm[1]));
     const M ok = M(live & keep & _mm512_cmp_ps_mask(dc, Ops::zero(), _CMP_GT_OQ) &
                    _mm512_cmp_ps_mask(_mm512_abs_ps(dc), inf, _CMP_LT_OQ) &
                    _mm512_cmp_ps_mask(_mm512_abs_ps(mc), inf, _CMP_LT_OQ));
@@ -620,18 +627,10 @@ void affine_search_impl(const float* x, const float* w, int64_t n, float qmax, b
     d = _mm512_mask_mov_ps(d, accept, dc);
     m = _mm512_mask_mov_ps(m, accept, mc);
     e = _mm512_mask_mov_ps(e, accept, e2);
-    consider(accept, e2, _mm512_add_epi32(key0, _mm512_set1_epi32(it + 1)), dc, mc);
+    best.offer(accept, e2, _mm512_add_epi32(key0, _mm512_set1_epi32(it + 1)), dc, mc);
     live = accept;
   }
-  alignas(64) float le[16], ld[16], lm[16];
-  alignas(64) int32_t lk[16];
-  Ops::store(le, be), Ops::store(ld, bd), Ops::store(lm, bm);
-  _mm512_store_si512(lk, bkey);
-  int best = 0;
-  for (int j = 1; j < 16; ++j) {
-    if (le[j] < le[best] || (le[j] == le[best] && lk[j] < lk[best])) best = j;
-  }
-  *best_d = ld[best], *best_m = lm[best], *best_e = le[best];
+  best.reduce(best_e, best_d, best_m);  // every lane holds at least the first guess
 }
 
 template <typename Ops>
