@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "lowbit/error.h"
@@ -36,6 +37,9 @@ TEST(Sensitivity, Spearman) {
   EXPECT_NEAR(spearman({1, 1, 2}, {5, 5, 9}), 1.0, 1e-12);  // ties: average ranks
 }
 
+// The fixture's measurement: two lowbit formats and a GGUF type.
+constexpr const char* kMeasured = "int3_g32,int4_g32,q8_0";
+
 class MixStories : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -45,7 +49,7 @@ class MixStories : public ::testing::Test {
     model_ = new Model(Model::load(p));
     chunks_ =
         new Chunks(chunk_text(*model_, test::slurp(t).substr(0, 20000), {.ctx = 64, .chunks = 2}));
-    SensitivityOptions o{.formats = parse_format_list("int3_g32,int4_g32,q8_0")};
+    SensitivityOptions o{.formats = parse_format_list(kMeasured)};
     sens_ = new Sensitivity(measure_sensitivity(*model_, *chunks_, o));
   }
   static void TearDownTestSuite() {
@@ -124,11 +128,11 @@ TEST_F(MixStories, DamageFallsWithBitsAndTheProxyRanksLikeKld) {
   ASSERT_EQ(r.tensors.size(), s.tensors.size());
   EXPECT_EQ(r.tensors[5].entries[1].format, s.tensors[5].entries[1].format);
   EXPECT_DOUBLE_EQ(r.tensors[5].entries[1].cost, s.tensors[5].entries[1].cost);
-  EXPECT_EQ(candidates_of(r, *model_, path).size(), 36u);
+  EXPECT_EQ(candidates_of(r, *model_, path, parse_format_list(kMeasured)).size(), 36u);
   Model other = *model_;
   other.tensors[1].shape = {16, 256};
   try {
-    candidates_of(r, other, path);
+    candidates_of(r, other, path, parse_format_list(kMeasured));
     ADD_FAILURE() << "a measurement of another shape was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
@@ -143,7 +147,7 @@ TEST_F(MixStories, PlannedFileMeetsTheTargetWithinOnePercent) {
   }
   for (const double target : {4.0, 6.0}) {
     const uint64_t total = uint64_t(target * double(m.parameter_count()) / 8);
-    const auto cand = candidates_of(*sens_, m, "mem");
+    const auto cand = candidates_of(*sens_, m, "mem", parse_format_list(kMeasured));
     const BudgetSolution sol = solve_budget(cand, total - fixed);
     QuantizeOptions q{.type = Format::parse("int4_g32")};
     for (size_t i = 0; i < cand.size(); ++i)
@@ -192,10 +196,11 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
                               "attn_v=q8_0");
   EXPECT_EQ(none.rc, 1) << none.out;  // no --type: the other matrices have no format
   // A planned mix for a target, and the same plan repeated from its file.
+  const std::string measured = std::string(" --formats ") + kMeasured;
   const CliRun planned = run_cli("quantize -m " + p + " -o " + dir +
                                  "/p45.gguf --target-bpw 4.5 "
                                  "--sensitivity " +
-                                 sens);
+                                 sens + measured);
   ASSERT_EQ(planned.rc, 0) << planned.out;
   EXPECT_NE(planned.out.find("llama.cpp will not load it"), std::string::npos) << planned.out;
   // The mix's speed, measured on the written file.
@@ -214,7 +219,7 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
   const CliRun sized = run_cli("quantize -m " + p + " -o " + dir +
                                "/s150.gguf --target-size 150KiB "
                                "--sensitivity " +
-                               sens);
+                               sens + measured);
   ASSERT_EQ(sized.rc, 0) << sized.out;
   // --target-size budgets the whole file (header, tokenizer, padding), not only the tensors.
   const PlanFile sp = PlanFile::load(dir + "/s150.plan.json");
@@ -225,9 +230,96 @@ TEST_F(MixStories, CliMixesPlansAndRepeats) {
   const CliRun low = run_cli("quantize -m " + p + " -o " + dir +
                              "/low.gguf --target-bpw 1 "
                              "--sensitivity " +
-                             sens);
+                             sens + measured);
   EXPECT_EQ(low.rc, 1) << low.out;
-  EXPECT_NE(low.out.find("below the smallest"), std::string::npos) << low.out;
+  EXPECT_NE(low.out.find("below the smallest file"), std::string::npos) << low.out;
+}
+
+// The candidate sets: gguf (the default) holds GGUF types only, lowbit lowbit's own grouped
+// formats (and iq4_nl, f16), all both, once each; names combine with sets.
+TEST(CandidateSets, NamesAndContents) {
+  const std::vector<Format> g = parse_format_list("gguf"), l = parse_format_list("lowbit"),
+                            a = parse_format_list("all");
+  EXPECT_EQ(g, default_ladder());
+  for (const Format& f : g) EXPECT_TRUE(f.is_ggml_type()) << f.name();
+  int own = 0;
+  for (const Format& f : l) own += !f.is_ggml_type();
+  EXPECT_GE(own, 8);
+  for (const Format& f : g) EXPECT_EQ(std::count(a.begin(), a.end(), f), 1) << f.name();
+  for (const Format& f : l) EXPECT_EQ(std::count(a.begin(), a.end(), f), 1) << f.name();
+  EXPECT_LT(a.size(), g.size() + l.size());  // iq4_nl and f16 are in both
+  const std::vector<Format> gi = parse_format_list("gguf,int3_g32,q4_0");
+  EXPECT_EQ(gi.size(), g.size() + 1);
+  EXPECT_EQ(gi.back(), Format::parse("int3_g32"));
+  try {
+    parse_format_list("gguf,int9_g32");
+    ADD_FAILURE() << "an unknown format was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("int9_g32"), std::string::npos) << e.what();
+  }
+}
+
+// A measurement serves any subset of what it measured, with the measured costs; a candidate it
+// did not measure is an error that names the file and what it did measure.
+TEST_F(MixStories, AMeasurementServesItsSubsets) {
+  const Sensitivity& s = *sens_;
+  const auto cand = candidates_of(s, *model_, "mem", parse_format_list("int4_g32,q8_0"));
+  ASSERT_EQ(cand.size(), 36u);
+  for (const auto& tc : cand) {
+    ASSERT_EQ(tc.options.size(), 2u) << tc.name;
+    EXPECT_EQ(tc.options[0].format.name(), "int4_g32") << tc.name;
+    EXPECT_EQ(tc.options[1].format.name(),
+              model_->find(tc.name)->row_length() == 172 ? "f16" : "q8_0");
+    EXPECT_EQ(tc.options[0].cost, entry(s, tc.name, "int4_g32").cost) << tc.name;
+  }
+  try {
+    candidates_of(s, *model_, "s.json", default_ladder());
+    ADD_FAILURE() << "candidates that were not measured were accepted";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("s.json"), std::string::npos) << w;
+    EXPECT_NE(w.find("--formats int3_g32,int4_g32,q8_0"), std::string::npos) << w;
+  }
+}
+
+// End to end: one measurement of both sets; the default plan keeps to GGUF types (llama.cpp
+// loads the file), a target only lowbit's formats reach is refused with how small each set
+// goes, and --formats lowbit plans it from the same measurement.
+TEST_F(MixStories, DefaultPlanKeepsToGgufTypes) {
+  const std::string p = test::fixture("models/stories260K/stories260K.bin");
+  const std::string text = test::fixture("text/tinystories-valid-head.txt");
+  const std::string dir = ::testing::TempDir();
+  const std::string sens = dir + "/all.sens.json";
+  const CliRun measured = run_cli("sensitivity -m " + p + " --calib " + text + " -o " + sens +
+                                  " --formats all --ctx 64 --calib-tokens 128 -t 1");
+  ASSERT_EQ(measured.rc, 0) << measured.out;
+  const CliRun gguf = run_cli("quantize -m " + p + " -o " + dir +
+                              "/g72.gguf --target-bpw 7.2 -t 1 --sensitivity " + sens);
+  ASSERT_EQ(gguf.rc, 0) << gguf.out;
+  EXPECT_NE(gguf.out.find("all formats are GGUF types: loads in lowbit, llama.cpp"),
+            std::string::npos)
+      << gguf.out;
+  const Model g = Model::load(dir + "/g72.gguf");
+  std::set<std::string> used;
+  for (const auto& t : g.tensors) {
+    if (t.shape.size() < 2) continue;
+    EXPECT_TRUE(t.format.is_ggml_type()) << t.name << " " << t.format.name();
+    used.insert(t.format.name());
+  }
+  EXPECT_GE(used.size(), 2u);
+  EXPECT_LE(file_bpw(g), 7.2);
+  EXPECT_GE(file_bpw(g), 0.99 * 7.2);
+  const CliRun low = run_cli("quantize -m " + p + " -o " + dir +
+                             "/g45.gguf --target-bpw 4.5 --sensitivity " + sens);
+  EXPECT_EQ(low.rc, 1) << low.out;
+  EXPECT_NE(low.out.find("--formats all reaches"), std::string::npos) << low.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/g45.gguf"));
+  const CliRun own =
+      run_cli("quantize -m " + p + " -o " + dir +
+              "/l45.gguf --target-bpw 4.5 -t 1 --formats lowbit --sensitivity " + sens);
+  ASSERT_EQ(own.rc, 0) << own.out;
+  EXPECT_NE(own.out.find("loads in lowbit only"), std::string::npos) << own.out;
+  EXPECT_LE(file_bpw(Model::load(dir + "/l45.gguf")), 4.5);
 }
 
 // Misleading estimates (3 bits costed as free, 4 bits as damaging) make the planner put every
@@ -244,7 +336,7 @@ TEST_F(MixStories, CheckKeepsAUniformFileThatMeasuresLower) {
   const std::string sens = dir + "/wrong.sens.json";
   wrong.save(sens);
   const std::string common = " --target-bpw 4.7 --sensitivity " + sens + " --calib " + text +
-                             " --ctx 128 --sensitivity-chunks 2";
+                             " --ctx 128 --sensitivity-chunks 2 --formats " + kMeasured;
   const CliRun checked = run_cli("quantize -m " + p + " -o " + dir + "/chk.gguf" + common);
   ASSERT_EQ(checked.rc, 0) << checked.out;
   EXPECT_NE(checked.out.find("check on 2 calibration chunks of 128: plan KLD"), std::string::npos)

@@ -2,28 +2,32 @@
 // round-trip error (a fixed Gaussian matrix, the stories260K weights), then stories260K quantized
 // into several formats, each file reloaded and measured side by side: size, perplexity, KL
 // divergence and top-1 agreement against the original, generation speed; then at 4 and 3 bits
-// with every quantization method (RTN, imatrix, GPTQ, AWQ, AWQ+GPTQ).
+// with every quantization method (RTN, imatrix, GPTQ, AWQ, AWQ+GPTQ); then planned mixes for a
+// size, from GGUF types (the default) and from lowbit's own formats.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <vector>
 
 #include "commands.h"
 #include "engine/llama.h"
 #include "eval/perplexity.h"
 #include "eval/roundtrip.h"
-#include "lowbit/model.h"
-#include "quant/methods.h"
-#include "quant/quantize.h"
 #include "io/llama2c.h"
 #include "lowbit/format.h"
+#include "lowbit/model.h"
 #include "lowbit/rng.h"
 #include "lowbit/threads.h"
-#include <algorithm>
+#include "quant/methods.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+#include "quant/sensitivity.h"
 
 namespace lowbit::cli {
 
@@ -62,9 +66,11 @@ void gaussian_table() {
 }
 
 void stories_table(const Llama2cModel& m) {
-  fmt::print("## (b) stories260K weights (2-D tensors; rows of 64 except ffn_down, rows of 172)\n\n");
-  fmt::print("| format | used for rows of 64 | bpw | rel. RMSE | used for rows of 172 | bpw | "
-             "rel. RMSE | all: bpw | all: rel. RMSE |\n|---|---|---|---|---|---|---|---|---|\n");
+  fmt::print(
+      "## (b) stories260K weights (2-D tensors; rows of 64 except ffn_down, rows of 172)\n\n");
+  fmt::print(
+      "| format | used for rows of 64 | bpw | rel. RMSE | used for rows of 172 | bpw | "
+      "rel. RMSE | all: bpw | all: rel. RMSE |\n|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& f : demo_formats()) {
     RoundTrip r64{.used = f.resolve_for_row(64)}, r172{.used = f.resolve_for_row(172)};
     for (const auto& t : m.tensors()) {
@@ -91,7 +97,8 @@ double generation_speed(const Model& m, int n) {
       const auto& l = e.forward(tok, pos);
       tok = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
     }
-    speeds.push_back(n / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    speeds.push_back(n /
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(speeds.begin(), speeds.end());
   return speeds[2];
@@ -101,14 +108,14 @@ void quantized_table(const std::filesystem::path& model_path, const std::filesys
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
   std::filesystem::create_directories(dir);
   const Model base = Model::load(model_path.string());
-  const std::vector<const char*> types = {"q8_0", "q5_0", "q4_0", "iq4_nl", "nf4", "int4_g128",
-                                          "int3_g32", "int2_g32"};
+  const std::vector<const char*> types = {"q8_0", "q5_0",      "q4_0",     "iq4_nl",
+                                          "nf4",  "int4_g128", "int3_g32", "int2_g32"};
   std::vector<Model> models;
   std::vector<std::vector<TensorPlan>> plans;
   for (const char* t : types) {
     const std::string out = (dir / (std::string(t) + ".gguf")).string();
-    plans.push_back(quantize_model(base, out, {.type = Format::parse(t),
-                                               .fallback = FallbackPolicy::kLowbit}));
+    plans.push_back(
+        quantize_model(base, out, {.type = Format::parse(t), .fallback = FallbackPolicy::kLowbit}));
     models.push_back(Model::load(out));
   }
   std::ifstream f(text, std::ios::binary);
@@ -120,12 +127,14 @@ void quantized_table(const std::filesystem::path& model_path, const std::filesys
   for (const auto& m : models) ptrs.push_back(&m);
   const auto res = compare_models(base, ptrs, c, o);
   fmt::print("## (c) stories260K quantized (round-to-nearest), reloaded and measured\n\n");
-  fmt::print("{} chunks of 256 tokens of {}, second half of each scored ({} tokens); "
-             "generation: 128 greedy tokens, 1 thread, median of 5. ffn_down's rows of 172 use the ragged "
-             "lowbit format of the same bits where a 32-block format cannot tile them.\n\n",
-             c.tokens.size(), text.filename().string(), res[0].kld.n);
-  fmt::print("| format | bits/weight | KiB | PPL | KLD | top-1 % | tokens/s |\n"
-             "|---|---:|---:|---:|---:|---:|---:|\n");
+  fmt::print(
+      "{} chunks of 256 tokens of {}, second half of each scored ({} tokens); "
+      "generation: 128 greedy tokens, 1 thread, median of 5. ffn_down's rows of 172 use the ragged "
+      "lowbit format of the same bits where a 32-block format cannot tile them.\n\n",
+      c.tokens.size(), text.filename().string(), res[0].kld.n);
+  fmt::print(
+      "| format | bits/weight | KiB | PPL | KLD | top-1 % | tokens/s |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n");
   auto size = [](const Model& m) {
     uint64_t b = 0, p = 0;
     for (const auto& t : m.tensors) b += t.bytes, p += uint64_t(t.rows() * t.row_length());
@@ -153,22 +162,26 @@ void methods_table(const std::filesystem::path& model_path, const std::filesyste
   std::stringstream ss;
   ss << f.rdbuf();
   const std::string all = ss.str();
-  const Chunks calib = chunk_text(base, all.substr(all.size() - 200000), {.ctx = 256, .chunks = 32});
+  const Chunks calib =
+      chunk_text(base, all.substr(all.size() - 200000), {.ctx = 256, .chunks = 32});
   const EvalOptions o{.ctx = 256, .chunks = 40};
   const Chunks eval = chunk_text(base, all, o);
   const std::vector<Method> methods = {Method::kRtn, Method::kImatrix, Method::kGptq, Method::kAwq,
                                        Method::kAwqGptq};
   fmt::print("## (d) stories260K at 4 and 3 bits: quantization methods\n\n");
-  fmt::print("Calibration: {} chunks of 256 tokens from the end of {}; evaluation as in (c). "
-             "int4_g32 / int3_g32: 4- and 3-bit integers, an fp16 scale per 32 weights.\n\n",
-             calib.tokens.size(), text.filename().string());
-  fmt::print("| format | method | bits/weight | PPL | KLD | top-1 % | seconds |\n"
-             "|---|---|---:|---:|---:|---:|---:|\n");
+  fmt::print(
+      "Calibration: {} chunks of 256 tokens from the end of {}; evaluation as in (c). "
+      "int4_g32 / int3_g32: 4- and 3-bit integers, an fp16 scale per 32 weights.\n\n",
+      calib.tokens.size(), text.filename().string());
+  fmt::print(
+      "| format | method | bits/weight | PPL | KLD | top-1 % | seconds |\n"
+      "|---|---|---:|---:|---:|---:|---:|\n");
   for (const char* type : {"int4_g32", "int3_g32"}) {
     std::vector<Model> models;
     std::vector<double> secs;
     for (const Method me : methods) {
-      const std::string out = (dir / (std::string(type) + "-" + method_name(me) + ".gguf")).string();
+      const std::string out =
+          (dir / (std::string(type) + "-" + method_name(me) + ".gguf")).string();
       const auto t0 = std::chrono::steady_clock::now();
       quantize_with_method(base, out, {.type = Format::parse(type)}, {.method = me}, &calib);
       secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -179,11 +192,91 @@ void methods_table(const std::filesystem::path& model_path, const std::filesyste
     const auto res = compare_models(base, ptrs, eval, o);
     for (size_t i = 0; i < models.size(); ++i) {
       uint64_t b = 0, p = 0;
-      for (const auto& t : models[i].tensors) b += t.bytes, p += uint64_t(t.rows() * t.row_length());
+      for (const auto& t : models[i].tensors)
+        b += t.bytes, p += uint64_t(t.rows() * t.row_length());
       fmt::print("| {} | {} | {:.2f} | {:.4f} | {:.5f} | {:.2f} | {:.1f} |\n", type,
                  method_name(methods[i]), 8.0 * double(b) / double(p), res[i].quant.ppl(),
                  res[i].kld.mean, 100 * res[i].top1, secs[i]);
     }
+  }
+  fmt::print("\n");
+}
+
+// Planned mixes (the planner's knapsack over one sensitivity measurement of both candidate
+// sets): at 7.2 bits per weight from GGUF types, the default (llama.cpp loads the file; on
+// stories260K nothing GGUF-loadable goes below 6.73: ffn_down's rows of 172 stay f16), and from
+// lowbit's own formats at the same size and at 4.5.
+void plans_table(const std::filesystem::path& model_path, const std::filesystem::path& text) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
+  std::filesystem::create_directories(dir);
+  const Model base = Model::load(model_path.string());
+  std::ifstream f(text, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string all = ss.str();
+  const Chunks calib = chunk_text(base, all.substr(all.size() - 200000), {.ctx = 256, .chunks = 8});
+  const auto t0 = std::chrono::steady_clock::now();
+  const Sensitivity sens = measure_sensitivity(base, calib, {.formats = all_ladders()});
+  const double measure_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  uint64_t fixed = 0;  // norms stay f32
+  for (const auto& t : base.tensors) {
+    if (t.shape.size() < 2) fixed += uint64_t(t.rows() * t.row_length()) * 4;
+  }
+  struct Row {
+    const char* set;
+    double bpw;
+  };
+  const std::vector<Row> rows = {{"gguf", 7.2}, {"lowbit", 7.2}, {"lowbit", 4.5}};
+  std::vector<Model> models;
+  std::vector<std::string> mixes;
+  for (const auto& r : rows) {
+    const auto cand = candidates_of(sens, base, "demo", parse_format_list(r.set));
+    const uint64_t total = uint64_t(r.bpw * double(base.parameter_count()) / 8);
+    const BudgetSolution sol = solve_budget(cand, total - fixed);
+    QuantizeOptions q{.type = Format::parse("f16")};
+    std::map<std::string, int> count;
+    for (size_t i = 0; i < cand.size(); ++i) {
+      const Format& fm = cand[i].options[sol.choice[i]].format;
+      q.per_tensor.emplace(cand[i].name, fm);
+      ++count[fm.name()];
+    }
+    std::string mix;
+    for (const auto& [name, n] : count)
+      mix += fmt::format("{}{} {}", mix.empty() ? "" : ", ", n, name);
+    mixes.push_back(mix);
+    const std::string out = (dir / fmt::format("plan-{}-{}.gguf", r.set, r.bpw)).string();
+    quantize_model(base, out, q);
+    models.push_back(Model::load(out));
+  }
+  const EvalOptions o{.ctx = 256, .chunks = 40};
+  const Chunks eval = chunk_text(base, all, o);
+  std::vector<const Model*> ptrs;
+  for (const auto& m : models) ptrs.push_back(&m);
+  const auto res = compare_models(base, ptrs, eval, o);
+  fmt::print("## (e) stories260K: planned mixes for a size (round-to-nearest)\n\n");
+  fmt::print(
+      "One sensitivity measurement of both candidate sets ({} chunks of 256 from the end of "
+      "{}, {:.1f} s); each plan is the knapsack's optimum for its set and budget. gguf is "
+      "the default (`lowbit quantize --target-bpw B`): GGUF types only, so llama.cpp loads "
+      "the file; lowbit (`--formats lowbit`) adds lowbit's own formats, whose ragged groups "
+      "tile ffn_down's rows of 172 (GGUF types leave them f16, so nothing llama.cpp loads "
+      "is smaller than 6.73 bits per weight here). Evaluation as in (c).\n\n",
+      calib.tokens.size(), text.filename().string(), measure_s);
+  fmt::print(
+      "| candidates | target bpw | bits/weight | llama.cpp loads it | PPL | KLD | top-1 % | "
+      "tokens/s | formats (matrices) |\n|---|---:|---:|---|---:|---:|---:|---:|---|\n");
+  for (size_t i = 0; i < models.size(); ++i) {
+    uint64_t b = 0, p = 0;
+    bool gguf = true;
+    for (const auto& t : models[i].tensors) {
+      b += t.bytes, p += uint64_t(t.rows() * t.row_length());
+      gguf &= t.format.is_ggml_type();
+    }
+    fmt::print("| {} | {:.1f} | {:.3f} | {} | {:.4f} | {:.5f} | {:.2f} | {:.0f} | {} |\n",
+               rows[i].set, rows[i].bpw, 8.0 * double(b) / double(p), gguf ? "yes" : "no",
+               res[i].quant.ppl(), res[i].kld.mean, 100 * res[i].top1,
+               generation_speed(models[i], 128), mixes[i]);
   }
   fmt::print("\n");
 }
@@ -193,16 +286,19 @@ void methods_table(const std::filesystem::path& model_path, const std::filesyste
 Runner add_demo(CLI::App& app) {
   auto* cmd = app.add_subcommand("demo", "Run the main job on the default model (stories260K)");
   auto dir = std::make_shared<std::string>();
-  cmd->add_option("--fixtures", *dir, "Fixtures folder (default: $LOWBIT_FIXTURES or "
-                                      "../shared/fixtures beside the source tree)");
+  cmd->add_option("--fixtures", *dir,
+                  "Fixtures folder (default: $LOWBIT_FIXTURES or "
+                  "../shared/fixtures beside the source tree)");
   return [dir] {
     const auto t0 = std::chrono::steady_clock::now();
     gaussian_table();
     const auto model = fixtures_dir(*dir) / "models" / "stories260K" / "stories260K.bin";
     if (!std::filesystem::exists(model)) {
-      fmt::print("stories260K not found at {}: fetch stories260K.bin from the Hugging Face repo "
-                 "karpathy/tinyllamas (folder stories260K) into DIR/models/stories260K/ and run "
-                 "with LOWBIT_FIXTURES=DIR.\n", model.string());
+      fmt::print(
+          "stories260K not found at {}: fetch stories260K.bin from the Hugging Face repo "
+          "karpathy/tinyllamas (folder stories260K) into DIR/models/stories260K/ and run "
+          "with LOWBIT_FIXTURES=DIR.\n",
+          model.string());
       return 0;
     }
     stories_table(Llama2cModel(model.string()));
@@ -210,6 +306,7 @@ Runner add_demo(CLI::App& app) {
     set_threads(1);  // tiny model: one thread is fastest and steadiest on a shared machine
     quantized_table(model, fixtures_dir(*dir) / "text" / "tinystories-valid-head.txt");
     methods_table(model, fixtures_dir(*dir) / "text" / "tinystories-valid-head.txt");
+    plans_table(model, fixtures_dir(*dir) / "text" / "tinystories-valid-head.txt");
     set_threads(threads);
     fmt::print("demo took {:.1f} s\n",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

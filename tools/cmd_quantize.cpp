@@ -87,16 +87,23 @@ PlannerCalib planner_calib(const Model& m, const QuantizeArgs& a, Method method,
   return pc;
 }
 
-// The sensitivity measurement: from --sensitivity, or measured now on the calibration text.
+// The planner's candidate formats: --formats, else the GGUF ladder (files llama.cpp loads).
+std::vector<Format> candidate_formats(const QuantizeArgs& a) {
+  return a.formats.empty() ? default_ladder() : parse_format_list(a.formats);
+}
+
+// The sensitivity measurement: from --sensitivity, or measured now on the calibration text; the
+// candidates' entries of it.
 std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs& a, Method method,
                                               FallbackPolicy fb) {
+  const std::vector<Format> formats = candidate_formats(a);
   if (!a.sensitivity.empty()) {
     const Sensitivity s = Sensitivity::load(a.sensitivity);
     if (!s.method.empty() && s.method != method_name(method)) {
       fmt::print("note: {} was measured with {} variants; quantizing with {}\n", a.sensitivity,
                  s.method, method_name(method));
     }
-    return candidates_of(s, m, a.sensitivity);
+    return candidates_of(s, m, a.sensitivity, formats, fb);
   }
   if (a.calib.empty()) {
     throw Error("a size target needs a sensitivity measurement",
@@ -104,7 +111,7 @@ std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs
                  .expected = "--sensitivity SENS.json (lowbit sensitivity) or --calib TEXT"});
   }
   auto [so, c] = planner_calib(m, a, method, fb);
-  if (!a.formats.empty()) so.formats = parse_format_list(a.formats);
+  so.formats = formats;
   std::optional<Progress> bar;
   Sensitivity s = measure_sensitivity(m, c, so, [&](int64_t, int64_t total) {
     if (!bar) bar.emplace("sensitivity", total);
@@ -116,7 +123,7 @@ std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs
   s.save(path);
   fmt::print("sensitivity: {} tensors, {} chunks of {} ({:.1f} s) -> {}\n", s.tensors.size(),
              s.chunks, s.ctx, s.seconds, path);
-  return candidates_of(s, m, path);
+  return candidates_of(s, m, path, formats, fb);
 }
 
 // Uniform alternatives to a plan: for each candidate format F, every unpinned matrix in F (after
@@ -215,6 +222,44 @@ std::vector<size_t> check_plan(const Model& m, const QuantizeArgs& a, Method met
   return alts[best - 1].choice;
 }
 
+// A target below the smallest file the candidates make: the error says how small they go and,
+// when lowbit's own formats (ragged groups: every row tiles) go smaller, how small those go.
+void check_reachable(const Model& m, const QuantizeArgs& a, FallbackPolicy fb,
+                     const TypeRules& pins, const std::vector<TensorCandidates>& cand,
+                     uint64_t fixed, uint64_t total) {
+  uint64_t least = 0, least_all = 0;
+  const std::vector<Format> all = all_ladders();
+  for (const auto& tc : cand) {
+    uint64_t lo = UINT64_MAX;
+    for (const auto& o : tc.options) lo = std::min(lo, o.bytes);
+    least += lo;
+    if (pins.match(rule_names(tc.name, m))) {
+      least_all += lo;
+      continue;
+    }
+    const ModelTensor& t = *m.find(tc.name);
+    for (const Format& f : all)
+      lo = std::min(
+          lo, fallback_for(f, t.row_length(), fb).row_bytes(t.row_length()) * uint64_t(t.rows()));
+    least_all += lo;
+  }
+  if (fixed + least <= total) return;
+  const double params = double(m.parameter_count());
+  auto bpw = [&](uint64_t b) { return fmt::format("{:.3f}", 8.0 * double(fixed + b) / params); };
+  std::string expected = fmt::format(">= {} bytes ({} bits per weight) with these candidates",
+                                     fixed + least, bpw(least));
+  if (least_all < least) {
+    expected += fmt::format(
+        "; --formats all reaches {} bits per weight with lowbit's own formats (lowbit loads the "
+        "file, llama.cpp does not)",
+        bpw(least_all));
+  }
+  throw Error("the size target is below the smallest file the candidate formats make",
+              {.field = a.target_bpw > 0 ? "--target-bpw" : "--target-size",
+               .expected = expected,
+               .found = fmt::format("{} bytes", total)});
+}
+
 // The planner: per-tensor formats minimising the summed sensitivity within the size target.
 // Tensors a --tensor-type / recipe rule names are pinned to that format.
 PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, FallbackPolicy fb,
@@ -249,6 +294,7 @@ PlanFile plan_for_target(const Model& m, const QuantizeArgs& a, Method method, F
             : Candidate{f, f.row_bytes(t.row_length()) * uint64_t(t.rows()), 0.0};
     tc.options = {pinned};
   }
+  check_reachable(m, a, fb, pins, cand, fixed, total);
   const BudgetSolution sol = solve_budget(cand, total - fixed);
   PlanFile p;
   p.model = a.in, p.method = method_name(method), p.sensitivity = a.sensitivity;
@@ -298,8 +344,11 @@ void print_plan(const PlanFile& p, const Model& m) {
       fmt::print(", estimated cost {:.5f} (optimum >= {:.5f})", p.estimated_cost, p.lower_bound);
     }
   }
-  fmt::print("; {}\n", p.llama_cpp_loadable() ? "all formats are GGUF types: llama.cpp loads it"
-                                              : "uses lowbit formats: llama.cpp will not load it");
+  fmt::print("; {}\n", p.llama_cpp_loadable()
+                           ? "all formats are GGUF types: loads in lowbit, llama.cpp and the "
+                             "runtimes built on it (ollama, LM Studio)"
+                           : "uses lowbit's own formats: loads in lowbit only, llama.cpp will not "
+                             "load it (--formats gguf keeps to GGUF types)");
 }
 
 // The per-tensor choices of a mix (manual, planned or repeated), and the plan to print/write.
@@ -541,7 +590,10 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--sensitivity", o->sensitivity,
                   "The planner's measurement (lowbit "
                   "sensitivity); default: measure on --calib");
-  cmd->add_option("--formats", o->formats, "Measuring here: candidate formats, comma-separated");
+  cmd->add_option("--formats", o->formats,
+                  "The planner's candidate formats, comma-separated: gguf (the default: GGUF "
+                  "types, llama.cpp loads the file), lowbit (lowbit's own formats), all, or "
+                  "format names; with --sensitivity, a subset of what it measured");
   cmd->add_option("--sensitivity-chunks", o->sensitivity_chunks,
                   "Measuring here: calibration "
                   "chunks used")

@@ -35,9 +35,10 @@ Runner add_sensitivity(CLI::App& app) {
   cmd->add_option("--calib", o->calib, "Calibration text")->required();
   cmd->add_option("-o,--output", o->out, "Output measurement (JSON)")->required();
   cmd->add_option("--formats", o->formats,
-                  "Candidate formats, comma-separated (default: "
-                  "int2_g32,int3_g64,int3_g32,nf4,iq4_nl,int4_g32,int5_g64,int5_g32,int6_g32,"
-                  "int8_g32,f16)");
+                  "Candidate formats, comma-separated: gguf (the default: "
+                  "q2_k,q3_k,iq4_xs,q4_0,iq4_nl,q4_1,q4_k,q5_0,q5_k,q6_k,q8_0,f16), lowbit "
+                  "(int2_g32,int3_g64,int3_g32,nf4,iq4_nl,int4_g32,int5_g64,int5_g32,int6_g32,"
+                  "int8_g32,f16), all (both: the planner then takes either), or format names");
   cmd->add_option("--ctx", o->ctx, "Chunk length")
       ->capture_default_str()
       ->check(CLI::Range(8, 1 << 20));

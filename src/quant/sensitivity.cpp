@@ -22,25 +22,48 @@ namespace lowbit {
 
 using Json = nlohmann::json;
 
-std::vector<Format> default_ladder() {
+std::vector<Format> gguf_ladder() {
+  return parse_format_list("q2_k,q3_k,iq4_xs,q4_0,iq4_nl,q4_1,q4_k,q5_0,q5_k,q6_k,q8_0,f16");
+}
+
+std::vector<Format> lowbit_ladder() {
   return parse_format_list(
       "int2_g32,int3_g64,int3_g32,nf4,iq4_nl,int4_g32,int5_g64,int5_g32,int6_g32,int8_g32,f16");
 }
 
+std::vector<Format> all_ladders() {
+  std::vector<Format> out = gguf_ladder();
+  for (const Format& f : lowbit_ladder()) {
+    if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
+  }
+  return out;
+}
+
 std::vector<Format> parse_format_list(const std::string& list) {
   std::vector<Format> out;
+  auto add = [&](const Format& f) {
+    if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
+  };
   std::stringstream ss(list);
   std::string name;
   while (std::getline(ss, name, ',')) {
     if (name.empty()) continue;
+    if (name == "gguf" || name == "lowbit" || name == "all") {
+      for (const Format& f : name == "gguf"     ? gguf_ladder()
+                             : name == "lowbit" ? lowbit_ladder()
+                                                : all_ladders())
+        add(f);
+      continue;
+    }
     const std::optional<Format> f = Format::find(name);
     if (!f || f->info().activation_only) {
       throw Error("unknown or activation-only format",
                   {.field = "--formats",
-                   .expected = "weight formats (lowbit formats), comma-separated",
+                   .expected = "weight formats (lowbit formats) or gguf, lowbit, all; "
+                               "comma-separated",
                    .found = name});
     }
-    out.push_back(*f);
+    add(*f);
   }
   if (out.empty()) throw Error("no candidate formats", {.field = "--formats", .found = list});
   return out;
@@ -627,7 +650,8 @@ Sensitivity Sensitivity::load(const std::string& path) {
 }
 
 std::vector<TensorCandidates> candidates_of(const Sensitivity& s, const Model& m,
-                                            const std::string& path) {
+                                            const std::string& path,
+                                            const std::vector<Format>& formats, FallbackPolicy fb) {
   std::map<std::string, const TensorSensitivity*> by;
   for (const auto& t : s.tensors) by[t.name] = &t;
   std::vector<TensorCandidates> out;
@@ -643,18 +667,37 @@ std::vector<TensorCandidates> candidates_of(const Sensitivity& s, const Model& m
                                            : std::to_string(it->second->rows) + " x " +
                                                  std::to_string(it->second->K)});
     }
-    TensorCandidates tc{t.name, t.rows() * t.row_length(), {}};
-    for (const auto& e : it->second->entries) {
+    const auto& entries = it->second->entries;
+    for (const auto& e : entries) {
       if (!e.format.can_tile(t.row_length())) {
         throw Error("a measured format cannot store this tensor",
                     {.file = path, .field = t.name, .found = e.format.name()});
       }
-      tc.options.push_back(
-          {e.format, e.format.row_bytes(t.row_length()) * uint64_t(t.rows()), e.cost});
     }
-    if (tc.options.empty()) {
-      throw Error("no candidates for a tensor", {.file = path, .field = t.name});
+    TensorCandidates tc{t.name, t.rows() * t.row_length(), {}};
+    for (const Format& want : formats) {
+      const Format f = fallback_for(want, t.row_length(), fb);
+      if (std::any_of(tc.options.begin(), tc.options.end(),
+                      [&](const Candidate& c) { return c.format == f; }))
+        continue;
+      const auto e = std::find_if(entries.begin(), entries.end(),
+                                  [&](const SensitivityEntry& x) { return x.format == f; });
+      if (e == entries.end()) {
+        std::string measured;
+        for (const auto& x : s.formats) measured += (measured.empty() ? "" : ",") + x;
+        throw Error("the sensitivity file did not measure a candidate format",
+                    {.file = path,
+                     .field = t.name,
+                     .expected = f.name() + (f == want ? "" : " (for " + want.name() + ")") +
+                                 ": measure with --formats all, or plan over what it measured "
+                                 "with --formats " +
+                                 measured,
+                     .found = "not measured"});
+      }
+      tc.options.push_back({f, f.row_bytes(t.row_length()) * uint64_t(t.rows()), e->cost});
     }
+    std::stable_sort(tc.options.begin(), tc.options.end(),
+                     [](const Candidate& a, const Candidate& b) { return a.bytes < b.bytes; });
     out.push_back(std::move(tc));
   }
   if (by.size() != out.size()) {

@@ -67,10 +67,20 @@ struct Sensitivity {
   static Sensitivity load(const std::string& path);
 };
 
-// int2_g32 int3_g64 int3_g32 nf4 iq4_nl int4_g32 int5_g64 int5_g32 int6_g32 int8_g32 f16: the
-// formats on the size/damage frontier of uniform files (see docs/mixed_precision.md).
-std::vector<Format> default_ladder();
-// "int3_g32,q4_0,f16" -> formats; throws Error naming the bad one.
+// The planner's candidate sets (docs/mixed_precision.md):
+// - gguf_ladder(), the default: GGUF types llama.cpp loads, from q2_k to f16 (k-quants fall back
+//   to 32-block GGUF types on rows they cannot tile, then to f16);
+// - lowbit_ladder(): lowbit's grouped formats on the size/damage frontier of uniform files
+//   (int2_g32 .. int8_g32, nf4, iq4_nl, f16; ragged last groups tile every row);
+// - all_ladders(): both (measure once, plan over either).
+std::vector<Format> gguf_ladder();
+std::vector<Format> lowbit_ladder();
+std::vector<Format> all_ladders();
+inline std::vector<Format> default_ladder() {
+  return gguf_ladder();
+}
+// "int3_g32,q4_0,f16" -> formats; the set names gguf, lowbit and all stand for their ladders
+// ("gguf,int3_g32" is the GGUF ladder and int3_g32). Throws Error naming the bad item.
 std::vector<Format> parse_format_list(const std::string& list);
 
 using SensitivityProgress = std::function<void(int64_t done, int64_t total)>;
@@ -87,10 +97,15 @@ std::vector<double> assignment_klds(const Model& m, const Chunks& c,
                                     const std::vector<std::map<std::string, Format>>& assignments,
                                     const SensitivityOptions& o);
 
-// The planner's input for m's weight matrices; throws Error (naming `path`) when the measurement
-// does not fit m (a tensor missing or of another shape, a format that does not tile).
+// The planner's input for m's weight matrices: the measured entries of the candidate formats
+// `formats` (each through fallback_for(fb), as the measurement resolved them; a measurement of
+// the union serves any subset). Throws Error (naming `path`) when the measurement does not fit m
+// (a tensor missing or of another shape, a format that does not tile) or did not measure one of
+// the candidates (the message names what it did measure).
 std::vector<TensorCandidates> candidates_of(const Sensitivity& s, const Model& m,
-                                            const std::string& path);
+                                            const std::string& path,
+                                            const std::vector<Format>& formats,
+                                            FallbackPolicy fb = FallbackPolicy::kAuto);
 
 // Calibration chunks: the first `tokens` tokens of a text file cut into chunks of `ctx` positions
 // (BOS first where the model uses it), as perplexity cuts them. Throws Error naming the file.
