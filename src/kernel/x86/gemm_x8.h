@@ -23,6 +23,7 @@
 // is read front to back as one stream; an odd last group keeps the 8-row layout.
 #pragma once
 
+#include <array>
 #include <utility>
 
 #include <cstring>
@@ -269,10 +270,44 @@ template <typename Ops, typename Fmt = formats::Q4_K>
 struct X8Q4K {
   using Block = typename Fmt::Block;
   static constexpr bool kHi = std::is_same_v<Fmt, formats::Q5_K>;
+  // IQ4_XS: signed scales (ls - 32), no mins, codes looked up in IQ4_NL's int8 codebook, stored
+  // + kOff (VNNI: + 128 as u8 for vpdpbusd, the sum corrected by kOff * d * Σ_j sc_j S_j in
+  // finish(); AVX2 keeps them signed and dots them by the sign trick, maddubs would saturate).
+  static constexpr bool kBook = std::is_same_v<Fmt, formats::IQ4_XS>;
+  static constexpr int kOff = kBook ? Ops::kSignedOffset : 0;
+  static constexpr bool kMins = !kBook || kOff != 0;  // finish() subtracts a min term
+  static constexpr std::array<int8_t, 16> book_table() {
+    std::array<int8_t, 16> t{};
+    for (size_t i = 0; i < 16; ++i) {  // the byte value + kOff, as an int8 bit pattern
+      const int w = formats::kIq4nlValues[i] + kOff;
+      t[i] = int8_t(w > 127 ? w - 256 : w);
+    }
+    return t;
+  }
+  static constexpr std::array<int8_t, 16> kTable = book_table();
+  LOWBIT_INLINE static __m256i book(__m256i c) {
+    if constexpr (kBook)
+      return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(
+                                     reinterpret_cast<const __m128i*>(kTable.data()))),
+                                 c);
+    else
+      return c;
+  }
+  LOWBIT_INLINE static __m256i dot8(__m256i acc, __m256i c, __m256i a) {
+    if constexpr (kBook && kOff == 0)
+      return Ops::dot_signed_acc(acc, c, a);
+    else
+      return Ops::dot_u8s8_acc(acc, c, a);
+  }
+  // 8 sub-block scales (bytes) as int32 lanes: signed for IQ4_XS, six-bit otherwise.
+  LOWBIT_INLINE static __m256i scales8(int64_t bytes) {
+    const __m128i v = _mm_cvtsi64_si128(bytes);
+    return kBook ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v);
+  }
   static constexpr int64_t kGroupBytes = 32 + 64 + 64 + 1024 + (kHi ? 256 : 0);
   static constexpr int64_t kBlock = 256;
 
-  static constexpr int64_t kHead = 160;  // a group's scales, before its codes
+  static constexpr int64_t kHead = 160;     // a group's scales, before its codes
   static constexpr int64_t kPlanes = 1024;  // Q5_K's bit planes: after the nibbles (8 rows)
 
   // Q5_K: code vector q |= bit q of plane x, moved to bit 4 (the shifts stay within bytes
@@ -280,14 +315,14 @@ struct X8Q4K {
   template <int Q>
   LOWBIT_INLINE static __m256i hi_bit(__m256i c, __m256i x) {
     const __m256i b4 = _mm256_set1_epi8(0x10);
-    const __m256i sh = Q <= 4 ? _mm256_slli_epi16(x, Q <= 4 ? 4 - Q : 0)
-                              : _mm256_srli_epi16(x, Q > 4 ? Q - 4 : 0);
+    const __m256i sh =
+        Q <= 4 ? _mm256_slli_epi16(x, Q <= 4 ? 4 - Q : 0) : _mm256_srli_epi16(x, Q > 4 ? Q - 4 : 0);
     return _mm256_or_si256(c, _mm256_and_si256(sh, b4));
   }
   template <int Q>
   LOWBIT_INLINE static __m512i hi_bit(__m512i c, __m512i x) {
-    const __m512i sh = Q <= 4 ? _mm512_slli_epi16(x, Q <= 4 ? 4 - Q : 0)
-                              : _mm512_srli_epi16(x, Q > 4 ? Q - 4 : 0);
+    const __m512i sh =
+        Q <= 4 ? _mm512_slli_epi16(x, Q <= 4 ? 4 - Q : 0) : _mm512_srli_epi16(x, Q > 4 ? Q - 4 : 0);
     return _mm512_ternarylogic_epi32(c, sh, _mm512_set1_epi8(0x10), 0xF8);  // c | (sh & b4)
   }
   template <typename I, size_t... Q>
@@ -310,24 +345,38 @@ struct X8Q4K {
   // Super-block b of rows [0, 8) at out + b * stride: scales at + head, code vector q of chunk c
   // at + codes + (8c + q) * q_stride, Q5_K's bit plane (c, h) at + codes + (32 + 2c + h) *
   // q_stride.
-  static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out,
-                             int64_t stride, int64_t head, int64_t codes, int64_t q_stride) {
+  static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out, int64_t stride,
+                             int64_t head, int64_t codes, int64_t q_stride) {
     for (int64_t b = 0; b < K / kBlock; ++b) {
       uint8_t* g = out + b * stride + head;
       uint8_t* cg = out + b * stride + codes;
       for (int r = 0; r < 8; ++r) {
         const Block& blk = reinterpret_cast<const Block*>(w + uint64_t(r) * rb)[b];
         std::memcpy(g + 2 * r, &blk.d, 2);
-        std::memcpy(g + 16 + 2 * r, &blk.dmin, 2);
+        if constexpr (kBook)
+          std::memset(g + 16 + 2 * r, 0, 2);  // no dmin: finish() takes kOff * d
+        else
+          std::memcpy(g + 16 + 2 * r, &blk.dmin, 2);
         SubScales16 ss;
         sub_scales(blk, ss);  // one value per 16: entry 2j is sub-block j's
         for (int j = 0; j < 8; ++j) {
-          g[32 + 8 * j + r] = uint8_t(ss.sc[2 * j]);                       // sc: [sub-block][row]
-          g[96 + 16 * (j / 2) + 2 * r + (j % 2)] = uint8_t(ss.mn[2 * j]);  // mn: [pair][row][2]
+          g[32 + 8 * j + r] = uint8_t(ss.sc[2 * j]);  // sc: [sub-block][row]
+          // mn: [pair][row][2]; IQ4_XS: its scales again (the codebook offset's correction)
+          g[96 + 16 * (j / 2) + 2 * r + (j % 2)] = uint8_t(kBook ? ss.sc[2 * j] : ss.mn[2 * j]);
         }
         for (int c = 0; c < 4; ++c) {
-          for (int q = 0; q < 8; ++q)
-            std::memcpy(cg + q_stride * (8 * c + q) + 4 * r, blk.qs + 32 * c + 4 * q, 4);
+          for (int q = 0; q < 8; ++q) {
+            uint8_t* dst = cg + q_stride * (8 * c + q) + 4 * r;
+            if constexpr (kBook) {  // sub-block j's value v: nibble of qs[16j + v % 16]
+              auto nib = [&](int j, int v) {
+                return (blk.qs[16 * j + v % 16] >> (v / 16 * 4)) & 15;
+              };
+              for (int i = 0; i < 4; ++i)
+                dst[i] = uint8_t(nib(2 * c, 4 * q + i) | nib(2 * c + 1, 4 * q + i) << 4);
+            } else {
+              std::memcpy(dst, blk.qs + 32 * c + 4 * q, 4);
+            }
+          }
           if constexpr (kHi) {
             for (int h = 0; h < 2; ++h) {
               for (int i = 0; i < 4; ++i) {
@@ -349,18 +398,22 @@ struct X8Q4K {
                                    int64_t sb, const __m256i (&isum)[T], __m256 (&acc)[T]) {
     const int64_t nsb = a.K / kBlock;
     const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+    const __m256 dmin =
+        kBook ? _mm256_mul_ps(d, _mm256_set1_ps(float(kOff)))
+              : _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
     LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-      __m256i m = _mm256_setzero_si256();
-      LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) {
-        const __m256i mn = _mm256_cvtepu8_epi16(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 96 + 16 * j2)));
-        m = _mm256_add_epi32(
-            m, _mm256_madd_epi16(mn, _mm256_set1_epi32(spairs[(t * nsb + sb) * 4 + j2])));
-      }
       const __m256 da = _mm256_set1_ps(a.d[t * nsb + sb]);
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, da), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, da), acc[t]);
+      if constexpr (kMins) {
+        __m256i m = _mm256_setzero_si256();
+        LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) {
+          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 96 + 16 * j2));
+          const __m256i mn = kBook ? _mm256_cvtepi8_epi16(raw) : _mm256_cvtepu8_epi16(raw);
+          m = _mm256_add_epi32(
+              m, _mm256_madd_epi16(mn, _mm256_set1_epi32(spairs[(t * nsb + sb) * 4 + j2])));
+        }
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, da), acc[t]);
+      }
     }
   }
 
@@ -389,11 +442,13 @@ struct X8Q4K {
           hi_bits(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + 32)),
                   std::make_index_sequence<8>());
         }
+        if constexpr (kBook) {
+          LOWBIT_UNROLL for (int q = 0; q < 8; ++q) lo[q] = book(lo[q]), hi[q] = book(hi[q]);
+        }
         int64_t sc_lo, sc_hi;
         std::memcpy(&sc_lo, p + 32 + 16 * c, 8);
         std::memcpy(&sc_hi, p + 40 + 16 * c, 8);
-        const __m256i s_lo = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_lo));
-        const __m256i s_hi = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_hi));
+        const __m256i s_lo = scales8(sc_lo), s_hi = scales8(sc_hi);
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
           const int8_t* at = a.qs + t * a.K + sb * kBlock + 64 * c;
           __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
@@ -401,8 +456,8 @@ struct X8Q4K {
             int32_t a0, a1;
             std::memcpy(&a0, at + 4 * q, 4);
             std::memcpy(&a1, at + 32 + 4 * q, 4);
-            d0 = Ops::dot_u8s8_acc(d0, lo[q], _mm256_set1_epi32(a0));
-            d1 = Ops::dot_u8s8_acc(d1, hi[q], _mm256_set1_epi32(a1));
+            d0 = dot8(d0, lo[q], _mm256_set1_epi32(a0));
+            d1 = dot8(d1, hi[q], _mm256_set1_epi32(a1));
           }
           isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_mullo_epi32(d0, s_lo),
                                                                _mm256_mullo_epi32(d1, s_hi)));
@@ -429,44 +484,17 @@ struct X8Q4K {
       for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
         __m256i d[2][2];
         LOWBIT_UNROLL for (int k = 0; k < 2; ++k) d[k][0] = d[k][1] = _mm256_setzero_si256();
-        if constexpr (kHi) {  // codes with their fifth bits, both groups, then the dots
-          __m256i lo[2][8], hi[2][8];
+        LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+          int32_t a0, a1;
+          std::memcpy(&a0, at + 64 * c + 4 * q, 4);
+          std::memcpy(&a1, at + 64 * c + 32 + 4 * q, 4);
+          const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
           LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
-            LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
-              const __m256i v = _mm256_loadu_si256(
-                  reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * q + 32 * k));
-              lo[k][q] = _mm256_and_si256(v, lo4);
-              hi[k][q] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-            }
-            const uint8_t* hp = codes + 2 * kPlanes + 128 * c + 32 * k;
-            hi_bits(lo[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp)),
-                    std::make_index_sequence<8>());
-            hi_bits(hi[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + 64)),
-                    std::make_index_sequence<8>());
-          }
-          LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
-            int32_t a0, a1;
-            std::memcpy(&a0, at + 64 * c + 4 * q, 4);
-            std::memcpy(&a1, at + 64 * c + 32 + 4 * q, 4);
-            const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
-            LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
-              d[k][0] = Ops::dot_u8s8_acc(d[k][0], lo[k][q], b0);
-              d[k][1] = Ops::dot_u8s8_acc(d[k][1], hi[k][q], b1);
-            }
-          }
-        } else {
-          LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
-            int32_t a0, a1;
-            std::memcpy(&a0, at + 64 * c + 4 * q, 4);
-            std::memcpy(&a1, at + 64 * c + 32 + 4 * q, 4);
-            const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
-            LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
-              const __m256i v = _mm256_loadu_si256(
-                  reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * q + 32 * k));
-              d[k][0] = Ops::dot_u8s8_acc(d[k][0], _mm256_and_si256(v, lo4), b0);
-              d[k][1] =
-                  Ops::dot_u8s8_acc(d[k][1], _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), b1);
-            }
+            const __m256i v = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * q + 32 * k));
+            d[k][0] = Ops::dot_u8s8_acc(d[k][0], _mm256_and_si256(v, lo4), b0);
+            d[k][1] =
+                Ops::dot_u8s8_acc(d[k][1], _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), b1);
           }
         }
         LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
@@ -475,9 +503,9 @@ struct X8Q4K {
           std::memcpy(&sc_hi, pp[k] + 40 + 16 * c, 8);
           const __m256i s_lo = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_lo));
           const __m256i s_hi = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_hi));
-          isum[k][0] = _mm256_add_epi32(isum[k][0],
-                                        _mm256_add_epi32(_mm256_mullo_epi32(d[k][0], s_lo),
-                                                         _mm256_mullo_epi32(d[k][1], s_hi)));
+          isum[k][0] =
+              _mm256_add_epi32(isum[k][0], _mm256_add_epi32(_mm256_mullo_epi32(d[k][0], s_lo),
+                                                            _mm256_mullo_epi32(d[k][1], s_hi)));
         }
       }
       LOWBIT_UNROLL for (int k = 0; k < 2; ++k) finish<1>(pp[k], a, spairs, sb, isum[k], acc[k]);
@@ -503,7 +531,7 @@ struct X8Q4K {
       const uint8_t* p1 = p0 + kHead;
       __m512i isum[T];
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
-      for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2: low nibbles, then high
+      for (int sub = 0; sub < 8; ++sub) {                 // chunk sub / 2: low nibbles, then high
         const int64_t off = 2 * kHead + 512 * (sub / 2);  // the pair's chunk sub / 2
         __m512i code[8];
         LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
@@ -514,10 +542,17 @@ struct X8Q4K {
         if constexpr (kHi)  // the pair's plane (sub / 2, sub % 2)
           hi_bits(code, _mm512_loadu_si512(p0 + 2 * kHead + 2 * kPlanes + 64 * sub),
                   std::make_index_sequence<8>());
+        if constexpr (kBook) {
+          static_assert(kOff == 128, "vpdpbusd takes the digits as u8");
+          const __m512i tab = _mm512_broadcast_i32x4(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(kTable.data())));
+          LOWBIT_UNROLL for (int q = 0; q < 8; ++q) code[q] = _mm512_shuffle_epi8(tab, code[q]);
+        }
         int64_t s0, s1;
         std::memcpy(&s0, p0 + 32 + 8 * sub, 8);
         std::memcpy(&s1, p1 + 32 + 8 * sub, 8);
-        const __m512i sc = _mm512_cvtepu8_epi32(_mm_set_epi64x(s1, s0));
+        const __m512i sc = kBook ? _mm512_cvtepi8_epi32(_mm_set_epi64x(s1, s0))
+                                 : _mm512_cvtepu8_epi32(_mm_set_epi64x(s1, s0));
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
           const int8_t* at = a.qs + t * a.K + sb * kBlock + 32 * sub;
           __m512i d[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
@@ -531,10 +566,12 @@ struct X8Q4K {
       }
       // The super-block's end, as finish() for both groups at once.
       const __m512 dd = _mm512_cvtph_ps(join128(p0, p1));
-      const __m512 dm = _mm512_cvtph_ps(join128(p0 + 16, p1 + 16));
+      const __m512 dm = kBook ? _mm512_mul_ps(dd, _mm512_set1_ps(float(kOff)))
+                              : _mm512_cvtph_ps(join128(p0 + 16, p1 + 16));
       __m512i mn[4];
       LOWBIT_UNROLL for (int j2 = 0; j2 < 4; ++j2) mn[j2] =
-          _mm512_cvtepu8_epi16(join128(p0 + 96 + 16 * j2, p1 + 96 + 16 * j2));
+          kBook ? _mm512_cvtepi8_epi16(join128(p0 + 96 + 16 * j2, p1 + 96 + 16 * j2))
+                : _mm512_cvtepu8_epi16(join128(p0 + 96 + 16 * j2, p1 + 96 + 16 * j2));
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
         const int32_t* sp = spairs + (t * nsb + sb) * 4;
         __m512i m = _mm512_madd_epi16(mn[0], _mm512_set1_epi32(sp[0]));
@@ -568,9 +605,9 @@ struct X8Q4K {
         float* yg = y + kX8Rows * gi;
         wide_token_tiles(a.n, [&]<int T>(int64_t t) {
           const int32_t* sp = spairs.data() + t * nsb * 4;
-          // 8-lane: tile2z<1> is no faster than tile<1> for Q4_K; Q5_K's codes with their fifth
-          // bits do not fit the registers of tile_one2's two groups.
-          if constexpr (T == 1 && !kHi)
+          // 8-lane: tile2z<1> is no faster than tile<1> for Q4_K; Q5_K's and IQ4_XS's decoded
+          // codes would not fit the registers of tile_one2's two groups.
+          if constexpr (T == 1 && !kHi && !kBook)
             tile_one2(g, a.from(t), sp, yg + t * ldy);
           else
             tile2z<T>(g, a.from(t), sp, yg + t * ldy, ldy);
