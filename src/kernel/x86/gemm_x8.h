@@ -484,25 +484,39 @@ struct X8Q4K {
       for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
         __m256i d[2][2];
         LOWBIT_UNROLL for (int k = 0; k < 2; ++k) d[k][0] = d[k][1] = _mm256_setzero_si256();
-        LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+        __m256i hp[2][2];  // Q5_K: the groups' bit planes of the chunk's two sub-blocks
+        if constexpr (kHi) {
+          LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
+            const uint8_t* h = codes + 2 * kPlanes + 128 * c + 32 * k;
+            hp[k][0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
+            hp[k][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 64));
+          }
+        }
+        // Code vector Q of both groups: nibbles (+ fifth bits, through the codebook), dotted.
+        const auto step = [&]<int Q>() {
           int32_t a0, a1;
-          std::memcpy(&a0, at + 64 * c + 4 * q, 4);
-          std::memcpy(&a1, at + 64 * c + 32 + 4 * q, 4);
+          std::memcpy(&a0, at + 64 * c + 4 * Q, 4);
+          std::memcpy(&a1, at + 64 * c + 32 + 4 * Q, 4);
           const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
           LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
             const __m256i v = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * q + 32 * k));
-            d[k][0] = Ops::dot_u8s8_acc(d[k][0], _mm256_and_si256(v, lo4), b0);
-            d[k][1] =
-                Ops::dot_u8s8_acc(d[k][1], _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), b1);
+                reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * Q + 32 * k));
+            __m256i lo = _mm256_and_si256(v, lo4),
+                    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+            if constexpr (kHi) lo = hi_bit<Q>(lo, hp[k][0]), hi = hi_bit<Q>(hi, hp[k][1]);
+            d[k][0] = dot8(d[k][0], book(lo), b0);
+            d[k][1] = dot8(d[k][1], book(hi), b1);
           }
+        };
+        [&]<size_t... Q>(std::index_sequence<Q...>) {
+          (step.template operator()<int(Q)>(), ...);
         }
+        (std::make_index_sequence<8>());
         LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
           int64_t sc_lo, sc_hi;
           std::memcpy(&sc_lo, pp[k] + 32 + 16 * c, 8);
           std::memcpy(&sc_hi, pp[k] + 40 + 16 * c, 8);
-          const __m256i s_lo = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_lo));
-          const __m256i s_hi = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc_hi));
+          const __m256i s_lo = scales8(sc_lo), s_hi = scales8(sc_hi);
           isum[k][0] =
               _mm256_add_epi32(isum[k][0], _mm256_add_epi32(_mm256_mullo_epi32(d[k][0], s_lo),
                                                             _mm256_mullo_epi32(d[k][1], s_hi)));
@@ -605,9 +619,8 @@ struct X8Q4K {
         float* yg = y + kX8Rows * gi;
         wide_token_tiles(a.n, [&]<int T>(int64_t t) {
           const int32_t* sp = spairs.data() + t * nsb * 4;
-          // 8-lane: tile2z<1> is no faster than tile<1> for Q4_K; Q5_K's and IQ4_XS's decoded
-          // codes would not fit the registers of tile_one2's two groups.
-          if constexpr (T == 1 && !kHi && !kBook)
+          // 8-lane: tile2z<1> is no faster than tile<1> for Q4_K
+          if constexpr (T == 1)
             tile_one2(g, a.from(t), sp, yg + t * ldy);
           else
             tile2z<T>(g, a.from(t), sp, yg + t * ldy, ldy);
