@@ -228,6 +228,12 @@ void plans_table(const std::filesystem::path& model_path, const std::filesystem:
     double bpw;
   };
   const std::vector<Row> rows = {{"gguf", 7.2}, {"lowbit", 7.2}, {"lowbit", 4.5}};
+  uint64_t least = fixed;  // the smallest file from GGUF types
+  for (const auto& tc : candidates_of(sens, base, "demo", default_ladder())) {
+    uint64_t lo = UINT64_MAX;
+    for (const auto& o : tc.options) lo = std::min(lo, o.bytes);
+    least += lo;
+  }
   std::vector<Model> models;
   std::vector<std::string> mixes;
   for (const auto& r : rows) {
@@ -261,8 +267,9 @@ void plans_table(const std::filesystem::path& model_path, const std::filesystem:
       "the default (`lowbit quantize --target-bpw B`): GGUF types only, so llama.cpp loads "
       "the file; lowbit (`--formats lowbit`) adds lowbit's own formats, whose ragged groups "
       "tile ffn_down's rows of 172 (GGUF types leave them f16, so nothing llama.cpp loads "
-      "is smaller than 6.73 bits per weight here). Evaluation as in (c).\n\n",
-      calib.tokens.size(), text.filename().string(), measure_s);
+      "is smaller than {:.2f} bits per weight here). Evaluation as in (c).\n\n",
+      calib.tokens.size(), text.filename().string(), measure_s,
+      8.0 * double(least) / double(base.parameter_count()));
   fmt::print(
       "| candidates | target bpw | bits/weight | llama.cpp loads it | PPL | KLD | top-1 % | "
       "tokens/s | formats (matrices) |\n|---|---:|---:|---|---:|---:|---:|---:|---|\n");
