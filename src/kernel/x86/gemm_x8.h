@@ -275,7 +275,12 @@ struct X8Q4K {
   // finish(); AVX2 keeps them signed and dots them by the sign trick, maddubs would saturate).
   static constexpr bool kBook = std::is_same_v<Fmt, formats::IQ4_XS>;
   static constexpr int kOff = kBook ? Ops::kSignedOffset : 0;
-  static constexpr bool kMins = !kBook || kOff != 0;  // finish() subtracts a min term
+  // Q6_K: 16-value sub-blocks with signed scales, codes c = q + 32 (0..63): the nibbles as Q4_K's,
+  // bits 4-5 as 2-bit planes, 2 vectors per 32-value sub-block s (vector v, byte 4r + i, bits
+  // 2j..2j+1: value 4(4v + j) + i). Each 16-value half dots into its own sum, corrected by
+  // 32 S_k (S_k: the activations' sum over the half) before its scale: no min term.
+  static constexpr bool kSub16 = std::is_same_v<Fmt, formats::Q6_K>;
+  static constexpr bool kMins = !kSub16 && (!kBook || kOff != 0);  // finish() subtracts mins
   static constexpr std::array<int8_t, 16> book_table() {
     std::array<int8_t, 16> t{};
     for (size_t i = 0; i < 16; ++i) {  // the byte value + kOff, as an int8 bit pattern
@@ -299,12 +304,23 @@ struct X8Q4K {
     else
       return Ops::dot_u8s8_acc(acc, c, a);
   }
-  // 8 sub-block scales (bytes) as int32 lanes: signed for IQ4_XS, six-bit otherwise.
+  // 8 sub-block scales (bytes) as int32 lanes: signed for IQ4_XS and Q6_K, six-bit otherwise.
+  static constexpr bool kSignedScales = kBook || kSub16;
   LOWBIT_INLINE static __m256i scales8(int64_t bytes) {
     const __m128i v = _mm_cvtsi64_si128(bytes);
-    return kBook ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v);
+    return kSignedScales ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v);
   }
-  static constexpr int64_t kGroupBytes = 32 + 64 + 64 + 1024 + (kHi ? 256 : 0);
+  LOWBIT_INLINE static __m256i scales8_at(const uint8_t* p) {
+    int64_t bytes;
+    std::memcpy(&bytes, p, 8);
+    return scales8(bytes);
+  }
+  // Q6_K's scale of half k (8 rows, at the group's head p) times (dot - 32 S_k).
+  LOWBIT_INLINE static __m256i half_term(const uint8_t* p, int k, __m256i dot, int32_t s) {
+    return _mm256_mullo_epi32(_mm256_sub_epi32(dot, _mm256_set1_epi32(32 * s)),
+                              scales8_at(p + 32 + 8 * k));
+  }
+  static constexpr int64_t kGroupBytes = 32 + 64 + 64 + 1024 + (kHi ? 256 : kSub16 ? 512 : 0);
   static constexpr int64_t kBlock = 256;
 
   static constexpr int64_t kHead = 160;     // a group's scales, before its codes
@@ -328,6 +344,25 @@ struct X8Q4K {
   template <typename I, size_t... Q>
   LOWBIT_INLINE static void hi_bits(I (&c)[8], I x, std::index_sequence<Q...>) {
     ((c[Q] = hi_bit<int(Q)>(c[Q], x)), ...);
+  }
+  // Q6_K: code vector q |= bits 2j..2j+1 (j = q % 4) of plane vector x, moved to bits 4-5.
+  template <int Q>
+  LOWBIT_INLINE static __m256i hi_2(__m256i c, __m256i x) {
+    constexpr int kS = 2 * (Q % 4);
+    const __m256i sh = kS <= 4 ? _mm256_slli_epi16(x, kS <= 4 ? 4 - kS : 0)
+                               : _mm256_srli_epi16(x, kS > 4 ? kS - 4 : 0);
+    return _mm256_or_si256(c, _mm256_and_si256(sh, _mm256_set1_epi8(0x30)));
+  }
+  template <int Q>
+  LOWBIT_INLINE static __m512i hi_2(__m512i c, __m512i x) {
+    constexpr int kS = 2 * (Q % 4);
+    const __m512i sh = kS <= 4 ? _mm512_slli_epi16(x, kS <= 4 ? 4 - kS : 0)
+                               : _mm512_srli_epi16(x, kS > 4 ? kS - 4 : 0);
+    return _mm512_ternarylogic_epi32(c, sh, _mm512_set1_epi8(0x30), 0xF8);
+  }
+  template <typename I, size_t... Q>
+  LOWBIT_INLINE static void hi_2s(I (&c)[8], I x0, I x1, std::index_sequence<Q...>) {
+    ((c[Q] = hi_2<int(Q)>(c[Q], Q < 4 ? x0 : x1)), ...);
   }
 
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
@@ -353,38 +388,75 @@ struct X8Q4K {
       for (int r = 0; r < 8; ++r) {
         const Block& blk = reinterpret_cast<const Block*>(w + uint64_t(r) * rb)[b];
         std::memcpy(g + 2 * r, &blk.d, 2);
-        if constexpr (kBook)
-          std::memset(g + 16 + 2 * r, 0, 2);  // no dmin: finish() takes kOff * d
-        else
-          std::memcpy(g + 16 + 2 * r, &blk.dmin, 2);
-        SubScales16 ss;
-        sub_scales(blk, ss);  // one value per 16: entry 2j is sub-block j's
-        for (int j = 0; j < 8; ++j) {
-          g[32 + 8 * j + r] = uint8_t(ss.sc[2 * j]);  // sc: [sub-block][row]
-          // mn: [pair][row][2]; IQ4_XS: its scales again (the codebook offset's correction)
-          g[96 + 16 * (j / 2) + 2 * r + (j % 2)] = uint8_t(kBook ? ss.sc[2 * j] : ss.mn[2 * j]);
-        }
-        for (int c = 0; c < 4; ++c) {
-          for (int q = 0; q < 8; ++q) {
-            uint8_t* dst = cg + q_stride * (8 * c + q) + 4 * r;
-            if constexpr (kBook) {  // sub-block j's value v: nibble of qs[16j + v % 16]
-              auto nib = [&](int j, int v) {
-                return (blk.qs[16 * j + v % 16] >> (v / 16 * 4)) & 15;
-              };
-              for (int i = 0; i < 4; ++i)
-                dst[i] = uint8_t(nib(2 * c, 4 * q + i) | nib(2 * c + 1, 4 * q + i) << 4);
-            } else {
-              std::memcpy(dst, blk.qs + 32 * c + 4 * q, 4);
-            }
+        if constexpr (kSub16) {
+          repack_q6k(blk, g, cg, q_stride, r);
+        } else {
+          if constexpr (kBook)
+            std::memset(g + 16 + 2 * r, 0, 2);  // no dmin: finish() takes kOff * d
+          else
+            std::memcpy(g + 16 + 2 * r, &blk.dmin, 2);
+          SubScales16 ss;
+          sub_scales(blk, ss);  // one value per 16: entry 2j is sub-block j's
+          for (int j = 0; j < 8; ++j) {
+            g[32 + 8 * j + r] = uint8_t(ss.sc[2 * j]);  // sc: [sub-block][row]
+            // mn: [pair][row][2]; IQ4_XS: its scales again (the codebook offset's correction)
+            g[96 + 16 * (j / 2) + 2 * r + (j % 2)] = uint8_t(kBook ? ss.sc[2 * j] : ss.mn[2 * j]);
           }
-          if constexpr (kHi) {
-            for (int h = 0; h < 2; ++h) {
-              for (int i = 0; i < 4; ++i) {
-                int byte = 0;
-                for (int q = 0; q < 8; ++q) byte |= ((blk.qh[4 * q + i] >> (2 * c + h)) & 1) << q;
-                cg[q_stride * (32 + 2 * c + h) + 4 * r + i] = uint8_t(byte);
+          for (int c = 0; c < 4; ++c) {
+            for (int q = 0; q < 8; ++q) {
+              uint8_t* dst = cg + q_stride * (8 * c + q) + 4 * r;
+              if constexpr (kBook) {  // sub-block j's value v: nibble of qs[16j + v % 16]
+                auto nib = [&](int j, int v) {
+                  return (blk.qs[16 * j + v % 16] >> (v / 16 * 4)) & 15;
+                };
+                for (int i = 0; i < 4; ++i)
+                  dst[i] = uint8_t(nib(2 * c, 4 * q + i) | nib(2 * c + 1, 4 * q + i) << 4);
+              } else {
+                std::memcpy(dst, blk.qs + 32 * c + 4 * q, 4);
               }
             }
+            if constexpr (kHi) {
+              for (int h = 0; h < 2; ++h) {
+                for (int i = 0; i < 4; ++i) {
+                  int byte = 0;
+                  for (int q = 0; q < 8; ++q) byte |= ((blk.qh[4 * q + i] >> (2 * c + h)) & 1) << q;
+                  cg[q_stride * (32 + 2 * c + h) + 4 * r + i] = uint8_t(byte);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // Q6_K's row r of a super-block: dmin slot zero, the 16 scales at + 32 + 8k, the nibbles of
+  // chunk c as Q4_K's (low: sub-block 2c, high: 2c + 1), the 2-bit planes after them.
+  static void repack_q6k(const Block& blk, uint8_t* g, uint8_t* cg, int64_t q_stride, int r) {
+    if constexpr (kSub16) {
+      std::memset(g + 16 + 2 * r, 0, 2);
+      for (int k = 0; k < 16; ++k) g[32 + 8 * k + r] = uint8_t(blk.scales[k]);
+      int code[256];  // value e: half n, quarter k, lane l (kquants.cpp's DQ6K)
+      for (int e = 0; e < 256; ++e) {
+        const int n = e >> 7, k = (e >> 5) & 3, l = e & 31;
+        code[e] = ((blk.ql[n * 64 + (k & 1) * 32 + l] >> (4 * (k >> 1))) & 15) |
+                  ((blk.qh[n * 32 + l] >> (2 * k)) & 3) << 4;
+      }
+      for (int c = 0; c < 4; ++c) {
+        for (int q = 0; q < 8; ++q) {
+          for (int i = 0; i < 4; ++i) {
+            cg[q_stride * (8 * c + q) + 4 * r + i] = uint8_t(
+                (code[64 * c + 4 * q + i] & 15) | (code[64 * c + 32 + 4 * q + i] & 15) << 4);
+          }
+        }
+      }
+      for (int sub = 0; sub < 8; ++sub) {
+        for (int v = 0; v < 2; ++v) {
+          for (int i = 0; i < 4; ++i) {
+            int byte = 0;
+            for (int j = 0; j < 4; ++j)
+              byte |= (code[32 * sub + 4 * (4 * v + j) + i] >> 4) << (2 * j);
+            cg[q_stride * (32 + 2 * sub + v) + 4 * r + i] = uint8_t(byte);
           }
         }
       }
@@ -445,6 +517,30 @@ struct X8Q4K {
         if constexpr (kBook) {
           LOWBIT_UNROLL for (int q = 0; q < 8; ++q) lo[q] = book(lo[q]), hi[q] = book(hi[q]);
         }
+        if constexpr (kSub16) {
+          const uint8_t* hp = p + kHead + kPlanes + 128 * c;
+          auto ld = [&](int o) {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + o));
+          };
+          hi_2s(lo, ld(0), ld(32), std::make_index_sequence<8>());
+          hi_2s(hi, ld(64), ld(96), std::make_index_sequence<8>());
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+            const int8_t* at = a.qs + t * a.K + sb * kBlock + 64 * c;
+            __m256i dh[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                             _mm256_setzero_si256()};
+            LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+              int32_t a0, a1;
+              std::memcpy(&a0, at + 4 * q, 4);
+              std::memcpy(&a1, at + 32 + 4 * q, 4);
+              dh[q / 4] = dot8(dh[q / 4], lo[q], _mm256_set1_epi32(a0));
+              dh[2 + q / 4] = dot8(dh[2 + q / 4], hi[q], _mm256_set1_epi32(a1));
+            }
+            const int16_t* bs = a.bsums + (t * nsb + sb) * 16 + 4 * c;
+            LOWBIT_UNROLL for (int u = 0; u < 4; ++u) isum[t] =
+                _mm256_add_epi32(isum[t], half_term(p, 4 * c + u, dh[u], bs[u]));
+          }
+          continue;
+        }
         int64_t sc_lo, sc_hi;
         std::memcpy(&sc_lo, p + 32 + 16 * c, 8);
         std::memcpy(&sc_hi, p + 40 + 16 * c, 8);
@@ -482,9 +578,18 @@ struct X8Q4K {
       const int8_t* at = a.qs + sb * kBlock;
       __m256i isum[2][1] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}};
       for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
-        __m256i d[2][2];
-        LOWBIT_UNROLL for (int k = 0; k < 2; ++k) d[k][0] = d[k][1] = _mm256_setzero_si256();
+        __m256i d[2][4];
+        LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
+          LOWBIT_UNROLL for (int u = 0; u < 4; ++u) d[k][u] = _mm256_setzero_si256();
+        }
         __m256i hp[2][2];  // Q5_K: the groups' bit planes of the chunk's two sub-blocks
+        __m256i h2[2][4];  // Q6_K: the groups' 2-bit planes, 2 per sub-block
+        if constexpr (kSub16) {
+          LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
+            LOWBIT_UNROLL for (int u = 0; u < 4; ++u) h2[k][u] = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(codes + 2 * kPlanes + 256 * c + 64 * u + 32 * k));
+          }
+        }
         if constexpr (kHi) {
           LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
             const uint8_t* h = codes + 2 * kPlanes + 128 * c + 32 * k;
@@ -504,14 +609,28 @@ struct X8Q4K {
             __m256i lo = _mm256_and_si256(v, lo4),
                     hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
             if constexpr (kHi) lo = hi_bit<Q>(lo, hp[k][0]), hi = hi_bit<Q>(hi, hp[k][1]);
-            d[k][0] = dot8(d[k][0], book(lo), b0);
-            d[k][1] = dot8(d[k][1], book(hi), b1);
+            if constexpr (kSub16) {
+              lo = hi_2<Q>(lo, h2[k][Q / 4]), hi = hi_2<Q>(hi, h2[k][2 + Q / 4]);
+              d[k][Q / 4] = dot8(d[k][Q / 4], lo, b0);
+              d[k][2 + Q / 4] = dot8(d[k][2 + Q / 4], hi, b1);
+            } else {
+              d[k][0] = dot8(d[k][0], book(lo), b0);
+              d[k][1] = dot8(d[k][1], book(hi), b1);
+            }
           }
         };
         [&]<size_t... Q>(std::index_sequence<Q...>) {
           (step.template operator()<int(Q)>(), ...);
         }
         (std::make_index_sequence<8>());
+        if constexpr (kSub16) {
+          const int16_t* bs = a.bsums + sb * 16 + 4 * c;
+          LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
+            LOWBIT_UNROLL for (int u = 0; u < 4; ++u) isum[k][0] =
+                _mm256_add_epi32(isum[k][0], half_term(pp[k], 4 * c + u, d[k][u], bs[u]));
+          }
+          continue;
+        }
         LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
           int64_t sc_lo, sc_hi;
           std::memcpy(&sc_lo, pp[k] + 32 + 16 * c, 8);
@@ -562,6 +681,32 @@ struct X8Q4K {
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(kTable.data())));
           LOWBIT_UNROLL for (int q = 0; q < 8; ++q) code[q] = _mm512_shuffle_epi8(tab, code[q]);
         }
+        if constexpr (kSub16) {  // the pair's 2-bit planes of sub-block sub
+          const uint8_t* h = p0 + 2 * kHead + 2 * kPlanes + 128 * sub;
+          hi_2s(code, _mm512_loadu_si512(h), _mm512_loadu_si512(h + 64),
+                std::make_index_sequence<8>());
+          __m512i sc16[2];
+          LOWBIT_UNROLL for (int u = 0; u < 2; ++u) {
+            int64_t x0, x1;
+            std::memcpy(&x0, p0 + 32 + 8 * (2 * sub + u), 8);
+            std::memcpy(&x1, p1 + 32 + 8 * (2 * sub + u), 8);
+            sc16[u] = _mm512_cvtepi8_epi32(_mm_set_epi64x(x1, x0));
+          }
+          LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+            const int8_t* at = a.qs + t * a.K + sb * kBlock + 32 * sub;
+            __m512i d[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+            LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
+              int32_t aq;
+              std::memcpy(&aq, at + 4 * q, 4);
+              d[q / 4] = _mm512_dpbusd_epi32(d[q / 4], code[q], _mm512_set1_epi32(aq));
+            }
+            const int16_t* bs = a.bsums + (t * nsb + sb) * 16 + 2 * sub;
+            LOWBIT_UNROLL for (int u = 0; u < 2; ++u) isum[t] = _mm512_add_epi32(
+                isum[t],
+                _mm512_mullo_epi32(_mm512_sub_epi32(d[u], _mm512_set1_epi32(32 * bs[u])), sc16[u]));
+          }
+          continue;
+        }
         int64_t s0, s1;
         std::memcpy(&s0, p0 + 32 + 8 * sub, 8);
         std::memcpy(&s1, p1 + 32 + 8 * sub, 8);
@@ -580,6 +725,13 @@ struct X8Q4K {
       }
       // The super-block's end, as finish() for both groups at once.
       const __m512 dd = _mm512_cvtph_ps(join128(p0, p1));
+      if constexpr (!kMins) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
+          const __m512 da = _mm512_set1_ps(a.d[t * nsb + sb]);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dd, da), acc[t]);
+        }
+        continue;
+      }
       const __m512 dm = kBook ? _mm512_mul_ps(dd, _mm512_set1_ps(float(kOff)))
                               : _mm512_cvtph_ps(join128(p0 + 16, p1 + 16));
       __m512i mn[4];

@@ -80,7 +80,7 @@ struct X86Tier {
       static_assert(kActOf<T> == ActKind::kQ8x256);
       FormatKernels k = tiles_kernels<Q256Tiles<Ops, Dec256<T>>, typename Ops::Shape256>();
       if constexpr (std::is_same_v<T, formats::Q4_K> || std::is_same_v<T, formats::Q5_K> ||
-                    std::is_same_v<T, formats::IQ4_XS>) {
+                    std::is_same_v<T, formats::IQ4_XS> || std::is_same_v<T, formats::Q6_K>) {
         using X8 = X8Q4K<Ops, T>;
         k.repack8 = X8::repack;
         if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
