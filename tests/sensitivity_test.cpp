@@ -282,16 +282,19 @@ TEST_F(MixStories, AMeasurementServesItsSubsets) {
   }
 }
 
-// End to end: one measurement of both sets; the default plan keeps to GGUF types (llama.cpp
+// End to end: one measurement of both sets (the cheap proxy metric: this is about the sets, not
+// the metric); the default plan keeps to GGUF types (llama.cpp
 // loads the file), a target only lowbit's formats reach is refused with how small each set
 // goes, and --formats lowbit plans it from the same measurement.
-TEST_F(MixStories, DefaultPlanKeepsToGgufTypes) {
+TEST(CandidateSets, DefaultPlanKeepsToGgufTypes) {
   const std::string p = test::fixture("models/stories260K/stories260K.bin");
   const std::string text = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(p);
+  LOWBIT_REQUIRE_FIXTURE(text);
   const std::string dir = ::testing::TempDir();
   const std::string sens = dir + "/all.sens.json";
   const CliRun measured = run_cli("sensitivity -m " + p + " --calib " + text + " -o " + sens +
-                                  " --formats all --ctx 64 --calib-tokens 128 -t 1");
+                                  " --formats all --ctx 64 --calib-tokens 128 --metric proxy -t 1");
   ASSERT_EQ(measured.rc, 0) << measured.out;
   const CliRun gguf = run_cli("quantize -m " + p + " -o " + dir +
                               "/g72.gguf --target-bpw 7.2 -t 1 --sensitivity " + sens);
