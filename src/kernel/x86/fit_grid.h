@@ -217,6 +217,29 @@ typename Ops::F scale_vec(const float* v, int c, int count) {
   return m == Ops::kLanes ? Ops::load(v + c) : Ops::load_partial(v + c, m);
 }
 
+// The symmetric grids' and codebooks' sums per scale (lane) d: out[0] = Σ w (x − d q)², and for
+// kS = 3 also out[1] = Σ w x q, out[2] = Σ w q² (a Lloyd step's), q = level(x) (the codes, with
+// the lane's 1/d folded into level).
+template <typename Ops, int kS, typename Level>
+void sym_lanes(const float* x, const float* w, int64_t n, typename Ops::F d, Level level,
+               float* const* out, int m) {
+  using F = typename Ops::F;
+  static_assert(kS == 1 || kS == 3);
+  scale_lanes<Ops, kS>(
+      x, w, n,
+      [&](F xb, F wb, F* t) {
+        const F q = level(xb);
+        const F r = Ops::sub(xb, Ops::mul(d, q));
+        const F rr = Ops::mul(r, r);
+        t[0] = w ? Ops::mul(wb, rr) : rr;
+        if constexpr (kS == 3) {
+          t[1] = Ops::mul(w ? Ops::mul(wb, xb) : xb, q);
+          t[2] = Ops::mul(w ? Ops::mul(wb, q) : q, q);
+        }
+      },
+      out, m);
+}
+
 template <typename Ops>
 void grid_error_batch_x86(const float* x, const float* w, int64_t n, float lo, float hi,
                           const float* d, const float* id, int count, float* out) {
@@ -225,14 +248,9 @@ void grid_error_batch_x86(const float* x, const float* w, int64_t n, float lo, f
   for (int c = 0; c < count; c += Ops::kLanes) {
     const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count);
     float* o[1] = {out + c};
-    scale_lanes<Ops, 1>(
-        x, w, n,
-        [&](F xb, F wb, F* t) {
-          const F r = Ops::sub(xb, Ops::mul(vd, clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi)));
-          const F rr = Ops::mul(r, r);
-          t[0] = w ? Ops::mul(wb, rr) : rr;
-        },
-        o, std::min(Ops::kLanes, count - c));
+    sym_lanes<Ops, 1>(
+        x, w, n, vd, [&](F xb) { return clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi); }, o,
+        std::min(Ops::kLanes, count - c));
   }
 }
 
@@ -266,29 +284,13 @@ void grid_var_batch_x86(const float* x, const float* w, int64_t n, const float* 
     const int m = std::min(Ops::kLanes, count - c);
     const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count),
             vlo = scale_vec<Ops>(lo, c, count), vhi = scale_vec<Ops>(hi, c, count);
+    const auto level = [&](F xb) { return clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi); };
     if (sxq) {
       float* o[3] = {err + c, sxq + c, sqq + c};
-      scale_lanes<Ops, 3>(
-          x, w, n,
-          [&](F xb, F wb, F* t) {
-            const F q = clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi);
-            const F r = Ops::sub(xb, Ops::mul(vd, q));
-            const F rr = Ops::mul(r, r);
-            t[0] = w ? Ops::mul(wb, rr) : rr;
-            t[1] = Ops::mul(w ? Ops::mul(wb, xb) : xb, q);
-            t[2] = Ops::mul(w ? Ops::mul(wb, q) : q, q);
-          },
-          o, m);
+      sym_lanes<Ops, 3>(x, w, n, vd, level, o, m);
     } else {
       float* o[1] = {err + c};
-      scale_lanes<Ops, 1>(
-          x, w, n,
-          [&](F xb, F wb, F* t) {
-            const F r = Ops::sub(xb, Ops::mul(vd, clamp_round<Ops>(Ops::mul(xb, vid), vlo, vhi)));
-            const F rr = Ops::mul(r, r);
-            t[0] = w ? Ops::mul(wb, rr) : rr;
-          },
-          o, m);
+      sym_lanes<Ops, 1>(x, w, n, vd, level, o, m);
     }
   }
 }
@@ -328,14 +330,9 @@ void codebook_error_batch_x86(const float* x, const float* w, int64_t n, const f
   for (int c = 0; c < count; c += Ops::kLanes) {
     const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count);
     float* o[1] = {out + c};
-    scale_lanes<Ops, 1>(
-        x, w, n,
-        [&](F xb, F wb, F* t) {
-          const F r = Ops::sub(xb, Ops::mul(vd, codebook_q<Ops>(Ops::mul(xb, vid), values)));
-          const F rr = Ops::mul(r, r);
-          t[0] = w ? Ops::mul(wb, rr) : rr;
-        },
-        o, std::min(Ops::kLanes, count - c));
+    sym_lanes<Ops, 1>(
+        x, w, n, vd, [&](F xb) { return codebook_q<Ops>(Ops::mul(xb, vid), values); }, o,
+        std::min(Ops::kLanes, count - c));
   }
 }
 
@@ -460,29 +457,13 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
       const __m512i k = _mm512_maskz_loadu_epi32(in, pk[cur] + c);
       const F vid = Ops::div(one, d);
       alignas(64) float s0[kL], s1[kL], s2[kL];
+      const auto codes = [&](F xb) { return level(Ops::mul(xb, vid)); };
       if (step) {
         float* o[3] = {s0, s1, s2};
-        scale_lanes<Ops, 3>(
-            x, w, n,
-            [&](F xb, F wb, F* t) {
-              const F q = level(Ops::mul(xb, vid));
-              const F r = Ops::sub(xb, Ops::mul(d, q));
-              const F rr = Ops::mul(r, r);
-              t[0] = w ? Ops::mul(wb, rr) : rr;
-              t[1] = Ops::mul(w ? Ops::mul(wb, xb) : xb, q);
-              t[2] = Ops::mul(w ? Ops::mul(wb, q) : q, q);
-            },
-            o, kL);
+        sym_lanes<Ops, 3>(x, w, n, d, codes, o, kL);
       } else {
         float* o[1] = {s0};
-        scale_lanes<Ops, 1>(
-            x, w, n,
-            [&](F xb, F wb, F* t) {
-              const F r = Ops::sub(xb, Ops::mul(d, level(Ops::mul(xb, vid))));
-              const F rr = Ops::mul(r, r);
-              t[0] = w ? Ops::mul(wb, rr) : rr;
-            },
-            o, kL);
+        sym_lanes<Ops, 1>(x, w, n, d, codes, o, kL);
       }
       const F e = Ops::load(s0);
       best.offer(in, e, _mm512_add_epi32(_mm512_slli_epi32(k, 3), _mm512_set1_epi32(round)), d, d);
