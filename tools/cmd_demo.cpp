@@ -104,9 +104,21 @@ double generation_speed(const Model& m, int n) {
   return speeds[2];
 }
 
-void quantized_table(const std::filesystem::path& model_path, const std::filesystem::path& text) {
+// The demo's scratch folder (created) and a whole text file.
+std::filesystem::path demo_dir() {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
   std::filesystem::create_directories(dir);
+  return dir;
+}
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void quantized_table(const std::filesystem::path& model_path, const std::filesystem::path& text) {
+  const std::filesystem::path dir = demo_dir();
   const Model base = Model::load(model_path.string());
   const std::vector<const char*> types = {"q8_0", "q5_0",      "q4_0",     "iq4_nl",
                                           "nf4",  "int4_g128", "int3_g32", "int2_g32"};
@@ -118,11 +130,8 @@ void quantized_table(const std::filesystem::path& model_path, const std::filesys
         quantize_model(base, out, {.type = Format::parse(t), .fallback = FallbackPolicy::kLowbit}));
     models.push_back(Model::load(out));
   }
-  std::ifstream f(text, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
   const EvalOptions o{.ctx = 256, .chunks = 40};
-  const Chunks c = chunk_text(base, ss.str(), o);
+  const Chunks c = chunk_text(base, read_text(text), o);
   std::vector<const Model*> ptrs;
   for (const auto& m : models) ptrs.push_back(&m);
   const auto res = compare_models(base, ptrs, c, o);
@@ -135,16 +144,11 @@ void quantized_table(const std::filesystem::path& model_path, const std::filesys
   fmt::print(
       "| format | bits/weight | KiB | PPL | KLD | top-1 % | tokens/s |\n"
       "|---|---:|---:|---:|---:|---:|---:|\n");
-  auto size = [](const Model& m) {
-    uint64_t b = 0, p = 0;
-    for (const auto& t : m.tensors) b += t.bytes, p += uint64_t(t.rows() * t.row_length());
-    return std::pair<uint64_t, double>{b, 8.0 * double(b) / double(p)};
-  };
-  const auto [bb, bbpw] = size(base);
+  const auto [bb, bbpw] = tensor_size(base);
   fmt::print("| f32 (original) | {:.2f} | {:.0f} | {:.4f} | 0 | 100 | {:.0f} |\n", bbpw,
              double(bb) / 1024, res[0].base.ppl(), generation_speed(base, 128));
   for (size_t i = 0; i < models.size(); ++i) {
-    const auto [b, bpw] = size(models[i]);
+    const auto [b, bpw] = tensor_size(models[i]);
     fmt::print("| {} | {:.2f} | {:.0f} | {:.4f} | {:.5f} | {:.2f} | {:.0f} |\n", types[i], bpw,
                double(b) / 1024, res[i].quant.ppl(), res[i].kld.mean, 100 * res[i].top1,
                generation_speed(models[i], 128));
@@ -155,13 +159,9 @@ void quantized_table(const std::filesystem::path& model_path, const std::filesys
 // The same model at 4 and 3 bits with each method: calibrated on the text's tail, evaluated on
 // its head (never overlapping).
 void methods_table(const std::filesystem::path& model_path, const std::filesystem::path& text) {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
-  std::filesystem::create_directories(dir);
+  const std::filesystem::path dir = demo_dir();
   const Model base = Model::load(model_path.string());
-  std::ifstream f(text, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string all = ss.str();
+  const std::string all = read_text(text);
   const Chunks calib =
       chunk_text(base, all.substr(all.size() - 200000), {.ctx = 256, .chunks = 32});
   const EvalOptions o{.ctx = 256, .chunks = 40};
@@ -191,11 +191,8 @@ void methods_table(const std::filesystem::path& model_path, const std::filesyste
     for (const auto& m : models) ptrs.push_back(&m);
     const auto res = compare_models(base, ptrs, eval, o);
     for (size_t i = 0; i < models.size(); ++i) {
-      uint64_t b = 0, p = 0;
-      for (const auto& t : models[i].tensors)
-        b += t.bytes, p += uint64_t(t.rows() * t.row_length());
       fmt::print("| {} | {} | {:.2f} | {:.4f} | {:.5f} | {:.2f} | {:.1f} |\n", type,
-                 method_name(methods[i]), 8.0 * double(b) / double(p), res[i].quant.ppl(),
+                 method_name(methods[i]), tensor_size(models[i]).bpw, res[i].quant.ppl(),
                  res[i].kld.mean, 100 * res[i].top1, secs[i]);
     }
   }
@@ -204,16 +201,12 @@ void methods_table(const std::filesystem::path& model_path, const std::filesyste
 
 // Planned mixes (the planner's knapsack over one sensitivity measurement of both candidate
 // sets): at 7.2 bits per weight from GGUF types, the default (llama.cpp loads the file; on
-// stories260K nothing GGUF-loadable goes below 6.73: ffn_down's rows of 172 stay f16), and from
+// stories260K ffn_down's rows of 172 stay f16, which sets the smallest such file), and from
 // lowbit's own formats at the same size and at 4.5.
 void plans_table(const std::filesystem::path& model_path, const std::filesystem::path& text) {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
-  std::filesystem::create_directories(dir);
+  const std::filesystem::path dir = demo_dir();
   const Model base = Model::load(model_path.string());
-  std::ifstream f(text, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string all = ss.str();
+  const std::string all = read_text(text);
   const Chunks calib = chunk_text(base, all.substr(all.size() - 200000), {.ctx = 256, .chunks = 8});
   const auto t0 = std::chrono::steady_clock::now();
   const Sensitivity sens = measure_sensitivity(base, calib, {.formats = all_ladders()});
@@ -274,14 +267,10 @@ void plans_table(const std::filesystem::path& model_path, const std::filesystem:
       "| candidates | target bpw | bits/weight | llama.cpp loads it | PPL | KLD | top-1 % | "
       "tokens/s | formats (matrices) |\n|---|---:|---:|---|---:|---:|---:|---:|---|\n");
   for (size_t i = 0; i < models.size(); ++i) {
-    uint64_t b = 0, p = 0;
     bool gguf = true;
-    for (const auto& t : models[i].tensors) {
-      b += t.bytes, p += uint64_t(t.rows() * t.row_length());
-      gguf &= t.format.is_ggml_type();
-    }
+    for (const auto& t : models[i].tensors) gguf &= t.format.is_ggml_type();
     fmt::print("| {} | {:.1f} | {:.3f} | {} | {:.4f} | {:.5f} | {:.2f} | {:.0f} | {} |\n",
-               rows[i].set, rows[i].bpw, 8.0 * double(b) / double(p), gguf ? "yes" : "no",
+               rows[i].set, rows[i].bpw, tensor_size(models[i]).bpw, gguf ? "yes" : "no",
                res[i].quant.ppl(), res[i].kld.mean, 100 * res[i].top1,
                generation_speed(models[i], 128), mixes[i]);
   }

@@ -2,12 +2,27 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
+
+#include "lowbit/model.h"
 
 namespace lowbit::cli {
 
 // Registers a verb; the returned callback runs it (after parsing) and returns the exit code.
 using Runner = std::function<int()>;
+
+// A model's tensor bytes and bits per weight (all tensors, norms included: 8 x bytes / parameters,
+// as `lowbit inspect` and `lowbit compare` count them).
+struct TensorSize {
+  uint64_t bytes = 0;
+  double bpw = 0;
+};
+inline TensorSize tensor_size(const Model& m) {
+  uint64_t bytes = 0, params = 0;
+  for (const auto& t : m.tensors) bytes += t.bytes, params += uint64_t(t.rows() * t.row_length());
+  return {bytes, params ? 8.0 * double(bytes) / double(params) : 0.0};
+}
 Runner add_formats(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_convert(CLI::App& app);

@@ -696,47 +696,39 @@ struct X8Q4K {
           const uint8_t* h = p0 + 2 * kHead + 2 * kPlanes + 128 * sub;
           hi_2s(code, _mm512_loadu_si512(h), _mm512_loadu_si512(h + 64),
                 std::make_index_sequence<8>());
-          __m512i sc16[2];
-          LOWBIT_UNROLL for (int u = 0; u < 2; ++u) {
-            int64_t x0, x1;
-            std::memcpy(&x0, p0 + 32 + 8 * (2 * sub + u), 8);
-            std::memcpy(&x1, p1 + 32 + 8 * (2 * sub + u), 8);
-            sc16[u] = _mm512_cvtepi8_epi32(_mm_set_epi64x(x1, x0));
-          }
-          LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-            const int8_t* at = a.qs + t * a.K + sb * kBlock + 32 * sub;
-            __m512i d[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-            LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
-              int32_t aq;
-              std::memcpy(&aq, at + 4 * q, 4);
-              d[q / 4] = _mm512_dpbusd_epi32(d[q / 4], code[q], _mm512_set1_epi32(aq));
-            }
-            const int16_t* bs = a.bsums + (t * nsb + sb) * 16 + 2 * sub;
-            LOWBIT_UNROLL for (int u = 0; u < 2; ++u) isum[t] = _mm512_add_epi32(
-                isum[t],
-                _mm512_mullo_epi32(_mm512_sub_epi32(d[u], _mm512_set1_epi32(32 * bs[u])), sc16[u]));
-          }
-          continue;
         }
-        int64_t s0, s1;
-        std::memcpy(&s0, p0 + 32 + 8 * sub, 8);
-        std::memcpy(&s1, p1 + 32 + 8 * sub, 8);
-        const __m512i sc = kBook ? _mm512_cvtepi8_epi32(_mm_set_epi64x(s1, s0))
-                                 : _mm512_cvtepu8_epi32(_mm_set_epi64x(s1, s0));
+        // The 16 rows' scales of sub-block (or Q6_K half) k.
+        const auto scales16 = [&](int k) {
+          int64_t x0, x1;
+          std::memcpy(&x0, p0 + 32 + 8 * k, 8);
+          std::memcpy(&x1, p1 + 32 + 8 * k, 8);
+          const __m128i v = _mm_set_epi64x(x1, x0);
+          return kSignedScales ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+        };
+        const __m512i sc0 = scales16(kSub16 ? 2 * sub : sub),
+                      sc1 = kSub16 ? scales16(2 * sub + 1) : sc0;
         LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
           const int8_t* at = a.qs + t * a.K + sb * kBlock + 32 * sub;
+          const int16_t* bs = a.bsums + (t * nsb + sb) * 16 + 2 * sub;
+          // Two chains: the halves for Q6_K (each its own scale), alternating otherwise.
           __m512i d[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
           LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
             int32_t aq;
             std::memcpy(&aq, at + 4 * q, 4);
-            d[q % 2] = _mm512_dpbusd_epi32(d[q % 2], code[q], _mm512_set1_epi32(aq));
+            const int u = kSub16 ? q / 4 : q % 2;
+            d[u] = _mm512_dpbusd_epi32(d[u], code[q], _mm512_set1_epi32(aq));
           }
-          __m512i dsum = _mm512_add_epi32(d[0], d[1]);
-          if constexpr (kBook) {  // less kOff S_sub
-            const int16_t* bs = a.bsums + (t * nsb + sb) * 16 + 2 * sub;
-            dsum = _mm512_sub_epi32(dsum, _mm512_set1_epi32(kOff * (bs[0] + bs[1])));
+          if constexpr (kSub16) {  // each half less 32 S_k, times its scale
+            LOWBIT_UNROLL for (int u = 0; u < 2; ++u) d[u] =
+                _mm512_sub_epi32(d[u], _mm512_set1_epi32(32 * bs[u]));
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(d[0], sc0),
+                                                                 _mm512_mullo_epi32(d[1], sc1)));
+          } else {
+            __m512i dsum = _mm512_add_epi32(d[0], d[1]);
+            if constexpr (kBook)  // less kOff S_sub
+              dsum = _mm512_sub_epi32(dsum, _mm512_set1_epi32(kOff * (bs[0] + bs[1])));
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dsum, sc0));
           }
-          isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dsum, sc));
         }
       }
       // The super-block's end, as finish() for both groups at once.
