@@ -387,8 +387,8 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // values, and an odd length (33), which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
-  for (const char* name : {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "nf4", "nf4_dq",
-                           "bin1", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
+  for (const char* name : {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q2_k", "q3_k",
+                           "tq2_0", "nf4", "nf4_dq", "bin1", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
     const Format f = Format::parse(name);
     const bool is_float = f.block_elems(256) == 1;
     const int64_t blk = is_float ? 32 : f.block_elems(256);

@@ -42,7 +42,7 @@ CpuFeatures detect() {
   __cpuid_count(7, 0, a, b, c, d);
   const bool avx2 = b & (1u << 5), bmi2 = b & (1u << 8), avx512f = b & (1u << 16),
              avx512dq = b & (1u << 17), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31),
-             vnni = c & (1u << 11);
+             vnni = c & (1u << 11), gfni = c & (1u << 8);
   const unsigned max_sub = a;
   bool bf16 = false;
   if (max_sub >= 1) {
@@ -50,7 +50,8 @@ CpuFeatures detect() {
     bf16 = a & (1u << 5);
   }
   f.avx2 = ymm_state && avx2 && fma && f16c && bmi2;
-  f.avx512 = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && vnni && bf16;
+  f.avx512 = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && vnni && bf16 &&
+             gfni;  // the 2-bit GGUF tiles' code extraction (x86/gemm_x8q2.h)
   return f;
 }
 

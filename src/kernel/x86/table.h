@@ -12,6 +12,7 @@
 #include "kernel/x86/gemm_q32.h"
 #include "kernel/x86/gemm_x8.h"
 #include "kernel/x86/gemm_x8f.h"
+#include "kernel/x86/gemm_x8q2.h"
 #include "kernel/x86/gemm_xint.h"
 
 namespace lowbit::kernel {
@@ -82,6 +83,13 @@ struct X86Tier {
       if constexpr (std::is_same_v<T, formats::Q4_K> || std::is_same_v<T, formats::Q5_K> ||
                     std::is_same_v<T, formats::IQ4_XS> || std::is_same_v<T, formats::Q6_K>) {
         using X8 = X8Q4K<Ops, T>;
+        k.repack8 = X8::repack;
+        if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
+        k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
+        k.x8_block_bytes = uint32_t(X8::kGroupBytes);
+      } else if constexpr (std::is_same_v<T, formats::Q2_K> || std::is_same_v<T, formats::Q3_K> ||
+                           std::is_same_v<T, formats::TQ2_0>) {
+        using X8 = X8Q2<Ops, T>;
         k.repack8 = X8::repack;
         if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
