@@ -70,8 +70,8 @@ void register_all() {
                           "int5_g64", "int4_g128", "int4_g32", "int3_g32", "int2_g32"};
   // lowbit's grouped layout next to Q4_0 (int4_g32 holds the same values as Q4_0), and Q5_K
   // next to Q4_K, in L2.
-  const char* grouped_l2[] = {"int4_g32", "int4_g128", "int3_g32", "nf4", "iq4_nl", "q5_k", "iq4_xs",
-                              "q3_k", "q2_k", "tq2_0"};
+  const char* grouped_l2[] = {"int4_g32", "int4_g128", "int3_g32", "nf4",   "iq4_nl",   "q5_k",
+                              "iq4_xs",   "q3_k",      "q2_k",     "tq2_0", "int2_g32", "bin1"};
   const char* env = std::getenv("LOWBIT_BENCH_SHAPES");
   const bool all_shapes = env != nullptr && std::string(env) == "all";
   auto add = [](const char* name, Shape s, int64_t N) {

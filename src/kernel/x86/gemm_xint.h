@@ -37,6 +37,7 @@ struct Lanes8 {
   using I = __m256i;
   using F = __m256;
   static constexpr int kRows = 8;
+  static constexpr bool kGfni = false;  // the AVX2 tier has no GFNI
   LOWBIT_INLINE static I load(const uint8_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   }
@@ -93,7 +94,19 @@ struct Lanes16 {
   using I = __m512i;
   using F = __m512;
   static constexpr int kRows = 16;
+  static constexpr bool kGfni = true;
   LOWBIT_INLINE static I load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  // Bits S..S+W-1 of each byte moved to bits T..T+W-1, the others cleared, in one GFNI affine
+  // transform (output bit i: the parity of the byte and byte 7 - i of the matrix).
+  template <int S, int T, int W>
+  LOWBIT_INLINE static I bits_gf(I a) {
+    constexpr auto matrix = [] {
+      uint64_t m = 0;
+      for (int b = 0; b < W; ++b) m |= (uint64_t(1) << (S + b)) << (8 * (7 - (T + b)));
+      return int64_t(m);
+    }();
+    return _mm512_gf2p8affine_epi64_epi8(a, _mm512_set1_epi64(matrix), 0);
+  }
   LOWBIT_INLINE static I and_(I a, I b) { return _mm512_and_si512(a, b); }
   LOWBIT_INLINE static I or_(I a, I b) { return _mm512_or_si512(a, b); }
   // a | (b & m) in one instruction (truth table: a 0xF0, b 0xCC, m 0xAA).
@@ -350,9 +363,14 @@ struct XInt {
       return V::and_(V::template sll16<T - S>(v), mask);
   }
 
-  // c = ((v >> S) & mask) << T, or c |= that when kOr (one ternary-logic op on AVX-512).
-  template <typename V, int S, int T, bool kOr>
+  // c = ((v >> S) & mask) << T (mask: W bits from T), or c |= that when kOr (one ternary-logic
+  // op on AVX-512; without kOr one GFNI transform there).
+  template <typename V, int S, int T, bool kOr, int W>
   LOWBIT_INLINE static void merge(typename V::I& c, typename V::I v, typename V::I mask) {
+    if constexpr (!kOr && V::kGfni) {
+      c = V::template bits_gf<S, T, W>(v);
+      return;
+    }
     const typename V::I sh = S >= T ? V::template srl16<(S >= T ? S - T : 0)>(v)
                                     : V::template sll16<(S < T ? T - S : 0)>(v);
     c = kOr ? V::or_and(c, sh, mask) : V::and_(sh, mask);
@@ -371,31 +389,34 @@ struct XInt {
       LOWBIT_UNROLL for (int v = 0; v < 4; ++v) {
         const auto x = V::load(p + vs * v);
         c[v] = V::and_(x, lo);
-        c[v + 4] = V::and_(V::template srl16<4>(x), lo);
+        if constexpr (V::kGfni)
+          c[v + 4] = V::template bits_gf<4, 0, 4>(x);
+        else
+          c[v + 4] = V::and_(V::template srl16<4>(x), lo);
       }
     }
     if constexpr (kP2) {
       const auto mask = V::set8(3 << kS2);
       LOWBIT_UNROLL for (int v = 0; v < 2; ++v) {
         const auto x = V::load(p + vs * (kV2 + v));
-        merge<V, 0, kS2, kP4>(c[v], x, mask);
-        merge<V, 2, kS2, kP4>(c[v + 2], x, mask);
-        merge<V, 4, kS2, kP4>(c[v + 4], x, mask);
-        merge<V, 6, kS2, kP4>(c[v + 6], x, mask);
+        merge<V, 0, kS2, kP4, 2>(c[v], x, mask);
+        merge<V, 2, kS2, kP4, 2>(c[v + 2], x, mask);
+        merge<V, 4, kS2, kP4, 2>(c[v + 4], x, mask);
+        merge<V, 6, kS2, kP4, 2>(c[v + 6], x, mask);
       }
     }
     if constexpr (kP1) {
       const auto mask = V::set8(1 << kS1);
       const auto x = V::load(p + vs * kV1);
       constexpr bool kOr = kP4 || kP2;
-      merge<V, 0, kS1, kOr>(c[0], x, mask);
-      merge<V, 1, kS1, kOr>(c[1], x, mask);
-      merge<V, 2, kS1, kOr>(c[2], x, mask);
-      merge<V, 3, kS1, kOr>(c[3], x, mask);
-      merge<V, 4, kS1, kOr>(c[4], x, mask);
-      merge<V, 5, kS1, kOr>(c[5], x, mask);
-      merge<V, 6, kS1, kOr>(c[6], x, mask);
-      merge<V, 7, kS1, kOr>(c[7], x, mask);
+      merge<V, 0, kS1, kOr, 1>(c[0], x, mask);
+      merge<V, 1, kS1, kOr, 1>(c[1], x, mask);
+      merge<V, 2, kS1, kOr, 1>(c[2], x, mask);
+      merge<V, 3, kS1, kOr, 1>(c[3], x, mask);
+      merge<V, 4, kS1, kOr, 1>(c[4], x, mask);
+      merge<V, 5, kS1, kOr, 1>(c[5], x, mask);
+      merge<V, 6, kS1, kOr, 1>(c[6], x, mask);
+      merge<V, 7, kS1, kOr, 1>(c[7], x, mask);
     }
   }
 
