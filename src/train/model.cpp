@@ -1,0 +1,266 @@
+// Transformer<T>: the training forward and backward of the LLaMA family (model.h). Shape legend as
+// in ops.h: B = S * L tokens, C = n_embd, H / G = query / KV heads, D = head_dim, F = n_ff,
+// V = n_vocab.
+#include "train/model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lowbit/error.h"
+#include "train/ops.h"
+
+namespace lowbit::train {
+
+ParamLayout ParamLayout::of(const ModelConfig& c) {
+  ParamLayout l;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
+    int64_t n = 1;
+    for (const int64_t d : shape) n *= d;
+    l.params.push_back({name, std::move(shape), l.total, n, decay});
+    l.total += n;
+  };
+  const int64_t C = c.n_embd, Q = c.n_head * c.head_dim, KV = c.n_head_kv * c.head_dim;
+  add("token_embd.weight", {c.n_vocab, C}, false);
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    add(b + "attn_norm.weight", {C}, false);
+    add(b + "attn_q.weight", {Q, C}, true);
+    add(b + "attn_k.weight", {KV, C}, true);
+    add(b + "attn_v.weight", {KV, C}, true);
+    if (c.qkv_bias) {
+      add(b + "attn_q.bias", {Q}, false);
+      add(b + "attn_k.bias", {KV}, false);
+      add(b + "attn_v.bias", {KV}, false);
+    }
+    add(b + "attn_output.weight", {C, Q}, true);
+    add(b + "ffn_norm.weight", {C}, false);
+    add(b + "ffn_gate.weight", {c.n_ff, C}, true);
+    add(b + "ffn_up.weight", {c.n_ff, C}, true);
+    add(b + "ffn_down.weight", {C, c.n_ff}, true);
+  }
+  add("output_norm.weight", {C}, false);
+  if (!c.tied_output) add("output.weight", {c.n_vocab, C}, true);
+  return l;
+}
+
+const ParamInfo* ParamLayout::find(const std::string& name) const {
+  for (const ParamInfo& p : params) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+std::vector<double> rope_inv_freq(const ModelConfig& c, const std::vector<float>& factors) {
+  const int64_t D = c.head_dim;
+  std::vector<double> f;
+  for (int64_t i = 0; i < D / 2; ++i) {
+    const double factor = factors.empty() ? 1.0 : double(factors[size_t(i)]);
+    f.push_back(std::pow(c.rope_theta, -2.0 * double(i) / double(D)) / factor);
+  }
+  return f;
+}
+
+std::vector<float> weights_of(const Model& m, const ParamLayout& l) {
+  std::vector<float> w(size_t(l.total));
+  for (const ParamInfo& pi : l.params) {
+    const ModelTensor* t = m.find(pi.name);
+    if (!t) throw Error("required tensor missing", {.field = pi.name});
+    if (t->shape != pi.shape) {
+      auto str = [](const std::vector<int64_t>& s) {
+        std::string r;
+        for (const int64_t d : s) r += (r.empty() ? "" : " x ") + std::to_string(d);
+        return r;
+      };
+      throw Error("tensor shape does not match the configuration",
+                  {.field = pi.name, .expected = str(pi.shape), .found = str(t->shape)});
+    }
+    const int64_t K = t->row_length(), rows = t->rows();
+    const uint64_t rb = t->format.row_bytes(K);
+    for (int64_t r = 0; r < rows; ++r)
+      t->format.dequantize_row(t->data + uint64_t(r) * rb, K, w.data() + pi.offset + r * K);
+  }
+  return w;
+}
+
+std::vector<double> rope_inv_freq(const Model& m) {
+  std::vector<float> factors;
+  if (const ModelTensor* f = m.find("rope_freqs.weight")) {
+    factors.resize(size_t(f->row_length()));
+    f->format.dequantize_row(f->data, f->row_length(), factors.data());
+  }
+  return rope_inv_freq(m.config, factors);
+}
+
+template <typename T>
+Transformer<T>::Transformer(const ModelConfig& c, std::vector<double> inv_freq, int64_t vocab_slice)
+    : c_(c), inv_freq_(std::move(inv_freq)), slice_(vocab_slice), layout_(ParamLayout::of(c)) {
+  if (c.n_head <= 0 || c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0 || c.head_dim % 2 != 0) {
+    throw Error("cannot train this attention shape",
+                {.field = "n_head / n_head_kv / head_dim",
+                 .expected = "n_head a multiple of n_head_kv, even head_dim",
+                 .found = std::to_string(c.n_head) + " / " + std::to_string(c.n_head_kv) + " / " +
+                          std::to_string(c.head_dim)});
+  }
+  if (int64_t(inv_freq_.size()) != c.head_dim / 2) {
+    throw Error("RoPE frequencies do not match the head dimension",
+                {.field = "rope_freqs",
+                 .expected = std::to_string(c.head_dim / 2),
+                 .found = std::to_string(inv_freq_.size())});
+  }
+}
+
+template <typename T>
+const T* Transformer<T>::p(const T* w, const std::string& name) const {
+  const ParamInfo* i = layout_.find(name);
+  return i ? w + i->offset : nullptr;
+}
+template <typename T>
+T* Transformer<T>::p(T* w, const std::string& name) const {
+  const ParamInfo* i = layout_.find(name);
+  return i ? w + i->offset : nullptr;
+}
+template <typename T>
+const T* Transformer<T>::output_weight(const T* w) const {
+  return p(w, c_.tied_output ? "token_embd.weight" : "output.weight");
+}
+
+template <typename T>
+void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64_t L) {
+  const int64_t B = S * L, C = c_.n_embd, H = c_.n_head, G = c_.n_head_kv, D = c_.head_dim,
+                F = c_.n_ff, Q = H * D, KV = G * D;
+  S_ = S, L_ = L;
+  tokens_.assign(tokens, tokens + B);
+  for (int64_t b = 0; b < B; ++b) {
+    if (tokens[b] < 0 || tokens[b] >= c_.n_vocab) {
+      throw Error("token id out of range", {.field = "token",
+                                            .expected = "< " + std::to_string(c_.n_vocab),
+                                            .found = std::to_string(tokens[b])});
+    }
+  }
+  pos_.resize(size_t(B));
+  for (int64_t b = 0; b < B; ++b) pos_[size_t(b)] = int32_t(b % L);
+  acts_.resize(size_t(c_.n_layer));
+  std::vector<T> x(size_t(B * C));
+  embedding_forward(p(w, "token_embd.weight"), tokens, B, C, x.data());
+  for (int64_t l = 0; l < c_.n_layer; ++l) {
+    const std::string n = "blk." + std::to_string(l) + ".";
+    LayerActs& a = acts_[size_t(l)];
+    auto sz = [](std::vector<T>& v, int64_t k) { v.resize(size_t(k)); };
+    sz(a.xn1, B * C), sz(a.r1, B), sz(a.q, B * Q), sz(a.k, B * KV), sz(a.v, B * KV);
+    sz(a.probs, S * H * L * L), sz(a.att, B * Q), sz(a.x_mid, B * C), sz(a.xn2, B * C);
+    sz(a.r2, B), sz(a.gate, B * F), sz(a.up, B * F), sz(a.act, B * F);
+    a.x_in = x;
+    // Attention block: x_mid = x + attention(norm(x)) · Woᵀ.
+    rmsnorm_forward(x.data(), p(w, n + "attn_norm.weight"), B, C, c_.rms_eps, a.xn1.data(),
+                    a.r1.data());
+    linear_forward(a.xn1.data(), p(w, n + "attn_q.weight"), p(w, n + "attn_q.bias"), B, C, Q,
+                   a.q.data());
+    linear_forward(a.xn1.data(), p(w, n + "attn_k.weight"), p(w, n + "attn_k.bias"), B, C, KV,
+                   a.k.data());
+    linear_forward(a.xn1.data(), p(w, n + "attn_v.weight"), p(w, n + "attn_v.bias"), B, C, KV,
+                   a.v.data());
+    rope_forward(a.q.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
+    rope_forward(a.k.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
+    attention_forward(a.q.data(), a.k.data(), a.v.data(), S, L, H, G, D, a.att.data(),
+                      a.probs.data());
+    linear_forward(a.att.data(), p(w, n + "attn_output.weight"), static_cast<const T*>(nullptr), B,
+                   Q, C, a.x_mid.data());
+    for (int64_t i = 0; i < B * C; ++i) a.x_mid[size_t(i)] += x[size_t(i)];
+    // Feed-forward block: x = x_mid + (silu(norm·Wgᵀ) * norm·Wuᵀ) · Wdᵀ.
+    rmsnorm_forward(a.x_mid.data(), p(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, a.xn2.data(),
+                    a.r2.data());
+    linear_forward(a.xn2.data(), p(w, n + "ffn_gate.weight"), static_cast<const T*>(nullptr), B, C,
+                   F, a.gate.data());
+    linear_forward(a.xn2.data(), p(w, n + "ffn_up.weight"), static_cast<const T*>(nullptr), B, C, F,
+                   a.up.data());
+    swiglu_forward(a.gate.data(), a.up.data(), B * F, a.act.data());
+    linear_forward(a.act.data(), p(w, n + "ffn_down.weight"), static_cast<const T*>(nullptr), B, F,
+                   C, x.data());
+    for (int64_t i = 0; i < B * C; ++i) x[size_t(i)] += a.x_mid[size_t(i)];
+  }
+  x_out_ = std::move(x);
+  xnf_.resize(size_t(B * C)), rf_.resize(size_t(B));
+  rmsnorm_forward(x_out_.data(), p(w, "output_norm.weight"), B, C, c_.rms_eps, xnf_.data(),
+                  rf_.data());
+}
+
+template <typename T>
+double Transformer<T>::loss(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S,
+                            int64_t L) {
+  forward(w, tokens, S, L);
+  return cross_entropy(xnf_.data(), output_weight(w), targets, S * L, c_.n_embd, c_.n_vocab, slice_,
+                       T(0), static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+}
+
+template <typename T>
+std::vector<T> Transformer<T>::logits(const T* w, const int32_t* tokens, int64_t S, int64_t L) {
+  forward(w, tokens, S, L);
+  std::vector<T> z(size_t(S * L * c_.n_vocab));
+  linear_forward(xnf_.data(), output_weight(w), static_cast<const T*>(nullptr), S * L, c_.n_embd,
+                 c_.n_vocab, z.data());
+  return z;
+}
+
+template <typename T>
+double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const int32_t* targets,
+                                     int64_t S, int64_t L, T* grad, T grad_scale) {
+  for (int64_t b = 0; b < S * L; ++b) {
+    if (targets[b] < 0 || targets[b] >= c_.n_vocab) {
+      throw Error("target token id out of range", {.field = "token",
+                                                   .expected = "< " + std::to_string(c_.n_vocab),
+                                                   .found = std::to_string(targets[b])});
+    }
+  }
+  forward(w, tokens, S, L);
+  const int64_t B = S * L, C = c_.n_embd, H = c_.n_head, G = c_.n_head_kv, D = c_.head_dim,
+                F = c_.n_ff, Q = H * D, KV = G * D;
+  // Output head and loss: dxnf (B, C), the output matrix's gradient (the embedding's when tied).
+  std::vector<T> dxnf(size_t(B * C), T(0));
+  const double loss =
+      cross_entropy(xnf_.data(), output_weight(w), targets, B, C, c_.n_vocab, slice_, grad_scale,
+                    dxnf.data(), p(grad, c_.tied_output ? "token_embd.weight" : "output.weight"));
+  std::vector<T> dx(size_t(B * C), T(0));  // d/d(residual stream), layer by layer downwards
+  rmsnorm_backward(dxnf.data(), x_out_.data(), p(w, "output_norm.weight"), rf_.data(), B, C,
+                   dx.data(), p(grad, "output_norm.weight"));
+  std::vector<T> dact(size_t(B * F)), dgate(size_t(B * F)), dup(size_t(B * F)), dxn(size_t(B * C)),
+      datt(size_t(B * Q)), dq(size_t(B * Q)), dk(size_t(B * KV)), dv(size_t(B * KV));
+  auto zero = [](std::vector<T>& v) { std::fill(v.begin(), v.end(), T(0)); };
+  for (int64_t l = c_.n_layer - 1; l >= 0; --l) {
+    const std::string n = "blk." + std::to_string(l) + ".";
+    const LayerActs& a = acts_[size_t(l)];
+    // x = x_mid + act · Wdᵀ: dx reaches x_mid directly and through the feed-forward.
+    zero(dact), zero(dgate), zero(dup), zero(dxn);
+    linear_backward(dx.data(), a.act.data(), p(w, n + "ffn_down.weight"), B, F, C, dact.data(),
+                    p(grad, n + "ffn_down.weight"), static_cast<T*>(nullptr));
+    swiglu_backward(dact.data(), a.gate.data(), a.up.data(), B * F, dgate.data(), dup.data());
+    linear_backward(dgate.data(), a.xn2.data(), p(w, n + "ffn_gate.weight"), B, C, F, dxn.data(),
+                    p(grad, n + "ffn_gate.weight"), static_cast<T*>(nullptr));
+    linear_backward(dup.data(), a.xn2.data(), p(w, n + "ffn_up.weight"), B, C, F, dxn.data(),
+                    p(grad, n + "ffn_up.weight"), static_cast<T*>(nullptr));
+    rmsnorm_backward(dxn.data(), a.x_mid.data(), p(w, n + "ffn_norm.weight"), a.r2.data(), B, C,
+                     dx.data(), p(grad, n + "ffn_norm.weight"));
+    // x_mid = x_in + att · Woᵀ.
+    zero(datt), zero(dq), zero(dk), zero(dv), zero(dxn);
+    linear_backward(dx.data(), a.att.data(), p(w, n + "attn_output.weight"), B, Q, C, datt.data(),
+                    p(grad, n + "attn_output.weight"), static_cast<T*>(nullptr));
+    attention_backward(datt.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(), S, L, H, G,
+                       D, dq.data(), dk.data(), dv.data());
+    rope_backward(dq.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
+    rope_backward(dk.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
+    linear_backward(dq.data(), a.xn1.data(), p(w, n + "attn_q.weight"), B, C, Q, dxn.data(),
+                    p(grad, n + "attn_q.weight"), p(grad, n + "attn_q.bias"));
+    linear_backward(dk.data(), a.xn1.data(), p(w, n + "attn_k.weight"), B, C, KV, dxn.data(),
+                    p(grad, n + "attn_k.weight"), p(grad, n + "attn_k.bias"));
+    linear_backward(dv.data(), a.xn1.data(), p(w, n + "attn_v.weight"), B, C, KV, dxn.data(),
+                    p(grad, n + "attn_v.weight"), p(grad, n + "attn_v.bias"));
+    rmsnorm_backward(dxn.data(), a.x_in.data(), p(w, n + "attn_norm.weight"), a.r1.data(), B, C,
+                     dx.data(), p(grad, n + "attn_norm.weight"));
+  }
+  embedding_backward(dx.data(), tokens_.data(), B, C, p(grad, "token_embd.weight"));
+  return loss;
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace lowbit::train

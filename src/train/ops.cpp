@@ -1,0 +1,327 @@
+// Forward and backward of each training step (ops.h). The derivations are in the comments beside
+// each backward; the gradient checks in tests/train_test.cpp hold them to finite differences.
+#include "train/ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "lowbit/threads.h"
+
+namespace lowbit::train {
+
+namespace {
+
+// C (M, N) = alpha * op(A) · op(B) + beta * C, row-major.
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M),
+              int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+          int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M),
+              int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+template <typename T>
+T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// The RoPE angle of pair i at position p, in double (as the engine's angles are exact to float).
+inline void angle(int32_t p, double inv_freq, double& c, double& s) {
+  const double th = double(p) * inv_freq;
+  c = std::cos(th), s = std::sin(th);
+}
+
+// Rotates the pairs of v (B, heads, D) by +angle (dir 1) or -angle (dir -1).
+template <typename T>
+void rotate(T* v, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
+            const std::vector<double>& inv_freq, bool neox, int dir) {
+  const int64_t half = D / 2, stride = neox ? 1 : 2, other = neox ? half : 1;
+  parallel_for(B, 16, [&](int64_t b0, int64_t b1) {
+    std::vector<T> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t i = 0; i < half; ++i) {
+        double c, s;
+        angle(pos[b], inv_freq[size_t(i)], c, s);
+        cs[size_t(i)] = T(c), sn[size_t(i)] = T(dir * s);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        T* vh = v + (b * heads + h) * D;
+        for (int64_t i = 0; i < half; ++i) {
+          T* p = vh + stride * i;
+          const T a = p[0], z = p[other], c = cs[size_t(i)], s = sn[size_t(i)];
+          p[0] = a * c - z * s;
+          p[other] = a * s + z * c;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void embedding_forward(const T* table, const int32_t* tokens, int64_t B, int64_t C, T* x) {
+  for (int64_t b = 0; b < B; ++b)
+    std::copy(table + tokens[b] * C, table + (tokens[b] + 1) * C, x + b * C);
+}
+
+// The same row may appear many times: the tokens are taken in order (one thread), so the sum's
+// order, and the result, never depend on the thread count.
+template <typename T>
+void embedding_backward(const T* dx, const int32_t* tokens, int64_t B, int64_t C, T* dtable) {
+  for (int64_t b = 0; b < B; ++b) {
+    T* row = dtable + tokens[b] * C;
+    const T* d = dx + b * C;
+    for (int64_t i = 0; i < C; ++i) row[i] += d[i];
+  }
+}
+
+template <typename T>
+void rmsnorm_forward(const T* x, const T* g, int64_t B, int64_t C, double eps, T* y, T* rstd) {
+  parallel_for(B, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* xb = x + b * C;
+      double ss = 0;
+      for (int64_t i = 0; i < C; ++i) ss += double(xb[i]) * double(xb[i]);
+      const T r = T(1.0 / std::sqrt(ss / double(C) + eps));
+      rstd[b] = r;
+      for (int64_t i = 0; i < C; ++i) y[b * C + i] = xb[i] * r * g[i];
+    }
+  });
+}
+
+// y_i = x_i r g_i with r = (mean(x^2) + eps)^(-1/2), so dr/dx_j = -r^3 x_j / C and
+//   dx_j = r g_j dy_j - (r^3 / C) x_j sum_i dy_i g_i x_i,   dg_i = sum_b dy_i x_i r.
+// dg is summed over the tokens in order on one thread (deterministic); dx in parallel.
+template <typename T>
+void rmsnorm_backward(const T* dy, const T* x, const T* g, const T* rstd, int64_t B, int64_t C,
+                      T* dx, T* dg) {
+  parallel_for(B, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* xb = x + b * C;
+      const T* d = dy + b * C;
+      const T r = rstd[b];
+      double dot = 0;
+      for (int64_t i = 0; i < C; ++i) dot += double(d[i]) * double(g[i]) * double(xb[i]);
+      const T k = T(double(r) * double(r) * double(r) * dot / double(C));
+      for (int64_t i = 0; i < C; ++i) dx[b * C + i] += r * g[i] * d[i] - k * xb[i];
+    }
+  });
+  for (int64_t b = 0; b < B; ++b) {
+    const T r = rstd[b];
+    for (int64_t i = 0; i < C; ++i) dg[i] += dy[b * C + i] * x[b * C + i] * r;
+  }
+}
+
+template <typename T>
+void linear_forward(const T* x, const T* W, const T* bias, int64_t B, int64_t K, int64_t N, T* y) {
+  gemm(false, true, B, N, K, T(1), x, K, W, K, T(0), y, N);
+  if (bias) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t n = 0; n < N; ++n) y[b * N + n] += bias[n];
+    }
+  }
+}
+
+// y = x Wᵀ + bias: dx = dy W, dW = dyᵀ x, dbias = column sums of dy.
+template <typename T>
+void linear_backward(const T* dy, const T* x, const T* W, int64_t B, int64_t K, int64_t N, T* dx,
+                     T* dW, T* dbias) {
+  if (dx) gemm(false, false, B, K, N, T(1), dy, N, W, K, T(1), dx, K);
+  gemm(true, false, N, K, B, T(1), dy, N, x, K, T(1), dW, K);
+  if (dbias) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t n = 0; n < N; ++n) dbias[n] += dy[b * N + n];
+    }
+  }
+}
+
+template <typename T>
+void rope_forward(T* v, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
+                  const std::vector<double>& inv_freq, bool neox) {
+  rotate(v, pos, B, heads, D, inv_freq, neox, 1);
+}
+
+// A rotation R(θ) has Jacobian R(θ); its transpose is R(-θ).
+template <typename T>
+void rope_backward(T* dv, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
+                   const std::vector<double>& inv_freq, bool neox) {
+  rotate(dv, pos, B, heads, D, inv_freq, neox, -1);
+}
+
+// One work item per (sequence, KV head): it owns the KV head's dk / dv rows and its query heads'
+// dq rows, so no two threads write the same gradient and the sums' order is fixed.
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L, int64_t H,
+                       int64_t G, int64_t D, T* out, T* probs) {
+  const T scale = T(1.0 / std::sqrt(double(D)));
+  const int64_t per = H / G;
+  parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t s = w / G, g = w % G;
+      for (int64_t h = g * per; h < (g + 1) * per; ++h) {
+        for (int64_t i = 0; i < L; ++i) {
+          const T* qi = q + ((s * L + i) * H + h) * D;
+          T* p = probs + ((s * H + h) * L + i) * L;
+          T mx = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j <= i; ++j) {
+            const T* kj = k + ((s * L + j) * G + g) * D;
+            T dot = 0;
+            for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
+            p[j] = dot * scale;
+            mx = std::max(mx, p[j]);
+          }
+          T sum = 0;
+          for (int64_t j = 0; j <= i; ++j) sum += p[j] = std::exp(p[j] - mx);
+          for (int64_t j = 0; j <= i; ++j) p[j] /= sum;
+          for (int64_t j = i + 1; j < L; ++j) p[j] = 0;
+          T* o = out + ((s * L + i) * H + h) * D;
+          std::fill(o, o + D, T(0));
+          for (int64_t j = 0; j <= i; ++j) {
+            const T* vj = v + ((s * L + j) * G + g) * D;
+            for (int64_t d = 0; d < D; ++d) o[d] += p[j] * vj[d];
+          }
+        }
+      }
+    }
+  });
+}
+
+// o_i = sum_j p_ij v_j, p_i = softmax(a_i), a_ij = scale q_i·k_j:
+//   dv_j += sum_i p_ij do_i;  dp_ij = do_i·v_j;  da_ij = p_ij (dp_ij - sum_l p_il dp_il);
+//   dq_i += scale sum_j da_ij k_j;  dk_j += scale sum_i da_ij q_i.
+template <typename T>
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
+                        int64_t S, int64_t L, int64_t H, int64_t G, int64_t D, T* dq, T* dk,
+                        T* dv) {
+  const T scale = T(1.0 / std::sqrt(double(D)));
+  const int64_t per = H / G;
+  parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<T> da(static_cast<size_t>(L));
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t s = w / G, g = w % G;
+      for (int64_t h = g * per; h < (g + 1) * per; ++h) {
+        for (int64_t i = 0; i < L; ++i) {
+          const T* p = probs + ((s * H + h) * L + i) * L;
+          const T* doi = dout + ((s * L + i) * H + h) * D;
+          T pdp = 0;
+          for (int64_t j = 0; j <= i; ++j) {
+            const T* vj = v + ((s * L + j) * G + g) * D;
+            T* dvj = dv + ((s * L + j) * G + g) * D;
+            T dp = 0;
+            for (int64_t d = 0; d < D; ++d) dp += doi[d] * vj[d], dvj[d] += p[j] * doi[d];
+            da[size_t(j)] = dp;
+            pdp += p[j] * dp;
+          }
+          const T* qi = q + ((s * L + i) * H + h) * D;
+          T* dqi = dq + ((s * L + i) * H + h) * D;
+          for (int64_t j = 0; j <= i; ++j) {
+            const T a = p[j] * (da[size_t(j)] - pdp) * scale;
+            const T* kj = k + ((s * L + j) * G + g) * D;
+            T* dkj = dk + ((s * L + j) * G + g) * D;
+            for (int64_t d = 0; d < D; ++d) dqi[d] += a * kj[d], dkj[d] += a * qi[d];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void swiglu_forward(const T* g, const T* u, int64_t n, T* out) {
+  parallel_for(n, int64_t(1) << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) out[i] = g[i] * sigmoid(g[i]) * u[i];
+  });
+}
+
+// silu(g) = g σ(g), silu'(g) = σ(g) (1 + g (1 - σ(g))).
+template <typename T>
+void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T* du) {
+  parallel_for(n, int64_t(1) << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T sg = sigmoid(g[i]);
+      dg[i] += dout[i] * u[i] * sg * (T(1) + g[i] * (T(1) - sg));
+      du[i] += dout[i] * g[i] * sg;
+    }
+  });
+}
+
+// loss_b = lse_b - z_b[t_b]; dz_b = grad_scale (softmax(z_b) - onehot(t_b)).
+template <typename T>
+double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
+                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW) {
+  slice = std::clamp<int64_t>(slice, 1, V);
+  std::vector<T> z(size_t(B * slice));
+  std::vector<double> mx(size_t(B), -std::numeric_limits<double>::infinity()), sum(size_t(B), 0),
+      target(size_t(B), 0);
+  auto logits = [&](int64_t v0, int64_t n) {
+    gemm(false, true, B, n, C, T(1), h, C, W + v0 * C, C, T(0), z.data(), n);
+  };
+  for (int64_t v0 = 0; v0 < V; v0 += slice) {  // pass 1: running max and sum per token
+    const int64_t n = std::min(slice, V - v0);
+    logits(v0, n);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* zb = z.data() + b * n;
+      double m = mx[size_t(b)];
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, double(zb[j]));
+      double s = sum[size_t(b)] * std::exp(mx[size_t(b)] - m);
+      for (int64_t j = 0; j < n; ++j) s += std::exp(double(zb[j]) - m);
+      mx[size_t(b)] = m, sum[size_t(b)] = s;
+      if (targets[b] >= v0 && targets[b] < v0 + n) target[size_t(b)] = double(zb[targets[b] - v0]);
+    }
+  }
+  double loss = 0;
+  std::vector<double> lse(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    lse[size_t(b)] = mx[size_t(b)] + std::log(sum[size_t(b)]);
+    loss += lse[size_t(b)] - target[size_t(b)];
+  }
+  if (!dh && !dW) return loss;
+  for (int64_t v0 = 0; v0 < V; v0 += slice) {  // pass 2: dlogits, then the two products
+    const int64_t n = std::min(slice, V - v0);
+    if (n != V) logits(v0, n);  // one slice: z still holds the logits
+    for (int64_t b = 0; b < B; ++b) {
+      T* zb = z.data() + b * n;
+      for (int64_t j = 0; j < n; ++j) {
+        const double p = std::exp(double(zb[j]) - lse[size_t(b)]);
+        zb[j] = T(double(grad_scale) * (p - (targets[b] == v0 + j ? 1.0 : 0.0)));
+      }
+    }
+    if (dh) gemm(false, false, B, C, n, T(1), z.data(), n, W + v0 * C, C, T(1), dh, C);
+    if (dW) gemm(true, false, n, C, B, T(1), z.data(), n, h, C, T(1), dW + v0 * C, C);
+  }
+  return loss;
+}
+
+#define LOWBIT_TRAIN_OPS(T)                                                                       \
+  template void embedding_forward<T>(const T*, const int32_t*, int64_t, int64_t, T*);             \
+  template void embedding_backward<T>(const T*, const int32_t*, int64_t, int64_t, T*);            \
+  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*);         \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, T*, \
+                                    T*);                                                          \
+  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);   \
+  template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*,   \
+                                   T*, T*);                                                       \
+  template void rope_forward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                    \
+                                const std::vector<double>&, bool);                                \
+  template void rope_backward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                   \
+                                 const std::vector<double>&, bool);                               \
+  template void attention_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,     \
+                                     int64_t, int64_t, T*, T*);                                   \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,  \
+                                      int64_t, int64_t, int64_t, int64_t, T*, T*, T*);            \
+  template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                               \
+  template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                \
+  template double cross_entropy<T>(const T*, const T*, const int32_t*, int64_t, int64_t, int64_t, \
+                                   int64_t, T, T*, T*);
+LOWBIT_TRAIN_OPS(float)
+LOWBIT_TRAIN_OPS(double)
+#undef LOWBIT_TRAIN_OPS
+
+}  // namespace lowbit::train

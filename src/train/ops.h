@@ -1,0 +1,85 @@
+// The steps of the LLaMA-family forward pass with their backward passes beside them, for training
+// (src/train/model.h strings them together). Templates on the scalar type: float trains, double
+// checks every gradient against central finite differences (tests/train_test.cpp) through the very
+// same code. Shape legend: B tokens (rows), C model width, K / N a linear layer's inputs /
+// outputs, H query heads, G key/value heads, D head dimension, F feed-forward width, V vocabulary,
+// L tokens per sequence.
+//
+// Conventions: a forward writes its outputs (and what its backward needs); a backward ADDS into
+// every gradient it produces (dx, dW, ...), so gradients of tensors used twice (the residual
+// stream, a tied embedding) accumulate without copies. Dense products go through BLAS (cblas_sgemm
+// / dgemm, OpenBLAS): the training GEMMs are large, full-precision and shaped every way (x·Wᵀ,
+// dy·W, dyᵀ·x), which is what a tuned BLAS is for; lowbit's own kernels multiply quantized weights
+// by quantized activations and stay the inference path.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace lowbit::train {
+
+// x (B, C) = rows tokens[b] of table (V, C).
+template <typename T>
+void embedding_forward(const T* table, const int32_t* tokens, int64_t B, int64_t C, T* x);
+// dtable (V, C) += dx scattered back to the rows of tokens.
+template <typename T>
+void embedding_backward(const T* dx, const int32_t* tokens, int64_t B, int64_t C, T* dtable);
+
+// y (B, C) = x * rstd * g per token, rstd (B) = 1 / sqrt(mean(x^2) + eps) (kept for the backward).
+template <typename T>
+void rmsnorm_forward(const T* x, const T* g, int64_t B, int64_t C, double eps, T* y, T* rstd);
+// dx (B, C) += d/dx, dg (C) += d/dg of sum(dy * y).
+template <typename T>
+void rmsnorm_backward(const T* dy, const T* x, const T* g, const T* rstd, int64_t B, int64_t C,
+                      T* dx, T* dg);
+
+// y (B, N) = x (B, K) · Wᵀ (W: (N, K), rows as GGUF stores them) + bias (N, or nullptr).
+template <typename T>
+void linear_forward(const T* x, const T* W, const T* bias, int64_t B, int64_t K, int64_t N, T* y);
+// dx (B, K) += dy · W (dx may be nullptr: not needed); dW (N, K) += dyᵀ · x; dbias (N) += sum_b dy.
+template <typename T>
+void linear_backward(const T* dy, const T* x, const T* W, int64_t B, int64_t K, int64_t N, T* dx,
+                     T* dW, T* dbias);
+
+// RoPE in place on v (B, heads, D): token b at position pos[b] rotates its pairs by pos *
+// inv_freq[i] (inv_freq: D/2). GGUF's llama layout rotates pairs (2i, 2i+1); neox pairs (i, i +
+// D/2).
+template <typename T>
+void rope_forward(T* v, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
+                  const std::vector<double>& inv_freq, bool neox);
+// The backward of a rotation is the rotation back: dv in place.
+template <typename T>
+void rope_backward(T* dv, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
+                   const std::vector<double>& inv_freq, bool neox);
+
+// Causal attention over S sequences of L tokens each (B = S * L), grouped KV heads (query head h
+// reads KV head h / (H / G)): out (B, H, D) = softmax(scale * q·kᵀ) · v per sequence and head,
+// token i attending to tokens 0..i of its own sequence. probs (S, H, L, L) keeps the softmax for
+// the backward (row i, columns 0..i).
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L, int64_t H,
+                       int64_t G, int64_t D, T* out, T* probs);
+// dq (B, H, D), dk, dv (B, G, D) += the gradients of sum(dout * out).
+template <typename T>
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
+                        int64_t S, int64_t L, int64_t H, int64_t G, int64_t D, T* dq, T* dk, T* dv);
+
+// out (n) = silu(g) * u.
+template <typename T>
+void swiglu_forward(const T* g, const T* u, int64_t n, T* out);
+// dg, du (n) += the gradients of sum(dout * out).
+template <typename T>
+void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T* du);
+
+// The output head and cross-entropy in one: logits = h (B, C) · Wᵀ (W: (V, C)), the loss
+// -log softmax(logits)[target] summed over the B tokens (returned). The vocabulary is taken in
+// slices of `slice` rows, so no (B, V) buffer exists: a first pass keeps each token's running
+// maximum and sum of exponentials (and its target's logit), a second recomputes each slice's
+// logits and turns them into dlogits = grad_scale * (softmax - onehot) (one pass when a slice holds
+// the whole vocabulary). With dh / dW non-null: dh (B, C) += dlogits · W, dW (V, C) += dlogitsᵀ ·
+// h.
+template <typename T>
+double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
+                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW);
+
+}  // namespace lowbit::train

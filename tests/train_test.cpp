@@ -1,0 +1,297 @@
+// The training engine's gradients against central finite differences in double precision: every
+// op of src/train/ops.h, then whole 2-layer models (grouped KV heads; tied and untied output; with
+// and without QKV biases; both RoPE layouts). The tolerance follows from the step h: the central
+// difference's truncation error is O(h^2 f'''), its rounding error O(eps |f| / h); both are far
+// below 1e-6 for h = 1e-5 on these O(1) functions, while a wrong derivative is off by O(|g|).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "engine/llama.h"
+#include "io/synth.h"
+#include "lowbit/model.h"
+#include "test_util.h"
+#include "train/model.h"
+#include "train/ops.h"
+
+namespace lowbit::train {
+namespace {
+
+constexpr double kStep = 1e-5;
+
+double tolerance(double fx, double g) {
+  const double eps = std::numeric_limits<double>::epsilon();
+  const double err = kStep * kStep + eps * std::max(1.0, std::abs(fx)) / kStep;
+  return 1e3 * err * std::max(1.0, std::abs(g)) + 1e-9;
+}
+
+std::vector<double> randn(size_t n, uint64_t seed, double sd = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> d(0.0, sd);
+  std::vector<double> v(n);
+  for (double& x : v) x = d(rng);
+  return v;
+}
+
+// Checks grad[i] = d f / d x[i] by central differences at the indices given (all when empty).
+void check_grad(const char* what, std::vector<double>& x, const std::vector<double>& grad,
+                const std::function<double()>& f, std::vector<size_t> at = {}) {
+  ASSERT_EQ(x.size(), grad.size()) << what;
+  if (at.empty()) {
+    for (size_t i = 0; i < x.size(); ++i) at.push_back(i);
+  }
+  const double f0 = f();
+  int bad = 0;
+  for (const size_t i : at) {
+    const double x0 = x[i];
+    x[i] = x0 + kStep;
+    const double fp = f();
+    x[i] = x0 - kStep;
+    const double fm = f();
+    x[i] = x0;
+    const double fd = (fp - fm) / (2 * kStep);
+    if (std::abs(fd - grad[i]) > tolerance(f0, grad[i]) && ++bad <= 5) {
+      ADD_FAILURE() << what << " [" << i << "]: analytic " << grad[i] << ", finite difference "
+                    << fd;
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+// sum(r * y): the scalar each op's check differentiates (r random, fixed).
+double weighted(const std::vector<double>& r, const std::vector<double>& y) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += r[i] * y[i];
+  return s;
+}
+
+TEST(TrainOps, EmbeddingAndRmsnorm) {
+  const int64_t B = 5, C = 7, V = 4;
+  std::vector<double> table = randn(size_t(V * C), 1);
+  const std::vector<int32_t> tok = {2, 0, 2, 3, 2};  // row 2 three times: the scatter sums
+  const std::vector<double> r = randn(size_t(B * C), 2);
+  std::vector<double> x(size_t(B * C)), dtable(table.size(), 0.0);
+  embedding_backward(r.data(), tok.data(), B, C, dtable.data());
+  check_grad("embedding", table, dtable, [&] {
+    embedding_forward(table.data(), tok.data(), B, C, x.data());
+    return weighted(r, x);
+  });
+
+  std::vector<double> xn = randn(size_t(B * C), 3), g = randn(size_t(C), 4);
+  std::vector<double> y(size_t(B * C)), rstd(static_cast<size_t>(B)), dx(xn.size(), 0.0),
+      dg(g.size(), 0.0);
+  auto f = [&] {
+    rmsnorm_forward(xn.data(), g.data(), B, C, 1e-5, y.data(), rstd.data());
+    return weighted(r, y);
+  };
+  f();
+  rmsnorm_backward(r.data(), xn.data(), g.data(), rstd.data(), B, C, dx.data(), dg.data());
+  check_grad("rmsnorm dx", xn, dx, f);
+  check_grad("rmsnorm dg", g, dg, f);
+}
+
+TEST(TrainOps, LinearWithAndWithoutBias) {
+  const int64_t B = 4, K = 6, N = 5;
+  for (const bool bias : {false, true}) {
+    std::vector<double> x = randn(size_t(B * K), 10), W = randn(size_t(N * K), 11),
+                        b = randn(size_t(N), 12);
+    const std::vector<double> r = randn(size_t(B * N), 13);
+    std::vector<double> y(size_t(B * N)), dx(x.size(), 0.0), dW(W.size(), 0.0), db(b.size(), 0.0);
+    auto f = [&] {
+      linear_forward(x.data(), W.data(), bias ? b.data() : nullptr, B, K, N, y.data());
+      return weighted(r, y);
+    };
+    linear_backward(r.data(), x.data(), W.data(), B, K, N, dx.data(), dW.data(),
+                    bias ? db.data() : nullptr);
+    check_grad("linear dx", x, dx, f);
+    check_grad("linear dW", W, dW, f);
+    if (bias) check_grad("linear db", b, db, f);
+  }
+}
+
+TEST(TrainOps, RopeBothLayouts) {
+  const int64_t B = 3, heads = 2, D = 8;
+  const std::vector<int32_t> pos = {0, 5, 17};
+  std::vector<double> inv_freq = {1.0, 0.3, 0.05, 0.001};
+  for (const bool neox : {false, true}) {
+    std::vector<double> v = randn(size_t(B * heads * D), 20);
+    const std::vector<double> r = randn(v.size(), 21);
+    std::vector<double> dv = r;
+    rope_backward(dv.data(), pos.data(), B, heads, D, inv_freq, neox);
+    check_grad(neox ? "rope neox" : "rope", v, dv, [&] {
+      std::vector<double> y = v;
+      rope_forward(y.data(), pos.data(), B, heads, D, inv_freq, neox);
+      return weighted(r, y);
+    });
+    // Position 0 is the identity.
+    std::vector<double> y = v;
+    rope_forward(y.data(), pos.data(), 1, heads, D, inv_freq, neox);
+    for (int64_t i = 0; i < heads * D; ++i) EXPECT_DOUBLE_EQ(y[size_t(i)], v[size_t(i)]);
+  }
+}
+
+TEST(TrainOps, CausalAttentionGroupedHeads) {
+  const int64_t S = 2, L = 4, H = 4, G = 2, D = 3, B = S * L;
+  std::vector<double> q = randn(size_t(B * H * D), 30), k = randn(size_t(B * G * D), 31),
+                      v = randn(size_t(B * G * D), 32);
+  const std::vector<double> r = randn(size_t(B * H * D), 33);
+  std::vector<double> out(size_t(B * H * D)), probs(size_t(S * H * L * L));
+  auto f = [&] {
+    attention_forward(q.data(), k.data(), v.data(), S, L, H, G, D, out.data(), probs.data());
+    return weighted(r, out);
+  };
+  f();
+  std::vector<double> dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+  attention_backward(r.data(), q.data(), k.data(), v.data(), probs.data(), S, L, H, G, D, dq.data(),
+                     dk.data(), dv.data());
+  check_grad("attention dq", q, dq, f);
+  check_grad("attention dk", k, dk, f);
+  check_grad("attention dv", v, dv, f);
+  // Causality: the first token of each sequence attends to itself only.
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t h = 0; h < H; ++h) {
+      const double* o = &out[size_t(((s * L) * H + h) * D)];
+      const double* v0 = &v[size_t(((s * L) * G + h / (H / G)) * D)];
+      for (int64_t d = 0; d < D; ++d) EXPECT_NEAR(o[d], v0[d], 1e-12);
+    }
+  }
+}
+
+TEST(TrainOps, SwiGlu) {
+  const int64_t n = 9;
+  std::vector<double> g = randn(size_t(n), 40, 2.0), u = randn(size_t(n), 41);
+  const std::vector<double> r = randn(size_t(n), 42);
+  std::vector<double> y(static_cast<size_t>(n)), dg(static_cast<size_t>(n), 0.0),
+      du(static_cast<size_t>(n), 0.0);
+  auto f = [&] {
+    swiglu_forward(g.data(), u.data(), n, y.data());
+    return weighted(r, y);
+  };
+  swiglu_backward(r.data(), g.data(), u.data(), n, dg.data(), du.data());
+  check_grad("swiglu dg", g, dg, f);
+  check_grad("swiglu du", u, du, f);
+}
+
+// The fused head: its loss against log-softmax computed plainly, its gradients against finite
+// differences, and slices of every size giving the same loss and gradients.
+TEST(TrainOps, CrossEntropyInVocabularySlices) {
+  const int64_t B = 3, C = 4, V = 7;
+  std::vector<double> h = randn(size_t(B * C), 50), W = randn(size_t(V * C), 51);
+  const std::vector<int32_t> t = {6, 0, 3};
+  double plain = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<double> z(static_cast<size_t>(V));
+    double mx = -1e300;
+    for (int64_t v = 0; v < V; ++v) {
+      for (int64_t c = 0; c < C; ++c) z[size_t(v)] += h[size_t(b * C + c)] * W[size_t(v * C + c)];
+      mx = std::max(mx, z[size_t(v)]);
+    }
+    double s = 0;
+    for (const double zv : z) s += std::exp(zv - mx);
+    plain += mx + std::log(s) - z[size_t(t[size_t(b)])];
+  }
+  std::vector<double> dh0, dW0;
+  for (const int64_t slice : {V, int64_t(1), int64_t(3), int64_t(100)}) {
+    std::vector<double> dh(h.size(), 0.0), dW(W.size(), 0.0);
+    const double loss =
+        cross_entropy(h.data(), W.data(), t.data(), B, C, V, slice, 0.5, dh.data(), dW.data());
+    EXPECT_NEAR(loss, plain, 1e-12) << "slice " << slice;
+    auto f = [&] {
+      return 0.5 * cross_entropy(h.data(), W.data(), t.data(), B, C, V, slice, 0.0,
+                                 static_cast<double*>(nullptr), static_cast<double*>(nullptr));
+    };
+    if (slice == V) {
+      check_grad("cross-entropy dh", h, dh, f);
+      check_grad("cross-entropy dW", W, dW, f);
+      dh0 = dh, dW0 = dW;
+    } else {
+      for (size_t i = 0; i < dh.size(); ++i) EXPECT_NEAR(dh[i], dh0[i], 1e-14);
+      for (size_t i = 0; i < dW.size(); ++i) EXPECT_NEAR(dW[i], dW0[i], 1e-14);
+    }
+  }
+}
+
+ModelConfig tiny_config(bool tied, bool bias, bool neox) {
+  ModelConfig c;
+  c.n_vocab = 13, c.n_embd = 8, c.n_ff = 12, c.n_layer = 2, c.n_head = 4, c.n_head_kv = 2;
+  c.head_dim = 2, c.rms_eps = 1e-5, c.rope_theta = 10000.0;
+  c.tied_output = tied, c.qkv_bias = bias, c.rope_neox = neox;
+  return c;
+}
+
+// The whole model: a few entries of every tensor (first, last and random ones), against finite
+// differences of the mean loss over 2 sequences of 5 tokens.
+TEST(TrainModel, GradientsMatchFiniteDifferences) {
+  for (const bool tied : {false, true}) {
+    for (const bool bias : {false, true}) {
+      const ModelConfig c = tiny_config(tied, bias, bias);  // biases with NeoX RoPE, as Qwen2
+      Transformer<double> model(c, rope_inv_freq(c), /*vocab_slice=*/5);
+      const ParamLayout& l = model.layout();
+      std::vector<double> w = randn(size_t(l.total), 60 + 2 * tied + bias, 0.5);
+      for (const ParamInfo& p : l.params) {  // norm weights around 1, as trained models have
+        if (p.shape.size() == 1 && p.name.find("norm") != std::string::npos) {
+          for (int64_t i = 0; i < p.size; ++i) w[size_t(p.offset + i)] += 1.0;
+        }
+      }
+      const int64_t S = 2, L = 5;
+      std::vector<int32_t> tok(size_t(S * L)), tgt(size_t(S * L));
+      for (size_t i = 0; i < tok.size(); ++i)
+        tok[i] = int32_t((i * 7 + 3) % 13), tgt[i] = int32_t((i * 5 + 1) % 13);
+      std::vector<double> grad(w.size(), 0.0);
+      const double scale = 1.0 / double(S * L);
+      const double loss =
+          model.loss_and_grad(w.data(), tok.data(), tgt.data(), S, L, grad.data(), scale);
+      EXPECT_NEAR(loss, model.loss(w.data(), tok.data(), tgt.data(), S, L), 1e-12);
+      std::vector<size_t> at;
+      std::mt19937_64 rng(70);
+      for (const ParamInfo& p : l.params) {
+        at.push_back(size_t(p.offset)), at.push_back(size_t(p.offset + p.size - 1));
+        for (int i = 0; i < 3; ++i)
+          at.push_back(size_t(p.offset + int64_t(rng() % uint64_t(p.size))));
+      }
+      check_grad(
+          tied ? (bias ? "model tied+bias" : "model tied") : (bias ? "model bias" : "model"), w,
+          grad, [&] { return scale * model.loss(w.data(), tok.data(), tgt.data(), S, L); }, at);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+// The training forward is the engine's forward: an F32 model's logits of every position through
+// both (llama and qwen2 layouts: interleaved and NeoX RoPE, QKV biases).
+TEST(TrainModel, ForwardMatchesTheEngine) {
+  for (const char* arch : {"llama", "qwen2"}) {
+    ModelConfig c = tiny_config(false, std::string(arch) == "qwen2", std::string(arch) == "qwen2");
+    c.arch = arch;
+    c.n_vocab = kSynthMinVocab + 5, c.n_embd = 64, c.n_ff = 96, c.head_dim = 16, c.n_ctx_train = 64;
+    SynthOptions o;
+    o.type = Format::parse("f32");
+    o.seed = 3, o.stddev = 0.3;
+    const std::string path = test::tmp_path("train", std::string(arch) + ".gguf");
+    write_synth_model(c, path, o);
+    const Model m = Model::load(path);
+    Transformer<float> model(m.config, rope_inv_freq(m));
+    const std::vector<float> w = weights_of(m, model.layout());
+    const int64_t L = 9;
+    std::vector<int32_t> tok(static_cast<size_t>(L));
+    for (int64_t i = 0; i < L; ++i) tok[size_t(i)] = int32_t((i * 37 + 5) % m.config.n_vocab);
+    const std::vector<float> ours = model.logits(w.data(), tok.data(), 1, L);
+    LlamaEngine engine(m, 64);
+    const std::vector<float>& ref = engine.eval(tok.data(), L, 0, /*all_logits=*/true);
+    ASSERT_EQ(ours.size(), ref.size());
+    double max_diff = 0, max_ref = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      max_diff = std::max(max_diff, double(std::abs(ours[i] - ref[i])));
+      max_ref = std::max(max_ref, double(std::abs(ref[i])));
+    }
+    EXPECT_GT(max_ref, 0.5) << arch;  // logits far from uniform: the comparison means something
+    EXPECT_LT(max_diff, 1e-3 * max_ref) << arch;
+    std::remove(path.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace lowbit::train
