@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
@@ -395,3 +398,100 @@ TEST(TrainModel, ForwardMatchesTheEngine) {
 
 }  // namespace
 }  // namespace lowbit::train
+
+// `lowbit train` end to end on stories260K (tiny windows, a few steps): the loss falls, a run
+// stopped and resumed writes the very bytes of the uninterrupted one, the output loads and its
+// perplexity on the training text is lower, and bad input is refused before any output exists.
+#ifdef LOWBIT_CLI
+namespace lowbit::train {
+namespace {
+
+TEST(TrainCli, FineTunesAndResumesBitIdentical) {
+  const std::string m = test::fixture("models/stories260K/stories260K.gguf");
+  const std::string wiki = test::fixture("text/wikitext2-test.raw");
+  LOWBIT_REQUIRE_FIXTURE(m);
+  LOWBIT_REQUIRE_FIXTURE(wiki);
+  const std::string dir = test::tmp_path("train", "cli");
+  std::filesystem::create_directories(dir);
+  // 20 kB of Wikipedia: text a model of children's stories has much to learn about.
+  const std::string text = dir + "/wiki.txt";
+  std::ofstream(text) << test::slurp(wiki).substr(0, 20000);
+  const std::string common =
+      "train -m " + m + " -f " + text + " --steps 6 --batch 2 --ctx 32 --lr 3e-3 --seed 7 -t 1";
+  test::CliRun r = test::run_cli(common + " -o " + dir + "/a.gguf --json " + dir + "/a.jsonl");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  std::ifstream log(dir + "/a.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 6u);
+  EXPECT_EQ(lines.back()["step"].get<int>(), 6);
+  EXPECT_LT(lines.back()["loss"].get<double>(), lines.front()["loss"].get<double>());
+
+  r = test::run_cli(common + " -o " + dir + "/b.gguf --stop-after 3 --checkpoint " + dir + "/ck");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("stopped at step 3 of 6"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/b.gguf"));
+  r = test::run_cli("train --resume " + dir + "/ck -t 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(test::slurp(dir + "/a.gguf"), test::slurp(dir + "/b.gguf"));
+
+  // The output is a plain GGUF model: it loads and has learned the text.
+  const std::string before =
+      test::run_cli("perplexity -m " + m + " -f " + text + " -c 32 --json", false).out;
+  const std::string after =
+      test::run_cli("perplexity -m " + dir + "/a.gguf -f " + text + " -c 32 --json", false).out;
+  EXPECT_LT(nlohmann::json::parse(after)["ppl"].get<double>(),
+            nlohmann::json::parse(before)["ppl"].get<double>());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TrainCli, RefusesBadInputWithoutOutput) {
+  const std::string m = test::fixture("models/stories260K/stories260K.gguf");
+  const std::string other = test::fixture("models/tinystories-656k");
+  const std::string text = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(m);
+  LOWBIT_REQUIRE_FIXTURE(text);
+  const std::string dir = test::tmp_path("train", "bad");
+  std::filesystem::create_directories(dir);
+  const std::string out = dir + "/out.gguf";
+  std::ofstream(dir + "/short.txt") << "Once upon a time.";
+  struct Case {
+    std::string args, message;
+  };
+  const Case cases[] = {
+      {"-f " + dir + "/short.txt", "training text shorter than one window"},
+      {"-f " + text + " --lr 0", "--lr"},
+      {"-f " + text + " --steps 0", "--steps"},
+      {"-f " + text + " --stop-after 1", "--checkpoint"},
+      {"-f " + text + " --optimizer adam", "unknown optimizer"},
+      {"-f " + text + " --type q4_0", "training writes float weights"},
+      {"-f " + dir + "/missing.txt", "cannot open the text file"},
+  };
+  for (const Case& c : cases) {
+    const test::CliRun r =
+        test::run_cli("train -m " + m + " -o " + out + " --ctx 32 --batch 2 " + c.args);
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_NE(r.out.find(c.message), std::string::npos) << c.args << ": " << r.out;
+    EXPECT_FALSE(std::filesystem::exists(out)) << c.args;
+  }
+  const test::CliRun w =
+      test::run_cli("train -m " + m + " -f " + text + " -o " + dir + "/no/such/dir/x.gguf");
+  EXPECT_NE(w.out.find("cannot write there"), std::string::npos) << w.out;
+  // A checkpoint of stories260K does not resume another model: the first differing tensor is named.
+  if (std::filesystem::exists(other)) {
+    test::CliRun r = test::run_cli(
+        "train -m " + m + " -f " + text + " -o " + out +
+        " --steps 2 --stop-after 1 --ctx 32 --batch 2 -t 1 --checkpoint " + dir + "/ck");
+    ASSERT_EQ(r.rc, 0) << r.out;
+    r = test::run_cli("train --resume " + dir + "/ck -m " + other + " -t 1");
+    EXPECT_NE(r.rc, 0);
+    EXPECT_NE(r.out.find("checkpoint is for another model"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("token_embd.weight"), std::string::npos) << r.out;
+    EXPECT_FALSE(std::filesystem::exists(out));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace lowbit::train
+#endif

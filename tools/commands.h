@@ -35,5 +35,6 @@ Runner add_perplexity(CLI::App& app);
 Runner add_compare(CLI::App& app);
 Runner add_synth(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_train(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_demo);
   add(lowbit::cli::add_synth);
   add(lowbit::cli::add_bench);
+  add(lowbit::cli::add_train);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

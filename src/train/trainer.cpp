@@ -1,0 +1,343 @@
+// Trainer (trainer.h): windows drawn by a counter-based RNG (window q of the run depends only on
+// the seed and q, so a resumed run draws what the uninterrupted one would), gradient accumulation,
+// clipping, the schedule, validation and checkpoints.
+#include "train/trainer.h"
+
+#include <cblas.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lowbit/error.h"
+#include "lowbit/output_file.h"
+#include "lowbit/rng.h"
+#include "lowbit/threads.h"
+
+namespace lowbit::train {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr char kMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\x01'};
+
+const char* schedule_name(ScheduleKind k) {
+  return k == ScheduleKind::kCosine ? "cosine" : k == ScheduleKind::kLinear ? "linear" : "constant";
+}
+
+json config_json(const TrainConfig& c) {
+  return {{"steps", c.steps},
+          {"batch", c.batch},
+          {"ctx", c.ctx},
+          {"grad_accum", c.grad_accum},
+          {"warmup", c.warmup},
+          {"lr", c.lr},
+          {"clip", c.clip},
+          {"optimizer", c.optimizer.kind == OptimizerKind::kAdamW ? "adamw" : "sgd"},
+          {"beta1", c.optimizer.beta1},
+          {"beta2", c.optimizer.beta2},
+          {"eps", c.optimizer.eps},
+          {"weight_decay", c.optimizer.weight_decay},
+          {"schedule", schedule_name(c.schedule)},
+          {"seed", c.seed},
+          {"eval_every", c.eval_every},
+          {"val_windows", c.val_windows},
+          {"vocab_slice", c.vocab_slice}};
+}
+
+json tensors_json(const ParamLayout& l) {
+  json t = json::array();
+  for (const ParamInfo& p : l.params) t.push_back({p.name, p.shape});
+  return t;
+}
+
+}  // namespace
+
+TrainData make_train_data(const Tokenizer& tok, const std::vector<NamedText>& texts,
+                          const std::optional<NamedText>& val, double val_split, int64_t ctx) {
+  if (texts.empty())
+    throw Error("no training text", {.field = "-f", .expected = "at least one file"});
+  if (val_split < 0 || val_split >= 1) {
+    throw Error(
+        "validation split out of range",
+        {.field = "--val-split", .expected = "0 <= x < 1", .found = std::to_string(val_split)});
+  }
+  TrainData d;
+  const TokenizerData& td = tok.data();  // BOS as perplexity uses it (src/eval/perplexity.cpp)
+  if (td.bos_id && td.add_bos.value_or(td.model == "llama")) d.bos = int32_t(*td.bos_id);
+  // Text tokens per window: ctx inputs and their ctx targets, less the BOS that opens the window.
+  const int64_t need = ctx + (d.bos ? 0 : 1);
+  for (const NamedText& t : texts) {
+    const std::vector<int32_t> ids = tok.encode(t.text, false);
+    d.train.insert(d.train.end(), ids.begin(), ids.end());
+  }
+  if (val) {
+    d.val = tok.encode(val->text, false);
+    if (int64_t(d.val.size()) < need) {
+      throw Error("validation text shorter than one window",
+                  {.file = val->file,
+                   .field = "--val",
+                   .expected = ">= " + std::to_string(need) + " tokens (--ctx)",
+                   .found = std::to_string(d.val.size()) + " tokens"});
+    }
+  } else if (val_split > 0) {
+    const auto n = int64_t(double(d.train.size()) * val_split);
+    if (n < need) {
+      throw Error("validation split shorter than one window",
+                  {.field = "--val-split",
+                   .expected = ">= " + std::to_string(need) + " tokens (--ctx)",
+                   .found = std::to_string(n) + " tokens"});
+    }
+    d.val.assign(d.train.end() - n, d.train.end());
+    d.train.resize(d.train.size() - size_t(n));
+  }
+  if (int64_t(d.train.size()) < need) {
+    throw Error("training text shorter than one window",
+                {.file = texts.size() == 1 ? texts[0].file : "",
+                 .field = "-f",
+                 .expected = ">= " + std::to_string(need) + " tokens (--ctx" +
+                             std::string(val_split > 0 && !val ? ", after --val-split)" : ")"),
+                 .found = std::to_string(d.train.size()) + " tokens"});
+  }
+  return d;
+}
+
+Trainer::Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector<float> w,
+                 const TrainConfig& tc, TrainData data)
+    : c_(c),
+      tc_(tc),
+      data_(std::move(data)),
+      model_(c, std::move(inv_freq), tc.vocab_slice),
+      w_(std::move(w)),
+      opt_(tc.optimizer, model_.layout()) {
+  auto positive = [](const char* field, double v) {
+    if (!(v > 0)) throw Error("must be positive", {.field = field, .found = std::to_string(v)});
+  };
+  positive("--steps", double(tc.steps)), positive("--lr", tc.lr),
+      positive("--batch", double(tc.batch));
+  positive("--ctx", double(tc.ctx)), positive("--grad-accum", double(tc.grad_accum));
+  if (tc.warmup < 0)
+    throw Error("must not be negative", {.field = "--warmup", .found = std::to_string(tc.warmup)});
+  if (int64_t(w_.size()) != model_.layout().total) {
+    throw Error("weights do not match the model",
+                {.field = "weights",
+                 .expected = std::to_string(model_.layout().total),
+                 .found = std::to_string(w_.size())});
+  }
+  g_.assign(w_.size(), 0.0f);
+}
+
+void Trainer::window(int64_t q, int32_t* in, int32_t* tgt) const {
+  const std::vector<int32_t>& s = data_.train;
+  const int64_t T = tc_.ctx, need = T + (data_.bos ? 0 : 1);
+  Rng rng(tc_.seed * 0x100000001B3ull + uint64_t(q));
+  const int64_t start = int64_t(rng.next_u64() % uint64_t(int64_t(s.size()) - need + 1));
+  // With BOS: BOS t0 .. t(T-2) predicts t0 .. t(T-1). Without: t0 .. t(T-1) predicts t1 .. tT.
+  const int32_t* x = s.data() + start;
+  if (data_.bos) {
+    in[0] = *data_.bos;
+    std::memcpy(in + 1, x, size_t(T - 1) * sizeof(int32_t));
+    std::memcpy(tgt, x, size_t(T) * sizeof(int32_t));
+  } else {
+    std::memcpy(in, x, size_t(T) * sizeof(int32_t));
+    std::memcpy(tgt, x + 1, size_t(T) * sizeof(int32_t));
+  }
+}
+
+void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_step) {
+  until = std::min(until, tc_.steps);
+  const int64_t S = tc_.batch, T = tc_.ctx, per_step = S * tc_.grad_accum;
+  const Schedule sched{tc_.schedule, tc_.lr, tc_.warmup, tc_.steps};
+  std::vector<int32_t> in(size_t(S * T)), tgt(size_t(S * T));
+  const float scale = 1.0f / float(per_step * T);
+  while (opt_.steps_taken() < until) {
+    const int64_t step = opt_.steps_taken();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::fill(g_.begin(), g_.end(), 0.0f);
+    double loss = 0;
+    for (int64_t a = 0; a < tc_.grad_accum; ++a) {
+      for (int64_t b = 0; b < S; ++b)
+        window(step * per_step + a * S + b, in.data() + b * T, tgt.data() + b * T);
+      loss += model_.loss_and_grad(w_.data(), in.data(), tgt.data(), S, T, g_.data(), scale);
+    }
+    loss /= double(per_step * T);
+    const double norm = clip_grad_norm(g_.data(), int64_t(g_.size()), tc_.clip);
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      throw Error(
+          "training diverged: the loss or the gradient is not finite",
+          {.field = "step " + std::to_string(step + 1),
+           .found = "loss " + std::to_string(loss) + ", gradient norm " + std::to_string(norm)});
+    }
+    const double lr = sched.at(step);
+    opt_.step(w_.data(), g_.data(), lr);
+    StepLog log{step + 1, loss, lr, norm, 0, std::nullopt};
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log.tokens_per_second = sec > 0 ? double(per_step * T) / sec : 0;
+    if ((tc_.eval_every > 0 && log.step % tc_.eval_every == 0) || log.step == tc_.steps)
+      log.val_loss = validation_loss();
+    if (on_step) on_step(log);
+  }
+}
+
+std::optional<double> Trainer::validation_loss() {
+  const std::vector<int32_t>& s = data_.val;
+  const int64_t T = tc_.ctx, need = T + (data_.bos ? 0 : 1);
+  if (int64_t(s.size()) < need) return std::nullopt;
+  const int64_t windows = std::min<int64_t>(tc_.val_windows, (int64_t(s.size()) - need) / T + 1);
+  double sum = 0;
+  for (int64_t w0 = 0; w0 < windows; w0 += tc_.batch) {
+    const int64_t n = std::min(tc_.batch, windows - w0);
+    std::vector<int32_t> in(size_t(n * T)), tgt(size_t(n * T));
+    for (int64_t b = 0; b < n; ++b) {
+      const int32_t* x = s.data() + (w0 + b) * T;
+      int32_t* ib = in.data() + b * T;
+      int32_t* tb = tgt.data() + b * T;
+      if (data_.bos) {
+        ib[0] = *data_.bos;
+        std::memcpy(ib + 1, x, size_t(T - 1) * sizeof(int32_t));
+        std::memcpy(tb, x, size_t(T) * sizeof(int32_t));
+      } else {
+        std::memcpy(ib, x, size_t(T) * sizeof(int32_t));
+        std::memcpy(tb, x + 1, size_t(T) * sizeof(int32_t));
+      }
+    }
+    sum += model_.loss(w_.data(), in.data(), tgt.data(), n, T);
+  }
+  return sum / double(windows * T);
+}
+
+// File: the 8-byte magic, a little-endian u64 n, n bytes of JSON (step, config, tensors, extra),
+// then the weights, and AdamW's m and v, as f32 arrays of `total` values each.
+void Trainer::save_checkpoint(const std::string& path, const std::string& extra) const {
+  const bool adam = tc_.optimizer.kind == OptimizerKind::kAdamW;
+  const json h = {{"version", 1},
+                  {"step", opt_.steps_taken()},
+                  {"total", layout().total},
+                  {"moments", adam},
+                  {"config", config_json(tc_)},
+                  {"tensors", tensors_json(layout())},
+                  {"extra", json::parse(extra)}};
+  const std::string text = h.dump();
+  const uint64_t n = text.size();
+  std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  OutputFile out(path);
+  out.write(kMagic, 8), out.write(&n, 8), out.write(text.data(), n);
+  const uint64_t bytes = uint64_t(layout().total) * sizeof(float);
+  out.write(w_.data(), bytes);
+  if (adam) {
+    Optimizer& o = const_cast<Optimizer&>(opt_);
+    out.write(o.m().data(), bytes), out.write(o.v().data(), bytes);
+  }
+  out.commit();
+}
+
+namespace {
+
+struct RawCheckpoint {
+  json header;
+  uint64_t data_offset = 0, file_size = 0;
+};
+
+RawCheckpoint read_header(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open the checkpoint", {.file = path});
+  RawCheckpoint r;
+  r.file_size = std::filesystem::file_size(path);
+  char magic[8] = {};
+  uint64_t n = 0;
+  f.read(magic, 8);
+  if (!f || std::memcmp(magic, kMagic, 8) != 0)
+    throw Error("not a lowbit training checkpoint", {.file = path, .field = "magic", .offset = 0});
+  f.read(reinterpret_cast<char*>(&n), 8);
+  if (!f || n > r.file_size - 16)
+    throw Error("checkpoint header length out of range",
+                {.file = path,
+                 .field = "header length",
+                 .offset = 8,
+                 .expected = "<= " + std::to_string(r.file_size - 16),
+                 .found = std::to_string(n)});
+  std::string text(n, '\0');
+  f.read(text.data(), std::streamsize(n));
+  try {
+    r.header = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error("checkpoint header is not valid JSON",
+                {.file = path, .field = "header", .offset = 16, .found = e.what()});
+  }
+  r.data_offset = 16 + n;
+  return r;
+}
+
+}  // namespace
+
+CheckpointInfo read_checkpoint_info(const std::string& path) {
+  const RawCheckpoint r = read_header(path);
+  try {
+    return {r.header.at("step").get<int64_t>(), r.header.at("config").dump(),
+            r.header.at("extra").dump()};
+  } catch (const json::exception& e) {
+    throw Error("checkpoint header lacks a field",
+                {.file = path, .field = "header", .offset = 16, .found = e.what()});
+  }
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  const RawCheckpoint r = read_header(path);
+  const json& h = r.header;
+  const bool adam = tc_.optimizer.kind == OptimizerKind::kAdamW;
+  try {
+    const json mine = tensors_json(layout()), theirs = h.at("tensors");
+    if (mine != theirs) {
+      // Name the first tensor that differs.
+      std::string what = "tensor count " + std::to_string(theirs.size());
+      for (size_t i = 0; i < std::min(mine.size(), theirs.size()); ++i) {
+        if (mine[i] != theirs[i]) {
+          what = theirs[i].dump() + " where this model has " + mine[i].dump();
+          break;
+        }
+      }
+      throw Error("checkpoint is for another model",
+                  {.file = path,
+                   .field = "tensors",
+                   .expected = "the model's " + std::to_string(mine.size()) + " tensors",
+                   .found = what});
+    }
+    if (h.at("moments").get<bool>() != adam) {
+      throw Error("checkpoint was written by another optimizer",
+                  {.file = path,
+                   .field = "optimizer",
+                   .expected = adam ? "adamw" : "sgd",
+                   .found = adam ? "sgd" : "adamw"});
+    }
+  } catch (const json::exception& e) {
+    throw Error("checkpoint header lacks a field",
+                {.file = path, .field = "header", .offset = 16, .found = e.what()});
+  }
+  const uint64_t bytes = uint64_t(layout().total) * sizeof(float);
+  const uint64_t want = r.data_offset + bytes * (adam ? 3 : 1);
+  if (r.file_size != want) {
+    throw Error("checkpoint size does not match its header",
+                {.file = path,
+                 .field = "file size",
+                 .expected = std::to_string(want),
+                 .found = std::to_string(r.file_size)});
+  }
+  std::ifstream f(path, std::ios::binary);
+  f.seekg(std::streamoff(r.data_offset));
+  f.read(reinterpret_cast<char*>(w_.data()), std::streamsize(bytes));
+  if (adam) {
+    f.read(reinterpret_cast<char*>(opt_.m().data()), std::streamsize(bytes));
+    f.read(reinterpret_cast<char*>(opt_.v().data()), std::streamsize(bytes));
+  }
+  if (!f)
+    throw Error("cannot read the checkpoint's tensors",
+                {.file = path, .offset = int64_t(r.data_offset)});
+  opt_.set_steps_taken(h.at("step").get<int64_t>());
+}
+
+}  // namespace lowbit::train

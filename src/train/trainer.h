@@ -1,0 +1,101 @@
+// Training runs: token streams cut into windows, steps of (accumulated) gradients and optimizer
+// updates on a Transformer<float>, validation, and checkpoints that resume a run bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/tokenizer.h"
+#include "train/model.h"
+#include "train/optimizer.h"
+
+namespace lowbit::train {
+
+// The token streams of a run (no BOS inside; each window starts with one when the model has it).
+struct TrainData {
+  std::vector<int32_t> train, val;
+  std::optional<int32_t> bos;
+};
+
+// A text to train on or validate with: its file name (for errors) and contents.
+struct NamedText {
+  std::string file, text;
+};
+
+// Tokenizes every training text (concatenated in order) and the validation text. Without one,
+// the last val_split of the training tokens validate (0: no validation). Throws Error naming the
+// file (or the option) when a stream is shorter than one window of ctx tokens.
+TrainData make_train_data(const Tokenizer& tok, const std::vector<NamedText>& texts,
+                          const std::optional<NamedText>& val, double val_split, int64_t ctx);
+
+// Everything that defines a run's arithmetic (a checkpoint keeps it; a resumed run reuses it).
+struct TrainConfig {
+  int64_t steps = 100;     // the schedule's length
+  int64_t batch = 8;       // windows per micro-batch
+  int64_t ctx = 128;       // tokens per window
+  int64_t grad_accum = 1;  // micro-batches per step
+  int64_t warmup = 0;
+  double lr = 1e-3, clip = 1.0;
+  OptimizerConfig optimizer;
+  ScheduleKind schedule = ScheduleKind::kCosine;
+  uint64_t seed = 1;
+  int64_t eval_every = 0;    // validation every N steps (and after the last; 0: only the last)
+  int64_t val_windows = 64;  // at most this many windows of the validation stream
+  int64_t vocab_slice = 8192;
+};
+
+struct StepLog {
+  int64_t step = 0;  // 1-based: the number of updates done
+  double loss = 0;   // mean cross-entropy of the step's tokens (nats)
+  double lr = 0, grad_norm = 0, tokens_per_second = 0;
+  std::optional<double> val_loss;
+};
+
+class Trainer {
+ public:
+  // w: the initial weights (layout of ParamLayout::of(c)).
+  Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector<float> w,
+          const TrainConfig& tc, TrainData data);
+
+  // Runs updates until `until` have been done (at most tc.steps), calling on_step after each.
+  // A loss or gradient that is not finite stops the run: Error naming the step (the weights stay
+  // those of the step before).
+  void run(int64_t until, const std::function<void(const StepLog&)>& on_step);
+  // Mean cross-entropy over the validation windows (nullopt without validation data).
+  std::optional<double> validation_loss();
+
+  int64_t steps_done() const { return opt_.steps_taken(); }
+  const std::vector<float>& weights() const { return w_; }
+  const TrainConfig& config() const { return tc_; }
+  const ParamLayout& layout() const { return model_.layout(); }
+
+  // Writes the whole state (weights, optimizer moments, step, config, `extra` JSON text kept
+  // verbatim) to path atomically; `load_checkpoint` reads it back for a trainer of the same model
+  // shape (Error naming the mismatch otherwise).
+  void save_checkpoint(const std::string& path, const std::string& extra = "{}") const;
+  void load_checkpoint(const std::string& path);
+
+ private:
+  // Window q of the run (q counts windows over all steps): a start drawn from (seed, q).
+  void window(int64_t q, int32_t* in, int32_t* tgt) const;
+
+  ModelConfig c_;
+  TrainConfig tc_;
+  TrainData data_;
+  Transformer<float> model_;
+  std::vector<float> w_, g_;
+  Optimizer opt_;
+};
+
+// What a checkpoint file says about itself: the step and the config it was written with, the
+// tensor names and shapes, and the extra JSON text.
+struct CheckpointInfo {
+  int64_t step = 0;
+  std::string config_json, extra_json;
+};
+CheckpointInfo read_checkpoint_info(const std::string& path);
+
+}  // namespace lowbit::train

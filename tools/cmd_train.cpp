@@ -1,0 +1,254 @@
+// `lowbit train -m INIT -f TEXT... -o OUT.gguf --steps N [options]`: full training of every tensor
+// of a model in F32 (src/train/), from any model lowbit reads (quantized weights are dequantized).
+// Checkpoints (`--checkpoint DIR`, every `--save-every` steps and at the end) hold weights,
+// optimizer state and step; `--resume DIR` continues the run with its flags unless overridden, and
+// ends bit-identical to the uninterrupted run.
+#include <cblas.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "commands.h"
+#include "lowbit/error.h"
+#include "lowbit/threads.h"
+#include "train/trainer.h"
+
+namespace lowbit::cli {
+
+namespace {
+
+using nlohmann::json;
+
+struct TrainArgs {
+  std::string model, out, type = "f32", val, checkpoint, resume, json_log;
+  std::vector<std::string> files;
+  train::TrainConfig tc;
+  std::string optimizer = "adamw", schedule = "cosine";
+  int64_t stop_after = 0, save_every = 0;
+  double val_split = 0;
+  int threads = 0;
+};
+
+std::string read_text(const std::string& path, const char* option) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open the text file", {.file = path, .field = option});
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::string checkpoint_file(const std::string& dir) {
+  return dir + "/checkpoint.lbt";
+}
+
+// What a checkpoint keeps besides the trainer's own config: the run's inputs and outputs.
+json run_json(const TrainArgs& a) {
+  return {{"model", a.model},           {"files", a.files},  {"val", a.val},
+          {"val_split", a.val_split},   {"out", a.out},      {"type", a.type},
+          {"save_every", a.save_every}, {"json", a.json_log}};
+}
+
+std::string eta(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e7) return "?";
+  const auto s = int64_t(seconds);
+  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s / 60 % 60)
+                   : fmt::format("{}m{:02}s", s / 60, s % 60);
+}
+
+int run_train(TrainArgs a, CLI::App* cmd) {
+  // Resuming: the checkpoint's flags, except those given on this command line.
+  std::optional<train::CheckpointInfo> resumed;
+  if (!a.resume.empty()) {
+    resumed = train::read_checkpoint_info(checkpoint_file(a.resume));
+    const json c = json::parse(resumed->config_json), x = json::parse(resumed->extra_json);
+    auto given = [&](const char* opt) { return cmd->get_option(opt)->count() > 0; };
+    auto take = [&](const char* opt, auto& field, const json& j, const char* key) {
+      if (!given(opt)) j.at(key).get_to(field);
+    };
+    take("-m", a.model, x, "model"), take("-f", a.files, x, "files"),
+        take("--val", a.val, x, "val");
+    take("--val-split", a.val_split, x, "val_split"), take("-o", a.out, x, "out");
+    take("--type", a.type, x, "type"), take("--save-every", a.save_every, x, "save_every");
+    take("--json", a.json_log, x, "json");
+    take("--steps", a.tc.steps, c, "steps"), take("--batch", a.tc.batch, c, "batch");
+    take("--ctx", a.tc.ctx, c, "ctx"), take("--grad-accum", a.tc.grad_accum, c, "grad_accum");
+    take("--warmup", a.tc.warmup, c, "warmup"), take("--lr", a.tc.lr, c, "lr");
+    take("--clip", a.tc.clip, c, "clip"), take("--optimizer", a.optimizer, c, "optimizer");
+    take("--weight-decay", a.tc.optimizer.weight_decay, c, "weight_decay");
+    take("--schedule", a.schedule, c, "schedule"), take("--seed", a.tc.seed, c, "seed");
+    take("--eval-every", a.tc.eval_every, c, "eval_every");
+    take("--val-windows", a.tc.val_windows, c, "val_windows");
+    if (!given("--checkpoint")) a.checkpoint = a.resume;
+  }
+  if (a.model.empty())
+    throw Error("no model to train", {.field = "-m", .expected = "a model file"});
+  if (a.out.empty()) throw Error("no output file", {.field = "-o", .expected = "a .gguf path"});
+  if (a.files.empty()) throw Error("no training text", {.field = "-f", .expected = "a text file"});
+  if (a.stop_after > 0 && a.checkpoint.empty()) {
+    throw Error("--stop-after leaves a checkpoint: give --checkpoint DIR",
+                {.field = "--checkpoint", .expected = "a directory"});
+  }
+  // Fail before training, not after it, when the output cannot be written.
+  for (const std::string& path : {a.out, a.checkpoint.empty() ? a.out : a.checkpoint + "/x"}) {
+    const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+    if (path != a.out && !std::filesystem::exists(dir)) continue;  // a checkpoint dir is created
+    if (!std::filesystem::is_directory(dir) || access(dir.c_str(), W_OK) != 0) {
+      throw Error("cannot write there", {.file = path,
+                                         .field = path == a.out ? "-o" : "--checkpoint",
+                                         .expected = "a writable directory"});
+    }
+  }
+  const Format out_type = Format::parse(a.type);
+  if (a.type != "f32" && a.type != "f16" && a.type != "bf16") {
+    throw Error("training writes float weights",
+                {.field = "--type", .expected = "f32, f16 or bf16", .found = a.type});
+  }
+  a.tc.optimizer.kind = train::parse_optimizer(a.optimizer);
+  a.tc.schedule = train::parse_schedule(a.schedule);
+  if (a.threads > 0) set_threads(a.threads);
+  openblas_set_num_threads(max_threads());
+
+  const Model m = Model::load(a.model);
+  const Tokenizer tok(m.tokenizer);
+  std::vector<train::NamedText> texts;
+  for (const std::string& f : a.files) texts.push_back({f, read_text(f, "-f")});
+  std::optional<train::NamedText> val;
+  if (!a.val.empty()) val = train::NamedText{a.val, read_text(a.val, "--val")};
+  train::TrainData data = train::make_train_data(tok, texts, val, a.val_split, a.tc.ctx);
+  const size_t train_tokens = data.train.size(), val_tokens = data.val.size();
+  const train::ParamLayout layout = train::ParamLayout::of(m.config);
+  train::Trainer trainer(m.config, train::rope_inv_freq(m), train::weights_of(m, layout), a.tc,
+                         std::move(data));
+  if (resumed) trainer.load_checkpoint(checkpoint_file(a.resume));
+
+  const int64_t until = a.stop_after > 0 ? std::min(a.stop_after, a.tc.steps) : a.tc.steps;
+  std::ofstream log;
+  if (!a.json_log.empty()) {
+    log.open(a.json_log, resumed ? std::ios::app : std::ios::trunc);
+    if (!log) throw Error("cannot write the training log", {.file = a.json_log, .field = "--json"});
+  }
+  fmt::print(
+      "training {} ({} parameters, F32) on {} tokens ({} to validate): {} steps of {} x {} "
+      "tokens{}\n",
+      a.model, layout.total, train_tokens, val_tokens, a.tc.steps, a.tc.batch * a.tc.grad_accum,
+      a.tc.ctx, resumed ? fmt::format(", resumed at step {}", trainer.steps_done()) : "");
+  const bool tty = isatty(fileno(stderr));
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t first = trainer.steps_done();
+  std::optional<double> last_val;
+  double last_loss = 0;
+  trainer.run(until, [&](const train::StepLog& s) {
+    last_loss = s.loss;
+    if (s.val_loss) last_val = s.val_loss;
+    if (log) {
+      json j = {{"step", s.step},
+                {"loss", s.loss},
+                {"lr", s.lr},
+                {"grad_norm", s.grad_norm},
+                {"tokens_per_second", s.tokens_per_second}};
+      if (s.val_loss) j["val_loss"] = *s.val_loss;
+      log << j.dump() << "\n" << std::flush;
+    }
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double per = el / double(s.step - first);
+    if (tty) {
+      std::fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f%s  %.0f tok/s  ETA %s",
+                   (long long)s.step, (long long)a.tc.steps, s.loss,
+                   last_val ? fmt::format("  val {:.4f}", *last_val).c_str() : "",
+                   s.tokens_per_second, eta(per * double(until - s.step)).c_str());
+    }
+    if (s.val_loss) {
+      if (tty) std::fprintf(stderr, "\r\033[K");
+      fmt::print("step {}: loss {:.4f}, validation loss {:.4f}\n", s.step, s.loss, *s.val_loss);
+    }
+    if (!a.checkpoint.empty() && a.save_every > 0 && s.step % a.save_every == 0 && s.step < until)
+      trainer.save_checkpoint(checkpoint_file(a.checkpoint), run_json(a).dump());
+  });
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  if (!a.checkpoint.empty()) {
+    trainer.save_checkpoint(checkpoint_file(a.checkpoint), run_json(a).dump());
+    fmt::print("checkpoint at step {}: {}\n", trainer.steps_done(), checkpoint_file(a.checkpoint));
+  }
+  if (trainer.steps_done() < a.tc.steps) {
+    fmt::print("stopped at step {} of {}: continue with `lowbit train --resume {}`\n",
+               trainer.steps_done(), a.tc.steps, a.checkpoint);
+    return 0;
+  }
+  // The trained model: the initial file's configuration and tokenizer, the new weights.
+  Model out;
+  out.config = m.config, out.tokenizer = m.tokenizer, out.sources = m.sources;
+  const std::vector<float>& w = trainer.weights();
+  for (const train::ParamInfo& p : layout.params) {
+    out.tensors.push_back({p.name, Format::parse("f32"), p.shape,
+                           reinterpret_cast<const uint8_t*>(w.data() + p.offset),
+                           uint64_t(p.size) * sizeof(float), false});
+  }
+  if (const ModelTensor* f = m.find("rope_freqs.weight")) out.tensors.push_back(*f);
+  write_gguf(out, a.out, out_type);
+  fmt::print("{} -> {} ({}): loss {:.4f}{}, {:.1f} s\n", a.model, a.out, a.type, last_loss,
+             last_val ? fmt::format(", validation loss {:.4f}", *last_val) : "",
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
+}  // namespace
+
+Runner add_train(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "train", "Train every tensor of a model in F32 on text (full fine-tuning), with checkpoints");
+  cmd->add_option("-m,--model", a->model,
+                  "Initial model (any file lowbit reads; quantized "
+                  "weights are dequantized)");
+  cmd->add_option("-f,--file", a->files,
+                  "Training text (repeatable; tokenized with the model's "
+                  "tokenizer)");
+  cmd->add_option("-o,--output", a->out, "Trained model (.gguf)");
+  cmd->add_option("--type", a->type, "Weight matrices of the output: f32, f16 or bf16")
+      ->default_str("f32");
+  cmd->add_option("--steps", a->tc.steps, "Optimizer steps (the schedule's length)")
+      ->default_val(100);
+  cmd->add_option("--stop-after", a->stop_after,
+                  "Stop after this many steps, leaving a "
+                  "checkpoint (needs --checkpoint)");
+  cmd->add_option("--lr", a->tc.lr, "Peak learning rate")->default_val(1e-3);
+  cmd->add_option("--batch", a->tc.batch, "Windows per micro-batch")->default_val(8);
+  cmd->add_option("--ctx", a->tc.ctx, "Tokens per window")->default_val(128);
+  cmd->add_option("--grad-accum", a->tc.grad_accum, "Micro-batches per step")->default_val(1);
+  cmd->add_option("--optimizer", a->optimizer, "adamw or sgd")->default_str("adamw");
+  cmd->add_option("--weight-decay", a->tc.optimizer.weight_decay,
+                  "Decoupled weight decay of the weight matrices (not norms, biases, embedding)")
+      ->default_val(0.0);
+  cmd->add_option("--warmup", a->tc.warmup, "Linear warmup steps")->default_val(0);
+  cmd->add_option("--schedule", a->schedule,
+                  "After warmup: cosine, linear (both to 0) or "
+                  "constant")
+      ->default_str("cosine");
+  cmd->add_option("--clip", a->tc.clip, "Clip the gradient's global norm (0: off)")
+      ->default_val(1.0);
+  cmd->add_option("--seed", a->tc.seed, "Seed of the windows drawn")->default_val(1);
+  cmd->add_option("--val", a->val, "Validation text");
+  cmd->add_option("--val-split", a->val_split,
+                  "Validate on this last fraction of the training "
+                  "tokens instead (e.g. 0.05)");
+  cmd->add_option("--eval-every", a->tc.eval_every,
+                  "Validation loss every N steps (and at the end)");
+  cmd->add_option("--val-windows", a->tc.val_windows, "At most this many validation windows")
+      ->default_val(64);
+  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint directory");
+  cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps (and at the end)");
+  cmd->add_option("--resume", a->resume,
+                  "Continue the run of this checkpoint directory (its "
+                  "flags unless given again)");
+  cmd->add_option("--json", a->json_log, "Log file: one JSON line per step");
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)");
+  return [a, cmd] { return run_train(*a, cmd); };
+}
+
+}  // namespace lowbit::cli
