@@ -140,7 +140,8 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
   pos_.resize(size_t(B));
   for (int64_t b = 0; b < B; ++b) pos_[size_t(b)] = int32_t(b % L);
   acts_.resize(size_t(c_.n_layer));
-  std::vector<T> x(size_t(B * C));
+  std::vector<T>& x = x_;
+  x.resize(size_t(B * C));
   embedding_forward(p(w, "token_embd.weight"), tokens, B, C, x.data());
   for (int64_t l = 0; l < c_.n_layer; ++l) {
     const std::string n = "blk." + std::to_string(l) + ".";
@@ -178,18 +179,26 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
                    C, x.data());
     for (int64_t i = 0; i < B * C; ++i) x[size_t(i)] += a.x_mid[size_t(i)];
   }
-  x_out_ = std::move(x);
+  x_out_ = x;
   xnf_.resize(size_t(B * C)), rf_.resize(size_t(B));
   rmsnorm_forward(x_out_.data(), p(w, "output_norm.weight"), B, C, c_.rms_eps, xnf_.data(),
                   rf_.data());
 }
 
 template <typename T>
+int64_t Transformer<T>::slice_for(int64_t B) const {
+  if (slice_ > 0) return slice_;
+  constexpr int64_t kBudget = int64_t(256) << 20;  // bytes of logits
+  return std::clamp<int64_t>(kBudget / (B * int64_t(sizeof(T))), 1, c_.n_vocab);
+}
+
+template <typename T>
 double Transformer<T>::loss(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S,
                             int64_t L) {
   forward(w, tokens, S, L);
-  return cross_entropy(xnf_.data(), output_weight(w), targets, S * L, c_.n_embd, c_.n_vocab, slice_,
-                       T(0), static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+  return cross_entropy(xnf_.data(), output_weight(w), targets, S * L, c_.n_embd, c_.n_vocab,
+                       slice_for(S * L), T(0), static_cast<T*>(nullptr), static_cast<T*>(nullptr),
+                       &logits_);
 }
 
 template <typename T>
@@ -215,15 +224,18 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
   const int64_t B = S * L, C = c_.n_embd, H = c_.n_head, G = c_.n_head_kv, D = c_.head_dim,
                 F = c_.n_ff, Q = H * D, KV = G * D;
   // Output head and loss: dxnf (B, C), the output matrix's gradient (the embedding's when tied).
-  std::vector<T> dxnf(size_t(B * C), T(0));
-  const double loss =
-      cross_entropy(xnf_.data(), output_weight(w), targets, B, C, c_.n_vocab, slice_, grad_scale,
-                    dxnf.data(), p(grad, c_.tied_output ? "token_embd.weight" : "output.weight"));
-  std::vector<T> dx(size_t(B * C), T(0));  // d/d(residual stream), layer by layer downwards
+  auto fresh = [](std::vector<T>& v, int64_t n) { v.assign(size_t(n), T(0)); };
+  fresh(dxnf_, B * C), fresh(dx_, B * C), fresh(dact_, B * F), fresh(dgate_, B * F);
+  fresh(dup_, B * F), fresh(dxn_, B * C), fresh(datt_, B * Q), fresh(dq_, B * Q);
+  fresh(dk_, B * KV), fresh(dv_, B * KV);
+  std::vector<T>&dxnf = dxnf_, &dx = dx_, &dact = dact_, &dgate = dgate_, &dup = dup_, &dxn = dxn_,
+  &datt = datt_, &dq = dq_, &dk = dk_, &dv = dv_;
+  const double loss = cross_entropy(
+      xnf_.data(), output_weight(w), targets, B, C, c_.n_vocab, slice_for(S * L), grad_scale,
+      dxnf.data(), p(grad, c_.tied_output ? "token_embd.weight" : "output.weight"), &logits_);
+  // dx: d/d(residual stream), layer by layer downwards.
   rmsnorm_backward(dxnf.data(), x_out_.data(), p(w, "output_norm.weight"), rf_.data(), B, C,
                    dx.data(), p(grad, "output_norm.weight"));
-  std::vector<T> dact(size_t(B * F)), dgate(size_t(B * F)), dup(size_t(B * F)), dxn(size_t(B * C)),
-      datt(size_t(B * Q)), dq(size_t(B * Q)), dk(size_t(B * KV)), dv(size_t(B * KV));
   auto zero = [](std::vector<T>& v) { std::fill(v.begin(), v.end(), T(0)); };
   for (int64_t l = c_.n_layer - 1; l >= 0; --l) {
     const std::string n = "blk." + std::to_string(l) + ".";

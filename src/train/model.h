@@ -47,7 +47,9 @@ std::vector<double> rope_inv_freq(const ModelConfig& c, const std::vector<float>
 template <typename T>
 class Transformer {
  public:
-  Transformer(const ModelConfig& c, std::vector<double> inv_freq, int64_t vocab_slice = 8192);
+  // vocab_slice: vocabulary rows per slice of the output head (0: the whole vocabulary when its
+  // (tokens, V) logits take at most 256 MiB, else slices of that size).
+  Transformer(const ModelConfig& c, std::vector<double> inv_freq, int64_t vocab_slice = 0);
   const ParamLayout& layout() const { return layout_; }
 
   // The summed cross-entropy of predicting targets (S, L) from tokens (S, L), weights w
@@ -77,6 +79,10 @@ class Transformer {
   std::vector<int32_t> tokens_, pos_;
   std::vector<LayerActs> acts_;
   std::vector<T> x_out_, xnf_, rf_;
+  int64_t slice_for(int64_t B) const;
+  // The backward's buffers, kept between calls (each call would otherwise map and fault in fresh
+  // pages: 7% of a step).
+  std::vector<T> x_, logits_, dxnf_, dx_, dact_, dgate_, dup_, dxn_, datt_, dq_, dk_, dv_;
 };
 
 }  // namespace lowbit::train

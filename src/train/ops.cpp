@@ -9,21 +9,46 @@
 #include <limits>
 
 #include "lowbit/threads.h"
+#include "quant/blas_threads.h"
 
 namespace lowbit::train {
 
 namespace {
 
-// C (M, N) = alpha * op(A) · op(B) + beta * C, row-major.
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M),
               int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M),
               int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+// C (M, N) = alpha * op(A) · op(B) + beta * C, row-major. The output's rows (or, when there are
+// few, its columns) are split over the OpenMP threads, each running single-threaded BLAS on its
+// panel: one thread pool for the whole step (OpenBLAS's own pool, idle between calls, spun in
+// sched_yield against OpenMP's threads: 4% of a step's time). Each element is computed by the
+// same kernel over the same K whatever the split.
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const SingleBlasThread one_blas_thread;
+  const int64_t threads = max_threads();
+  if (M >= 16 * threads || M >= N) {
+    parallel_for(M, std::max<int64_t>(16, (M + threads - 1) / threads),
+                 [&](int64_t m0, int64_t m1) {
+                   const T* a = ta ? A + m0 : A + m0 * lda;  // row m of op(A)
+                   blas(ta, tb, m1 - m0, N, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
+                 });
+  } else {
+    parallel_for(N, std::max<int64_t>(16, (N + threads - 1) / threads),
+                 [&](int64_t n0, int64_t n1) {
+                   const T* b = tb ? B + n0 * ldb : B + n0;  // column n of op(B)
+                   blas(ta, tb, M, n1 - n0, K, alpha, A, lda, b, ldb, beta, C + n0, ldc);
+                 });
+  }
 }
 
 template <typename T>
@@ -156,36 +181,53 @@ void rope_backward(T* dv, const int32_t* pos, int64_t B, int64_t heads, int64_t 
 }
 
 // One work item per (sequence, KV head): it owns the KV head's dk / dv rows and its query heads'
-// dq rows, so no two threads write the same gradient and the sums' order is fixed.
+// dq rows, so no two threads write the same gradient and the sums' order is fixed. The item
+// copies its K and V transposed, (D, L), so that every inner loop runs over the keys j
+// (contiguous, as long as the sequence) rather than over the head dimension (8 for stories260K:
+// the loops over d ran at a third of the speed).
+namespace {
+template <typename T>
+void transpose_head(const T* x, int64_t L, int64_t stride, int64_t D, T* xt) {  // (L, D) -> (D, L)
+  for (int64_t j = 0; j < L; ++j) {
+    for (int64_t d = 0; d < D; ++d) xt[d * L + j] = x[j * stride + d];
+  }
+}
+}  // namespace
+
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L, int64_t H,
                        int64_t G, int64_t D, T* out, T* probs) {
   const T scale = T(1.0 / std::sqrt(double(D)));
   const int64_t per = H / G;
   parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<T> kt(static_cast<size_t>(D * L)), vt(static_cast<size_t>(D * L));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t s = w / G, g = w % G;
+      transpose_head(k + (s * L * G + g) * D, L, G * D, D, kt.data());
+      transpose_head(v + (s * L * G + g) * D, L, G * D, D, vt.data());
       for (int64_t h = g * per; h < (g + 1) * per; ++h) {
         for (int64_t i = 0; i < L; ++i) {
           const T* qi = q + ((s * L + i) * H + h) * D;
           T* p = probs + ((s * H + h) * L + i) * L;
-          T mx = -std::numeric_limits<T>::infinity();
-          for (int64_t j = 0; j <= i; ++j) {
-            const T* kj = k + ((s * L + j) * G + g) * D;
-            T dot = 0;
-            for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
-            p[j] = dot * scale;
-            mx = std::max(mx, p[j]);
+          std::fill(p, p + L, T(0));
+          for (int64_t d = 0; d < D; ++d) {  // p_j = scale q_i·k_j, over j
+            const T qd = qi[d] * scale;
+            const T* kd = kt.data() + d * L;
+            for (int64_t j = 0; j <= i; ++j) p[j] += qd * kd[j];
           }
+          T mx = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, p[j]);
           T sum = 0;
           for (int64_t j = 0; j <= i; ++j) sum += p[j] = std::exp(p[j] - mx);
-          for (int64_t j = 0; j <= i; ++j) p[j] /= sum;
-          for (int64_t j = i + 1; j < L; ++j) p[j] = 0;
+          const T inv = T(1) / sum;
+          for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
           T* o = out + ((s * L + i) * H + h) * D;
-          std::fill(o, o + D, T(0));
-          for (int64_t j = 0; j <= i; ++j) {
-            const T* vj = v + ((s * L + j) * G + g) * D;
-            for (int64_t d = 0; d < D; ++d) o[d] += p[j] * vj[d];
+          for (int64_t d = 0; d < D; ++d) {  // o_d = sum_j p_j v_jd
+            const T* vd = vt.data() + d * L;
+            T acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j <= i; ++j) acc += p[j] * vd[j];
+            o[d] = acc;
           }
         }
       }
@@ -196,6 +238,7 @@ void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L,
 // o_i = sum_j p_ij v_j, p_i = softmax(a_i), a_ij = scale q_i·k_j:
 //   dv_j += sum_i p_ij do_i;  dp_ij = do_i·v_j;  da_ij = p_ij (dp_ij - sum_l p_il dp_il);
 //   dq_i += scale sum_j da_ij k_j;  dk_j += scale sum_i da_ij q_i.
+// dk and dv gather in transposed (D, L) buffers and are added to the rows at the item's end.
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
                         int64_t S, int64_t L, int64_t H, int64_t G, int64_t D, T* dq, T* dk,
@@ -203,31 +246,47 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   const T scale = T(1.0 / std::sqrt(double(D)));
   const int64_t per = H / G;
   parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> da(static_cast<size_t>(L));
+    const auto n = static_cast<size_t>(D * L);
+    std::vector<T> kt(n), vt(n), dkt(n), dvt(n), da(static_cast<size_t>(L));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t s = w / G, g = w % G;
+      transpose_head(k + (s * L * G + g) * D, L, G * D, D, kt.data());
+      transpose_head(v + (s * L * G + g) * D, L, G * D, D, vt.data());
+      std::fill(dkt.begin(), dkt.end(), T(0)), std::fill(dvt.begin(), dvt.end(), T(0));
       for (int64_t h = g * per; h < (g + 1) * per; ++h) {
         for (int64_t i = 0; i < L; ++i) {
           const T* p = probs + ((s * H + h) * L + i) * L;
           const T* doi = dout + ((s * L + i) * H + h) * D;
-          T pdp = 0;
-          for (int64_t j = 0; j <= i; ++j) {
-            const T* vj = v + ((s * L + j) * G + g) * D;
-            T* dvj = dv + ((s * L + j) * G + g) * D;
-            T dp = 0;
-            for (int64_t d = 0; d < D; ++d) dp += doi[d] * vj[d], dvj[d] += p[j] * doi[d];
-            da[size_t(j)] = dp;
-            pdp += p[j] * dp;
+          std::fill(da.begin(), da.begin() + i + 1, T(0));
+          for (int64_t d = 0; d < D; ++d) {  // dp_j = do_i·v_j; dv_j += p_j do_i
+            const T od = doi[d];
+            const T* vd = vt.data() + d * L;
+            T* dvd = dvt.data() + d * L;
+            for (int64_t j = 0; j <= i; ++j) da[size_t(j)] += od * vd[j], dvd[j] += p[j] * od;
           }
+          T pdp = 0;
+#pragma omp simd reduction(+ : pdp)
+          for (int64_t j = 0; j <= i; ++j) pdp += p[j] * da[size_t(j)];
+          for (int64_t j = 0; j <= i; ++j) da[size_t(j)] = p[j] * (da[size_t(j)] - pdp) * scale;
           const T* qi = q + ((s * L + i) * H + h) * D;
           T* dqi = dq + ((s * L + i) * H + h) * D;
-          for (int64_t j = 0; j <= i; ++j) {
-            const T a = p[j] * (da[size_t(j)] - pdp) * scale;
-            const T* kj = k + ((s * L + j) * G + g) * D;
-            T* dkj = dk + ((s * L + j) * G + g) * D;
-            for (int64_t d = 0; d < D; ++d) dqi[d] += a * kj[d], dkj[d] += a * qi[d];
+          for (int64_t d = 0; d < D; ++d) {  // dq_i += sum_j da_j k_j; dk_j += da_j q_i
+            const T* kd = kt.data() + d * L;
+            T* dkd = dkt.data() + d * L;
+            const T qd = qi[d];
+            T acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j <= i; ++j) acc += da[size_t(j)] * kd[j];
+            dqi[d] += acc;
+            for (int64_t j = 0; j <= i; ++j) dkd[j] += da[size_t(j)] * qd;
           }
         }
+      }
+      for (int64_t j = 0; j < L; ++j) {
+        T* dkj = dk + ((s * L + j) * G + g) * D;
+        T* dvj = dv + ((s * L + j) * G + g) * D;
+        for (int64_t d = 0; d < D; ++d)
+          dkj[d] += dkt[size_t(d * L + j)], dvj[d] += dvt[size_t(d * L + j)];
       }
     }
   });
@@ -255,9 +314,12 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
 // loss_b = lse_b - z_b[t_b]; dz_b = grad_scale (softmax(z_b) - onehot(t_b)).
 template <typename T>
 double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
-                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW) {
+                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
+                     std::vector<T>* scratch) {
   slice = std::clamp<int64_t>(slice, 1, V);
-  std::vector<T> z(size_t(B * slice));
+  std::vector<T> own;
+  std::vector<T>& z = scratch ? *scratch : own;
+  z.resize(size_t(B * slice));
   std::vector<double> mx(size_t(B), -std::numeric_limits<double>::infinity()), sum(size_t(B), 0),
       target(size_t(B), 0);
   auto logits = [&](int64_t v0, int64_t n) {
@@ -266,15 +328,18 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
   for (int64_t v0 = 0; v0 < V; v0 += slice) {  // pass 1: running max and sum per token
     const int64_t n = std::min(slice, V - v0);
     logits(v0, n);
-    for (int64_t b = 0; b < B; ++b) {
-      const T* zb = z.data() + b * n;
-      double m = mx[size_t(b)];
-      for (int64_t j = 0; j < n; ++j) m = std::max(m, double(zb[j]));
-      double s = sum[size_t(b)] * std::exp(mx[size_t(b)] - m);
-      for (int64_t j = 0; j < n; ++j) s += std::exp(double(zb[j]) - m);
-      mx[size_t(b)] = m, sum[size_t(b)] = s;
-      if (targets[b] >= v0 && targets[b] < v0 + n) target[size_t(b)] = double(zb[targets[b] - v0]);
-    }
+    parallel_for(B, 8, [&](int64_t b0, int64_t b1) {  // tokens are independent
+      for (int64_t b = b0; b < b1; ++b) {
+        const T* zb = z.data() + b * n;
+        double m = mx[size_t(b)];
+        for (int64_t j = 0; j < n; ++j) m = std::max(m, double(zb[j]));
+        double s = sum[size_t(b)] * std::exp(mx[size_t(b)] - m);
+        for (int64_t j = 0; j < n; ++j) s += std::exp(double(zb[j]) - m);
+        mx[size_t(b)] = m, sum[size_t(b)] = s;
+        if (targets[b] >= v0 && targets[b] < v0 + n)
+          target[size_t(b)] = double(zb[targets[b] - v0]);
+      }
+    });
   }
   double loss = 0;
   std::vector<double> lse(static_cast<size_t>(B));
@@ -286,13 +351,15 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
   for (int64_t v0 = 0; v0 < V; v0 += slice) {  // pass 2: dlogits, then the two products
     const int64_t n = std::min(slice, V - v0);
     if (n != V) logits(v0, n);  // one slice: z still holds the logits
-    for (int64_t b = 0; b < B; ++b) {
-      T* zb = z.data() + b * n;
-      for (int64_t j = 0; j < n; ++j) {
-        const double p = std::exp(double(zb[j]) - lse[size_t(b)]);
-        zb[j] = T(double(grad_scale) * (p - (targets[b] == v0 + j ? 1.0 : 0.0)));
+    parallel_for(B, 8, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        T* zb = z.data() + b * n;
+        for (int64_t j = 0; j < n; ++j) {
+          const double p = std::exp(double(zb[j]) - lse[size_t(b)]);
+          zb[j] = T(double(grad_scale) * (p - (targets[b] == v0 + j ? 1.0 : 0.0)));
+        }
       }
-    }
+    });
     if (dh) gemm(false, false, B, C, n, T(1), z.data(), n, W + v0 * C, C, T(1), dh, C);
     if (dW) gemm(true, false, n, C, B, T(1), z.data(), n, h, C, T(1), dW + v0 * C, C);
   }
@@ -319,7 +386,7 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
   template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                               \
   template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                \
   template double cross_entropy<T>(const T*, const T*, const int32_t*, int64_t, int64_t, int64_t, \
-                                   int64_t, T, T*, T*);
+                                   int64_t, T, T*, T*, std::vector<T>*);
 LOWBIT_TRAIN_OPS(float)
 LOWBIT_TRAIN_OPS(double)
 #undef LOWBIT_TRAIN_OPS

@@ -78,8 +78,10 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
 // logits and turns them into dlogits = grad_scale * (softmax - onehot) (one pass when a slice holds
 // the whole vocabulary). With dh / dW non-null: dh (B, C) += dlogits · W, dW (V, C) += dlogitsᵀ ·
 // h.
+// scratch (optional): the (B, slice) logits buffer, kept by the caller between calls.
 template <typename T>
 double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
-                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW);
+                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
+                     std::vector<T>* scratch = nullptr);
 
 }  // namespace lowbit::train
