@@ -445,6 +445,46 @@ TEST(TrainCli, FineTunesAndResumesBitIdentical) {
   std::filesystem::remove_all(dir);
 }
 
+// A fresh model from sizes and a tokenizer: seeded (the same seed, the same file), loadable, and
+// it learns (validation loss below log V after a few steps). Bad shapes are named.
+TEST(TrainCli, TrainsAFreshModel) {
+  const std::string tok = test::fixture("models/stories260K/tok512.model");
+  const std::string text = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(tok);
+  LOWBIT_REQUIRE_FIXTURE(text);
+  const std::string dir = test::tmp_path("train", "fresh");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/t.txt") << test::slurp(text).substr(0, 30000);
+  const std::string args =
+      "train --dim 32 --ff 64 --layers 2 --heads 4 --kv-heads 2 --tokenizer " + tok + " -f " + dir +
+      "/t.txt --val-split 0.2 --steps 12 --batch 2 --ctx 32 " + "--lr 1e-2 --seed 5 -t 1 -o ";
+  test::CliRun r = test::run_cli(args + dir + "/a.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const auto at = r.out.find("validation loss ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_LT(std::stod(r.out.substr(at + 16)), std::log(512.0) - 0.5) << r.out;  // untrained: log V
+  r = test::run_cli(args + dir + "/b.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(test::slurp(dir + "/a.gguf"), test::slurp(dir + "/b.gguf"));
+  const Model m = Model::load(dir + "/a.gguf");
+  EXPECT_EQ(m.config.n_embd, 32);
+  EXPECT_EQ(m.config.n_head_kv, 2);
+  EXPECT_EQ(m.config.n_vocab, 512);
+  for (const auto& [extra, message] :
+       std::vector<std::pair<std::string, std::string>>{{" --heads 5", "--heads"},
+                                                        {" --kv-heads 3", "--kv-heads"},
+                                                        {" --vocab 300", "--vocab"}}) {
+    r = test::run_cli(args + dir + "/c.gguf" + extra);
+    EXPECT_NE(r.rc, 0) << extra;
+    EXPECT_NE(r.out.find(message), std::string::npos) << extra << ": " << r.out;
+  }
+  r = test::run_cli("train --dim 32 --ff 64 --layers 2 --heads 4 -f " + dir + "/t.txt -o " + dir +
+                    "/c.gguf");
+  EXPECT_NE(r.out.find("a fresh model needs a tokenizer"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/c.gguf"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TrainCli, RefusesBadInputWithoutOutput) {
   const std::string m = test::fixture("models/stories260K/stories260K.gguf");
   const std::string other = test::fixture("models/tinystories-656k");

@@ -17,8 +17,10 @@
 #include <optional>
 
 #include "commands.h"
+#include "io/synth.h"
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "lowbit/tokenizer_data.h"
 #include "train/trainer.h"
 
 namespace lowbit::cli {
@@ -27,8 +29,16 @@ namespace {
 
 using nlohmann::json;
 
+// A fresh model: a named shape and/or explicit sizes, and the tokenizer that fixes its vocabulary.
+struct FreshArgs {
+  std::string shape, tokenizer;
+  std::optional<int64_t> dim, ff, layers, heads, kv_heads, vocab;
+  bool any() const { return !shape.empty() || dim || ff || layers || heads || kv_heads || vocab; }
+};
+
 struct TrainArgs {
   std::string model, out, type = "f32", val, checkpoint, resume, json_log;
+  FreshArgs fresh;
   std::vector<std::string> files;
   train::TrainConfig tc;
   std::string optimizer = "adamw", schedule = "cosine";
@@ -47,11 +57,89 @@ std::string checkpoint_file(const std::string& dir) {
   return dir + "/checkpoint.lbt";
 }
 
+json fresh_json(const FreshArgs& f) {
+  json j = {{"shape", f.shape}, {"tokenizer", f.tokenizer}};
+  auto put = [&](const char* k, const std::optional<int64_t>& v) {
+    if (v) j[k] = *v;
+  };
+  put("dim", f.dim), put("ff", f.ff), put("layers", f.layers), put("heads", f.heads);
+  put("kv_heads", f.kv_heads), put("vocab", f.vocab);
+  return j;
+}
+FreshArgs fresh_of(const json& j) {
+  FreshArgs f;
+  j.at("shape").get_to(f.shape), j.at("tokenizer").get_to(f.tokenizer);
+  auto get = [&](const char* k, std::optional<int64_t>& v) {
+    if (j.contains(k)) v = j.at(k).get<int64_t>();
+  };
+  get("dim", f.dim), get("ff", f.ff), get("layers", f.layers), get("heads", f.heads);
+  get("kv_heads", f.kv_heads), get("vocab", f.vocab);
+  return f;
+}
+
+// The model a fresh run starts from (no tensors: train::init_weights makes them): its
+// configuration (a named shape with the given sizes over it, or the sizes alone) and the
+// tokenizer, which fixes the vocabulary.
+Model fresh_model(const FreshArgs& f, int64_t ctx) {
+  if (f.tokenizer.empty()) {
+    throw Error(
+        "a fresh model needs a tokenizer",
+        {.field = "--tokenizer",
+         .expected =
+             "a "
+             "tokenizer file (tokenizer.model, tokenizer.json, a llama2.c tok*.bin, a GGUF)"});
+  }
+  ModelConfig c;
+  if (!f.shape.empty()) {
+    c = synth_shape(f.shape);
+  } else {
+    for (const auto& [opt, given] : {std::pair{"--dim", f.dim.has_value()},
+                                     {"--ff", f.ff.has_value()},
+                                     {"--layers", f.layers.has_value()},
+                                     {"--heads", f.heads.has_value()}}) {
+      if (!given) {
+        throw Error("a fresh model needs --dim, --ff, --layers and --heads (or --shape), or -m",
+                    {.field = opt, .expected = "a value"});
+      }
+    }
+  }
+  c.name = "lowbit-trained";
+  c.n_embd = f.dim.value_or(c.n_embd), c.n_ff = f.ff.value_or(c.n_ff);
+  c.n_layer = f.layers.value_or(c.n_layer), c.n_head = f.heads.value_or(c.n_head);
+  c.n_head_kv = f.kv_heads.value_or(f.shape.empty() ? c.n_head : c.n_head_kv);
+  if (f.dim || f.heads || f.shape.empty()) c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
+  c.n_ctx_train = std::max(c.n_ctx_train, ctx);
+  Model m;
+  m.tokenizer = load_tokenizer(f.tokenizer, f.vocab.value_or(0));
+  const auto nv = int64_t(m.tokenizer.tokens.size());
+  if (f.vocab && *f.vocab != nv) {
+    throw Error("--vocab disagrees with the tokenizer", {.file = f.tokenizer,
+                                                         .field = "--vocab",
+                                                         .expected = std::to_string(nv),
+                                                         .found = std::to_string(*f.vocab)});
+  }
+  c.n_vocab = nv;
+  auto bad = [&](const char* field, const std::string& expected, int64_t found) {
+    throw Error("cannot make this model",
+                {.field = field, .expected = expected, .found = std::to_string(found)});
+  };
+  if (c.n_embd <= 0) bad("--dim", "> 0", c.n_embd);
+  if (c.n_ff <= 0) bad("--ff", "> 0", c.n_ff);
+  if (c.n_layer <= 0) bad("--layers", "> 0", c.n_layer);
+  if (c.n_head <= 0 || c.n_embd % c.n_head != 0) bad("--heads", "a divisor of --dim", c.n_head);
+  if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0)
+    bad("--kv-heads", "a divisor of --heads", c.n_head_kv);
+  if (c.head_dim % 2 != 0) bad("--heads", "an even head dimension (--dim / --heads)", c.head_dim);
+  m.config = c;
+  m.sources = {f.tokenizer};
+  return m;
+}
+
 // What a checkpoint keeps besides the trainer's own config: the run's inputs and outputs.
 json run_json(const TrainArgs& a) {
-  return {{"model", a.model},           {"files", a.files},  {"val", a.val},
-          {"val_split", a.val_split},   {"out", a.out},      {"type", a.type},
-          {"save_every", a.save_every}, {"json", a.json_log}};
+  return {{"model", a.model}, {"fresh", fresh_json(a.fresh)}, {"files", a.files},
+          {"val", a.val},     {"val_split", a.val_split},     {"out", a.out},
+          {"type", a.type},   {"save_every", a.save_every},   {"json", a.json_log}};
 }
 
 std::string eta(double seconds) {
@@ -73,6 +161,7 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     };
     take("-m", a.model, x, "model"), take("-f", a.files, x, "files"),
         take("--val", a.val, x, "val");
+    if (!a.fresh.any() && a.fresh.tokenizer.empty()) a.fresh = fresh_of(x.at("fresh"));
     take("--val-split", a.val_split, x, "val_split"), take("-o", a.out, x, "out");
     take("--type", a.type, x, "type"), take("--save-every", a.save_every, x, "save_every");
     take("--json", a.json_log, x, "json");
@@ -86,8 +175,16 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     take("--val-windows", a.tc.val_windows, c, "val_windows");
     if (!given("--checkpoint")) a.checkpoint = a.resume;
   }
-  if (a.model.empty())
-    throw Error("no model to train", {.field = "-m", .expected = "a model file"});
+  if (a.model.empty() && !a.fresh.any()) {
+    throw Error("no model to train",
+                {.field = "-m",
+                 .expected = "a model file, or a fresh "
+                             "model's --shape / --dim --ff --layers --heads with --tokenizer"});
+  }
+  if (!a.model.empty() && a.fresh.any()) {
+    throw Error("-m trains an existing model; the shape options make a fresh one: give one of them",
+                {.field = a.fresh.shape.empty() ? "--dim" : "--shape"});
+  }
   if (a.out.empty()) throw Error("no output file", {.field = "-o", .expected = "a .gguf path"});
   if (a.files.empty()) throw Error("no training text", {.field = "-f", .expected = "a text file"});
   if (a.stop_after > 0 && a.checkpoint.empty()) {
@@ -114,7 +211,9 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   if (a.threads > 0) set_threads(a.threads);
   openblas_set_num_threads(max_threads());
 
-  const Model m = Model::load(a.model);
+  const bool fresh = a.model.empty();
+  const Model m = fresh ? fresh_model(a.fresh, a.tc.ctx) : Model::load(a.model);
+  const std::string name = fresh ? "a fresh model" : a.model;
   const Tokenizer tok(m.tokenizer);
   std::vector<train::NamedText> texts;
   for (const std::string& f : a.files) texts.push_back({f, read_text(f, "-f")});
@@ -123,8 +222,10 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   train::TrainData data = train::make_train_data(tok, texts, val, a.val_split, a.tc.ctx);
   const size_t train_tokens = data.train.size(), val_tokens = data.val.size();
   const train::ParamLayout layout = train::ParamLayout::of(m.config);
-  train::Trainer trainer(m.config, train::rope_inv_freq(m), train::weights_of(m, layout), a.tc,
-                         std::move(data));
+  train::Trainer trainer(
+      m.config, train::rope_inv_freq(m),
+      fresh ? train::init_weights(layout, m.config, a.tc.seed) : train::weights_of(m, layout), a.tc,
+      std::move(data));
   if (resumed) trainer.load_checkpoint(checkpoint_file(a.resume));
 
   const int64_t until = a.stop_after > 0 ? std::min(a.stop_after, a.tc.steps) : a.tc.steps;
@@ -136,7 +237,7 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   fmt::print(
       "training {} ({} parameters, F32) on {} tokens ({} to validate): {} steps of {} x {} "
       "tokens{}\n",
-      a.model, layout.total, train_tokens, val_tokens, a.tc.steps, a.tc.batch * a.tc.grad_accum,
+      name, layout.total, train_tokens, val_tokens, a.tc.steps, a.tc.batch * a.tc.grad_accum,
       a.tc.ctx, resumed ? fmt::format(", resumed at step {}", trainer.steps_done()) : "");
   const bool tty = isatty(fileno(stderr));
   const auto t0 = std::chrono::steady_clock::now();
@@ -191,7 +292,7 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   }
   if (const ModelTensor* f = m.find("rope_freqs.weight")) out.tensors.push_back(*f);
   write_gguf(out, a.out, out_type);
-  fmt::print("{} -> {} ({}): loss {:.4f}{}, {:.1f} s\n", a.model, a.out, a.type, last_loss,
+  fmt::print("{} -> {} ({}): loss {:.4f}{}, {:.1f} s\n", name, a.out, a.type, last_loss,
              last_val ? fmt::format(", validation loss {:.4f}", *last_val) : "",
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
@@ -206,6 +307,17 @@ Runner add_train(CLI::App& app) {
   cmd->add_option("-m,--model", a->model,
                   "Initial model (any file lowbit reads; quantized "
                   "weights are dequantized)");
+  cmd->add_option("--shape", a->fresh.shape,
+                  "A fresh model of this named shape (lowbit synth's list), seeded by --seed");
+  cmd->add_option("--dim", a->fresh.dim, "Fresh model: width");
+  cmd->add_option("--ff", a->fresh.ff, "Fresh model: feed-forward width");
+  cmd->add_option("--layers", a->fresh.layers, "Fresh model: layers");
+  cmd->add_option("--heads", a->fresh.heads, "Fresh model: attention heads");
+  cmd->add_option("--kv-heads", a->fresh.kv_heads,
+                  "Fresh model: key/value heads (default --heads)");
+  cmd->add_option("--vocab", a->fresh.vocab,
+                  "Fresh model: vocabulary size (the tokenizer's; needed for a llama2.c tok*.bin)");
+  cmd->add_option("--tokenizer", a->fresh.tokenizer, "Fresh model: its tokenizer file");
   cmd->add_option("-f,--file", a->files,
                   "Training text (repeatable; tokenized with the model's "
                   "tokenizer)");

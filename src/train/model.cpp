@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "lowbit/error.h"
+#include "lowbit/rng.h"
 #include "train/ops.h"
 
 namespace lowbit::train {
@@ -78,6 +79,26 @@ std::vector<float> weights_of(const Model& m, const ParamLayout& l) {
     const uint64_t rb = t->format.row_bytes(K);
     for (int64_t r = 0; r < rows; ++r)
       t->format.dequantize_row(t->data + uint64_t(r) * rb, K, w.data() + pi.offset + r * K);
+  }
+  return w;
+}
+
+std::vector<float> init_weights(const ParamLayout& l, const ModelConfig& c, uint64_t seed) {
+  std::vector<float> w(size_t(l.total), 0.0f);
+  const double residual = 1.0 / std::sqrt(2.0 * double(std::max<int64_t>(1, c.n_layer)));
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    const ParamInfo& p = l.params[i];
+    float* x = w.data() + p.offset;
+    if (p.name.find("norm") != std::string::npos) {
+      std::fill(x, x + p.size, 1.0f);
+      continue;
+    }
+    if (p.shape.size() == 1) continue;  // biases
+    const bool proj = p.name.find("attn_output") != std::string::npos ||
+                      p.name.find("ffn_down") != std::string::npos;
+    const double sd = 0.02 * (proj ? residual : 1.0);
+    Rng rng(seed * 0x9E3779B97F4A7C15ull + i);
+    for (int64_t j = 0; j < p.size; ++j) x[j] = float(sd * rng.normal());
   }
   return w;
 }

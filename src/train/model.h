@@ -35,6 +35,10 @@ struct ParamLayout {
 // The model's tensors of layout l as F32, dequantized from whatever format they are stored in.
 // Throws Error naming a tensor that is missing or of another shape.
 std::vector<float> weights_of(const Model& m, const ParamLayout& l);
+// A fresh model's weights, seeded: every matrix and the token embedding N(0, 0.02²) (GPT-2's
+// initialization), the residual projections (attn_output, ffn_down) scaled by 1 / sqrt(2 n_layer),
+// norm weights 1, biases 0. Tensor i draws from Rng(seed, i): the same seed, the same model.
+std::vector<float> init_weights(const ParamLayout& l, const ModelConfig& c, uint64_t seed);
 // The RoPE frequencies the engine uses for m (rope_freqs.weight's factors applied).
 std::vector<double> rope_inv_freq(const Model& m);
 
