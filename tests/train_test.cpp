@@ -20,6 +20,7 @@
 #include "train/model.h"
 #include "train/ops.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 
 namespace lowbit::train {
 namespace {
@@ -361,6 +362,41 @@ TEST(TrainOptimizer, ATinyModelLearnsASequence) {
     }
     last = w;
   }
+}
+
+// A run that diverges stops with the step named, its weights those of the step before.
+TEST(TrainOptimizer, ANonFiniteLossStopsTheRunAtItsStep) {
+  ModelConfig c = tiny_config(false, false, false);
+  const ParamLayout l = ParamLayout::of(c);
+  std::vector<float> w(size_t(l.total), 0.01f);
+  TrainData d;
+  for (int i = 0; i < 200; ++i) d.train.push_back(int32_t(i % c.n_vocab));
+  TrainConfig tc;
+  tc.steps = 5, tc.batch = 2, tc.ctx = 8, tc.lr = 1e30, tc.clip = 0;  // weights of 1e30 after step 1
+  Trainer t(c, rope_inv_freq(c), w, tc, d);
+  int64_t last_good = 0;
+  try {
+    t.run(5, [&](const StepLog& s) { last_good = s.step; });
+    FAIL() << "no divergence";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step " + std::to_string(last_good + 1)), std::string::npos)
+        << e.what();
+    EXPECT_EQ(t.steps_done(), last_good);
+  }
+  // A poisoned weight fails at step 1.
+  w[3] = std::nanf("");
+  tc.lr = 1e-3;
+  Trainer bad(c, rope_inv_freq(c), w, tc, d);
+  EXPECT_THROW(
+      {
+        try {
+          bad.run(5, {});
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("step 1"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 // The training forward is the engine's forward: an F32 model's logits of every position through
