@@ -372,14 +372,16 @@ TEST(TrainOptimizer, ANonFiniteLossStopsTheRunAtItsStep) {
   TrainData d;
   for (int i = 0; i < 200; ++i) d.train.push_back(int32_t(i % c.n_vocab));
   TrainConfig tc;
-  tc.steps = 5, tc.batch = 2, tc.ctx = 8, tc.lr = 1e30, tc.clip = 0;  // weights of 1e30 after step 1
+  tc.steps = 5, tc.batch = 2, tc.ctx = 8, tc.lr = 1e30,
+  tc.clip = 0;  // weights of 1e30 after step 1
   Trainer t(c, rope_inv_freq(c), w, tc, d);
   int64_t last_good = 0;
   try {
     t.run(5, [&](const StepLog& s) { last_good = s.step; });
     FAIL() << "no divergence";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("step " + std::to_string(last_good + 1)), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("step " + std::to_string(last_good + 1)),
+              std::string::npos)
         << e.what();
     EXPECT_EQ(t.steps_done(), last_good);
   }
