@@ -173,6 +173,7 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     take("--schedule", a.schedule, c, "schedule"), take("--seed", a.tc.seed, c, "seed");
     take("--eval-every", a.tc.eval_every, c, "eval_every");
     take("--val-windows", a.tc.val_windows, c, "val_windows");
+    take("--recompute", a.tc.recompute, c, "recompute");
     if (!given("--checkpoint")) a.checkpoint = a.resume;
   }
   if (a.model.empty() && !a.fresh.any()) {
@@ -353,6 +354,9 @@ Runner add_train(CLI::App& app) {
                   "Validation loss every N steps (and at the end)");
   cmd->add_option("--val-windows", a->tc.val_windows, "At most this many validation windows")
       ->default_val(64);
+  cmd->add_flag("--recompute", a->tc.recompute,
+                "Keep only each layer's input and recompute its activations in the backward "
+                "(less memory, about a third more arithmetic; the same result)");
   cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint directory");
   cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps (and at the end)");
   cmd->add_option("--resume", a->resume,

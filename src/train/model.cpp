@@ -145,10 +145,48 @@ const T* Transformer<T>::output_weight(const T* w) const {
   return p(w, c_.tied_output ? "token_embd.weight" : "output.weight");
 }
 
+// Layer l of the forward from x_in (B, C): every activation its backward needs into a (but
+// a.x_in, which the caller keeps), the layer's output into x_out (B, C; may not alias x_in).
+template <typename T>
+void Transformer<T>::layer_forward(const T* w, int64_t l, const T* x_in, LayerActs& a, T* x_out) {
+  const int64_t S = S_, L = L_, B = S * L, C = c_.n_embd, H = c_.n_head, G = c_.n_head_kv,
+                D = c_.head_dim, F = c_.n_ff, Q = H * D, KV = G * D;
+  const std::string n = "blk." + std::to_string(l) + ".";
+  auto sz = [](std::vector<T>& v, int64_t k) { v.resize(size_t(k)); };
+  sz(a.xn1, B * C), sz(a.r1, B), sz(a.q, B * Q), sz(a.k, B * KV), sz(a.v, B * KV);
+  sz(a.probs, S * H * L * L), sz(a.att, B * Q), sz(a.x_mid, B * C), sz(a.xn2, B * C);
+  sz(a.r2, B), sz(a.gate, B * F), sz(a.up, B * F), sz(a.act, B * F);
+  // Attention block: x_mid = x + attention(norm(x)) · Woᵀ.
+  rmsnorm_forward(x_in, p(w, n + "attn_norm.weight"), B, C, c_.rms_eps, a.xn1.data(), a.r1.data());
+  linear_forward(a.xn1.data(), p(w, n + "attn_q.weight"), p(w, n + "attn_q.bias"), B, C, Q,
+                 a.q.data());
+  linear_forward(a.xn1.data(), p(w, n + "attn_k.weight"), p(w, n + "attn_k.bias"), B, C, KV,
+                 a.k.data());
+  linear_forward(a.xn1.data(), p(w, n + "attn_v.weight"), p(w, n + "attn_v.bias"), B, C, KV,
+                 a.v.data());
+  rope_forward(a.q.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
+  rope_forward(a.k.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
+  attention_forward(a.q.data(), a.k.data(), a.v.data(), S, L, H, G, D, a.att.data(),
+                    a.probs.data());
+  linear_forward(a.att.data(), p(w, n + "attn_output.weight"), static_cast<const T*>(nullptr), B, Q,
+                 C, a.x_mid.data());
+  for (int64_t i = 0; i < B * C; ++i) a.x_mid[size_t(i)] += x_in[i];
+  // Feed-forward block: x = x_mid + (silu(norm·Wgᵀ) * norm·Wuᵀ) · Wdᵀ.
+  rmsnorm_forward(a.x_mid.data(), p(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, a.xn2.data(),
+                  a.r2.data());
+  linear_forward(a.xn2.data(), p(w, n + "ffn_gate.weight"), static_cast<const T*>(nullptr), B, C, F,
+                 a.gate.data());
+  linear_forward(a.xn2.data(), p(w, n + "ffn_up.weight"), static_cast<const T*>(nullptr), B, C, F,
+                 a.up.data());
+  swiglu_forward(a.gate.data(), a.up.data(), B * F, a.act.data());
+  linear_forward(a.act.data(), p(w, n + "ffn_down.weight"), static_cast<const T*>(nullptr), B, F, C,
+                 x_out);
+  for (int64_t i = 0; i < B * C; ++i) x_out[i] += a.x_mid[size_t(i)];
+}
+
 template <typename T>
 void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64_t L) {
-  const int64_t B = S * L, C = c_.n_embd, H = c_.n_head, G = c_.n_head_kv, D = c_.head_dim,
-                F = c_.n_ff, Q = H * D, KV = G * D;
+  const int64_t B = S * L, C = c_.n_embd;
   S_ = S, L_ = L;
   tokens_.assign(tokens, tokens + B);
   for (int64_t b = 0; b < B; ++b) {
@@ -165,40 +203,11 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
   x.resize(size_t(B * C));
   embedding_forward(p(w, "token_embd.weight"), tokens, B, C, x.data());
   for (int64_t l = 0; l < c_.n_layer; ++l) {
-    const std::string n = "blk." + std::to_string(l) + ".";
     LayerActs& a = acts_[size_t(l)];
-    auto sz = [](std::vector<T>& v, int64_t k) { v.resize(size_t(k)); };
-    sz(a.xn1, B * C), sz(a.r1, B), sz(a.q, B * Q), sz(a.k, B * KV), sz(a.v, B * KV);
-    sz(a.probs, S * H * L * L), sz(a.att, B * Q), sz(a.x_mid, B * C), sz(a.xn2, B * C);
-    sz(a.r2, B), sz(a.gate, B * F), sz(a.up, B * F), sz(a.act, B * F);
+    if (recompute_ && !a.xn1.empty()) a = LayerActs{};  // only x_in is kept
     a.x_in = x;
-    // Attention block: x_mid = x + attention(norm(x)) · Woᵀ.
-    rmsnorm_forward(x.data(), p(w, n + "attn_norm.weight"), B, C, c_.rms_eps, a.xn1.data(),
-                    a.r1.data());
-    linear_forward(a.xn1.data(), p(w, n + "attn_q.weight"), p(w, n + "attn_q.bias"), B, C, Q,
-                   a.q.data());
-    linear_forward(a.xn1.data(), p(w, n + "attn_k.weight"), p(w, n + "attn_k.bias"), B, C, KV,
-                   a.k.data());
-    linear_forward(a.xn1.data(), p(w, n + "attn_v.weight"), p(w, n + "attn_v.bias"), B, C, KV,
-                   a.v.data());
-    rope_forward(a.q.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
-    rope_forward(a.k.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
-    attention_forward(a.q.data(), a.k.data(), a.v.data(), S, L, H, G, D, a.att.data(),
-                      a.probs.data());
-    linear_forward(a.att.data(), p(w, n + "attn_output.weight"), static_cast<const T*>(nullptr), B,
-                   Q, C, a.x_mid.data());
-    for (int64_t i = 0; i < B * C; ++i) a.x_mid[size_t(i)] += x[size_t(i)];
-    // Feed-forward block: x = x_mid + (silu(norm·Wgᵀ) * norm·Wuᵀ) · Wdᵀ.
-    rmsnorm_forward(a.x_mid.data(), p(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, a.xn2.data(),
-                    a.r2.data());
-    linear_forward(a.xn2.data(), p(w, n + "ffn_gate.weight"), static_cast<const T*>(nullptr), B, C,
-                   F, a.gate.data());
-    linear_forward(a.xn2.data(), p(w, n + "ffn_up.weight"), static_cast<const T*>(nullptr), B, C, F,
-                   a.up.data());
-    swiglu_forward(a.gate.data(), a.up.data(), B * F, a.act.data());
-    linear_forward(a.act.data(), p(w, n + "ffn_down.weight"), static_cast<const T*>(nullptr), B, F,
-                   C, x.data());
-    for (int64_t i = 0; i < B * C; ++i) x[size_t(i)] += a.x_mid[size_t(i)];
+    // With recomputation only each layer's input is kept; the rest goes to one scratch set.
+    layer_forward(w, l, a.x_in.data(), recompute_ ? work_ : a, x.data());
   }
   x_out_ = x;
   xnf_.resize(size_t(B * C)), rf_.resize(size_t(B));
@@ -260,7 +269,9 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
   auto zero = [](std::vector<T>& v) { std::fill(v.begin(), v.end(), T(0)); };
   for (int64_t l = c_.n_layer - 1; l >= 0; --l) {
     const std::string n = "blk." + std::to_string(l) + ".";
-    const LayerActs& a = acts_[size_t(l)];
+    const std::vector<T>& x_in = acts_[size_t(l)].x_in;
+    if (recompute_) layer_forward(w, l, x_in.data(), work_, x_.data());  // x_ is free by now
+    const LayerActs& a = recompute_ ? work_ : acts_[size_t(l)];
     // x = x_mid + act · Wdᵀ: dx reaches x_mid directly and through the feed-forward.
     zero(dact), zero(dgate), zero(dup), zero(dxn);
     linear_backward(dx.data(), a.act.data(), p(w, n + "ffn_down.weight"), B, F, C, dact.data(),
@@ -286,7 +297,7 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
                     p(grad, n + "attn_k.weight"), p(grad, n + "attn_k.bias"));
     linear_backward(dv.data(), a.xn1.data(), p(w, n + "attn_v.weight"), B, C, KV, dxn.data(),
                     p(grad, n + "attn_v.weight"), p(grad, n + "attn_v.bias"));
-    rmsnorm_backward(dxn.data(), a.x_in.data(), p(w, n + "attn_norm.weight"), a.r1.data(), B, C,
+    rmsnorm_backward(dxn.data(), x_in.data(), p(w, n + "attn_norm.weight"), a.r1.data(), B, C,
                      dx.data(), p(grad, n + "attn_norm.weight"));
   }
   embedding_backward(dx.data(), tokens_.data(), B, C, p(grad, "token_embd.weight"));

@@ -62,6 +62,10 @@ class Transformer {
   // The same, and grad += grad_scale * d(loss)/dw.
   double loss_and_grad(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S,
                        int64_t L, T* grad, T grad_scale);
+  // Recomputation: keep only each layer's input in the forward, and recompute the layer's
+  // activations during the backward (one more forward's work; activation memory of one layer
+  // instead of all). The gradients are the same, bit for bit.
+  void set_recompute(bool on) { recompute_ = on; }
   // Logits (S * L, V) of every position (what the engine computes), for comparisons.
   std::vector<T> logits(const T* w, const int32_t* tokens, int64_t S, int64_t L);
 
@@ -74,6 +78,9 @@ class Transformer {
   // Embedding -> layers -> final norm into xnf_ (B, C); activations kept in acts_.
   void forward(const T* w, const int32_t* tokens, int64_t S, int64_t L);
   const T* output_weight(const T* w) const;
+  void layer_forward(const T* w, int64_t l, const T* x_in, LayerActs& a, T* x_out);
+  bool recompute_ = false;
+  LayerActs work_;  // the recomputed layer's activations
 
   ModelConfig c_;
   std::vector<double> inv_freq_;

@@ -186,6 +186,20 @@ void rope_backward(T* dv, const int32_t* pos, int64_t B, int64_t heads, int64_t 
 // (contiguous, as long as the sequence) rather than over the head dimension (8 for stories260K:
 // the loops over d ran at a third of the speed).
 namespace {
+// sum_j a[j] b[j] (n values) in 8 interleaved partial sums, added in order at the end: the
+// compiler vectorizes the 8 lanes without reordering any sum (no -ffast-math needed).
+template <typename T>
+T dot_keys(const T* a, const T* b, int64_t n) {
+  T s[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int u = 0; u < 8; ++u) s[u] += a[j + u] * b[j + u];
+  }
+  T r = 0;
+  for (int u = 0; u < 8; ++u) r += s[u];
+  for (; j < n; ++j) r += a[j] * b[j];
+  return r;
+}
 template <typename T>
 void transpose_head(const T* x, int64_t L, int64_t stride, int64_t D, T* xt) {  // (L, D) -> (D, L)
   for (int64_t j = 0; j < L; ++j) {
@@ -224,10 +238,7 @@ void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L,
           T* o = out + ((s * L + i) * H + h) * D;
           for (int64_t d = 0; d < D; ++d) {  // o_d = sum_j p_j v_jd
             const T* vd = vt.data() + d * L;
-            T acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j <= i; ++j) acc += p[j] * vd[j];
-            o[d] = acc;
+            o[d] = dot_keys(p, vd, i + 1);
           }
         }
       }
@@ -264,9 +275,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
             T* dvd = dvt.data() + d * L;
             for (int64_t j = 0; j <= i; ++j) da[size_t(j)] += od * vd[j], dvd[j] += p[j] * od;
           }
-          T pdp = 0;
-#pragma omp simd reduction(+ : pdp)
-          for (int64_t j = 0; j <= i; ++j) pdp += p[j] * da[size_t(j)];
+          const T pdp = dot_keys(p, da.data(), i + 1);
           for (int64_t j = 0; j <= i; ++j) da[size_t(j)] = p[j] * (da[size_t(j)] - pdp) * scale;
           const T* qi = q + ((s * L + i) * H + h) * D;
           T* dqi = dq + ((s * L + i) * H + h) * D;
@@ -274,10 +283,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
             const T* kd = kt.data() + d * L;
             T* dkd = dkt.data() + d * L;
             const T qd = qi[d];
-            T acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j <= i; ++j) acc += da[size_t(j)] * kd[j];
-            dqi[d] += acc;
+            dqi[d] += dot_keys(da.data(), kd, i + 1);
             for (int64_t j = 0; j <= i; ++j) dkd[j] += da[size_t(j)] * qd;
           }
         }

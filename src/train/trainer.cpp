@@ -46,7 +46,8 @@ json config_json(const TrainConfig& c) {
           {"seed", c.seed},
           {"eval_every", c.eval_every},
           {"val_windows", c.val_windows},
-          {"vocab_slice", c.vocab_slice}};
+          {"vocab_slice", c.vocab_slice},
+          {"recompute", c.recompute}};
 }
 
 json tensors_json(const ParamLayout& l) {
@@ -129,6 +130,7 @@ Trainer::Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector
                  .found = std::to_string(w_.size())});
   }
   g_.assign(w_.size(), 0.0f);
+  model_.set_recompute(tc.recompute);
 }
 
 void Trainer::window(int64_t q, int32_t* in, int32_t* tgt) const {

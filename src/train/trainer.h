@@ -45,6 +45,7 @@ struct TrainConfig {
   int64_t eval_every = 0;    // validation every N steps (and after the last; 0: only the last)
   int64_t val_windows = 64;  // at most this many windows of the validation stream
   int64_t vocab_slice = 0;   // 0: Transformer's choice
+  bool recompute = false;    // Transformer::set_recompute (the same results, less memory)
 };
 
 struct StepLog {
