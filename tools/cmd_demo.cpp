@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <vector>
 
 #include "commands.h"
@@ -109,12 +108,6 @@ std::filesystem::path demo_dir() {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
   std::filesystem::create_directories(dir);
   return dir;
-}
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 void quantized_table(const std::filesystem::path& model_path, const std::filesystem::path& text) {

@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "commands.h"
 #include "eval/perplexity.h"
@@ -17,14 +16,6 @@
 namespace lowbit::cli {
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open the text file", {.file = path, .field = "-f"});
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 struct EvalArgs {
   std::string text_file;

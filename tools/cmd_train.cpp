@@ -47,12 +47,6 @@ struct TrainArgs {
   int threads = 0;
 };
 
-std::string read_text(const std::string& path, const char* option) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open the text file", {.file = path, .field = option});
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
 std::string checkpoint_file(const std::string& dir) {
   return dir + "/checkpoint.lbt";
 }

@@ -3,8 +3,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <string>
 
+#include "lowbit/error.h"
 #include "lowbit/model.h"
 
 namespace lowbit::cli {
@@ -23,6 +27,14 @@ inline TensorSize tensor_size(const Model& m) {
   for (const auto& t : m.tensors) bytes += t.bytes, params += uint64_t(t.rows() * t.row_length());
   return {bytes, params ? 8.0 * double(bytes) / double(params) : 0.0};
 }
+// A whole text file (the -f / --calib inputs); Error naming the file and the option when it cannot
+// be opened.
+inline std::string read_text(const std::string& path, const char* option = "-f") {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open the text file", {.file = path, .field = option});
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
 Runner add_formats(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_convert(CLI::App& app);

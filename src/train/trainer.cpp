@@ -138,8 +138,12 @@ void Trainer::window(int64_t q, int32_t* in, int32_t* tgt) const {
   const int64_t T = tc_.ctx, need = T + (data_.bos ? 0 : 1);
   Rng rng(tc_.seed * 0x100000001B3ull + uint64_t(q));
   const int64_t start = int64_t(rng.next_u64() % uint64_t(int64_t(s.size()) - need + 1));
-  // With BOS: BOS t0 .. t(T-2) predicts t0 .. t(T-1). Without: t0 .. t(T-1) predicts t1 .. tT.
-  const int32_t* x = s.data() + start;
+  cut(s.data() + start, in, tgt);
+}
+
+// With BOS: BOS t0 .. t(T-2) predicts t0 .. t(T-1). Without: t0 .. t(T-1) predicts t1 .. tT.
+void Trainer::cut(const int32_t* x, int32_t* in, int32_t* tgt) const {
+  const int64_t T = tc_.ctx;
   if (data_.bos) {
     in[0] = *data_.bos;
     std::memcpy(in + 1, x, size_t(T - 1) * sizeof(int32_t));
@@ -194,19 +198,8 @@ std::optional<double> Trainer::validation_loss() {
   for (int64_t w0 = 0; w0 < windows; w0 += tc_.batch) {
     const int64_t n = std::min(tc_.batch, windows - w0);
     std::vector<int32_t> in(size_t(n * T)), tgt(size_t(n * T));
-    for (int64_t b = 0; b < n; ++b) {
-      const int32_t* x = s.data() + (w0 + b) * T;
-      int32_t* ib = in.data() + b * T;
-      int32_t* tb = tgt.data() + b * T;
-      if (data_.bos) {
-        ib[0] = *data_.bos;
-        std::memcpy(ib + 1, x, size_t(T - 1) * sizeof(int32_t));
-        std::memcpy(tb, x, size_t(T) * sizeof(int32_t));
-      } else {
-        std::memcpy(ib, x, size_t(T) * sizeof(int32_t));
-        std::memcpy(tb, x + 1, size_t(T) * sizeof(int32_t));
-      }
-    }
+    for (int64_t b = 0; b < n; ++b)
+      cut(s.data() + (w0 + b) * T, in.data() + b * T, tgt.data() + b * T);
     sum += model_.loss(w_.data(), in.data(), tgt.data(), n, T);
   }
   return sum / double(windows * T);

@@ -82,6 +82,8 @@ class Trainer {
  private:
   // Window q of the run (q counts windows over all steps): a start drawn from (seed, q).
   void window(int64_t q, int32_t* in, int32_t* tgt) const;
+  // One window from the stream at x: its ctx inputs and ctx targets.
+  void cut(const int32_t* x, int32_t* in, int32_t* tgt) const;
 
   ModelConfig c_;
   TrainConfig tc_;
