@@ -3,7 +3,6 @@
 // clipping, the schedule, validation and checkpoints.
 #include "train/trainer.h"
 
-#include <cblas.h>
 
 #include <chrono>
 #include <cmath>

@@ -125,17 +125,19 @@ struct X8Q2 {
         if constexpr (kQ3) {
           for (int k = 0; k < 16; ++k) g[16 + 8 * k + r] = uint8_t(int8_t(ss.sc[k]));
         }
+        int code[256];
+        for (int e = 0; e < 256; ++e) code[e] = code_of(blk, e);
         for (int s = 0; s < 8; ++s) {
           for (int i = 0; i < 4; ++i) {
             for (int v = 0; v < 2; ++v) {
               int byte = 0;
               for (int j = 0; j < 4; ++j)
-                byte |= (code_of(blk, 32 * s + 4 * (4 * v + j) + i) & 3) << (2 * j);
+                byte |= (code[32 * s + 4 * (4 * v + j) + i] & 3) << (2 * j);
               cg[(kVecs * s + v) * v_stride + 4 * r + i] = uint8_t(byte);
             }
             if constexpr (kQ3) {
               int byte = 0;
-              for (int q = 0; q < 8; ++q) byte |= (code_of(blk, 32 * s + 4 * q + i) >> 2) << q;
+              for (int q = 0; q < 8; ++q) byte |= (code[32 * s + 4 * q + i] >> 2) << q;
               cg[(kVecs * s + 2) * v_stride + 4 * r + i] = uint8_t(byte);
             }
           }
