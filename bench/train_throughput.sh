@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 19's throughput figures: `lowbit train` on stories260K and on a ~60M-parameter synthetic
-# model (dim 512, ff 1536, 8 layers, vocabulary 32000), batch 8, 2 threads, next to OpenBLAS's
-# F32 GEMM rate on the same models' training shapes (lowbit_bench train_gemm), in the same run.
+# model (dim 512, ff 1536, 8 layers, vocabulary 32000), batch 8, ctx 256 (stories260K also ctx
+# 128), 2 threads, next to OpenBLAS's F32 GEMM rate on the same models' training shapes
+# (lowbit_bench train_gemm), in the same run.
 # Prints the median tokens/s of the steps after the first 3, GFLOP/s as 6 * parameters * tokens/s,
 # that against the GEMM rate, and peak RSS.  Usage: bench/train_throughput.sh [ROUNDS]
 set -euo pipefail
@@ -19,9 +20,12 @@ for round in $(seq "${1:-2}"); do
   OMP_NUM_THREADS=2 "$bench" --benchmark_filter=train_gemm --benchmark_min_time=2 2>/dev/null |
     awk '/train_gemm/ { for (i = 1; i <= NF; ++i) if ($i ~ /^GFLOP/) { split($i, a, "="); print $1, a[2] } }' |
     sed 's|/real_time||; s|/s$||' > "$tmp/gemm.txt"
-  for m in stories260K synth30M; do
-    if [ "$m" = stories260K ]; then model=$fx/models/stories260K/stories260K.gguf ctx=128 steps=40
-    else model=$tmp/synth.gguf ctx=256 steps=8; fi
+  for m in stories260K stories260K_ctx128 synth30M; do
+    case $m in
+      stories260K) model=$fx/models/stories260K/stories260K.gguf ctx=256 steps=40 ;;
+      stories260K_ctx128) model=$fx/models/stories260K/stories260K.gguf ctx=128 steps=40 ;;
+      *) model=$tmp/synth.gguf ctx=256 steps=8 ;;
+    esac
     /usr/bin/time -f "%M" -o "$tmp/rss" "$lowbit" train -m "$model" -f "$tmp/text.txt" \
       -o "$tmp/out.gguf" --steps "$steps" --batch 8 --ctx "$ctx" -t 2 --json "$tmp/log.jsonl" \
       > "$tmp/stdout"

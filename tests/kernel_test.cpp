@@ -378,17 +378,18 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // ---- load-time repacking (PreparedMatrix)
 // ----------------------------------------------------------------------
 
-// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, and the grouped layout of NF4, Q5_0, Q4_1, Q5_1,
-// IQ4_NL; AVX-512 also F32, F16, BF16) against the double
-// reference: rows around the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in
-// place; 16 and 48: pairs of groups only (Q4_0, Q8_0, Q4_K on AVX-512); 40: groups split over
-// threads; 56 = the float prompt tile's 4 groups + 2 + 1, or 3 pairs + 1), tokens around the tiles
-// (AVX2 4, AVX-512 8, float 6), K of 1, 2, 7 (prime) and 16 blocks; float rows of 2, 40 and 512
-// values, and an odd length (33), which has no pair layout and must say so.
+// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, and the grouped layout of NF4,
+// Q5_0, Q4_1, Q5_1, IQ4_NL; AVX-512 also F32, F16, BF16) against the double reference: rows around
+// the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in place; 16 and 48: pairs of
+// groups only (Q4_0, Q8_0, Q4_K on AVX-512); 40: groups split over threads; 56 = the float prompt
+// tile's 4 groups + 2 + 1, or 3 pairs + 1), tokens around the tiles (AVX2 4, AVX-512 8, float 6), K
+// of 1, 2, 7 (prime) and 16 blocks; float rows of 2, 40 and 512 values, and an odd length (33),
+// which has no pair layout and must say so.
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
-  for (const char* name : {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q2_k", "q3_k",
-                           "tq2_0", "nf4", "nf4_dq", "bin1", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
+  for (const char* name :
+       {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q2_k", "q3_k", "tq2_0", "nf4", "nf4_dq",
+        "bin1", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
     const Format f = Format::parse(name);
     const bool is_float = f.block_elems(256) == 1;
     const int64_t blk = is_float ? 32 : f.block_elems(256);
@@ -598,6 +599,31 @@ TEST(KernelFloatHelpers, SoftmaxMatchesDouble) {
         const double eps = std::numeric_limits<float>::epsilon();
         ASSERT_NEAR(s[size_t(i)], p, (1e-6 + x * eps) * p + 1e-37)
             << isa_name(isa) << " n=" << n << " i=" << i;
+      }
+    }
+  }
+}
+
+// Softmax's backward on every tier against double precision: d_i = p_i (d_i - p·d), each within
+// a few roundings of its terms' size.
+TEST(KernelFloatHelpers, SoftmaxBackwardMatchesDouble) {
+  const double eps = std::numeric_limits<float>::epsilon();
+  for (const int64_t n : {1, 2, 7, 16, 17, 100, 256}) {
+    auto p = test::gaussian(n, uint64_t(n) + 50);
+    kernel::ref_kernels().softmax(p.data(), n);
+    const auto d0 = test::gaussian(n, uint64_t(n) + 51);
+    double pd = 0, mag = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      pd += double(p[size_t(i)]) * d0[size_t(i)];
+      mag += std::fabs(double(p[size_t(i)]) * d0[size_t(i)]);
+    }
+    for (const Isa isa : supported_isas()) {
+      std::vector<float> d = d0;
+      kernel::kernels_for(isa).softmax_backward(p.data(), d.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double pi = p[size_t(i)], want = pi * (d0[size_t(i)] - pd);
+        const double tol = 4 * eps * pi * (std::fabs(d0[size_t(i)]) + (n + 1) * mag);
+        ASSERT_NEAR(d[size_t(i)], want, tol) << isa_name(isa) << " n=" << n << " i=" << i;
       }
     }
   }

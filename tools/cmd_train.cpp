@@ -166,6 +166,8 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     take("--eval-every", a.tc.eval_every, c, "eval_every");
     take("--val-windows", a.tc.val_windows, c, "val_windows");
     take("--recompute", a.tc.recompute, c, "recompute");
+    // Checkpoints from before --replicas split every operation (1).
+    if (!given("--replicas")) a.tc.replicas = c.value("replicas", int64_t(1));
     if (!given("--checkpoint")) a.checkpoint = a.resume;
   }
   if (a.model.empty() && !a.fresh.any()) {
@@ -229,9 +231,13 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   }
   fmt::print(
       "training {} ({} parameters, F32) on {} tokens ({} to validate): {} steps of {} x {} "
-      "tokens{}\n",
+      "tokens{}{}\n",
       name, layout.total, train_tokens, val_tokens, a.tc.steps, a.tc.batch * a.tc.grad_accum,
-      a.tc.ctx, resumed ? fmt::format(", resumed at step {}", trainer.steps_done()) : "");
+      a.tc.ctx,
+      trainer.config().replicas > 1
+          ? fmt::format(", {} data-parallel replicas", trainer.config().replicas)
+          : "",
+      resumed ? fmt::format(", resumed at step {}", trainer.steps_done()) : "");
   const bool tty = isatty(fileno(stderr));
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = trainer.steps_done();
@@ -349,6 +355,11 @@ Runner add_train(CLI::App& app) {
   cmd->add_flag("--recompute", a->tc.recompute,
                 "Keep only each layer's input and recompute its activations in the backward "
                 "(less memory, about a third more arithmetic; the same result)");
+  cmd->add_option("--replicas", a->tc.replicas,
+                  "Threads that each take whole windows, with their own activations and "
+                  "gradients (1: split every operation over the threads instead; 0: by the "
+                  "model's size)")
+      ->default_val(0);
   cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint directory");
   cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps (and at the end)");
   cmd->add_option("--resume", a->resume,

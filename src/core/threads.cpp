@@ -7,17 +7,14 @@
 
 namespace lowbit {
 
-namespace {
-int g_default_threads = 0;
-}
-
 int max_threads() {
   return omp_get_max_threads();
 }
 
+// Inside a parallel region the setting is the calling thread's own, for the region's lifetime.
 void set_threads(int n) {
-  if (g_default_threads == 0) g_default_threads = omp_get_max_threads();
-  omp_set_num_threads(n > 0 ? n : g_default_threads);
+  static const int default_threads = omp_get_max_threads();  // thread-safe, on the first call
+  omp_set_num_threads(n > 0 ? n : default_threads);
 }
 
 int thread_index() {

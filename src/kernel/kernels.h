@@ -94,7 +94,7 @@ struct IntTraits {
   static constexpr bool kIs = false;
 };
 template <typename T>
-  requires std::is_base_of_v<formats::IntN<T::kBits, T::kAsym>, T>
+requires std::is_base_of_v<formats::IntN<T::kBits, T::kAsym>, T>
 struct IntTraits<T> {
   static constexpr bool kIs = true;
   static constexpr int kBits = T::kBits;
@@ -198,6 +198,8 @@ struct KernelSet {
   void (*swiglu)(float* g, const float* u, int64_t n) = nullptr;
   // Attention weights in place: s[i] = e^(s[i] - max) / sum (matmul.h: softmax).
   void (*softmax)(float* s, int64_t n) = nullptr;
+  // Its backward in place: d[i] = p[i] (d[i] - sum_j p[j] d[j]) (matmul.h: softmax_backward).
+  void (*softmax_backward)(const float* p, float* d, int64_t n) = nullptr;
   // The quantizers' scale search on uniform integer grids (format/fit.h): the same bits on
   // every tier.
   fit::GridKernels grid = {};

@@ -115,9 +115,8 @@ void for_token_chunks(const Acts& a, Fn&& fn) {
 
 void gemm_chunked(GemmFn gemm, const uint8_t* w, uint64_t rb, int64_t rows, const Acts& a, float* y,
                   int64_t ldy) {
-  for_token_chunks(a, [&](const Acts& part, int64_t t0) {
-    gemm(w, rb, rows, part, y + t0 * ldy, ldy);
-  });
+  for_token_chunks(
+      a, [&](const Acts& part, int64_t t0) { gemm(w, rb, rows, part, y + t0 * ldy, ldy); });
 }
 
 // Threads only when each gets >= ~64k multiply-adds: small layers (and generation on tiny
@@ -209,8 +208,8 @@ PreparedMatrix::PreparedMatrix(Isa isa, const Format& f, const uint8_t* w, int64
   const uint64_t rb = f.row_bytes(K);
   const int64_t wgroup = weight_group(f, K);
   // x8_block_bytes 0: the layout takes exactly the 8 rows' bytes (grouped ints, NF4).
-  group_bytes_ = fk.x8_block_bytes == 0 ? 8 * rb
-                                        : uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
+  group_bytes_ =
+      fk.x8_block_bytes == 0 ? 8 * rb : uint64_t(K / f.block_elems(K)) * fk.x8_block_bytes;
   packed_ = huge_alloc<uint8_t>(group_bytes_ * uint64_t(groups));
   uint8_t* out = packed_.get();
   // Pairs of groups through repack16 where the tier has it (threads then split on pairs).
@@ -316,6 +315,11 @@ void swiglu(float* g, const float* u, int64_t n) {
 void softmax(float* s, int64_t n) {
   static const auto fn = kernel::kernels_for(active_isa()).softmax;
   fn(s, n);
+}
+
+void softmax_backward(const float* p, float* d, int64_t n) {
+  static const auto fn = kernel::kernels_for(active_isa()).softmax_backward;
+  fn(p, d, n);
 }
 
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,

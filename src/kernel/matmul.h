@@ -50,6 +50,9 @@ void attention_values(const float* p, const float* v, int64_t stride, int64_t T,
 void swiglu(float* g, const float* u, int64_t n);
 // Softmax in place on the active tier: s[i] = e^(s[i] - max) / sum (same e^x as swiglu).
 void softmax(float* s, int64_t n);
+// Softmax's backward on the active tier, in place: d[i] = p[i] (d[i] - sum_j p[j] d[j]), for p a
+// softmax and d the gradient of its output.
+void softmax_backward(const float* p, float* d, int64_t n);
 
 // A weight matrix made ready for one tier's kernels, once, at load time. Where the tier has an
 // interleaved layout for the format (x86: Q4_0, Q8_0 and Q4_K; AVX-512 also F32, F16 and BF16

@@ -7,11 +7,17 @@
 
 namespace lowbit {
 
-// One BLAS thread for the guard's lifetime; the caller's setting back afterwards.
+// One BLAS thread for the guard's lifetime; the caller's setting back afterwards. Where the
+// setting is 1 already (an outer guard) it is only read, so threads inside such a guard can each
+// hold one.
 class SingleBlasThread {
  public:
-  SingleBlasThread() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
-  ~SingleBlasThread() { openblas_set_num_threads(saved_); }
+  SingleBlasThread() : saved_(openblas_get_num_threads()) {
+    if (saved_ != 1) openblas_set_num_threads(1);
+  }
+  ~SingleBlasThread() {
+    if (saved_ != 1) openblas_set_num_threads(saved_);
+  }
   SingleBlasThread(const SingleBlasThread&) = delete;
   SingleBlasThread& operator=(const SingleBlasThread&) = delete;
 

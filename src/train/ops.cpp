@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
+#include "kernel/matmul.h"
 #include "lowbit/threads.h"
 #include "quant/blas_threads.h"
 
@@ -67,19 +69,25 @@ template <typename T>
 void rotate(T* v, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
             const std::vector<double>& inv_freq, bool neox, int dir) {
   const int64_t half = D / 2, stride = neox ? 1 : 2, other = neox ? half : 1;
+  // The angles of every position once (B tokens hold few distinct positions: 0 .. ctx - 1).
+  int32_t top = 0;
+  for (int64_t b = 0; b < B; ++b) top = std::max(top, pos[b]);
+  std::vector<T> cs(static_cast<size_t>((top + 1) * half)), sn(cs.size());
+  for (int32_t p = 0; p <= top; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      double c, s;
+      angle(p, inv_freq[size_t(i)], c, s);
+      cs[size_t(p * half + i)] = T(c), sn[size_t(p * half + i)] = T(dir * s);
+    }
+  }
   parallel_for(B, 16, [&](int64_t b0, int64_t b1) {
-    std::vector<T> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
     for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t i = 0; i < half; ++i) {
-        double c, s;
-        angle(pos[b], inv_freq[size_t(i)], c, s);
-        cs[size_t(i)] = T(c), sn[size_t(i)] = T(dir * s);
-      }
+      const T *cb = cs.data() + pos[b] * half, *sb = sn.data() + pos[b] * half;
       for (int64_t h = 0; h < heads; ++h) {
         T* vh = v + (b * heads + h) * D;
         for (int64_t i = 0; i < half; ++i) {
           T* p = vh + stride * i;
-          const T a = p[0], z = p[other], c = cs[size_t(i)], s = sn[size_t(i)];
+          const T a = p[0], z = p[other], c = cb[i], s = sb[i];
           p[0] = a * c - z * s;
           p[other] = a * s + z * c;
         }
@@ -181,11 +189,27 @@ void rope_backward(T* dv, const int32_t* pos, int64_t B, int64_t heads, int64_t 
 }
 
 // One work item per (sequence, KV head): it owns the KV head's dk / dv rows and its query heads'
-// dq rows, so no two threads write the same gradient and the sums' order is fixed. The item
-// copies its K and V transposed, (D, L), so that every inner loop runs over the keys j
-// (contiguous, as long as the sequence) rather than over the head dimension (8 for stories260K:
-// the loops over d ran at a third of the speed).
+// dq rows, so no two threads write the same gradient and the sums' order is fixed. Each head's
+// products are GEMMs on the item's thread (single-threaded BLAS), by blocks of kRows query rows:
+// block r meets only the keys up to its last row, so of the (L, L) square only the blocks on and
+// below the diagonal are computed (5/8 of it at L = 256). Row by row over the keys (the first
+// version) ran at a fraction of BLAS's rate: with 8-dimensional heads (stories260K) each row is a
+// handful of short loops, and a step of stories260K spent 57% of its time in attention.
 namespace {
+constexpr int64_t kRows = 64;  // query rows per block
+template <typename T>
+void softmax_row(T* p, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    softmax(p, n);  // the engine's, on the active tier
+  } else {
+    T mx = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[j]);
+    T sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += p[j] = std::exp(p[j] - mx);
+    const T inv = T(1) / sum;
+    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+  }
+}
 // sum_j a[j] b[j] (n values) in 8 interleaved partial sums, added in order at the end: the
 // compiler vectorizes the 8 lanes without reordering any sum (no -ffast-math needed).
 template <typename T>
@@ -200,46 +224,36 @@ T dot_keys(const T* a, const T* b, int64_t n) {
   for (; j < n; ++j) r += a[j] * b[j];
   return r;
 }
-template <typename T>
-void transpose_head(const T* x, int64_t L, int64_t stride, int64_t D, T* xt) {  // (L, D) -> (D, L)
-  for (int64_t j = 0; j < L; ++j) {
-    for (int64_t d = 0; d < D; ++d) xt[d * L + j] = x[j * stride + d];
-  }
-}
 }  // namespace
 
+// Head h of sequence s: its rows of q are (L, D) at q + (s L H + h) D with stride H D; KV head
+// g's rows of k and v at k + (s L G + g) D with stride G D; P_h is (L, L). For query rows
+// [i0, i1) and the keys [0, i1):
+//   P_h = softmax(scale Q_h K_gᵀ, causal);  O_h = P_h V_g.
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L, int64_t H,
                        int64_t G, int64_t D, T* out, T* probs) {
   const T scale = T(1.0 / std::sqrt(double(D)));
   const int64_t per = H / G;
+  const SingleBlasThread one_blas_thread;
   parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> kt(static_cast<size_t>(D * L)), vt(static_cast<size_t>(D * L));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t s = w / G, g = w % G;
-      transpose_head(k + (s * L * G + g) * D, L, G * D, D, kt.data());
-      transpose_head(v + (s * L * G + g) * D, L, G * D, D, vt.data());
+      const T *kg = k + (s * L * G + g) * D, *vg = v + (s * L * G + g) * D;
       for (int64_t h = g * per; h < (g + 1) * per; ++h) {
-        for (int64_t i = 0; i < L; ++i) {
-          const T* qi = q + ((s * L + i) * H + h) * D;
-          T* p = probs + ((s * H + h) * L + i) * L;
-          std::fill(p, p + L, T(0));
-          for (int64_t d = 0; d < D; ++d) {  // p_j = scale q_i·k_j, over j
-            const T qd = qi[d] * scale;
-            const T* kd = kt.data() + d * L;
-            for (int64_t j = 0; j <= i; ++j) p[j] += qd * kd[j];
+        const T* qh = q + (s * L * H + h) * D;
+        T* P = probs + (s * H + h) * L * L;
+        for (int64_t i0 = 0; i0 < L; i0 += kRows) {
+          const int64_t i1 = std::min(L, i0 + kRows), m = i1 - i0;
+          T* Pb = P + i0 * L;
+          blas(false, true, m, i1, D, scale, qh + i0 * H * D, H * D, kg, G * D, T(0), Pb, L);
+          for (int64_t i = i0; i < i1; ++i) {
+            T* p = P + i * L;
+            softmax_row(p, i + 1);
+            std::fill(p + i + 1, p + L, T(0));
           }
-          T mx = -std::numeric_limits<T>::infinity();
-          for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, p[j]);
-          T sum = 0;
-          for (int64_t j = 0; j <= i; ++j) sum += p[j] = std::exp(p[j] - mx);
-          const T inv = T(1) / sum;
-          for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
-          T* o = out + ((s * L + i) * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) {  // o_d = sum_j p_j v_jd
-            const T* vd = vt.data() + d * L;
-            o[d] = dot_keys(p, vd, i + 1);
-          }
+          blas(false, false, m, D, i1, T(1), Pb, L, vg, G * D, T(0),
+               out + (s * L * H + h) * D + i0 * H * D, H * D);
         }
       }
     }
@@ -247,52 +261,46 @@ void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L,
 }
 
 // o_i = sum_j p_ij v_j, p_i = softmax(a_i), a_ij = scale q_i·k_j:
-//   dv_j += sum_i p_ij do_i;  dp_ij = do_i·v_j;  da_ij = p_ij (dp_ij - sum_l p_il dp_il);
-//   dq_i += scale sum_j da_ij k_j;  dk_j += scale sum_i da_ij q_i.
-// dk and dv gather in transposed (D, L) buffers and are added to the rows at the item's end.
+//   dp_ij = do_i·v_j;  da_ij = p_ij (dp_ij - sum_l p_il dp_il);
+//   dq_i += scale sum_j da_ij k_j;  dk_j += scale sum_i da_ij q_i;  dv_j += sum_i p_ij do_i.
+// As products of head h, block by block of query rows: dP = dO_h V_gᵀ, dQ_h += scale dA K_g,
+// dK_g += scale dAᵀ Q_h, dV_g += P_hᵀ dO_h (dA zero above the diagonal, as P).
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
                         int64_t S, int64_t L, int64_t H, int64_t G, int64_t D, T* dq, T* dk,
                         T* dv) {
   const T scale = T(1.0 / std::sqrt(double(D)));
   const int64_t per = H / G;
+  const SingleBlasThread one_blas_thread;
   parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
-    const auto n = static_cast<size_t>(D * L);
-    std::vector<T> kt(n), vt(n), dkt(n), dvt(n), da(static_cast<size_t>(L));
+    std::vector<T> dA(static_cast<size_t>(std::min(L, kRows) * L));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t s = w / G, g = w % G;
-      transpose_head(k + (s * L * G + g) * D, L, G * D, D, kt.data());
-      transpose_head(v + (s * L * G + g) * D, L, G * D, D, vt.data());
-      std::fill(dkt.begin(), dkt.end(), T(0)), std::fill(dvt.begin(), dvt.end(), T(0));
+      const T *kg = k + (s * L * G + g) * D, *vg = v + (s * L * G + g) * D;
+      T *dkg = dk + (s * L * G + g) * D, *dvg = dv + (s * L * G + g) * D;
       for (int64_t h = g * per; h < (g + 1) * per; ++h) {
-        for (int64_t i = 0; i < L; ++i) {
-          const T* p = probs + ((s * H + h) * L + i) * L;
-          const T* doi = dout + ((s * L + i) * H + h) * D;
-          std::fill(da.begin(), da.begin() + i + 1, T(0));
-          for (int64_t d = 0; d < D; ++d) {  // dp_j = do_i·v_j; dv_j += p_j do_i
-            const T od = doi[d];
-            const T* vd = vt.data() + d * L;
-            T* dvd = dvt.data() + d * L;
-            for (int64_t j = 0; j <= i; ++j) da[size_t(j)] += od * vd[j], dvd[j] += p[j] * od;
+        const T* P = probs + (s * H + h) * L * L;
+        for (int64_t i0 = 0; i0 < L; i0 += kRows) {
+          const int64_t i1 = std::min(L, i0 + kRows), m = i1 - i0;
+          const T *qb = q + (s * L * H + h) * D + i0 * H * D,
+                  *dob = dout + (s * L * H + h) * D + i0 * H * D, *Pb = P + i0 * L;
+          blas(false, true, m, i1, D, T(1), dob, H * D, vg, G * D, T(0), dA.data(), L);
+          for (int64_t i = i0; i < i1; ++i) {
+            const T* p = P + i * L;
+            T* da = dA.data() + (i - i0) * L;
+            if constexpr (std::is_same_v<T, float>) {
+              softmax_backward(p, da, i + 1);  // on the active tier
+            } else {
+              const T pdp = dot_keys(p, da, i + 1);
+              for (int64_t j = 0; j <= i; ++j) da[j] = p[j] * (da[j] - pdp);
+            }
+            std::fill(da + i + 1, da + i1, T(0));
           }
-          const T pdp = dot_keys(p, da.data(), i + 1);
-          for (int64_t j = 0; j <= i; ++j) da[size_t(j)] = p[j] * (da[size_t(j)] - pdp) * scale;
-          const T* qi = q + ((s * L + i) * H + h) * D;
-          T* dqi = dq + ((s * L + i) * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) {  // dq_i += sum_j da_j k_j; dk_j += da_j q_i
-            const T* kd = kt.data() + d * L;
-            T* dkd = dkt.data() + d * L;
-            const T qd = qi[d];
-            dqi[d] += dot_keys(da.data(), kd, i + 1);
-            for (int64_t j = 0; j <= i; ++j) dkd[j] += da[size_t(j)] * qd;
-          }
+          blas(false, false, m, D, i1, scale, dA.data(), L, kg, G * D, T(1),
+               dq + (s * L * H + h) * D + i0 * H * D, H * D);
+          blas(true, false, i1, D, m, scale, dA.data(), L, qb, H * D, T(1), dkg, G * D);
+          blas(true, false, i1, D, m, T(1), Pb, L, dob, H * D, T(1), dvg, G * D);
         }
-      }
-      for (int64_t j = 0; j < L; ++j) {
-        T* dkj = dk + ((s * L + j) * G + g) * D;
-        T* dvj = dv + ((s * L + j) * G + g) * D;
-        for (int64_t d = 0; d < D; ++d)
-          dkj[d] += dkt[size_t(d * L + j)], dvj[d] += dvt[size_t(d * L + j)];
       }
     }
   });
@@ -301,7 +309,12 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 template <typename T>
 void swiglu_forward(const T* g, const T* u, int64_t n, T* out) {
   parallel_for(n, int64_t(1) << 14, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) out[i] = g[i] * sigmoid(g[i]) * u[i];
+    if constexpr (std::is_same_v<T, float>) {  // the engine's, on the active tier
+      std::copy(g + i0, g + i1, out + i0);
+      swiglu(out + i0, u + i0, i1 - i0);
+    } else {
+      for (int64_t i = i0; i < i1; ++i) out[i] = g[i] * sigmoid(g[i]) * u[i];
+    }
   });
 }
 
@@ -309,6 +322,17 @@ void swiglu_forward(const T* g, const T* u, int64_t n, T* out) {
 template <typename T>
 void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T* du) {
   parallel_for(n, int64_t(1) << 14, [&](int64_t i0, int64_t i1) {
+    if constexpr (std::is_same_v<T, float>) {
+      // σ(g) = silu(g) / g (1/2 at g = 0), silu from the engine's vector SwiGLU with u = 1.
+      std::vector<float> sg(g + i0, g + i1), one(sg.size(), 1.0f);
+      swiglu(sg.data(), one.data(), i1 - i0);
+      for (int64_t i = i0; i < i1; ++i) {
+        const float gi = g[i], s = gi != 0.0f ? sg[size_t(i - i0)] / gi : 0.5f;
+        dg[i] += dout[i] * u[i] * s * (1.0f + gi * (1.0f - s));
+        du[i] += dout[i] * gi * s;
+      }
+      return;
+    }
     for (int64_t i = i0; i < i1; ++i) {
       const T sg = sigmoid(g[i]);
       dg[i] += dout[i] * u[i] * sg * (T(1) + g[i] * (T(1) - sg));
@@ -317,7 +341,8 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
   });
 }
 
-// loss_b = lse_b - z_b[t_b]; dz_b = grad_scale (softmax(z_b) - onehot(t_b)).
+// loss_b = lse_b - z_b[t_b]; dz_b = grad_scale (softmax(z_b) - onehot(t_b)). Each e^x in T (float
+// training: glibc's expf, or the engine's vector softmax for a whole row), the sums in double.
 template <typename T>
 double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
                      int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
@@ -340,7 +365,7 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
         double m = mx[size_t(b)];
         for (int64_t j = 0; j < n; ++j) m = std::max(m, double(zb[j]));
         double s = sum[size_t(b)] * std::exp(mx[size_t(b)] - m);
-        for (int64_t j = 0; j < n; ++j) s += std::exp(double(zb[j]) - m);
+        for (int64_t j = 0; j < n; ++j) s += double(std::exp(T(double(zb[j]) - m)));
         mx[size_t(b)] = m, sum[size_t(b)] = s;
         if (targets[b] >= v0 && targets[b] < v0 + n)
           target[size_t(b)] = double(zb[targets[b] - v0]);
@@ -360,8 +385,16 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
     parallel_for(B, 8, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         T* zb = z.data() + b * n;
+        if constexpr (std::is_same_v<T, float>) {
+          if (n == V) {  // the whole row: the engine's softmax, on the active tier
+            softmax(zb, n);
+            zb[targets[b]] -= 1.0f;
+            for (int64_t j = 0; j < n; ++j) zb[j] *= grad_scale;
+            continue;
+          }
+        }
         for (int64_t j = 0; j < n; ++j) {
-          const double p = std::exp(double(zb[j]) - lse[size_t(b)]);
+          const double p = double(std::exp(T(double(zb[j]) - lse[size_t(b)])));
           zb[j] = T(double(grad_scale) * (p - (targets[b] == v0 + j ? 1.0 : 0.0)));
         }
       }

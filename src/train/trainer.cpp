@@ -3,7 +3,6 @@
 // clipping, the schedule, validation and checkpoints.
 #include "train/trainer.h"
 
-
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -15,6 +14,7 @@
 #include "lowbit/output_file.h"
 #include "lowbit/rng.h"
 #include "lowbit/threads.h"
+#include "quant/blas_threads.h"
 
 namespace lowbit::train {
 
@@ -46,7 +46,8 @@ json config_json(const TrainConfig& c) {
           {"eval_every", c.eval_every},
           {"val_windows", c.val_windows},
           {"vocab_slice", c.vocab_slice},
-          {"recompute", c.recompute}};
+          {"recompute", c.recompute},
+          {"replicas", c.replicas}};
 }
 
 json tensors_json(const ParamLayout& l) {
@@ -128,8 +129,54 @@ Trainer::Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector
                  .expected = std::to_string(model_.layout().total),
                  .found = std::to_string(w_.size())});
   }
+  if (tc_.replicas < 0)
+    throw Error("must not be negative",
+                {.field = "--replicas", .found = std::to_string(tc_.replicas)});
+  if (tc_.replicas == 0) tc_.replicas = replicas_for(model_.layout().total, tc_.batch);
   g_.assign(w_.size(), 0.0f);
   model_.set_recompute(tc.recompute);
+  for (int64_t r = 1; r < tc_.replicas; ++r) {
+    extra_.push_back(model_);  // no activations yet: a copy is its configuration
+    extra_g_.emplace_back(w_.size(), 0.0f);
+  }
+}
+
+// Small models run data-parallel: their products and attention are too small to split, and a
+// step of stories260K spent 16% of its time in OpenMP's fork and join (docs/training.md). Each
+// further replica costs a gradient buffer of the model's size, so large models split every
+// operation instead.
+int64_t Trainer::replicas_for(int64_t params, int64_t batch) {
+  const int64_t threads = std::min<int64_t>(max_threads(), batch);
+  constexpr int64_t kBudget = int64_t(256) << 20;  // bytes of extra gradient buffers
+  if (threads <= 1 || (threads - 1) * params * int64_t(sizeof(float)) > kBudget) return 1;
+  return threads;
+}
+
+double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad,
+                        float scale) {
+  const int64_t T = tc_.ctx, R = std::min<int64_t>(tc_.replicas, S);
+  if (R <= 1) {
+    return grad ? model_.loss_and_grad(w_.data(), in, tgt, S, T, grad, scale)
+                : model_.loss(w_.data(), in, tgt, S, T);
+  }
+  // Replica r takes windows [S r / R, S (r + 1) / R) on a thread of its own, every operation
+  // inside it on that thread alone (no nested regions, one BLAS thread throughout).
+  std::vector<double> part(size_t(R), 0.0);
+  const SingleBlasThread one_blas_thread;
+  parallel_for(R, 1, [&](int64_t r0, int64_t r1) {
+    set_threads(1);  // this thread's own setting, for the region's lifetime
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t s0 = S * r / R, s1 = S * (r + 1) / R;
+      Transformer<float>& m = r == 0 ? model_ : extra_[size_t(r - 1)];
+      float* g = r == 0 ? grad : extra_g_[size_t(r - 1)].data();
+      part[size_t(r)] =
+          grad ? m.loss_and_grad(w_.data(), in + s0 * T, tgt + s0 * T, s1 - s0, T, g, scale)
+               : m.loss(w_.data(), in + s0 * T, tgt + s0 * T, s1 - s0, T);
+    }
+  });
+  double loss = 0;
+  for (double x : part) loss += x;
+  return loss;
 }
 
 void Trainer::window(int64_t q, int32_t* in, int32_t* tgt) const {
@@ -167,7 +214,16 @@ void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_s
     for (int64_t a = 0; a < tc_.grad_accum; ++a) {
       for (int64_t b = 0; b < S; ++b)
         window(step * per_step + a * S + b, in.data() + b * T, tgt.data() + b * T);
-      loss += model_.loss_and_grad(w_.data(), in.data(), tgt.data(), S, T, g_.data(), scale);
+      loss += loss_of(in.data(), tgt.data(), S, g_.data(), scale);
+    }
+    // The replicas' gradients join the first's, in replica order.
+    if (!extra_g_.empty()) {
+      parallel_for(int64_t(g_.size()), int64_t(1) << 14, [&](int64_t i0, int64_t i1) {
+        for (std::vector<float>& e : extra_g_) {
+          for (int64_t i = i0; i < i1; ++i) g_[size_t(i)] += e[size_t(i)];
+          std::fill(e.begin() + i0, e.begin() + i1, 0.0f);
+        }
+      });
     }
     loss /= double(per_step * T);
     const double norm = clip_grad_norm(g_.data(), int64_t(g_.size()), tc_.clip);
@@ -199,7 +255,7 @@ std::optional<double> Trainer::validation_loss() {
     std::vector<int32_t> in(size_t(n * T)), tgt(size_t(n * T));
     for (int64_t b = 0; b < n; ++b)
       cut(s.data() + (w0 + b) * T, in.data() + b * T, tgt.data() + b * T);
-    sum += model_.loss(w_.data(), in.data(), tgt.data(), n, T);
+    sum += loss_of(in.data(), tgt.data(), n, nullptr, 0.0f);
   }
   return sum / double(windows * T);
 }

@@ -46,6 +46,11 @@ struct TrainConfig {
   int64_t val_windows = 64;  // at most this many windows of the validation stream
   int64_t vocab_slice = 0;   // 0: Transformer's choice
   bool recompute = false;    // Transformer::set_recompute (the same results, less memory)
+  // How the threads share a micro-batch: 0 chooses (trainer.cpp, Trainer::replicas_for), 1 splits
+  // every product and attention over the threads, N > 1 gives each of N threads its own windows,
+  // its own activations and gradient buffer, and adds the N gradients in a fixed order. The
+  // results depend on this choice in float rounding only; a checkpoint keeps it.
+  int64_t replicas = 0;
 };
 
 struct StepLog {
@@ -85,11 +90,20 @@ class Trainer {
   // One window from the stream at x: its ctx inputs and ctx targets.
   void cut(const int32_t* x, int32_t* in, int32_t* tgt) const;
 
+  // The replicas a run of this many parameters and windows per micro-batch gets by default.
+  static int64_t replicas_for(int64_t params, int64_t batch);
+  // Summed loss of S windows (in, tgt: S * ctx each); with grad, grad += scale * its gradient.
+  // Spread over the replicas when there are several.
+  double loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad, float scale);
+
   ModelConfig c_;
   TrainConfig tc_;
   TrainData data_;
   Transformer<float> model_;
   std::vector<float> w_, g_;
+  // Data-parallel replicas beyond model_ (tc_.replicas - 1 of them) and their gradient buffers.
+  std::vector<Transformer<float>> extra_;
+  std::vector<std::vector<float>> extra_g_;
   Optimizer opt_;
 };
 

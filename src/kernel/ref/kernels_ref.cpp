@@ -59,6 +59,13 @@ void softmax_ref(float* s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) s[i] /= sum;
 }
 
+// The sum p·d from zero in order, then each element.
+void softmax_backward_ref(const float* p, float* d, int64_t n) {
+  float pd = 0;
+  for (int64_t i = 0; i < n; ++i) pd += p[i] * d[i];
+  for (int64_t i = 0; i < n; ++i) d[i] = p[i] * (d[i] - pd);
+}
+
 void attn_values_ref(const float* p, const float* v, int64_t stride, int64_t T, int64_t D,
                      float* out) {
   std::fill(out, out + D, 0.0f);
@@ -463,6 +470,7 @@ constexpr KernelSet kRefKernels{
     attn_values_ref,
     swiglu_ref,
     softmax_ref,
+    softmax_backward_ref,
     {grid_error_ref, grid_lloyd_ref, affine_error_ref, affine_lloyd_ref, codebook_error_ref,
      codebook_lloyd_ref, grid_error_batch_ref, grid_lloyd_batch_ref, codebook_error_batch_ref,
      codebook_lloyd_batch_ref, nullptr, nullptr, affine_error_batch_ref, grid_var_batch_ref}};

@@ -236,5 +236,17 @@ void attn_values_x86(const float* p, const float* v, int64_t stride, int64_t T, 
   }
 }
 
+// Softmax's backward in place: d[i] = p[i] (d[i] - p·d).
+template <typename Ops>
+void softmax_backward_x86(const float* p, float* d, int64_t n) {
+  constexpr int kL = Ops::kLanes;
+  const float pd = dot_f32_x86<Ops>(p, d, n);
+  const typename Ops::F pdv = Ops::set1(pd);
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL)
+    Ops::store(d + i, Ops::mul(Ops::load(p + i), Ops::sub(Ops::load(d + i), pdv)));
+  for (; i < n; ++i) d[i] = p[i] * (d[i] - pd);
+}
+
 }  // namespace
 }  // namespace lowbit::kernel

@@ -141,6 +141,7 @@ struct X86Tier {
         attn_values_x86<Ops>,
         swiglu_x86<Ops>,
         softmax_x86<Ops>,
+        softmax_backward_x86<Ops>,
         {grid_error_x86<Ops>, grid_lloyd_x86<Ops>, affine_error_x86<Ops>, affine_lloyd_x86<Ops>,
          codebook_error_x86<Ops>, codebook_lloyd_x86<Ops>, grid_error_batch_x86<Ops>,
          grid_lloyd_batch_x86<Ops>, codebook_error_batch_x86<Ops>, codebook_lloyd_batch_x86<Ops>,
