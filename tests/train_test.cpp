@@ -138,21 +138,38 @@ TEST(TrainOps, RopeBothLayouts) {
   }
 }
 
+// An attention op under test: random q, k, v and output weights r; f() runs the forward and
+// returns sum(r * out); backward() the analytic gradients of that sum.
+struct AttentionCase {
+  int64_t S, L, H, G, D;
+  std::vector<double> q, k, v, r, out, probs, dq, dk, dv;
+  AttentionCase(int64_t s, int64_t l, int64_t h, int64_t g, int64_t d, uint64_t seed)
+      : S(s), L(l), H(h), G(g), D(d) {
+    const size_t nq = size_t(S * L * H * D), nkv = size_t(S * L * G * D);
+    q = randn(nq, seed), k = randn(nkv, seed + 1), v = randn(nkv, seed + 2);
+    r = randn(nq, seed + 3), out.resize(nq), probs.resize(size_t(S * H * L * L));
+  }
+  double f() {
+    attention_forward(q.data(), k.data(), v.data(), S, L, H, G, D, out.data(), probs.data());
+    return weighted(r, out);
+  }
+  void backward() {
+    f();
+    dq.assign(q.size(), 0.0), dk.assign(k.size(), 0.0), dv.assign(v.size(), 0.0);
+    attention_backward(r.data(), q.data(), k.data(), v.data(), probs.data(), S, L, H, G, D,
+                       dq.data(), dk.data(), dv.data());
+  }
+};
+
 // Long sequences take the query rows in blocks (ops.cpp: kRows = 64, each block against the keys
 // up to its last row): 150 rows make two full blocks and a ragged one. The output against the
 // definition computed directly, the gradients against finite differences at indices in every
 // block.
 TEST(TrainOps, CausalAttentionAcrossRowBlocks) {
-  const int64_t S = 1, L = 150, H = 2, G = 1, D = 3, B = S * L;
-  std::vector<double> q = randn(size_t(B * H * D), 40), k = randn(size_t(B * G * D), 41),
-                      v = randn(size_t(B * G * D), 42);
-  const std::vector<double> r = randn(size_t(B * H * D), 43);
-  std::vector<double> out(size_t(B * H * D)), probs(size_t(S * H * L * L));
-  auto f = [&] {
-    attention_forward(q.data(), k.data(), v.data(), S, L, H, G, D, out.data(), probs.data());
-    return weighted(r, out);
-  };
-  f();
+  AttentionCase c(1, 150, 2, 1, 3, 40);
+  const int64_t H = c.H, D = c.D;
+  const std::vector<double>&q = c.q, &k = c.k, &v = c.v, &out = c.out;
+  c.backward();
   for (int64_t h = 0; h < H; ++h) {
     for (const int64_t i : {0, 1, 63, 64, 100, 127, 128, 149}) {
       std::vector<double> a(size_t(i + 1));
@@ -171,36 +188,26 @@ TEST(TrainOps, CausalAttentionAcrossRowBlocks) {
       }
     }
   }
-  std::vector<double> dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
-  attention_backward(r.data(), q.data(), k.data(), v.data(), probs.data(), S, L, H, G, D, dq.data(),
-                     dk.data(), dv.data());
   std::vector<size_t> at_q, at_kv;  // rows 0, 63, 64, 127, 128, 149: every element of each
   for (const int64_t i : {0, 63, 64, 127, 128, 149}) {
     for (int64_t e = 0; e < H * D; ++e) at_q.push_back(size_t(i * H * D + e));
-    for (int64_t e = 0; e < G * D; ++e) at_kv.push_back(size_t(i * G * D + e));
+    for (int64_t e = 0; e < c.G * D; ++e) at_kv.push_back(size_t(i * c.G * D + e));
   }
-  check_grad("attention dq (blocks)", q, dq, f, at_q);
-  check_grad("attention dk (blocks)", k, dk, f, at_kv);
-  check_grad("attention dv (blocks)", v, dv, f, at_kv);
+  auto f = [&] { return c.f(); };
+  check_grad("attention dq (blocks)", c.q, c.dq, f, at_q);
+  check_grad("attention dk (blocks)", c.k, c.dk, f, at_kv);
+  check_grad("attention dv (blocks)", c.v, c.dv, f, at_kv);
 }
 
 TEST(TrainOps, CausalAttentionGroupedHeads) {
-  const int64_t S = 2, L = 4, H = 4, G = 2, D = 3, B = S * L;
-  std::vector<double> q = randn(size_t(B * H * D), 30), k = randn(size_t(B * G * D), 31),
-                      v = randn(size_t(B * G * D), 32);
-  const std::vector<double> r = randn(size_t(B * H * D), 33);
-  std::vector<double> out(size_t(B * H * D)), probs(size_t(S * H * L * L));
-  auto f = [&] {
-    attention_forward(q.data(), k.data(), v.data(), S, L, H, G, D, out.data(), probs.data());
-    return weighted(r, out);
-  };
-  f();
-  std::vector<double> dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
-  attention_backward(r.data(), q.data(), k.data(), v.data(), probs.data(), S, L, H, G, D, dq.data(),
-                     dk.data(), dv.data());
-  check_grad("attention dq", q, dq, f);
-  check_grad("attention dk", k, dk, f);
-  check_grad("attention dv", v, dv, f);
+  AttentionCase c(2, 4, 4, 2, 3, 30);
+  const int64_t S = c.S, L = c.L, H = c.H, G = c.G, D = c.D;
+  c.backward();
+  auto f = [&] { return c.f(); };
+  check_grad("attention dq", c.q, c.dq, f);
+  check_grad("attention dk", c.k, c.dk, f);
+  check_grad("attention dv", c.v, c.dv, f);
+  const std::vector<double>&out = c.out, &v = c.v;
   // Causality: the first token of each sequence attends to itself only.
   for (int64_t s = 0; s < S; ++s) {
     for (int64_t h = 0; h < H; ++h) {
