@@ -15,6 +15,7 @@
 
 #include "engine/llama.h"
 #include "io/synth.h"
+#include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "test_util.h"
 #include "train/model.h"

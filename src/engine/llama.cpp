@@ -10,6 +10,7 @@
 #include "lowbit/error.h"
 #include "lowbit/mapped_file.h"
 #include "lowbit/threads.h"
+#include "quant/blas_threads.h"
 
 namespace lowbit {
 
@@ -69,9 +70,40 @@ const float* LlamaEngine::values_of(const ModelTensor* t) {
   return v.values.data();
 }
 
+void LlamaEngine::add_lora(const LoraAdapter& a, float scale) {
+  check_lora(a, m_);
+  for (const auto& [name, p] : a.pairs) {
+    const ModelTensor* t = m_.find(name);
+    if (t == embd_) {
+      throw Error("LoRA on the token embedding is not supported",
+                  {.file = a.path, .field = name + ".lora_a"});
+    }
+    lora_[t].push_back({&p, a.scale(p, scale)});
+  }
+}
+
+// u (B, r) = x · Aᵀ, then y += s · u · Bᵀ: two thin products (r is small), one BLAS thread.
+void LlamaEngine::apply_lora(const ModelTensor& w, const float* x, int64_t B, float* y) {
+  if (lora_.empty()) return;
+  const auto it = lora_.find(&w);
+  if (it == lora_.end()) return;
+  const SingleBlasThread one_blas_thread;
+  for (const LoraUse& u : it->second) {
+    const LoraPair& p = *u.pair;
+    lora_u_.resize(size_t(B * p.rank));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(B), int(p.rank), int(p.in), 1.0f, x,
+                int(p.in), p.a.data(), int(p.in), 0.0f, lora_u_.data(), int(p.rank));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(B), int(p.out), int(p.rank), u.scale,
+                lora_u_.data(), int(p.rank), p.b.data(), int(p.rank), 1.0f, y, int(p.out));
+  }
+}
+
 void LlamaEngine::linear(const ModelTensor& w, const float* x, int64_t B, float* y) {
-  if (!repack_) return matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
-  prepared(w).multiply(x, B, y);
+  if (!repack_)
+    matmul(w.format, w.data, w.rows(), w.row_length(), x, B, y);
+  else
+    prepared(w).multiply(x, B, y);
+  apply_lora(w, x, B, y);
 }
 
 void LlamaEngine::linear_group(std::initializer_list<const ModelTensor*> ws, const float* x,
@@ -84,6 +116,8 @@ void LlamaEngine::linear_group(std::initializer_list<const ModelTensor*> ws, con
   std::vector<const PreparedMatrix*> ms;
   for (const ModelTensor* w : ws) ms.push_back(&prepared(*w));
   PreparedMatrix::multiply_group(ms, x, B, {ys.begin(), ys.size()});
+  auto y = ys.begin();
+  for (const ModelTensor* w : ws) apply_lora(*w, x, B, *y++);
 }
 
 LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m) {
@@ -100,12 +134,11 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m)
   output_ = c.tied_output ? embd_ : need("output.weight");
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    layers_.push_back({need(b + "attn_norm.weight"), need(b + "attn_q.weight"),
-                       need(b + "attn_k.weight"), need(b + "attn_v.weight"),
-                       need(b + "attn_output.weight"), m.find(b + "attn_q.bias"),
-                       m.find(b + "attn_k.bias"), m.find(b + "attn_v.bias"),
-                       need(b + "ffn_norm.weight"), need(b + "ffn_gate.weight"),
-                       need(b + "ffn_up.weight"), need(b + "ffn_down.weight")});
+    layers_.push_back(
+        {need(b + "attn_norm.weight"), need(b + "attn_q.weight"), need(b + "attn_k.weight"),
+         need(b + "attn_v.weight"), need(b + "attn_output.weight"), m.find(b + "attn_q.bias"),
+         m.find(b + "attn_k.bias"), m.find(b + "attn_v.bias"), need(b + "ffn_norm.weight"),
+         need(b + "ffn_gate.weight"), need(b + "ffn_up.weight"), need(b + "ffn_down.weight")});
   }
   const int64_t B = max_batch_, C = c.n_embd, D = c.head_dim, Q = c.n_head * D,
                 KV = c.n_head_kv * D;
@@ -118,8 +151,8 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m)
   std::vector<float> factors(size_t(D / 2), 1.0f);
   if (const ModelTensor* f = m.find("rope_freqs.weight")) factors = vector_of(*f);
   for (int64_t i = 0; i < D / 2; ++i) {
-    inv_freq_.push_back(float(std::pow(c.rope_theta, -2.0 * double(i) / double(D)) /
-                              factors[size_t(i)]));
+    inv_freq_.push_back(
+        float(std::pow(c.rope_theta, -2.0 * double(i) / double(D)) / factors[size_t(i)]));
   }
 }
 
@@ -176,19 +209,20 @@ void LlamaEngine::attention(const Layer& L, int64_t layer, int64_t n, int64_t po
   // One (token, head) pair per work item; token b attends to positions 0 .. pos0 + b. Threads
   // only when each gets >= ~64k multiply-adds (fork-join costs more on small work).
   const int64_t per_item = 2 * (pos0 + n) * D;
-  parallel_for(n * H, std::max<int64_t>(1, (int64_t(1) << 16) / per_item), [&](int64_t i0, int64_t i1) {
-    float* att = &att_[size_t(thread_index() * ctx_)];
-    for (int64_t i = i0; i < i1; ++i) {
-      // Token order 0, n-1, 1, n-2, ...: a later token attends to more positions, and the
-      // threads' contiguous shares of items then hold about equal work.
-      const int64_t k = i / H, b = k % 2 == 0 ? k / 2 : n - 1 - k / 2;
-      const int64_t h = i % H, g = h / (H / G), T = pos0 + b + 1;
-      const float* qh = &q_[size_t((b * H + h) * D)];
-      attention_scores(qh, kc + g * D, KV, T, D, scale, att);
-      softmax(att, T);
-      attention_values(att, vc + g * D, KV, T, D, &xb_[size_t((b * H + h) * D)]);
-    }
-  });
+  parallel_for(n * H, std::max<int64_t>(1, (int64_t(1) << 16) / per_item),
+               [&](int64_t i0, int64_t i1) {
+                 float* att = &att_[size_t(thread_index() * ctx_)];
+                 for (int64_t i = i0; i < i1; ++i) {
+                   // Token order 0, n-1, 1, n-2, ...: a later token attends to more positions, and
+                   // the threads' contiguous shares of items then hold about equal work.
+                   const int64_t k = i / H, b = k % 2 == 0 ? k / 2 : n - 1 - k / 2;
+                   const int64_t h = i % H, g = h / (H / G), T = pos0 + b + 1;
+                   const float* qh = &q_[size_t((b * H + h) * D)];
+                   attention_scores(qh, kc + g * D, KV, T, D, scale, att);
+                   softmax(att, T);
+                   attention_values(att, vc + g * D, KV, T, D, &xb_[size_t((b * H + h) * D)]);
+                 }
+               });
   observe(layer, LinearInput::kAttnOutput, xb_.data(), n, H * D);
   linear(*L.wo, xb_.data(), n, xb2_.data());
   for (int64_t i = 0; i < n * C; ++i) x_[size_t(i)] += xb2_[size_t(i)];
@@ -212,8 +246,9 @@ void LlamaEngine::embed(const int32_t* tokens, int64_t n, float* x) const {
   const uint64_t rb = embd_->format.row_bytes(C);
   for (int64_t b = 0; b < n; ++b) {
     if (tokens[b] < 0 || tokens[b] >= m_.config.n_vocab) {
-      throw Error("token id out of range", {.field = "token", .expected = "< " +
-                  std::to_string(m_.config.n_vocab), .found = std::to_string(tokens[b])});
+      throw Error("token id out of range", {.field = "token",
+                                            .expected = "< " + std::to_string(m_.config.n_vocab),
+                                            .found = std::to_string(tokens[b])});
     }
     embd_->format.dequantize_row(embd_->data + uint64_t(tokens[b]) * rb, C, x + b * C);
   }
@@ -222,8 +257,9 @@ void LlamaEngine::embed(const int32_t* tokens, int64_t n, float* x) const {
 void LlamaEngine::run_layers(float* x, int64_t n, int64_t pos0, int64_t begin, int64_t end) {
   const ModelConfig& c = m_.config;
   const int64_t C = c.n_embd;
-  LOWBIT_CHECK(n >= 1 && n <= max_batch_ && pos0 >= 0 && pos0 + n <= ctx_ && begin >= 0 &&
-                   end <= c.n_layer, "run_layers: arguments out of range");
+  LOWBIT_CHECK(
+      n >= 1 && n <= max_batch_ && pos0 >= 0 && pos0 + n <= ctx_ && begin >= 0 && end <= c.n_layer,
+      "run_layers: arguments out of range");
   if (x != x_.data()) std::copy(x, x + n * C, x_.begin());
   rope_angles(n, pos0);
   for (int64_t l = begin; l < end; ++l) {
@@ -264,13 +300,15 @@ const std::vector<float>& LlamaEngine::eval(const int32_t* tokens, int64_t n, in
   if (n <= 0) throw Error("nothing to evaluate", {.field = "tokens", .expected = ">= 1"});
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
-      throw Error("token id out of range", {.field = "token", .expected = "< " +
-                  std::to_string(c.n_vocab), .found = std::to_string(tokens[i])});
+      throw Error("token id out of range", {.field = "token",
+                                            .expected = "< " + std::to_string(c.n_vocab),
+                                            .found = std::to_string(tokens[i])});
     }
   }
   if (pos0 < 0 || pos0 + n > ctx_) {
     throw Error("context overflow: the context holds " + std::to_string(ctx_) + " tokens",
-                {.field = "position", .expected = "< " + std::to_string(ctx_),
+                {.field = "position",
+                 .expected = "< " + std::to_string(ctx_),
                  .found = std::to_string(std::max<int64_t>(pos0, 0) + n - 1)});
   }
   logits_.resize(size_t((all_logits ? n : 1) * c.n_vocab));
@@ -281,23 +319,25 @@ const std::vector<float>& LlamaEngine::eval(const int32_t* tokens, int64_t n, in
       step(tokens + s, m, pos0 + s, nullptr, false);
       continue;
     }
-    step(tokens + s, m, pos0 + s, &logits_[size_t((all_logits ? s : 0) * c.n_vocab)],
-         all_logits);
+    step(tokens + s, m, pos0 + s, &logits_[size_t((all_logits ? s : 0) * c.n_vocab)], all_logits);
   }
   return logits_;
 }
 
 std::string token_text(const TokenizerData& t, int32_t id) {
   if (id < 0 || size_t(id) >= t.tokens.size()) return "";
-  if (!t.token_types.empty() && t.token_types[size_t(id)] == int32_t(TokenType::kControl)) return "";
+  if (!t.token_types.empty() && t.token_types[size_t(id)] == int32_t(TokenType::kControl))
+    return "";
   const std::string& s = t.tokens[size_t(id)];
   if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s[5] == '>') {
     return std::string(1, char(std::stoi(s.substr(3, 2), nullptr, 16)));
   }
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s.compare(i, 3, "\xe2\x96\x81") == 0) out += ' ', i += 2;  // U+2581
-    else out += s[i];
+    if (s.compare(i, 3, "\xe2\x96\x81") == 0)
+      out += ' ', i += 2;  // U+2581
+    else
+      out += s[i];
   }
   return out;
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernel/matmul.h"
+#include "lowbit/lora.h"
 #include "lowbit/model.h"
 
 namespace lowbit {
@@ -53,6 +54,10 @@ class LlamaEngine {
   void run_layers(float* x, int64_t n, int64_t pos0, int64_t begin, int64_t end);
   void head(const float* x, int64_t n, float* logits);
   const Model& model() const { return m_; }
+  // Applies adapter a at run time to every matrix it names: y = x·Wᵀ + s · (x·Aᵀ)·Bᵀ with s =
+  // a.scale(pair, scale) (repeatable: adapters add up). Checked against the model first
+  // (check_lora); a must outlive the engine.
+  void add_lora(const LoraAdapter& a, float scale = 1.0f);
 
  private:
   struct Layer {
@@ -72,6 +77,14 @@ class LlamaEngine {
   void linear_group(std::initializer_list<const ModelTensor*> ws, const float* x, int64_t B,
                     std::initializer_list<float*> ys);
   const PreparedMatrix& prepared(const ModelTensor& w);
+  // y (B, rows) += the adapters of w applied to x (B, K).
+  void apply_lora(const ModelTensor& w, const float* x, int64_t B, float* y);
+  struct LoraUse {
+    const LoraPair* pair;
+    float scale;
+  };
+  std::unordered_map<const ModelTensor*, std::vector<LoraUse>> lora_;
+  std::vector<float> lora_u_;
 
   void observe(int64_t layer, LinearInput which, const float* x, int64_t n, int64_t K) const {
     if (observer_) observer_(layer, which, x, n, K);
@@ -85,8 +98,8 @@ class LlamaEngine {
   // Activations for B = max_batch tokens: x, xb2 (B, C); xb (B, max(C, H*D)); q (B, H*D);
   // k, v (B, G*D); hb, hb2 (B, F); att (threads, ctx) scores scratch.
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_;
-  std::vector<float> k_cache_, v_cache_;  // (n_layer, ctx, G*D)
-  std::vector<float> inv_freq_;           // (D/2) RoPE frequencies, with rope_freqs applied
+  std::vector<float> k_cache_, v_cache_;    // (n_layer, ctx, G*D)
+  std::vector<float> inv_freq_;             // (D/2) RoPE frequencies, with rope_freqs applied
   std::vector<float> rope_cos_, rope_sin_;  // (B, D/2) this step's angles (rope_angles)
   // What a kept copy of a tensor was made from: the copy is remade when any of it changes.
   struct Source {

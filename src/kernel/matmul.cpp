@@ -327,6 +327,37 @@ void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K
   kernel::run(kernel::kernels_for(isa), f, w, M, K, x, N, y);
 }
 
+namespace {
+
+void decode_rows(const kernel::KernelSet& ks, const Format& f, const uint8_t* w, int64_t K,
+                 int64_t r0, int64_t r1, float* out) {
+  const kernel::DequantFn dequant = ks.formats[kernel::format_index(f)].dequant;
+  const uint64_t rb = f.row_bytes(K);
+  const int64_t group = f.block_elems(K);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w + uint64_t(r) * rb;
+    float* y = out + (r - r0) * K;
+    if (dequant)
+      dequant(row, K, group, y);
+    else
+      f.dequantize_row(row, K, y);
+  }
+}
+
+}  // namespace
+
+void dequantize_rows_isa(Isa isa, const Format& f, const uint8_t* w, int64_t K, int64_t r0,
+                         int64_t r1, float* out) {
+  LOWBIT_CHECK(isa_supported(isa), "dequantize_rows_isa: instruction set not supported");
+  decode_rows(kernel::kernels_for(isa), f, w, K, r0, r1, out);
+}
+
+void dequantize_rows(const Format& f, const uint8_t* w, int64_t K, int64_t r0, int64_t r1,
+                     float* out) {
+  static const kernel::KernelSet& ks = kernel::kernels_for(active_isa());
+  decode_rows(ks, f, w, K, r0, r1, out);
+}
+
 void matmul(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
             float* y) {
   static const kernel::KernelSet& ks = kernel::kernels_for(active_isa());

@@ -23,6 +23,13 @@ void matmul(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float
 void matmul_ref(const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x, int64_t N,
                 float* y);
 
+// Rows [r0, r1) of W (rows of f.row_bytes(K) bytes from w) decoded to f32 into out ((r1 - r0) * K
+// values), bit-exact to the codec: the active tier's row decoder where it has one, else the
+// codec's. Training multiplies a frozen weight of any format through tiles of decoded rows
+// (src/train/ops.h: both x·Wᵀ and the backward's dy·W); one thread.
+void dequantize_rows(const Format& f, const uint8_t* w, int64_t K, int64_t r0, int64_t r1,
+                     float* out);
+
 // Instruction-set tiers of the kernels. kRef is the scalar reference tier (the spec).
 enum class Isa { kRef, kAvx2, kAvx512 };
 inline constexpr Isa kAllIsas[] = {Isa::kRef, Isa::kAvx2, Isa::kAvx512};
@@ -36,6 +43,9 @@ const char* kernel_isa();  // isa_name(active_isa())
 // matmul() on a given tier (tests, benchmarks). The tier must be supported (checked).
 void matmul_isa(Isa isa, const Format& f, const uint8_t* w, int64_t M, int64_t K, const float* x,
                 int64_t N, float* y);
+// dequantize_rows() on a given tier (supported, checked).
+void dequantize_rows_isa(Isa isa, const Format& f, const uint8_t* w, int64_t K, int64_t r0,
+                         int64_t r1, float* out);
 
 // The engine's attention on the active tier, for one query and one head of D values, against T
 // keys / values stored `stride` floats apart (the summation order depends on the tier):

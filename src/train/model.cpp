@@ -61,20 +61,157 @@ std::vector<double> rope_inv_freq(const ModelConfig& c, const std::vector<float>
   return f;
 }
 
+namespace {
+
+// m's tensor of p's name and shape (Error naming it otherwise).
+const ModelTensor& tensor_for(const Model& m, const ParamInfo& pi) {
+  const ModelTensor* t = m.find(pi.name);
+  if (!t) throw Error("required tensor missing", {.field = pi.name});
+  if (t->shape != pi.shape) {
+    auto str = [](const std::vector<int64_t>& s) {
+      std::string r;
+      for (const int64_t d : s) r += (r.empty() ? "" : " x ") + std::to_string(d);
+      return r;
+    };
+    throw Error("tensor shape does not match the configuration",
+                {.field = pi.name, .expected = str(pi.shape), .found = str(t->shape)});
+  }
+  return *t;
+}
+
+constexpr const char* kTargetNames[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
+constexpr const char* kTargetTensors[kLoraTargets] = {
+    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+// Inputs K and outputs N of target t.
+std::pair<int64_t, int64_t> target_shape(const ModelConfig& c, int t) {
+  const int64_t C = c.n_embd, Q = c.n_head * c.head_dim, KV = c.n_head_kv * c.head_dim;
+  switch (t) {
+    case 0:
+      return {C, Q};
+    case 1:
+    case 2:
+      return {C, KV};
+    case 3:
+      return {Q, C};
+    case 4:
+    case 5:
+      return {C, c.n_ff};
+    default:
+      return {c.n_ff, C};
+  }
+}
+
+}  // namespace
+
+const char* lora_target_name(int t) {
+  return kTargetNames[t];
+}
+
+std::string lora_base_name(int64_t layer, int t) {
+  return "blk." + std::to_string(layer) + "." + kTargetTensors[t] + ".weight";
+}
+
+uint32_t parse_lora_targets(const std::string& s) {
+  if (s == "all-linear" || s == "all") return kAllLinear;
+  uint32_t m = 0;
+  size_t i = 0;
+  while (i <= s.size()) {
+    const size_t j = std::min(s.find(',', i), s.size());
+    std::string item = s.substr(i, j - i);
+    if (item.ends_with("_proj")) item.resize(item.size() - 5);  // PEFT's q_proj, ...
+    int t = 0;
+    while (t < kLoraTargets && item != kTargetNames[t]) ++t;
+    if (t == kLoraTargets) {
+      throw Error("unknown LoRA target",
+                  {.field = "--lora-targets",
+                   .expected = "all-linear, or a comma list of q,k,v,o,gate,up,down",
+                   .found = item});
+    }
+    m |= 1u << t;
+    i = j + 1;
+  }
+  return m;
+}
+
+std::string lora_targets_name(uint32_t targets) {
+  std::string r;
+  for (int t = 0; t < kLoraTargets; ++t) {
+    if (!(targets >> t & 1u)) continue;
+    if (!r.empty()) r += ',';
+    r += kTargetNames[t];
+  }
+  return r;
+}
+
+ParamLayout ParamLayout::lora(const ModelConfig& c, const LoraConfig& lc) {
+  ParamLayout l;
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    for (int t = 0; t < kLoraTargets; ++t) {
+      if (!(lc.targets >> t & 1u)) continue;
+      const auto [K, N] = target_shape(c, t);
+      const std::string b = lora_base_name(i, t);
+      l.params.push_back({b + ".lora_a", {lc.rank, K}, l.total, lc.rank * K, true});
+      l.total += lc.rank * K;
+      l.params.push_back({b + ".lora_b", {N, lc.rank}, l.total, N * lc.rank, true});
+      l.total += N * lc.rank;
+    }
+  }
+  return l;
+}
+
+std::vector<float> init_lora(const ParamLayout& l, uint64_t seed) {
+  std::vector<float> w(size_t(l.total), 0.0f);
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    const ParamInfo& p = l.params[i];
+    if (p.name.ends_with(".lora_b")) continue;
+    const double bound = 1.0 / std::sqrt(double(p.shape[1]));
+    Rng rng(seed * 0x9E3779B97F4A7C15ull + i);
+    for (int64_t j = 0; j < p.size; ++j)
+      w[size_t(p.offset + j)] = float(bound * (2.0 * rng.uniform() - 1.0));
+  }
+  return w;
+}
+
+template <typename T>
+FrozenBase<T>::FrozenBase(const Model& m, const ModelConfig& c) {
+  for (const ParamInfo& pi : ParamLayout::of(c).params) {
+    const ModelTensor& t = tensor_for(m, pi);
+    const int64_t K = t.row_length();
+    if (pi.shape.size() == 2) {
+      if (std::is_same_v<T, float> && t.format == Format::parse("f32")) {
+        m_[pi.name] = Matrix<T>(reinterpret_cast<const T*>(t.data));
+      } else {
+        m_[pi.name] = Matrix<T>(&t.format, t.data);
+      }
+      stored_bytes_ += t.bytes;
+      continue;
+    }
+    std::vector<float> v(size_t(pi.size));
+    t.format.dequantize_row(t.data, K, v.data());
+    own_.emplace_back(v.begin(), v.end());
+    m_[pi.name] = Matrix<T>(own_.back().data());
+  }
+}
+
+template <typename T>
+FrozenBase<T>::FrozenBase(const ParamLayout& l, const T* w) {
+  for (const ParamInfo& pi : l.params) m_[pi.name] = Matrix<T>(w + pi.offset);
+}
+
+template <typename T>
+Matrix<T> FrozenBase<T>::matrix(const std::string& name) const {
+  const auto it = m_.find(name);
+  return it == m_.end() ? Matrix<T>() : it->second;
+}
+
+template class FrozenBase<float>;
+template class FrozenBase<double>;
+
 std::vector<float> weights_of(const Model& m, const ParamLayout& l) {
   std::vector<float> w(size_t(l.total));
   for (const ParamInfo& pi : l.params) {
-    const ModelTensor* t = m.find(pi.name);
-    if (!t) throw Error("required tensor missing", {.field = pi.name});
-    if (t->shape != pi.shape) {
-      auto str = [](const std::vector<int64_t>& s) {
-        std::string r;
-        for (const int64_t d : s) r += (r.empty() ? "" : " x ") + std::to_string(d);
-        return r;
-      };
-      throw Error("tensor shape does not match the configuration",
-                  {.field = pi.name, .expected = str(pi.shape), .found = str(t->shape)});
-    }
+    const ModelTensor* t = &tensor_for(m, pi);
     const int64_t K = t->row_length(), rows = t->rows();
     const uint64_t rb = t->format.row_bytes(K);
     for (int64_t r = 0; r < rows; ++r)
@@ -113,8 +250,22 @@ std::vector<double> rope_inv_freq(const Model& m) {
 }
 
 template <typename T>
-Transformer<T>::Transformer(const ModelConfig& c, std::vector<double> inv_freq, int64_t vocab_slice)
-    : c_(c), inv_freq_(std::move(inv_freq)), slice_(vocab_slice), layout_(ParamLayout::of(c)) {
+Transformer<T>::Transformer(const ModelConfig& c, std::vector<double> inv_freq, int64_t vocab_slice,
+                            const LoraConfig& lora)
+    : c_(c),
+      inv_freq_(std::move(inv_freq)),
+      slice_(vocab_slice),
+      lora_(lora),
+      layout_(lora.rank > 0 ? ParamLayout::lora(c, lora) : ParamLayout::of(c)) {
+  if (lora.rank < 0 || (lora.rank > 0 && (lora.targets & kAllLinear) == 0)) {
+    throw Error("LoRA needs a positive rank and at least one target",
+                {.field = "--lora-r", .found = std::to_string(lora.rank)});
+  }
+  if (!(lora.dropout >= 0 && lora.dropout < 1)) {
+    throw Error("LoRA dropout out of range", {.field = "--lora-dropout",
+                                              .expected = "0 <= p < 1",
+                                              .found = std::to_string(lora.dropout)});
+  }
   if (c.n_head <= 0 || c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0 || c.head_dim % 2 != 0) {
     throw Error("cannot train this attention shape",
                 {.field = "n_head / n_head_kv / head_dim",
@@ -141,8 +292,65 @@ T* Transformer<T>::p(T* w, const std::string& name) const {
   return i ? w + i->offset : nullptr;
 }
 template <typename T>
-const T* Transformer<T>::output_weight(const T* w) const {
-  return p(w, c_.tied_output ? "token_embd.weight" : "output.weight");
+Matrix<T> Transformer<T>::W(const T* w, const std::string& name) const {
+  if (lora_.rank > 0) {
+    LOWBIT_CHECK(base_ != nullptr, "a LoRA model needs its base (set_base)");
+    return base_->matrix(name);
+  }
+  return Matrix<T>(p(w, name));
+}
+
+template <typename T>
+Matrix<T> Transformer<T>::output_weight(const T* w) const {
+  return W(w, c_.tied_output ? "token_embd.weight" : "output.weight");
+}
+
+template <typename T>
+uint64_t Transformer<T>::drop_key(int64_t l, int t) const {
+  return drop_key_ * 0x100000001B3ull + uint64_t(l * kLoraTargets + t) * 0xD1B54A32D192ED03ull;
+}
+
+template <typename T>
+void Transformer<T>::lin_forward(const T* w, int64_t l, int t, const T* x, int64_t K, int64_t N,
+                                 T* y, LayerActs& a) {
+  const int64_t B = S_ * L_;
+  const std::string name = lora_base_name(l, t);
+  const std::string bias = name.substr(0, name.size() - 7) + ".bias";
+  linear_forward(x, W(w, name), V(w, bias), B, K, N, y);
+  if (!adapted(t)) return;
+  const T* xin = x;
+  if (lora_.dropout > 0 && training_) {
+    drop_x_.resize(size_t(B * K));
+    dropout(x, B * K, lora_.dropout, drop_key(l, t), drop_x_.data(), false);
+    xin = drop_x_.data();
+  }
+  std::vector<T>& u = a.u[size_t(t)];
+  u.resize(size_t(B * lora_.rank));
+  lora_forward(xin, p(w, name + ".lora_a"), p(w, name + ".lora_b"), B, K, N, lora_.rank,
+               T(lora_.scale()), u.data(), y);
+}
+
+template <typename T>
+void Transformer<T>::lin_backward(const T* w, T* grad, int64_t l, int t, const T* dy, const T* x,
+                                  int64_t K, int64_t N, T* dx, const LayerActs& a) {
+  const int64_t B = S_ * L_;
+  const std::string name = lora_base_name(l, t);
+  const std::string bias = name.substr(0, name.size() - 7) + ".bias";
+  linear_backward(dy, x, W(w, name), B, K, N, dx, p(grad, name), p(grad, bias));
+  if (!adapted(t)) return;
+  const T* xin = x;
+  T* dxin = dx;
+  if (lora_.dropout > 0 && training_) {  // the forward's masked input, redrawn; its gradient apart
+    drop_x_.resize(size_t(B * K));
+    dropout(x, B * K, lora_.dropout, drop_key(l, t), drop_x_.data(), false);
+    xin = drop_x_.data();
+    drop_dx_.assign(size_t(B * K), T(0));
+    dxin = drop_dx_.data();
+  }
+  lora_backward(dy, xin, p(w, name + ".lora_a"), p(w, name + ".lora_b"), a.u[size_t(t)].data(), B,
+                K, N, lora_.rank, T(lora_.scale()), dxin, p(grad, name + ".lora_a"),
+                p(grad, name + ".lora_b"));
+  if (dxin != dx) dropout(drop_dx_.data(), B * K, lora_.dropout, drop_key(l, t), dx, true);
 }
 
 // Layer l of the forward from x_in (B, C): every activation its backward needs into a (but
@@ -157,30 +365,23 @@ void Transformer<T>::layer_forward(const T* w, int64_t l, const T* x_in, LayerAc
   sz(a.probs, S * H * L * L), sz(a.att, B * Q), sz(a.x_mid, B * C), sz(a.xn2, B * C);
   sz(a.r2, B), sz(a.gate, B * F), sz(a.up, B * F), sz(a.act, B * F);
   // Attention block: x_mid = x + attention(norm(x)) · Woᵀ.
-  rmsnorm_forward(x_in, p(w, n + "attn_norm.weight"), B, C, c_.rms_eps, a.xn1.data(), a.r1.data());
-  linear_forward(a.xn1.data(), p(w, n + "attn_q.weight"), p(w, n + "attn_q.bias"), B, C, Q,
-                 a.q.data());
-  linear_forward(a.xn1.data(), p(w, n + "attn_k.weight"), p(w, n + "attn_k.bias"), B, C, KV,
-                 a.k.data());
-  linear_forward(a.xn1.data(), p(w, n + "attn_v.weight"), p(w, n + "attn_v.bias"), B, C, KV,
-                 a.v.data());
+  rmsnorm_forward(x_in, V(w, n + "attn_norm.weight"), B, C, c_.rms_eps, a.xn1.data(), a.r1.data());
+  lin_forward(w, l, 0, a.xn1.data(), C, Q, a.q.data(), a);
+  lin_forward(w, l, 1, a.xn1.data(), C, KV, a.k.data(), a);
+  lin_forward(w, l, 2, a.xn1.data(), C, KV, a.v.data(), a);
   rope_forward(a.q.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
   rope_forward(a.k.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
   attention_forward(a.q.data(), a.k.data(), a.v.data(), S, L, H, G, D, a.att.data(),
                     a.probs.data());
-  linear_forward(a.att.data(), p(w, n + "attn_output.weight"), static_cast<const T*>(nullptr), B, Q,
-                 C, a.x_mid.data());
+  lin_forward(w, l, 3, a.att.data(), Q, C, a.x_mid.data(), a);
   for (int64_t i = 0; i < B * C; ++i) a.x_mid[size_t(i)] += x_in[i];
   // Feed-forward block: x = x_mid + (silu(norm·Wgᵀ) * norm·Wuᵀ) · Wdᵀ.
-  rmsnorm_forward(a.x_mid.data(), p(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, a.xn2.data(),
+  rmsnorm_forward(a.x_mid.data(), V(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, a.xn2.data(),
                   a.r2.data());
-  linear_forward(a.xn2.data(), p(w, n + "ffn_gate.weight"), static_cast<const T*>(nullptr), B, C, F,
-                 a.gate.data());
-  linear_forward(a.xn2.data(), p(w, n + "ffn_up.weight"), static_cast<const T*>(nullptr), B, C, F,
-                 a.up.data());
+  lin_forward(w, l, 4, a.xn2.data(), C, F, a.gate.data(), a);
+  lin_forward(w, l, 5, a.xn2.data(), C, F, a.up.data(), a);
   swiglu_forward(a.gate.data(), a.up.data(), B * F, a.act.data());
-  linear_forward(a.act.data(), p(w, n + "ffn_down.weight"), static_cast<const T*>(nullptr), B, F, C,
-                 x_out);
+  lin_forward(w, l, 6, a.act.data(), F, C, x_out, a);
   for (int64_t i = 0; i < B * C; ++i) x_out[i] += a.x_mid[size_t(i)];
 }
 
@@ -201,7 +402,7 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
   acts_.resize(size_t(c_.n_layer));
   std::vector<T>& x = x_;
   x.resize(size_t(B * C));
-  embedding_forward(p(w, "token_embd.weight"), tokens, B, C, x.data());
+  embedding_forward(W(w, "token_embd.weight"), tokens, B, C, x.data());
   for (int64_t l = 0; l < c_.n_layer; ++l) {
     LayerActs& a = acts_[size_t(l)];
     if (recompute_ && !a.xn1.empty()) a = LayerActs{};  // only x_in is kept
@@ -211,7 +412,7 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
   }
   x_out_ = x;
   xnf_.resize(size_t(B * C)), rf_.resize(size_t(B));
-  rmsnorm_forward(x_out_.data(), p(w, "output_norm.weight"), B, C, c_.rms_eps, xnf_.data(),
+  rmsnorm_forward(x_out_.data(), V(w, "output_norm.weight"), B, C, c_.rms_eps, xnf_.data(),
                   rf_.data());
 }
 
@@ -225,6 +426,7 @@ int64_t Transformer<T>::slice_for(int64_t B) const {
 template <typename T>
 double Transformer<T>::loss(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S,
                             int64_t L) {
+  training_ = false;
   forward(w, tokens, S, L);
   return cross_entropy(xnf_.data(), output_weight(w), targets, S * L, c_.n_embd, c_.n_vocab,
                        slice_for(S * L), T(0), static_cast<T*>(nullptr), static_cast<T*>(nullptr),
@@ -233,6 +435,7 @@ double Transformer<T>::loss(const T* w, const int32_t* tokens, const int32_t* ta
 
 template <typename T>
 std::vector<T> Transformer<T>::logits(const T* w, const int32_t* tokens, int64_t S, int64_t L) {
+  training_ = false;
   forward(w, tokens, S, L);
   std::vector<T> z(size_t(S * L * c_.n_vocab));
   linear_forward(xnf_.data(), output_weight(w), static_cast<const T*>(nullptr), S * L, c_.n_embd,
@@ -250,6 +453,7 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
                                                    .found = std::to_string(targets[b])});
     }
   }
+  training_ = true;
   forward(w, tokens, S, L);
   const int64_t B = S * L, C = c_.n_embd, H = c_.n_head, G = c_.n_head_kv, D = c_.head_dim,
                 F = c_.n_ff, Q = H * D, KV = G * D;
@@ -264,7 +468,7 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
       xnf_.data(), output_weight(w), targets, B, C, c_.n_vocab, slice_for(S * L), grad_scale,
       dxnf.data(), p(grad, c_.tied_output ? "token_embd.weight" : "output.weight"), &logits_);
   // dx: d/d(residual stream), layer by layer downwards.
-  rmsnorm_backward(dxnf.data(), x_out_.data(), p(w, "output_norm.weight"), rf_.data(), B, C,
+  rmsnorm_backward(dxnf.data(), x_out_.data(), V(w, "output_norm.weight"), rf_.data(), B, C,
                    dx.data(), p(grad, "output_norm.weight"));
   auto zero = [](std::vector<T>& v) { std::fill(v.begin(), v.end(), T(0)); };
   for (int64_t l = c_.n_layer - 1; l >= 0; --l) {
@@ -274,33 +478,26 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
     const LayerActs& a = recompute_ ? work_ : acts_[size_t(l)];
     // x = x_mid + act · Wdᵀ: dx reaches x_mid directly and through the feed-forward.
     zero(dact), zero(dgate), zero(dup), zero(dxn);
-    linear_backward(dx.data(), a.act.data(), p(w, n + "ffn_down.weight"), B, F, C, dact.data(),
-                    p(grad, n + "ffn_down.weight"), static_cast<T*>(nullptr));
+    lin_backward(w, grad, l, 6, dx.data(), a.act.data(), F, C, dact.data(), a);
     swiglu_backward(dact.data(), a.gate.data(), a.up.data(), B * F, dgate.data(), dup.data());
-    linear_backward(dgate.data(), a.xn2.data(), p(w, n + "ffn_gate.weight"), B, C, F, dxn.data(),
-                    p(grad, n + "ffn_gate.weight"), static_cast<T*>(nullptr));
-    linear_backward(dup.data(), a.xn2.data(), p(w, n + "ffn_up.weight"), B, C, F, dxn.data(),
-                    p(grad, n + "ffn_up.weight"), static_cast<T*>(nullptr));
-    rmsnorm_backward(dxn.data(), a.x_mid.data(), p(w, n + "ffn_norm.weight"), a.r2.data(), B, C,
+    lin_backward(w, grad, l, 4, dgate.data(), a.xn2.data(), C, F, dxn.data(), a);
+    lin_backward(w, grad, l, 5, dup.data(), a.xn2.data(), C, F, dxn.data(), a);
+    rmsnorm_backward(dxn.data(), a.x_mid.data(), V(w, n + "ffn_norm.weight"), a.r2.data(), B, C,
                      dx.data(), p(grad, n + "ffn_norm.weight"));
     // x_mid = x_in + att · Woᵀ.
     zero(datt), zero(dq), zero(dk), zero(dv), zero(dxn);
-    linear_backward(dx.data(), a.att.data(), p(w, n + "attn_output.weight"), B, Q, C, datt.data(),
-                    p(grad, n + "attn_output.weight"), static_cast<T*>(nullptr));
+    lin_backward(w, grad, l, 3, dx.data(), a.att.data(), Q, C, datt.data(), a);
     attention_backward(datt.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(), S, L, H, G,
                        D, dq.data(), dk.data(), dv.data());
     rope_backward(dq.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
     rope_backward(dk.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
-    linear_backward(dq.data(), a.xn1.data(), p(w, n + "attn_q.weight"), B, C, Q, dxn.data(),
-                    p(grad, n + "attn_q.weight"), p(grad, n + "attn_q.bias"));
-    linear_backward(dk.data(), a.xn1.data(), p(w, n + "attn_k.weight"), B, C, KV, dxn.data(),
-                    p(grad, n + "attn_k.weight"), p(grad, n + "attn_k.bias"));
-    linear_backward(dv.data(), a.xn1.data(), p(w, n + "attn_v.weight"), B, C, KV, dxn.data(),
-                    p(grad, n + "attn_v.weight"), p(grad, n + "attn_v.bias"));
-    rmsnorm_backward(dxn.data(), x_in.data(), p(w, n + "attn_norm.weight"), a.r1.data(), B, C,
+    lin_backward(w, grad, l, 0, dq.data(), a.xn1.data(), C, Q, dxn.data(), a);
+    lin_backward(w, grad, l, 1, dk.data(), a.xn1.data(), C, KV, dxn.data(), a);
+    lin_backward(w, grad, l, 2, dv.data(), a.xn1.data(), C, KV, dxn.data(), a);
+    rmsnorm_backward(dxn.data(), x_in.data(), V(w, n + "attn_norm.weight"), a.r1.data(), B, C,
                      dx.data(), p(grad, n + "attn_norm.weight"));
   }
-  embedding_backward(dx.data(), tokens_.data(), B, C, p(grad, "token_embd.weight"));
+  if (T* de = p(grad, "token_embd.weight")) embedding_backward(dx.data(), tokens_.data(), B, C, de);
   return loss;
 }
 

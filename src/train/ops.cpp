@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "kernel/matmul.h"
+#include "lowbit/error.h"
 #include "lowbit/threads.h"
 #include "quant/blas_threads.h"
 
@@ -99,9 +100,66 @@ void rotate(T* v, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
 }  // namespace
 
 template <typename T>
-void embedding_forward(const T* table, const int32_t* tokens, int64_t B, int64_t C, T* x) {
-  for (int64_t b = 0; b < B; ++b)
-    std::copy(table + tokens[b] * C, table + (tokens[b] + 1) * C, x + b * C);
+void matrix_rows(const Matrix<T>& W, int64_t K, int64_t r0, int64_t r1, T* out) {
+  if (!W.stored()) {
+    std::copy(W.dense + r0 * K, W.dense + r1 * K, out);
+    return;
+  }
+  parallel_for(r1 - r0, 4, [&](int64_t a, int64_t b) {
+    if constexpr (std::is_same_v<T, float>) {
+      dequantize_rows(*W.format, W.rows, K, r0 + a, r0 + b, out + a * K);
+    } else {  // the decoded floats, exactly, as T
+      std::vector<float> row(static_cast<size_t>(K));
+      for (int64_t r = a; r < b; ++r) {
+        dequantize_rows(*W.format, W.rows, K, r0 + r, r0 + r + 1, row.data());
+        std::copy(row.begin(), row.end(), out + r * K);
+      }
+    }
+  });
+}
+
+namespace {
+
+// Rows of a stored matrix decoded at a time: a tile of at most 4 MiB (at least 16 rows).
+template <typename T>
+int64_t tile_rows(int64_t K, int64_t N) {
+  return std::clamp<int64_t>((int64_t(4) << 20) / (K * int64_t(sizeof(T))), 16,
+                             std::max<int64_t>(N, 1));
+}
+
+// y (B, N) = x (B, K) · Wᵀ for a stored W: each tile of rows decoded once, then one product into
+// its columns of y.
+template <typename T>
+void stored_forward(const T* x, const Matrix<T>& W, int64_t B, int64_t K, int64_t N, T* y) {
+  const int64_t R = tile_rows<T>(K, N);
+  thread_local std::vector<T> tile;
+  tile.resize(size_t(R * K));
+  for (int64_t r0 = 0; r0 < N; r0 += R) {
+    const int64_t n = std::min(R, N - r0);
+    matrix_rows(W, K, r0, r0 + n, tile.data());
+    gemm(false, true, B, n, K, T(1), x, K, tile.data(), K, T(0), y + r0, N);
+  }
+}
+
+// dx (B, K) += dy (B, N) · W for a stored W (the transposed product a frozen weight's backward
+// needs): dx += dy[:, tile] · tile, tile by tile.
+template <typename T>
+void stored_backward(const T* dy, const Matrix<T>& W, int64_t B, int64_t K, int64_t N, T* dx) {
+  const int64_t R = tile_rows<T>(K, N);
+  thread_local std::vector<T> tile;
+  tile.resize(size_t(R * K));
+  for (int64_t r0 = 0; r0 < N; r0 += R) {
+    const int64_t n = std::min(R, N - r0);
+    matrix_rows(W, K, r0, r0 + n, tile.data());
+    gemm(false, false, B, K, n, T(1), dy + r0, N, tile.data(), K, T(1), dx, K);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void embedding_forward(MatrixOf<T> table, const int32_t* tokens, int64_t B, int64_t C, T* x) {
+  for (int64_t b = 0; b < B; ++b) matrix_rows(table, C, tokens[b], tokens[b] + 1, x + b * C);
 }
 
 // The same row may appear many times: the tokens are taken in order (one thread), so the sum's
@@ -146,6 +204,7 @@ void rmsnorm_backward(const T* dy, const T* x, const T* g, const T* rstd, int64_
       for (int64_t i = 0; i < C; ++i) dx[b * C + i] += r * g[i] * d[i] - k * xb[i];
     }
   });
+  if (!dg) return;
   for (int64_t b = 0; b < B; ++b) {
     const T r = rstd[b];
     for (int64_t i = 0; i < C; ++i) dg[i] += dy[b * C + i] * x[b * C + i] * r;
@@ -153,8 +212,12 @@ void rmsnorm_backward(const T* dy, const T* x, const T* g, const T* rstd, int64_
 }
 
 template <typename T>
-void linear_forward(const T* x, const T* W, const T* bias, int64_t B, int64_t K, int64_t N, T* y) {
-  gemm(false, true, B, N, K, T(1), x, K, W, K, T(0), y, N);
+void linear_forward(const T* x, MatrixOf<T> W, const T* bias, int64_t B, int64_t K, int64_t N,
+                    T* y) {
+  if (W.stored())
+    stored_forward(x, W, B, K, N, y);
+  else
+    gemm(false, true, B, N, K, T(1), x, K, W.dense, K, T(0), y, N);
   if (bias) {
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t n = 0; n < N; ++n) y[b * N + n] += bias[n];
@@ -164,15 +227,57 @@ void linear_forward(const T* x, const T* W, const T* bias, int64_t B, int64_t K,
 
 // y = x Wᵀ + bias: dx = dy W, dW = dyᵀ x, dbias = column sums of dy.
 template <typename T>
-void linear_backward(const T* dy, const T* x, const T* W, int64_t B, int64_t K, int64_t N, T* dx,
+void linear_backward(const T* dy, const T* x, MatrixOf<T> W, int64_t B, int64_t K, int64_t N, T* dx,
                      T* dW, T* dbias) {
-  if (dx) gemm(false, false, B, K, N, T(1), dy, N, W, K, T(1), dx, K);
-  gemm(true, false, N, K, B, T(1), dy, N, x, K, T(1), dW, K);
+  if (dx && W.stored())
+    stored_backward(dy, W, B, K, N, dx);
+  else if (dx)
+    gemm(false, false, B, K, N, T(1), dy, N, W.dense, K, T(1), dx, K);
+  if (dW) {
+    LOWBIT_CHECK(!W.stored(), "a stored matrix is frozen: no gradient");
+    gemm(true, false, N, K, B, T(1), dy, N, x, K, T(1), dW, K);
+  }
   if (dbias) {
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t n = 0; n < N; ++n) dbias[n] += dy[b * N + n];
     }
   }
+}
+
+template <typename T>
+void lora_forward(const T* x, const T* A, const T* Bm, int64_t B, int64_t K, int64_t N, int64_t r,
+                  T scale, T* u, T* y) {
+  gemm(false, true, B, r, K, T(1), x, K, A, K, T(0), u, r);
+  gemm(false, true, B, N, r, scale, u, r, Bm, r, T(1), y, N);
+}
+
+// y += s u Bmᵀ, u = x Aᵀ: dBm = s dyᵀ u; du = s dy Bm (= g); dA = gᵀ x; dx = g A.
+template <typename T>
+void lora_backward(const T* dy, const T* x, const T* A, const T* Bm, const T* u, int64_t B,
+                   int64_t K, int64_t N, int64_t r, T scale, T* dx, T* dA, T* dBm) {
+  if (dBm) gemm(true, false, N, r, B, scale, dy, N, u, r, T(1), dBm, r);
+  if (!dx && !dA) return;
+  std::vector<T> g(size_t(B * r));
+  gemm(false, false, B, r, N, scale, dy, N, Bm, r, T(0), g.data(), r);
+  if (dA) gemm(true, false, r, K, B, T(1), g.data(), r, x, K, T(1), dA, K);
+  if (dx) gemm(false, false, B, K, r, T(1), g.data(), r, A, K, T(1), dx, K);
+}
+
+template <typename T>
+void dropout(const T* x, int64_t n, double p, uint64_t key, T* out, bool accumulate) {
+  const T keep_scale = T(1.0 / (1.0 - p));
+  // Element i is dropped when the top 53 bits of splitmix64(key, i), as a fraction, fall below p.
+  const auto threshold = uint64_t(p * double(uint64_t(1) << 53));
+  parallel_for(n, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      uint64_t z = key + uint64_t(i + 1) * 0x9E3779B97F4A7C15ull;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      const T v = (z >> 11) < threshold ? T(0) : x[i] * keep_scale;
+      out[i] = accumulate ? out[i] + v : v;
+    }
+  });
 }
 
 template <typename T>
@@ -344,7 +449,7 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
 // loss_b = lse_b - z_b[t_b]; dz_b = grad_scale (softmax(z_b) - onehot(t_b)). Each e^x in T (float
 // training: glibc's expf, or the engine's vector softmax for a whole row), the sums in double.
 template <typename T>
-double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
+double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t B, int64_t C,
                      int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
                      std::vector<T>* scratch) {
   slice = std::clamp<int64_t>(slice, 1, V);
@@ -354,7 +459,10 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
   std::vector<double> mx(size_t(B), -std::numeric_limits<double>::infinity()), sum(size_t(B), 0),
       target(size_t(B), 0);
   auto logits = [&](int64_t v0, int64_t n) {
-    gemm(false, true, B, n, C, T(1), h, C, W + v0 * C, C, T(0), z.data(), n);
+    if (W.stored())
+      stored_forward(h, W.from_row(v0, C), B, C, n, z.data());
+    else
+      gemm(false, true, B, n, C, T(1), h, C, W.dense + v0 * C, C, T(0), z.data(), n);
   };
   for (int64_t v0 = 0; v0 < V; v0 += slice) {  // pass 1: running max and sum per token
     const int64_t n = std::min(slice, V - v0);
@@ -399,32 +507,40 @@ double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, 
         }
       }
     });
-    if (dh) gemm(false, false, B, C, n, T(1), z.data(), n, W + v0 * C, C, T(1), dh, C);
+    if (dh)
+      linear_backward(z.data(), h, W.from_row(v0, C), B, C, n, dh, static_cast<T*>(nullptr),
+                      static_cast<T*>(nullptr));
     if (dW) gemm(true, false, n, C, B, T(1), z.data(), n, h, C, T(1), dW + v0 * C, C);
   }
   return loss;
 }
 
-#define LOWBIT_TRAIN_OPS(T)                                                                       \
-  template void embedding_forward<T>(const T*, const int32_t*, int64_t, int64_t, T*);             \
-  template void embedding_backward<T>(const T*, const int32_t*, int64_t, int64_t, T*);            \
-  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*);         \
-  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, T*, \
-                                    T*);                                                          \
-  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);   \
-  template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*,   \
-                                   T*, T*);                                                       \
-  template void rope_forward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                    \
-                                const std::vector<double>&, bool);                                \
-  template void rope_backward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                   \
-                                 const std::vector<double>&, bool);                               \
-  template void attention_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,     \
-                                     int64_t, int64_t, T*, T*);                                   \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,  \
-                                      int64_t, int64_t, int64_t, int64_t, T*, T*, T*);            \
-  template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                               \
-  template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                \
-  template double cross_entropy<T>(const T*, const T*, const int32_t*, int64_t, int64_t, int64_t, \
+#define LOWBIT_TRAIN_OPS(T)                                                                        \
+  template void matrix_rows<T>(const Matrix<T>&, int64_t, int64_t, int64_t, T*);                   \
+  template void embedding_forward<T>(Matrix<T>, const int32_t*, int64_t, int64_t, T*);             \
+  template void embedding_backward<T>(const T*, const int32_t*, int64_t, int64_t, T*);             \
+  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*);          \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, T*,  \
+                                    T*);                                                           \
+  template void linear_forward<T>(const T*, Matrix<T>, const T*, int64_t, int64_t, int64_t, T*);   \
+  template void linear_backward<T>(const T*, const T*, Matrix<T>, int64_t, int64_t, int64_t, T*,   \
+                                   T*, T*);                                                        \
+  template void lora_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
+                                T, T*, T*);                                                        \
+  template void lora_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,        \
+                                 int64_t, int64_t, int64_t, T, T*, T*, T*);                        \
+  template void dropout<T>(const T*, int64_t, double, uint64_t, T*, bool);                         \
+  template void rope_forward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                     \
+                                const std::vector<double>&, bool);                                 \
+  template void rope_backward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                    \
+                                 const std::vector<double>&, bool);                                \
+  template void attention_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t,      \
+                                     int64_t, int64_t, T*, T*);                                    \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,   \
+                                      int64_t, int64_t, int64_t, int64_t, T*, T*, T*);             \
+  template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                                \
+  template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                 \
+  template double cross_entropy<T>(const T*, Matrix<T>, const int32_t*, int64_t, int64_t, int64_t, \
                                    int64_t, T, T*, T*, std::vector<T>*);
 LOWBIT_TRAIN_OPS(float)
 LOWBIT_TRAIN_OPS(double)

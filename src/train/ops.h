@@ -14,13 +14,47 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#include "lowbit/format.h"
 
 namespace lowbit::train {
 
+// A weight matrix of N rows of K values as the steps read it: T values in memory (what training
+// updates), or rows stored in any lowbit format (a frozen base, LoRA's: never updated, never
+// decoded whole). A stored matrix is multiplied through tiles of rows decoded on the fly by the
+// format's row decoder (kernel/matmul.h: dequantize_rows, bit-exact to the codec, tested on every
+// instruction set) and BLAS: training multiplies each weight by B = batch x ctx tokens at once,
+// so decoding a tile once costs 1/B of its product, and both directions (x·Wᵀ forward, dy·W
+// backward) run at SGEMM's speed for every format alike.
+template <typename T>
+struct Matrix {
+  const T* dense = nullptr;
+  const Format* format = nullptr;  // stored: the format of `rows`
+  const uint8_t* rows = nullptr;   // stored: N rows of format->row_bytes(K) bytes
+  Matrix() = default;
+  Matrix(const T* d) : dense(d) {}  // NOLINT(google-explicit-constructor): a dense matrix
+  Matrix(const Format* f, const uint8_t* r) : format(f), rows(r) {}
+  bool stored() const { return rows != nullptr; }
+  explicit operator bool() const { return dense != nullptr || rows != nullptr; }
+  // The same matrix from row r0 on (rows of K values).
+  Matrix from_row(int64_t r0, int64_t K) const {
+    return stored() ? Matrix(format, rows + uint64_t(r0) * format->row_bytes(K))
+                    : Matrix(dense + r0 * K);
+  }
+};
+// A Matrix<T> parameter that a plain const T* converts to (T is deduced from the other arguments).
+template <typename T>
+using MatrixOf = std::type_identity_t<Matrix<T>>;
+
+// Rows [r0, r1) of W (rows of K values) as T into out ((r1 - r0) * K), over the threads.
+template <typename T>
+void matrix_rows(const Matrix<T>& W, int64_t K, int64_t r0, int64_t r1, T* out);
+
 // x (B, C) = rows tokens[b] of table (V, C).
 template <typename T>
-void embedding_forward(const T* table, const int32_t* tokens, int64_t B, int64_t C, T* x);
+void embedding_forward(MatrixOf<T> table, const int32_t* tokens, int64_t B, int64_t C, T* x);
 // dtable (V, C) += dx scattered back to the rows of tokens.
 template <typename T>
 void embedding_backward(const T* dx, const int32_t* tokens, int64_t B, int64_t C, T* dtable);
@@ -28,18 +62,36 @@ void embedding_backward(const T* dx, const int32_t* tokens, int64_t B, int64_t C
 // y (B, C) = x * rstd * g per token, rstd (B) = 1 / sqrt(mean(x^2) + eps) (kept for the backward).
 template <typename T>
 void rmsnorm_forward(const T* x, const T* g, int64_t B, int64_t C, double eps, T* y, T* rstd);
-// dx (B, C) += d/dx, dg (C) += d/dg of sum(dy * y).
+// dx (B, C) += d/dx, dg (C) += d/dg of sum(dy * y) (dg may be nullptr: frozen).
 template <typename T>
 void rmsnorm_backward(const T* dy, const T* x, const T* g, const T* rstd, int64_t B, int64_t C,
                       T* dx, T* dg);
 
 // y (B, N) = x (B, K) · Wᵀ (W: (N, K), rows as GGUF stores them) + bias (N, or nullptr).
 template <typename T>
-void linear_forward(const T* x, const T* W, const T* bias, int64_t B, int64_t K, int64_t N, T* y);
-// dx (B, K) += dy · W (dx may be nullptr: not needed); dW (N, K) += dyᵀ · x; dbias (N) += sum_b dy.
+void linear_forward(const T* x, MatrixOf<T> W, const T* bias, int64_t B, int64_t K, int64_t N,
+                    T* y);
+// dx (B, K) += dy · W; dW (N, K) += dyᵀ · x; dbias (N) += sum_b dy. Each output may be nullptr
+// (not needed, or frozen); dW must be for a stored W.
 template <typename T>
-void linear_backward(const T* dy, const T* x, const T* W, int64_t B, int64_t K, int64_t N, T* dx,
+void linear_backward(const T* dy, const T* x, MatrixOf<T> W, int64_t B, int64_t K, int64_t N, T* dx,
                      T* dW, T* dbias);
+
+// A low-rank adapter beside a linear layer (LoRA): y (B, N) += scale · u · Bmᵀ with u (B, r) =
+// x (B, K) · Aᵀ kept for the backward (A: (r, K), Bm: (N, r)).
+template <typename T>
+void lora_forward(const T* x, const T* A, const T* Bm, int64_t B, int64_t K, int64_t N, int64_t r,
+                  T scale, T* u, T* y);
+// With g = scale · dy · Bm (B, r): dx (B, K) += g · A, dA (r, K) += gᵀ · x, dBm (N, r) += scale ·
+// dyᵀ · u. dx, dA, dBm may be nullptr (not needed).
+template <typename T>
+void lora_backward(const T* dy, const T* x, const T* A, const T* Bm, const T* u, int64_t B,
+                   int64_t K, int64_t N, int64_t r, T scale, T* dx, T* dA, T* dBm);
+// Inverted dropout with drop probability p: out[i] (+)= x[i] / (1 - p) where element i is kept,
+// 0 where dropped; element i's fate depends on (key, i) only, so the backward redraws the
+// forward's mask (its gradient is the same map applied to dout). accumulate: out += instead of =.
+template <typename T>
+void dropout(const T* x, int64_t n, double p, uint64_t key, T* out, bool accumulate);
 
 // RoPE in place on v (B, heads, D): token b at position pos[b] rotates its pairs by pos *
 // inv_freq[i] (inv_freq: D/2). GGUF's llama layout rotates pairs (2i, 2i+1); neox pairs (i, i +
@@ -80,7 +132,7 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
 // h.
 // scratch (optional): the (B, slice) logits buffer, kept by the caller between calls.
 template <typename T>
-double cross_entropy(const T* h, const T* W, const int32_t* targets, int64_t B, int64_t C,
+double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t B, int64_t C,
                      int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
                      std::vector<T>* scratch = nullptr);
 

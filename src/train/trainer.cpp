@@ -47,7 +47,11 @@ json config_json(const TrainConfig& c) {
           {"val_windows", c.val_windows},
           {"vocab_slice", c.vocab_slice},
           {"recompute", c.recompute},
-          {"replicas", c.replicas}};
+          {"replicas", c.replicas},
+          {"lora_rank", c.lora.rank},
+          {"lora_alpha", c.lora.alpha},
+          {"lora_dropout", c.lora.dropout},
+          {"lora_targets", lora_targets_name(c.lora.targets)}};
 }
 
 json tensors_json(const ParamLayout& l) {
@@ -108,11 +112,11 @@ TrainData make_train_data(const Tokenizer& tok, const std::vector<NamedText>& te
 }
 
 Trainer::Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector<float> w,
-                 const TrainConfig& tc, TrainData data)
+                 const TrainConfig& tc, TrainData data, const FrozenBase<float>* base)
     : c_(c),
       tc_(tc),
       data_(std::move(data)),
-      model_(c, std::move(inv_freq), tc.vocab_slice),
+      model_(c, std::move(inv_freq), tc.vocab_slice, tc.lora),
       w_(std::move(w)),
       opt_(tc.optimizer, model_.layout()) {
   auto positive = [](const char* field, double v) {
@@ -133,8 +137,11 @@ Trainer::Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector
     throw Error("must not be negative",
                 {.field = "--replicas", .found = std::to_string(tc_.replicas)});
   if (tc_.replicas == 0) tc_.replicas = replicas_for(model_.layout().total, tc_.batch);
+  if (tc.lora.rank > 0 && base == nullptr)
+    throw Error("LoRA training needs the base model", {.field = "-m"});
   g_.assign(w_.size(), 0.0f);
   model_.set_recompute(tc.recompute);
+  model_.set_base(base);
   for (int64_t r = 1; r < tc_.replicas; ++r) {
     extra_.push_back(model_);  // no activations yet: a copy is its configuration
     extra_g_.emplace_back(w_.size(), 0.0f);
@@ -152,10 +159,12 @@ int64_t Trainer::replicas_for(int64_t params, int64_t batch) {
   return threads;
 }
 
-double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad,
-                        float scale) {
+double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad, float scale,
+                        uint64_t key) {
   const int64_t T = tc_.ctx, R = std::min<int64_t>(tc_.replicas, S);
+  const uint64_t seeded = tc_.seed * 0x9E3779B97F4A7C15ull;
   if (R <= 1) {
+    model_.set_dropout_key(seeded + key);
     return grad ? model_.loss_and_grad(w_.data(), in, tgt, S, T, grad, scale)
                 : model_.loss(w_.data(), in, tgt, S, T);
   }
@@ -168,6 +177,7 @@ double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float*
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t s0 = S * r / R, s1 = S * (r + 1) / R;
       Transformer<float>& m = r == 0 ? model_ : extra_[size_t(r - 1)];
+      m.set_dropout_key(seeded + key + uint64_t(s0));
       float* g = r == 0 ? grad : extra_g_[size_t(r - 1)].data();
       part[size_t(r)] =
           grad ? m.loss_and_grad(w_.data(), in + s0 * T, tgt + s0 * T, s1 - s0, T, g, scale)
@@ -214,7 +224,8 @@ void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_s
     for (int64_t a = 0; a < tc_.grad_accum; ++a) {
       for (int64_t b = 0; b < S; ++b)
         window(step * per_step + a * S + b, in.data() + b * T, tgt.data() + b * T);
-      loss += loss_of(in.data(), tgt.data(), S, g_.data(), scale);
+      loss +=
+          loss_of(in.data(), tgt.data(), S, g_.data(), scale, uint64_t(step * per_step + a * S));
     }
     // The replicas' gradients join the first's, in replica order.
     if (!extra_g_.empty()) {

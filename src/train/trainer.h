@@ -51,6 +51,8 @@ struct TrainConfig {
   // its own activations and gradient buffer, and adds the N gradients in a fixed order. The
   // results depend on this choice in float rounding only; a checkpoint keeps it.
   int64_t replicas = 0;
+  // rank > 0: LoRA (the weights trained are the adapters; the model is the Trainer's base).
+  LoraConfig lora;
 };
 
 struct StepLog {
@@ -62,9 +64,10 @@ struct StepLog {
 
 class Trainer {
  public:
-  // w: the initial weights (layout of ParamLayout::of(c)).
+  // w: the initial weights (layout of ParamLayout::of(c), or ParamLayout::lora(c, tc.lora) for
+  // LoRA, whose frozen model is base: it must outlive the trainer).
   Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector<float> w,
-          const TrainConfig& tc, TrainData data);
+          const TrainConfig& tc, TrainData data, const FrozenBase<float>* base = nullptr);
 
   // Runs updates until `until` have been done (at most tc.steps), calling on_step after each.
   // A loss or gradient that is not finite stops the run: Error naming the step (the weights stay
@@ -94,7 +97,9 @@ class Trainer {
   static int64_t replicas_for(int64_t params, int64_t batch);
   // Summed loss of S windows (in, tgt: S * ctx each); with grad, grad += scale * its gradient.
   // Spread over the replicas when there are several.
-  double loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad, float scale);
+  // key: LoRA dropout's masks (the first window's index in the run).
+  double loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad, float scale,
+                 uint64_t key = 0);
 
   ModelConfig c_;
   TrainConfig tc_;

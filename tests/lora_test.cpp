@@ -1,0 +1,374 @@
+// LoRA: the adapter's step and dropout against finite differences; a frozen base stored in any
+// format multiplied through its decoded rows (both directions) against the decoded matrix; whole
+// LoRA models (dense and Q4_0 bases, with and without dropout) against finite differences, and
+// against the same model with the adapters merged into its weights; the engine's run-time adapter
+// against the training forward; adapter files written, read back and refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "engine/llama.h"
+#include "io/synth.h"
+#include "kernel/matmul.h"
+#include "lowbit/lora.h"
+#include "lowbit/model.h"
+#include "test_util.h"
+#include "train/model.h"
+#include "train/ops.h"
+
+namespace lowbit::train {
+namespace {
+
+constexpr double kStep = 1e-5;
+
+std::vector<double> normal(size_t n, uint64_t seed, double sd = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> d(0.0, sd);
+  std::vector<double> v(n);
+  for (double& x : v) x = d(rng);
+  return v;
+}
+
+// grad[i] = d f / d x[i] by central differences at `at` (all indices when empty); tolerance as
+// in train_test.cpp (truncation O(h^2), rounding O(eps |f| / h)).
+void expect_gradient(const char* what, std::vector<double>& x, const std::vector<double>& grad,
+                     const std::function<double()>& f, std::vector<size_t> at = {}) {
+  if (at.empty()) {
+    for (size_t i = 0; i < x.size(); ++i) at.push_back(i);
+  }
+  const double f0 = f(), eps = std::numeric_limits<double>::epsilon();
+  int bad = 0;
+  for (const size_t i : at) {
+    const double x0 = x[i];
+    x[i] = x0 + kStep;
+    const double fp = f();
+    x[i] = x0 - kStep;
+    const double fm = f();
+    x[i] = x0;
+    const double fd = (fp - fm) / (2 * kStep);
+    const double tol = 1e3 * (kStep * kStep + eps * std::max(1.0, std::abs(f0)) / kStep) *
+                           std::max(1.0, std::abs(grad[i])) +
+                       1e-9;
+    if (std::abs(fd - grad[i]) > tol && ++bad <= 5)
+      ADD_FAILURE() << what << " [" << i << "]: analytic " << grad[i] << ", finite " << fd;
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+double weighted(const std::vector<double>& r, const std::vector<double>& y) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += r[i] * y[i];
+  return s;
+}
+
+TEST(LoraOps, AdapterStepMatchesFiniteDifferences) {
+  const int64_t B = 5, K = 7, N = 6, r = 3;
+  std::vector<double> x = normal(size_t(B * K), 1), A = normal(size_t(r * K), 2),
+                      Bm = normal(size_t(N * r), 3);
+  const std::vector<double> base = normal(size_t(B * N), 4), rw = normal(size_t(B * N), 5);
+  const double scale = 0.75;
+  std::vector<double> u(size_t(B * r)), y(base.size());
+  auto f = [&] {
+    y = base;
+    lora_forward(x.data(), A.data(), Bm.data(), B, K, N, r, scale, u.data(), y.data());
+    return weighted(rw, y);
+  };
+  f();
+  std::vector<double> dx(x.size(), 0.0), dA(A.size(), 0.0), dB(Bm.size(), 0.0);
+  lora_backward(rw.data(), x.data(), A.data(), Bm.data(), u.data(), B, K, N, r, scale, dx.data(),
+                dA.data(), dB.data());
+  expect_gradient("lora dx", x, dx, f);
+  expect_gradient("lora dA", A, dA, f);
+  expect_gradient("lora dB", Bm, dB, f);
+}
+
+// Dropout keeps about 1 - p of the elements, scaled by 1 / (1 - p); the same key draws the same
+// mask, another key another; accumulate adds the same values.
+TEST(LoraOps, DropoutIsASeededMask) {
+  const int64_t n = 20000;
+  const double p = 0.25;
+  const auto un = static_cast<size_t>(n);
+  std::vector<double> x(un, 2.0), a(un), b(un), c(un, 1.0);
+  dropout(x.data(), n, p, 7, a.data(), false);
+  dropout(x.data(), n, p, 7, b.data(), false);
+  EXPECT_EQ(a, b);
+  int64_t kept = 0, differ = 0;
+  dropout(x.data(), n, p, 8, b.data(), false);
+  dropout(x.data(), n, p, 7, c.data(), true);
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = a[size_t(i)];
+    ASSERT_TRUE(v == 0.0 || std::abs(v - 2.0 / (1 - p)) < 1e-15) << v;
+    kept += v != 0.0;
+    differ += (v != 0.0) != (b[size_t(i)] != 0.0);
+    ASSERT_EQ(c[size_t(i)], 1.0 + v);
+  }
+  EXPECT_NEAR(double(kept) / double(n), 1 - p, 0.02);  // 7 standard deviations
+  EXPECT_GT(differ, n / 5);
+}
+
+// A matrix stored in a format (the frozen base) multiplies like its decoded rows, forward (x·Wᵀ),
+// backward (dy·W) and in the output head's slices, for every format whose blocks tile the rows.
+TEST(LoraOps, StoredMatricesMultiplyAsTheirDecodedRows) {
+  const int64_t B = 6, K = 256, N = 40;
+  for (const FormatInfo& info : all_formats()) {
+    const Format f(info, info.block_elems == 0 ? 64 : 0);
+    if (info.block_elems > 1 && K % info.block_elems != 0) continue;
+    const std::vector<double> wd = normal(size_t(N * K), 20, 0.5);
+    const std::vector<float> wf(wd.begin(), wd.end());
+    std::vector<uint8_t> rows(f.row_bytes(K) * uint64_t(N));
+    f.quantize(wf.data(), N, K, nullptr, rows.data());
+    std::vector<float> dec(size_t(N * K));
+    f.dequantize(rows.data(), N, K, dec.data());
+    const std::vector<double> W(dec.begin(), dec.end());
+    const Matrix<double> stored(&f, rows.data());
+    const std::vector<double> x = normal(size_t(B * K), 21), dy = normal(size_t(B * N), 22);
+    std::vector<double> y1(size_t(B * N)), y2(y1.size()), dx1(x.size(), 0.5), dx2(dx1);
+    linear_forward(x.data(), stored, static_cast<const double*>(nullptr), B, K, N, y1.data());
+    linear_forward(x.data(), W.data(), static_cast<const double*>(nullptr), B, K, N, y2.data());
+    linear_backward(dy.data(), x.data(), stored, B, K, N, dx1.data(), static_cast<double*>(nullptr),
+                    static_cast<double*>(nullptr));
+    linear_backward(dy.data(), x.data(), W.data(), B, K, N, dx2.data(),
+                    static_cast<double*>(nullptr), static_cast<double*>(nullptr));
+    for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y1[i], y2[i], 1e-9) << f.name();
+    for (size_t i = 0; i < dx1.size(); ++i) ASSERT_NEAR(dx1[i], dx2[i], 1e-9) << f.name();
+    // The output head in slices of 7 rows (a stored matrix from a row on).
+    std::vector<int32_t> tgt(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) tgt[size_t(b)] = int32_t((b * 11) % N);
+    std::vector<double> dh1(x.size(), 0.0), dh2(x.size(), 0.0);
+    const double l1 = cross_entropy(x.data(), stored, tgt.data(), B, K, N, 7, 1.0, dh1.data(),
+                                    static_cast<double*>(nullptr));
+    const double l2 = cross_entropy(x.data(), MatrixOf<double>(W.data()), tgt.data(), B, K, N, N,
+                                    1.0, dh2.data(), static_cast<double*>(nullptr));
+    EXPECT_NEAR(l1, l2, 1e-9 * std::abs(l2)) << f.name();
+    for (size_t i = 0; i < dh1.size(); ++i) ASSERT_NEAR(dh1[i], dh2[i], 1e-9) << f.name();
+    // Float: the same within float rounding; every tier's row decoder is bit-exact.
+    const std::vector<float> xf(x.begin(), x.end());
+    std::vector<float> yf(y1.size());
+    linear_forward(xf.data(), Matrix<float>(&f, rows.data()), static_cast<const float*>(nullptr), B,
+                   K, N, yf.data());
+    for (size_t i = 0; i < yf.size(); ++i) ASSERT_NEAR(yf[i], y2[i], 1e-4 * (1 + std::abs(y2[i])));
+    for (const Isa isa : kAllIsas) {
+      if (!isa_supported(isa)) continue;
+      std::vector<float> part(size_t(3 * K));
+      dequantize_rows_isa(isa, f, rows.data(), K, 5, 8, part.data());
+      ASSERT_EQ(0, std::memcmp(part.data(), dec.data() + 5 * K, part.size() * sizeof(float)))
+          << isa_name(isa) << " " << f.name();
+    }
+  }
+}
+
+ModelConfig small_config(int64_t width) {
+  ModelConfig c;
+  c.n_vocab = 13, c.n_embd = width, c.n_ff = 2 * width, c.n_layer = 2, c.n_head = 4;
+  c.n_head_kv = 2, c.head_dim = width / 4, c.rms_eps = 1e-5, c.rope_theta = 10000.0;
+  return c;
+}
+
+std::vector<double> base_weights(const ParamLayout& l, uint64_t seed) {
+  std::vector<double> w = normal(size_t(l.total), seed, 0.3);
+  for (const ParamInfo& p : l.params) {
+    if (p.name.find("norm") != std::string::npos) {
+      for (int64_t i = 0; i < p.size; ++i) w[size_t(p.offset + i)] += 1.0;
+    }
+  }
+  return w;
+}
+
+struct Tokens {
+  std::vector<int32_t> in, tgt;
+};
+Tokens tokens(int64_t n, int64_t vocab) {
+  Tokens t{std::vector<int32_t>(size_t(n)), std::vector<int32_t>(size_t(n))};
+  for (int64_t i = 0; i < n; ++i)
+    t.in[size_t(i)] = int32_t((i * 7 + 3) % vocab), t.tgt[size_t(i)] = int32_t((i * 5 + 1) % vocab);
+  return t;
+}
+
+// Adapters on a dense base: every adapter's gradient against finite differences of the training
+// loss (dropout on: the loss of the same masks, as the same key redraws them), on some targets.
+TEST(LoraModel, GradientsMatchFiniteDifferences) {
+  const ModelConfig c = small_config(8);
+  for (const double drop : {0.0, 0.3}) {
+    LoraConfig lc;
+    lc.rank = 2, lc.alpha = 3, lc.dropout = drop;
+    lc.targets = drop > 0 ? parse_lora_targets("q,v,down") : kAllLinear;
+    Transformer<double> model(c, rope_inv_freq(c), 5, lc);
+    const ParamLayout full = ParamLayout::of(c);
+    const std::vector<double> wb = base_weights(full, 30);
+    const FrozenBase<double> base(full, wb.data());
+    model.set_base(&base);
+    model.set_dropout_key(99);
+    const ParamLayout& l = model.layout();
+    std::vector<double> w = normal(size_t(l.total), 31, 0.4);  // B non-zero: A's gradient too
+    const Tokens t = tokens(10, c.n_vocab);
+    std::vector<double> grad(w.size(), 0.0), scratch(w.size());
+    model.loss_and_grad(w.data(), t.in.data(), t.tgt.data(), 2, 5, grad.data(), 0.1);
+    auto f = [&] {  // the training loss, masks included
+      return 0.1 *
+             model.loss_and_grad(w.data(), t.in.data(), t.tgt.data(), 2, 5, scratch.data(), 0.0);
+    };
+    std::vector<size_t> at;
+    std::mt19937_64 rng(40);
+    for (const ParamInfo& p : l.params) {
+      at.push_back(size_t(p.offset)), at.push_back(size_t(p.offset + p.size - 1));
+      for (int i = 0; i < 3; ++i)
+        at.push_back(size_t(p.offset + int64_t(rng() % uint64_t(p.size))));
+    }
+    expect_gradient(drop > 0 ? "lora model, dropout" : "lora model", w, grad, f, at);
+    if (drop > 0) {  // dropout changes the training loss, not the evaluation's
+      const double eval = model.loss(w.data(), t.in.data(), t.tgt.data(), 2, 5);
+      EXPECT_NE(eval, f() / 0.1);
+      lc.dropout = 0;
+      Transformer<double> plain(c, rope_inv_freq(c), 5, lc);
+      plain.set_base(&base);
+      EXPECT_NEAR(eval, plain.loss(w.data(), t.in.data(), t.tgt.data(), 2, 5), 1e-12);
+    }
+    if (HasFailure()) return;
+  }
+}
+
+// The adapted model is the base with W + (alpha / r) B·A in every targeted matrix: its logits
+// equal those of the full model with the adapters merged. A Q4_0 base (stored, decoded on the
+// fly) against its decoded weights; the gradients through it against finite differences.
+TEST(LoraModel, EqualsTheMergedModelOnAStoredBase) {
+  ModelConfig c = small_config(32);
+  c.n_vocab = kSynthMinVocab + 5, c.n_ctx_train = 16, c.tied_output = false;
+  SynthOptions o;
+  o.type = Format::parse("q4_0");
+  o.seed = 5, o.stddev = 0.2;
+  const std::string path = test::tmp_path("lora", "q4_0.gguf");
+  write_synth_model(c, path, o);
+  const Model m = Model::load(path);
+  LoraConfig lc;
+  lc.rank = 3, lc.alpha = 6, lc.targets = parse_lora_targets("q,k,o,up,down");
+  Transformer<double> adapted(m.config, rope_inv_freq(m), 0, lc);
+  const FrozenBase<double> base(m, m.config);
+  adapted.set_base(&base);
+  const ParamLayout& l = adapted.layout();
+  std::vector<double> w = normal(size_t(l.total), 50, 0.2);
+  // The merged model: decoded base weights plus scale * B·A.
+  Transformer<double> full(m.config, rope_inv_freq(m));
+  const std::vector<float> wf = weights_of(m, full.layout());
+  std::vector<double> merged(wf.begin(), wf.end());
+  for (const ParamInfo& pa : l.params) {
+    if (!pa.name.ends_with(".lora_a")) continue;
+    const std::string name = pa.name.substr(0, pa.name.size() - 7);
+    const ParamInfo* pb = l.find(name + ".lora_b");
+    const ParamInfo* pw = full.layout().find(name);
+    const int64_t r = pa.shape[0], K = pa.shape[1], N = pb->shape[0];
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t k = 0; k < K; ++k) {
+        double s = 0;
+        for (int64_t j = 0; j < r; ++j)
+          s += w[size_t(pb->offset + i * r + j)] * w[size_t(pa.offset + j * K + k)];
+        merged[size_t(pw->offset + i * K + k)] += lc.scale() * s;
+      }
+    }
+  }
+  const Tokens t = tokens(12, c.n_vocab);
+  const std::vector<double> za = adapted.logits(w.data(), t.in.data(), 2, 6);
+  const std::vector<double> zm = full.logits(merged.data(), t.in.data(), 2, 6);
+  ASSERT_EQ(za.size(), zm.size());
+  double mx = 0;
+  for (size_t i = 0; i < za.size(); ++i) {
+    ASSERT_NEAR(za[i], zm[i], 1e-10) << i;
+    mx = std::max(mx, std::abs(za[i]));
+  }
+  EXPECT_GT(mx, 0.1);  // not all zero
+  std::vector<double> grad(w.size(), 0.0);
+  adapted.loss_and_grad(w.data(), t.in.data(), t.tgt.data(), 2, 6, grad.data(), 1.0 / 12);
+  std::vector<size_t> at;
+  for (const ParamInfo& p : l.params) at.push_back(size_t(p.offset + p.size / 2));
+  expect_gradient(
+      "lora on q4_0", w, grad,
+      [&] { return adapted.loss(w.data(), t.in.data(), t.tgt.data(), 2, 6) / 12; }, at);
+  std::remove(path.c_str());
+}
+
+// An adapter file holds what it was given; the engine applies it at run time exactly as the
+// training forward does (F32 base: only float rounding apart); bad adapters are refused.
+TEST(LoraFile, WrittenReadAndAppliedByTheEngine) {
+  ModelConfig c = small_config(32);
+  c.n_vocab = kSynthMinVocab + 5, c.n_ctx_train = 16, c.arch = "llama";
+  SynthOptions o;
+  o.type = Format::parse("f32");
+  o.seed = 6, o.stddev = 0.2;
+  const std::string path = test::tmp_path("lora", "f32.gguf");
+  write_synth_model(c, path, o);
+  const Model m = Model::load(path);
+  LoraConfig lc;
+  lc.rank = 4, lc.alpha = 8;
+  Transformer<float> adapted(m.config, rope_inv_freq(m), 0, lc);
+  const FrozenBase<float> base(m, m.config);
+  adapted.set_base(&base);
+  const ParamLayout& l = adapted.layout();
+  const std::vector<double> wd = normal(size_t(l.total), 60, 0.2);
+  const std::vector<float> w(wd.begin(), wd.end());
+  LoraAdapter a;
+  a.arch = "llama", a.alpha = float(lc.alpha);
+  for (const ParamInfo& pa : l.params) {
+    if (!pa.name.ends_with(".lora_a")) continue;
+    const std::string name = pa.name.substr(0, pa.name.size() - 7);
+    const ParamInfo* pb = l.find(name + ".lora_b");
+    LoraPair p{pa.shape[0], pa.shape[1], pb->shape[0], {}, {}};
+    p.a.assign(w.begin() + pa.offset, w.begin() + pa.offset + pa.size);
+    p.b.assign(w.begin() + pb->offset, w.begin() + pb->offset + pb->size);
+    a.pairs.emplace(name, std::move(p));
+  }
+  const std::string apath = test::tmp_path("lora", "adapter.gguf");
+  write_lora_gguf(a, apath);
+  const LoraAdapter back = read_lora(apath);
+  EXPECT_EQ(back.arch, "llama");
+  EXPECT_EQ(back.alpha, 8.0f);
+  ASSERT_EQ(back.pairs.size(), size_t(7 * c.n_layer));
+  for (const auto& [name, p] : a.pairs) {
+    const LoraPair& q = back.pairs.at(name);
+    EXPECT_EQ(q.rank, p.rank);
+    EXPECT_EQ(q.in, p.in);
+    EXPECT_EQ(q.out, p.out);
+    EXPECT_EQ(q.a, p.a) << name;
+    EXPECT_EQ(q.b, p.b) << name;
+  }
+  const Tokens t = tokens(9, c.n_vocab);
+  const std::vector<float> ours = adapted.logits(w.data(), t.in.data(), 1, 9);
+  LlamaEngine engine(m, 16);
+  const std::vector<float> plain = engine.eval(t.in.data(), 9, 0, true);
+  engine.add_lora(back, 1.0f);
+  const std::vector<float>& ref = engine.eval(t.in.data(), 9, 0, true);
+  double diff = 0, change = 0, top = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff = std::max(diff, double(std::abs(ours[i] - ref[i])));
+    change = std::max(change, double(std::abs(plain[i] - ref[i])));
+    top = std::max(top, double(std::abs(ref[i])));
+  }
+  EXPECT_LT(diff, 1e-3 * top);
+  EXPECT_GT(change, 100 * diff);  // the adapter matters, and is what makes them agree
+
+  // Refused: another model's adapter (a shape), a tensor the model lacks, a file that is not one.
+  LoraAdapter wrong = a;
+  wrong.pairs.begin()->second.in = 31;
+  try {
+    check_lora(wrong, m);
+    ADD_FAILURE() << "shape accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.context().field, wrong.pairs.begin()->first);
+  }
+  LoraAdapter extra = a;
+  extra.pairs.emplace("blk.9.attn_q.weight", a.pairs.begin()->second);
+  EXPECT_THROW(check_lora(extra, m), Error);
+  try {
+    read_lora(path);  // a model, not an adapter
+    ADD_FAILURE() << "model read as an adapter";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.context().field, "general.type");
+  }
+  std::remove(path.c_str());
+  std::remove(apath.c_str());
+}
+
+}  // namespace
+}  // namespace lowbit::train
