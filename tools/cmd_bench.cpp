@@ -28,6 +28,7 @@ struct BenchArgs {
   int threads = 0;
   bool json = false;
   std::optional<bool> shares;  // --format-shares / --no-format-shares; default: mixes only
+  LoraArgs lora;
 };
 
 // Matrix formats of the model (2-D tensors), each once.
@@ -181,7 +182,8 @@ int run_bench_cmd(BenchArgs a) {
     }
     return bandwidth_only(a);
   }
-  const Model m = Model::load(a.model);
+  Model m = Model::load(a.model);
+  attach_loras(m, a.lora);
   a.o.format_shares = a.shares.value_or(matrix_formats(m) > 1);
   const BenchResult r = run_bench(m, a.o);
   if (a.json)
@@ -221,6 +223,7 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", a->json, "Machine-readable output");
+  add_lora_options(cmd, a->lora);
   cmd->add_flag_function(
       "--format-shares,!--no-format-shares", [a](int64_t n) { a->shares = n > 0; },
       "Time each weight format's matrices per generated token (default: when the matrices mix "

@@ -12,19 +12,23 @@
 namespace lowbit::cli {
 
 Runner add_convert(CLI::App& app) {
-  auto* cmd = app.add_subcommand("convert", "Convert a checkpoint (GGUF, safetensors + config.json, "
-                                            "llama2.c) to GGUF or safetensors");
+  auto* cmd = app.add_subcommand("convert",
+                                 "Convert a checkpoint (GGUF, safetensors + config.json, "
+                                 "llama2.c) to GGUF or safetensors");
   struct Opts {
     std::string in, out, type = "f32", tokenizer;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("input", o->in, "Input: .gguf, .bin (llama2.c), .safetensors, index json or a "
-                                  "Hugging Face model folder")->required();
+  cmd->add_option("input", o->in,
+                  "Input: .gguf, .bin (llama2.c), .safetensors, index json or a "
+                  "Hugging Face model folder")
+      ->required();
   cmd->add_option("-o,--output", o->out, "Output .gguf or .safetensors")->required();
   cmd->add_option("--type", o->type, "Type of the weight matrices: f32, f16 or bf16")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer file (default: the one inside the "
-                                               "input or beside it)");
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "Tokenizer file (default: the one inside the "
+                  "input or beside it)");
   return [o] {
     const auto t0 = std::chrono::steady_clock::now();
     const Model m = Model::load(o->in, {.tokenizer_path = o->tokenizer});

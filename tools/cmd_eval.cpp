@@ -19,6 +19,7 @@ namespace {
 
 struct EvalArgs {
   std::string text_file;
+  LoraArgs lora;
   EvalOptions eo;
   int threads = 0;
   bool json = false;
@@ -41,6 +42,7 @@ void add_eval_options(CLI::App* cmd, EvalArgs& a) {
                 "tokens) instead of the second half");
   cmd->add_option("-t,--threads", a.threads, "Threads (default: all cores)");
   cmd->add_flag("--json", a.json, "Machine-readable output");
+  add_lora_options(cmd, a.lora);
 }
 
 // Bits per weight of a model's weight tensors, and its files' size.
@@ -130,7 +132,8 @@ Runner add_perplexity(CLI::App& app) {
       throw Error("use one of --base, --logits and --save-logits", {.field = "arguments"});
     }
     const std::string text = read_text(o->text_file);
-    const Model m = Model::load(o->model);
+    Model m = Model::load(o->model);
+    attach_loras(m, o->lora);  // the evaluated model's, not --base's
     const Chunks c = chunk_text(m, text, o->eo);
     fmt::print(stderr, "{}: {} chunks of {} tokens, {} scored per chunk\n", o->text_file,
                c.tokens.size(), c.tokens[0].size(), c.scored_per_chunk());
@@ -205,7 +208,10 @@ Runner add_compare(CLI::App& app) {
     const std::string text = read_text(o->text_file);
     const Model base = Model::load(o->files[0]);
     std::vector<Model> models;
-    for (size_t i = 1; i < o->files.size(); ++i) models.push_back(Model::load(o->files[i]));
+    for (size_t i = 1; i < o->files.size(); ++i) {  // --lora: on each compared file, not the base
+      models.push_back(Model::load(o->files[i]));
+      attach_loras(models.back(), o->lora);
+    }
     const Chunks c = chunk_text(base, text, o->eo);
     std::vector<const Model*> ptrs;
     for (size_t i = 0; i < models.size(); ++i) {

@@ -30,22 +30,22 @@ Runner add_formats(CLI::App& app) {
       fmt::print("{}\n", out.dump(2));
       return 0;
     }
-    fmt::print("{:<13} {:>6} {:>6} {:>11}  {}\n", "name", "bpw", "block", "gguf id",
-               "description");
+    fmt::print("{:<13} {:>6} {:>6} {:>11}  {}\n", "name", "bpw", "block", "gguf id", "description");
     for (const auto& f : all_formats()) {
       const bool grouped = f.block_elems == 0;
       const Format fmt(f, grouped ? 32 : 0);
-      const std::string id = fmt.is_ggml_type() ? std::to_string(f.type_id)
-                                                : fmt::format("{:#x}", f.type_id);
-      fmt::print("{:<13} {:>6.3f} {:>6} {:>11}  {}{}{}\n", grouped ? std::string(f.name) + "_gN"
-                                                                    : std::string(f.name),
-                 f.nominal_bits, grouped ? std::string("any") : std::to_string(f.block_elems), id,
-                 f.description, grouped ? " [bpw at N=32; id | N]" : "",
+      const std::string id =
+          fmt.is_ggml_type() ? std::to_string(f.type_id) : fmt::format("{:#x}", f.type_id);
+      fmt::print("{:<13} {:>6.3f} {:>6} {:>11}  {}{}{}\n",
+                 grouped ? std::string(f.name) + "_gN" : std::string(f.name), f.nominal_bits,
+                 grouped ? std::string("any") : std::to_string(f.block_elems), id, f.description,
+                 grouped ? " [bpw at N=32; id | N]" : "",
                  f.activation_only ? " [activations]" : "");
     }
-    fmt::print("\nGrouped formats take a group size (int4_g128, int3_g32_asym; no _gN = one group "
-               "per row) and allow a ragged last group.\nFormats without a ggml id load only in "
-               "lowbit (private GGUF type ids from 0x4c400000 up).\n");
+    fmt::print(
+        "\nGrouped formats take a group size (int4_g128, int3_g32_asym; no _gN = one group "
+        "per row) and allow a ragged last group.\nFormats without a ggml id load only in "
+        "lowbit (private GGUF type ids from 0x4c400000 up).\n");
     return 0;
   };
 }

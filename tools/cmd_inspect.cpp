@@ -23,16 +23,25 @@ namespace {
 
 nlohmann::json value_json(const GgufValue& v) {
   switch (v.type) {
-    case GgufType::kString: return v.s;
-    case GgufType::kBool: return v.b;
-    case GgufType::kF32: case GgufType::kF64: return v.f;
-    case GgufType::kI8: case GgufType::kI16: case GgufType::kI32: case GgufType::kI64: return v.i;
+    case GgufType::kString:
+      return v.s;
+    case GgufType::kBool:
+      return v.b;
+    case GgufType::kF32:
+    case GgufType::kF64:
+      return v.f;
+    case GgufType::kI8:
+    case GgufType::kI16:
+    case GgufType::kI32:
+    case GgufType::kI64:
+      return v.i;
     case GgufType::kArray: {
       nlohmann::json a = nlohmann::json::array();
       for (const auto& e : v.arr) a.push_back(value_json(e));
       return a;
     }
-    default: return v.u;
+    default:
+      return v.u;
   }
 }
 
@@ -110,13 +119,15 @@ void print_against(const std::string& file, const std::vector<TensorError>& errs
 }  // namespace
 
 Runner add_inspect(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "Show a model file: metadata, tensors, bits per weight");
+  auto* cmd =
+      app.add_subcommand("inspect", "Show a model file: metadata, tensors, bits per weight");
   struct Opts {
     std::string file, against;
     bool check = false, json = false;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("file", o->file, "A .gguf, llama2.c .bin, safetensors or model folder")->required();
+  cmd->add_option("file", o->file, "A .gguf, llama2.c .bin, safetensors or model folder")
+      ->required();
   cmd->add_flag("--check", o->check, "Decode every tensor and report NaN/Inf");
   cmd->add_flag("--json", o->json, "Machine-readable output");
   cmd->add_option("--against", o->against,
@@ -125,7 +136,8 @@ Runner add_inspect(CLI::App& app) {
     std::unique_ptr<GgufFile> g;
     std::ifstream probe(o->file, std::ios::binary);
     char magic[4] = {};
-    if (probe.read(magic, 4) && std::string(magic, 4) == "GGUF") g = std::make_unique<GgufFile>(o->file);
+    if (probe.read(magic, 4) && std::string(magic, 4) == "GGUF")
+      g = std::make_unique<GgufFile>(o->file);
     // A GGUF is shown whatever it holds (vocabulary-only files, other architectures); the model
     // description is added when lowbit can load it.
     Model m;
@@ -155,15 +167,15 @@ Runner add_inspect(CLI::App& app) {
       params += n, bytes += t.bytes;
       auto& pt = per_type[t.format.name()];
       pt.first += n, pt.second += t.bytes;
-      nlohmann::json jt = {{"name", t.name}, {"type", t.format.name()}, {"shape", t.shape},
-                           {"bytes", t.bytes}};
+      nlohmann::json jt = {
+          {"name", t.name}, {"type", t.format.name()}, {"shape", t.shape}, {"bytes", t.bytes}};
       if (o->check) {
         const auto [r, k] = first_non_finite(t);
         jt["finite"] = r < 0;
         if (r >= 0) {
           ++bad;
-          fmt::print(stderr, "{}: tensor {} has a non-finite value at row {}, column {}\n",
-                     o->file, t.name, r, k);
+          fmt::print(stderr, "{}: tensor {} has a non-finite value at row {}, column {}\n", o->file,
+                     t.name, r, k);
         }
       }
       out["tensors"].push_back(jt);
@@ -182,7 +194,8 @@ Runner add_inspect(CLI::App& app) {
     out["bytes"] = bytes;
     out["bits_per_weight"] = params ? 8.0 * double(bytes) / double(params) : 0.0;
     for (const auto& [name, pb] : per_type) {
-      out["per_type"][name] = {{"parameters", pb.first}, {"bytes", pb.second},
+      out["per_type"][name] = {{"parameters", pb.first},
+                               {"bytes", pb.second},
                                {"bits_per_weight", 8.0 * double(pb.second) / double(pb.first)}};
     }
     if (o->json) {
@@ -196,10 +209,12 @@ Runner add_inspect(CLI::App& app) {
       for (const auto& [k, v] : g->metadata()) fmt::print("  {:<44} {}\n", k, value_text(v));
     }
     const ModelConfig& c = m.config;
-    if (!model_error.empty()) fmt::print("not loadable as a model: {}\n", model_error);
-    else fmt::print("{}: {} layers, dim {}, ffn {}, heads {}/{} (head dim {}), vocab {}, ctx {}\n",
-               c.arch, c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab,
-               c.n_ctx_train);
+    if (!model_error.empty())
+      fmt::print("not loadable as a model: {}\n", model_error);
+    else
+      fmt::print("{}: {} layers, dim {}, ffn {}, heads {}/{} (head dim {}), vocab {}, ctx {}\n",
+                 c.arch, c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab,
+                 c.n_ctx_train);
     fmt::print("\n{:<32} {:<14} {:>16} {:>12}\n", "tensor", "type", "shape", "bytes");
     for (const auto& t : m.tensors) {
       fmt::print("{:<32} {:<14} {:>16} {:>12}\n", t.name, t.format.name(), shape_text(t.shape),

@@ -25,15 +25,18 @@ size_t complete_utf8(const std::string& s) {
   while (i > 0 && back < 4 && (uint8_t(s[i - 1]) & 0xC0) == 0x80) --i, ++back;
   if (i == 0) return s.size();
   const uint8_t lead = uint8_t(s[i - 1]);
-  const size_t need = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3
-                      : (lead >> 3) == 30 ? 4 : 1;
+  const size_t need = lead < 0x80         ? 1
+                      : (lead >> 5) == 6  ? 2
+                      : (lead >> 4) == 14 ? 3
+                      : (lead >> 3) == 30 ? 4
+                                          : 1;
   return back + 1 >= need ? s.size() : i - 1;
 }
 
 bool ends_generation(const TokenizerData& d, int32_t id) {
   if (d.eos_id && uint32_t(id) == *d.eos_id) return true;
-  const bool control = !d.token_types.empty() &&
-                       d.token_types[size_t(id)] == int32_t(TokenType::kControl);
+  const bool control =
+      !d.token_types.empty() && d.token_types[size_t(id)] == int32_t(TokenType::kControl);
   return control && !(d.bos_id && uint32_t(id) == *d.bos_id);
 }
 
@@ -47,15 +50,22 @@ Runner add_run(CLI::App& app) {
     int threads = 0;
     SamplerParams sp;
     std::optional<uint64_t> seed;
+    LoraArgs lora;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("-m,--model", o->model, "Model file (.gguf, llama2.c .bin, .safetensors or a "
-                                          "Hugging Face folder)")->required();
+  cmd->add_option("-m,--model", o->model,
+                  "Model file (.gguf, llama2.c .bin, .safetensors or a "
+                  "Hugging Face folder)")
+      ->required();
   cmd->add_option("-p,--prompt", o->prompt, "Prompt (default: empty, generation starts at BOS)");
-  cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate (stops early at "
-                                                  "end-of-text)")->check(CLI::Range(0, 1 << 30));
-  cmd->add_option("-c,--ctx-size", o->ctx, "Context length (default: the model's, at most "
-                                           "4096)")->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-n,--n-predict", o->n_predict,
+                  "Tokens to generate (stops early at "
+                  "end-of-text)")
+      ->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("-c,--ctx-size", o->ctx,
+                  "Context length (default: the model's, at most "
+                  "4096)")
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--temp", o->sp.temperature, "Temperature; 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->sp.top_k, "Top-k; 0 = off")->capture_default_str();
   cmd->add_option("--top-p", o->sp.top_p, "Top-p (nucleus); 1 = off")->capture_default_str();
@@ -65,12 +75,15 @@ Runner add_run(CLI::App& app) {
   cmd->add_option("--repeat-last-n", o->sp.repeat_last_n, "Tokens the penalty looks back")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Sampling seed (default: random, printed)");
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer file (default: inside or beside the "
-                                               "model)");
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "Tokenizer file (default: inside or beside the "
+                  "model)");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
+  add_lora_options(cmd, o->lora);
   return [o] {
     if (o->threads > 0) set_threads(o->threads);
-    const Model m = Model::load(o->model, {.tokenizer_path = o->tokenizer});
+    Model m = Model::load(o->model, {.tokenizer_path = o->tokenizer});
+    attach_loras(m, o->lora);
     if (m.tokenizer.tokens.empty()) {
       throw Error("the model carries no tokenizer; pass one with --tokenizer",
                   {.file = o->model, .field = "tokenizer.ggml.tokens"});
@@ -87,8 +100,9 @@ Runner add_run(CLI::App& app) {
     const int64_t ctx = o->ctx > 0 ? o->ctx : std::min<int64_t>(train, 4096);
     if (int64_t(ids.size()) > ctx) {
       throw Error("context overflow: the prompt is " + std::to_string(ids.size()) +
-                  " tokens, the context holds " + std::to_string(ctx) + " (raise -c)",
-                  {.field = "--prompt", .expected = "<= " + std::to_string(ctx) + " tokens",
+                      " tokens, the context holds " + std::to_string(ctx) + " (raise -c)",
+                  {.field = "--prompt",
+                   .expected = "<= " + std::to_string(ctx) + " tokens",
                    .found = std::to_string(ids.size())});
     }
     o->sp.seed = o->seed ? *o->seed : std::random_device{}();
@@ -135,9 +149,10 @@ Runner add_run(CLI::App& app) {
     std::fflush(stdout);
     const double pp = std::chrono::duration<double>(t1 - t0).count();
     const double tg = std::chrono::duration<double>(t2 - t1).count();
-    fmt::print(stderr, "{}prompt: {} tokens, {:.1f} tokens/s | generation: {} tokens, {:.1f} "
-               "tokens/s | seed {} | {} threads\n", stopped ? "[end of text]\n" : "",
-               n_prompt, double(n_prompt) / pp, generated,
+    fmt::print(stderr,
+               "{}prompt: {} tokens, {:.1f} tokens/s | generation: {} tokens, {:.1f} "
+               "tokens/s | seed {} | {} threads\n",
+               stopped ? "[end of text]\n" : "", n_prompt, double(n_prompt) / pp, generated,
                forwards > 0 ? double(forwards) / tg : 0.0, o->sp.seed, max_threads());
     return 0;
   };

@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "io/synth.h"
 #include "lowbit/error.h"
+#include "lowbit/lora.h"
 #include "lowbit/threads.h"
 #include "lowbit/tokenizer_data.h"
 #include "train/trainer.h"
@@ -35,6 +36,8 @@ struct FreshArgs {
 };
 
 struct TrainArgs {
+  bool finetune = false;  // `lowbit finetune`: LoRA adapters on a frozen base
+  std::string lora_targets = "all-linear";
   std::string model, out, type = "f32", val, checkpoint, resume, json_log;
   FreshArgs fresh;
   std::vector<std::string> files;
@@ -166,6 +169,12 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     take("--eval-every", a.tc.eval_every, c, "eval_every");
     take("--val-windows", a.tc.val_windows, c, "val_windows");
     take("--recompute", a.tc.recompute, c, "recompute");
+    if (a.finetune) {
+      take("--lora-r", a.tc.lora.rank, c, "lora_rank");
+      take("--lora-alpha", a.tc.lora.alpha, c, "lora_alpha");
+      take("--lora-dropout", a.tc.lora.dropout, c, "lora_dropout");
+      take("--lora-targets", a.lora_targets, c, "lora_targets");
+    }
     // Checkpoints from before --replicas split every operation (1).
     if (!given("--replicas")) a.tc.replicas = c.value("replicas", int64_t(1));
     if (!given("--checkpoint")) a.checkpoint = a.resume;
@@ -196,6 +205,14 @@ int run_train(TrainArgs a, CLI::App* cmd) {
                                          .expected = "a writable directory"});
     }
   }
+  if (a.finetune) {
+    if (a.model.empty()) throw Error("no base model", {.field = "-m", .expected = "a model file"});
+    if (a.tc.lora.rank <= 0) {
+      throw Error("LoRA rank must be positive",
+                  {.field = "--lora-r", .found = std::to_string(a.tc.lora.rank)});
+    }
+    a.tc.lora.targets = train::parse_lora_targets(a.lora_targets);
+  }
   const Format out_type = Format::parse(a.type);
   if (a.type != "f32" && a.type != "f16" && a.type != "bf16") {
     throw Error("training writes float weights",
@@ -216,11 +233,16 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   if (!a.val.empty()) val = train::NamedText{a.val, read_text(a.val, "--val")};
   train::TrainData data = train::make_train_data(tok, texts, val, a.val_split, a.tc.ctx);
   const size_t train_tokens = data.train.size(), val_tokens = data.val.size();
-  const train::ParamLayout layout = train::ParamLayout::of(m.config);
-  train::Trainer trainer(
-      m.config, train::rope_inv_freq(m),
-      fresh ? train::init_weights(layout, m.config, a.tc.seed) : train::weights_of(m, layout), a.tc,
-      std::move(data));
+  const train::ParamLayout layout =
+      a.finetune ? train::ParamLayout::lora(m.config, a.tc.lora) : train::ParamLayout::of(m.config);
+  // LoRA: the base stays as stored (mapped), only norms and biases decoded.
+  std::optional<train::FrozenBase<float>> base;
+  if (a.finetune) base.emplace(m, m.config);
+  train::Trainer trainer(m.config, train::rope_inv_freq(m),
+                         a.finetune ? train::init_lora(layout, a.tc.seed)
+                         : fresh    ? train::init_weights(layout, m.config, a.tc.seed)
+                                    : train::weights_of(m, layout),
+                         a.tc, std::move(data), base ? &*base : nullptr);
   if (resumed) trainer.load_checkpoint(checkpoint_file(a.resume));
 
   const int64_t until = a.stop_after > 0 ? std::min(a.stop_after, a.tc.steps) : a.tc.steps;
@@ -229,11 +251,23 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     log.open(a.json_log, resumed ? std::ios::app : std::ios::trunc);
     if (!log) throw Error("cannot write the training log", {.file = a.json_log, .field = "--json"});
   }
+  std::string formats;  // the base's matrix formats, as stored
+  for (const ModelTensor& t : m.tensors) {
+    const std::string f(t.format.name());
+    if (t.shape.size() == 2 && formats.find(f) == std::string::npos)
+      formats += (formats.empty() ? "" : "+") + f;
+  }
+  const std::string what =
+      a.finetune ? fmt::format(
+                       "LoRA r {} (alpha {}, {}) on {} ({} kept as stored, {:.1f} MiB): {} "
+                       "adapter parameters",
+                       a.tc.lora.rank, a.tc.lora.alpha, train::lora_targets_name(a.tc.lora.targets),
+                       name, formats, double(base->stored_bytes()) / (1 << 20), layout.total)
+                 : fmt::format("{} ({} parameters, F32)", name, layout.total);
   fmt::print(
-      "training {} ({} parameters, F32) on {} tokens ({} to validate): {} steps of {} x {} "
+      "training {} on {} tokens ({} to validate): {} steps of {} x {} "
       "tokens{}{}\n",
-      name, layout.total, train_tokens, val_tokens, a.tc.steps, a.tc.batch * a.tc.grad_accum,
-      a.tc.ctx,
+      what, train_tokens, val_tokens, a.tc.steps, a.tc.batch * a.tc.grad_accum, a.tc.ctx,
       trainer.config().replicas > 1
           ? fmt::format(", {} data-parallel replicas", trainer.config().replicas)
           : "",
@@ -276,8 +310,28 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     fmt::print("checkpoint at step {}: {}\n", trainer.steps_done(), checkpoint_file(a.checkpoint));
   }
   if (trainer.steps_done() < a.tc.steps) {
-    fmt::print("stopped at step {} of {}: continue with `lowbit train --resume {}`\n",
-               trainer.steps_done(), a.tc.steps, a.checkpoint);
+    fmt::print("stopped at step {} of {}: continue with `lowbit {} --resume {}`\n",
+               trainer.steps_done(), a.tc.steps, a.finetune ? "finetune" : "train", a.checkpoint);
+    return 0;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (a.finetune) {  // the adapter: llama.cpp's GGUF LoRA layout
+    LoraAdapter ad;
+    ad.arch = m.config.arch, ad.alpha = float(a.tc.lora.alpha);
+    const std::vector<float>& w = trainer.weights();
+    for (const train::ParamInfo& pa : layout.params) {
+      if (!pa.name.ends_with(".lora_a")) continue;
+      const std::string base_name = pa.name.substr(0, pa.name.size() - 7);
+      const train::ParamInfo* pb = layout.find(base_name + ".lora_b");
+      LoraPair p{pa.shape[0], pa.shape[1], pb->shape[0], {}, {}};
+      p.a.assign(w.begin() + pa.offset, w.begin() + pa.offset + pa.size);
+      p.b.assign(w.begin() + pb->offset, w.begin() + pb->offset + pb->size);
+      ad.pairs.emplace(base_name, std::move(p));
+    }
+    write_lora_gguf(ad, a.out, {a.model});
+    fmt::print("{} + LoRA -> {}: loss {:.4f}{}, {:.1f} s\n", name, a.out, last_loss,
+               last_val ? fmt::format(", validation loss {:.4f}", *last_val) : "", seconds);
     return 0;
   }
   // The trained model: the initial file's configuration and tokenizer, the new weights.
@@ -292,49 +346,33 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   if (const ModelTensor* f = m.find("rope_freqs.weight")) out.tensors.push_back(*f);
   write_gguf(out, a.out, out_type);
   fmt::print("{} -> {} ({}): loss {:.4f}{}, {:.1f} s\n", name, a.out, a.type, last_loss,
-             last_val ? fmt::format(", validation loss {:.4f}", *last_val) : "",
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+             last_val ? fmt::format(", validation loss {:.4f}", *last_val) : "", seconds);
   return 0;
 }
 
 }  // namespace
 
-Runner add_train(CLI::App& app) {
-  auto a = std::make_shared<TrainArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "train", "Train every tensor of a model in F32 on text (full fine-tuning), with checkpoints");
-  cmd->add_option("-m,--model", a->model,
-                  "Initial model (any file lowbit reads; quantized "
-                  "weights are dequantized)");
-  cmd->add_option("--shape", a->fresh.shape,
-                  "A fresh model of this named shape (lowbit synth's list), seeded by --seed");
-  cmd->add_option("--dim", a->fresh.dim, "Fresh model: width");
-  cmd->add_option("--ff", a->fresh.ff, "Fresh model: feed-forward width");
-  cmd->add_option("--layers", a->fresh.layers, "Fresh model: layers");
-  cmd->add_option("--heads", a->fresh.heads, "Fresh model: attention heads");
-  cmd->add_option("--kv-heads", a->fresh.kv_heads,
-                  "Fresh model: key/value heads (default --heads)");
-  cmd->add_option("--vocab", a->fresh.vocab,
-                  "Fresh model: vocabulary size (the tokenizer's; needed for a llama2.c tok*.bin)");
-  cmd->add_option("--tokenizer", a->fresh.tokenizer, "Fresh model: its tokenizer file");
+namespace {
+
+// The options `train` and `finetune` share: data, schedule, optimizer, checkpoints, threads.
+void add_run_options(CLI::App* cmd, TrainArgs* a, double lr) {
   cmd->add_option("-f,--file", a->files,
                   "Training text (repeatable; tokenized with the model's "
                   "tokenizer)");
-  cmd->add_option("-o,--output", a->out, "Trained model (.gguf)");
-  cmd->add_option("--type", a->type, "Weight matrices of the output: f32, f16 or bf16")
-      ->default_str("f32");
   cmd->add_option("--steps", a->tc.steps, "Optimizer steps (the schedule's length)")
       ->default_val(100);
   cmd->add_option("--stop-after", a->stop_after,
                   "Stop after this many steps, leaving a "
                   "checkpoint (needs --checkpoint)");
-  cmd->add_option("--lr", a->tc.lr, "Peak learning rate")->default_val(1e-3);
+  cmd->add_option("--lr", a->tc.lr, "Peak learning rate")->default_val(lr);
   cmd->add_option("--batch", a->tc.batch, "Windows per micro-batch")->default_val(8);
   cmd->add_option("--ctx", a->tc.ctx, "Tokens per window")->default_val(128);
   cmd->add_option("--grad-accum", a->tc.grad_accum, "Micro-batches per step")->default_val(1);
   cmd->add_option("--optimizer", a->optimizer, "adamw or sgd")->default_str("adamw");
   cmd->add_option("--weight-decay", a->tc.optimizer.weight_decay,
-                  "Decoupled weight decay of the weight matrices (not norms, biases, embedding)")
+                  a->finetune ? "Decoupled weight decay of the adapters"
+                              : "Decoupled weight decay of the weight matrices (not norms, "
+                                "biases, embedding)")
       ->default_val(0.0);
   cmd->add_option("--warmup", a->tc.warmup, "Linear warmup steps")->default_val(0);
   cmd->add_option("--schedule", a->schedule,
@@ -343,7 +381,11 @@ Runner add_train(CLI::App& app) {
       ->default_str("cosine");
   cmd->add_option("--clip", a->tc.clip, "Clip the gradient's global norm (0: off)")
       ->default_val(1.0);
-  cmd->add_option("--seed", a->tc.seed, "Seed of the windows drawn")->default_val(1);
+  cmd->add_option("--seed", a->tc.seed,
+                  a->finetune ? "Seed of the windows drawn, the adapters' initialization and "
+                                "dropout"
+                              : "Seed of the windows drawn")
+      ->default_val(1);
   cmd->add_option("--val", a->val, "Validation text");
   cmd->add_option("--val-split", a->val_split,
                   "Validate on this last fraction of the training "
@@ -367,6 +409,55 @@ Runner add_train(CLI::App& app) {
                   "flags unless given again)");
   cmd->add_option("--json", a->json_log, "Log file: one JSON line per step");
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)");
+}
+
+}  // namespace
+
+Runner add_train(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "train", "Train every tensor of a model in F32 on text (full fine-tuning), with checkpoints");
+  cmd->add_option("-m,--model", a->model,
+                  "Initial model (any file lowbit reads; quantized "
+                  "weights are dequantized)");
+  cmd->add_option("--shape", a->fresh.shape,
+                  "A fresh model of this named shape (lowbit synth's list), seeded by --seed");
+  cmd->add_option("--dim", a->fresh.dim, "Fresh model: width");
+  cmd->add_option("--ff", a->fresh.ff, "Fresh model: feed-forward width");
+  cmd->add_option("--layers", a->fresh.layers, "Fresh model: layers");
+  cmd->add_option("--heads", a->fresh.heads, "Fresh model: attention heads");
+  cmd->add_option("--kv-heads", a->fresh.kv_heads,
+                  "Fresh model: key/value heads (default --heads)");
+  cmd->add_option("--vocab", a->fresh.vocab,
+                  "Fresh model: vocabulary size (the tokenizer's; needed for a llama2.c tok*.bin)");
+  cmd->add_option("--tokenizer", a->fresh.tokenizer, "Fresh model: its tokenizer file");
+  cmd->add_option("-o,--output", a->out, "Trained model (.gguf)");
+  cmd->add_option("--type", a->type, "Weight matrices of the output: f32, f16 or bf16")
+      ->default_str("f32");
+  add_run_options(cmd, a.get(), 1e-3);
+  return [a, cmd] { return run_train(*a, cmd); };
+}
+
+Runner add_finetune(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  a->finetune = true;
+  CLI::App* cmd = app.add_subcommand(
+      "finetune",
+      "Train LoRA adapters on a frozen base of any format, kept as stored (QLoRA on a quantized "
+      "GGUF): writes a GGUF adapter llama.cpp loads");
+  cmd->add_option("-m,--model", a->model, "Base model (any file and format lowbit reads)");
+  cmd->add_option("-o,--output", a->out, "Adapter (.gguf, llama.cpp's LoRA layout)");
+  cmd->add_option("--lora-r", a->tc.lora.rank, "Adapter rank")->default_val(8);
+  cmd->add_option("--lora-alpha", a->tc.lora.alpha,
+                  "Adapter scale numerator: the update is alpha / r · B·A")
+      ->default_val(16.0);
+  cmd->add_option("--lora-dropout", a->tc.lora.dropout,
+                  "Dropout on the adapters' input while training")
+      ->default_val(0.0);
+  cmd->add_option("--lora-targets", a->lora_targets,
+                  "all-linear, or a comma list of q,k,v,o,gate,up,down")
+      ->default_str("all-linear");
+  add_run_options(cmd, a.get(), 2e-4);
   return [a, cmd] { return run_train(*a, cmd); };
 }
 

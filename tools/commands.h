@@ -35,6 +35,15 @@ inline std::string read_text(const std::string& path, const char* option = "-f")
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
+// --lora FILE (repeatable) and --lora-scale S (one for all, or one per --lora) on a verb that runs
+// a model; attach_loras reads them and hangs them on the model (its engines apply them).
+struct LoraArgs {
+  std::vector<std::string> files;
+  std::vector<float> scales;
+};
+void add_lora_options(CLI::App* cmd, LoraArgs& a);
+void attach_loras(Model& m, const LoraArgs& a);
+
 Runner add_formats(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_convert(CLI::App& app);
@@ -48,5 +57,6 @@ Runner add_compare(CLI::App& app);
 Runner add_synth(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_train(CLI::App& app);
+Runner add_finetune(CLI::App& app);
 
 }  // namespace lowbit::cli

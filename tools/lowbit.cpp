@@ -7,8 +7,9 @@
 #include "lowbit/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"lowbit: make large language models small and fast (quantize, convert, run, "
-               "measure)"};
+  CLI::App app{
+      "lowbit: make large language models small and fast (quantize, convert, run, "
+      "measure)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lowbit 0.1.0");
   std::map<CLI::App*, lowbit::cli::Runner> runners;
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_synth);
   add(lowbit::cli::add_bench);
   add(lowbit::cli::add_train);
+  add(lowbit::cli::add_finetune);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

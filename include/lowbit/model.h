@@ -20,8 +20,8 @@ namespace lowbit {
 struct ModelConfig {
   std::string arch = "llama";  // general.architecture: "llama" or "qwen2"
   std::string name;
-  int64_t n_vocab = 0, n_embd = 0, n_ff = 0, n_layer = 0, n_head = 0, n_head_kv = 0,
-          head_dim = 0, n_ctx_train = 0;
+  int64_t n_vocab = 0, n_embd = 0, n_ff = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0,
+          n_ctx_train = 0;
   double rms_eps = 1e-5, rope_theta = 10000.0;
   bool tied_output = false;  // no output.weight: the token embedding is reused
   bool qkv_bias = false;     // Qwen2
@@ -35,18 +35,25 @@ struct ModelConfig {
 };
 
 struct ModelTensor {
-  std::string name;            // "blk.3.attn_q.weight"
+  std::string name;  // "blk.3.attn_q.weight"
   Format format;
   std::vector<int64_t> shape;  // outermost first; shape.back() is the row length
   const uint8_t* data = nullptr;
   uint64_t bytes = 0;
-  bool mapped = false;         // data lies in a read-only file mapping (pages can be dropped)
-  int64_t rows() const;        // product of all but the last dimension
+  bool mapped = false;   // data lies in a read-only file mapping (pages can be dropped)
+  int64_t rows() const;  // product of all but the last dimension
   int64_t row_length() const { return shape.back(); }
 };
 
 struct LoadOptions {
   std::string tokenizer_path;  // empty: the one inside the file, or found beside it
+};
+
+struct LoraAdapter;  // lowbit/lora.h
+// An adapter applied to a model at run time, with the user's scale (--lora-scale).
+struct AppliedLora {
+  std::shared_ptr<const LoraAdapter> adapter;
+  float scale = 1.0f;
 };
 
 class Model {
@@ -60,6 +67,8 @@ class Model {
   TokenizerData tokenizer;
   std::vector<ModelTensor> tensors;
   std::vector<std::string> sources;  // every input file (an output may be none of these)
+  // Adapters every engine over this model applies at run time (LlamaEngine), unmerged.
+  std::vector<AppliedLora> loras;
 
   const ModelTensor* find(std::string_view name) const;
   uint64_t parameter_count() const;

@@ -132,6 +132,7 @@ LlamaEngine::LlamaEngine(const Model& m, int64_t ctx, int64_t max_batch) : m_(m)
   embd_ = need("token_embd.weight");
   out_norm_ = need("output_norm.weight");
   output_ = c.tied_output ? embd_ : need("output.weight");
+  for (const AppliedLora& l : m.loras) add_lora(*l.adapter, l.scale);
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     layers_.push_back(

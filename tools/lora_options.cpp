@@ -1,0 +1,33 @@
+// --lora / --lora-scale: adapters applied at run time by every verb that runs a model.
+#include <memory>
+
+#include "commands.h"
+#include "lowbit/lora.h"
+
+namespace lowbit::cli {
+
+void add_lora_options(CLI::App* cmd, LoraArgs& a) {
+  cmd->add_option("--lora", a.files,
+                  "LoRA adapter applied at run time, unmerged (a GGUF adapter; repeatable)");
+  cmd->add_option("--lora-scale", a.scales,
+                  "Scale of the adapters (one for all, or one per --lora; default 1)");
+}
+
+void attach_loras(Model& m, const LoraArgs& a) {
+  if (a.files.empty() && !a.scales.empty())
+    throw Error("--lora-scale without --lora", {.field = "--lora-scale"});
+  if (a.scales.size() > 1 && a.scales.size() != a.files.size()) {
+    throw Error("give one --lora-scale, or one per --lora",
+                {.field = "--lora-scale",
+                 .expected = "1 or " + std::to_string(a.files.size()),
+                 .found = std::to_string(a.scales.size())});
+  }
+  for (size_t i = 0; i < a.files.size(); ++i) {
+    auto ad = std::make_shared<LoraAdapter>(read_lora(a.files[i]));
+    check_lora(*ad, m);
+    const float s = a.scales.empty() ? 1.0f : a.scales[a.scales.size() == 1 ? 0 : i];
+    m.loras.push_back({std::move(ad), s});
+  }
+}
+
+}  // namespace lowbit::cli
