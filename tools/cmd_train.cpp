@@ -150,7 +150,10 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   if (!a.resume.empty()) {
     resumed = train::read_checkpoint_info(checkpoint_file(a.resume));
     const json c = json::parse(resumed->config_json), x = json::parse(resumed->extra_json);
-    auto given = [&](const char* opt) { return cmd->get_option(opt)->count() > 0; };
+    auto given = [&](const char* opt) {  // an option the verb lacks counts as given (kept)
+      const CLI::Option* o = cmd->get_option_no_throw(opt);
+      return o == nullptr || o->count() > 0;
+    };
     auto take = [&](const char* opt, auto& field, const json& j, const char* key) {
       if (!given(opt)) j.at(key).get_to(field);
     };
