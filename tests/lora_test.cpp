@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/llama.h"
+#include "io/gguf.h"
 #include "io/synth.h"
 #include "kernel/matmul.h"
 #include "lowbit/lora.h"
@@ -371,6 +372,59 @@ TEST(LoraFile, WrittenReadAndAppliedByTheEngine) {
   }
   std::remove(path.c_str());
   std::remove(apath.c_str());
+}
+
+// Malformed adapters: each refused with the file, and the field or tensor, named.
+TEST(LoraFile, RefusesMalformedAdapters) {
+  const Format f32 = Format::parse("f32");
+  const std::vector<float> values(64 * 8, 0.5f);
+  struct Case {
+    const char* what;
+    std::string type, atype;
+    std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;  // name, ne
+    std::string field;                                                  // named in the error
+  };
+  const std::string q = "blk.0.attn_q.weight";
+  const std::vector<Case> cases = {
+      {"a model, not an adapter", "model", "lora", {{q + ".lora_a", {64, 4}}}, "general.type"},
+      {"a control vector", "adapter", "control_vector", {{q + ".lora_a", {64, 4}}}, "adapter.type"},
+      {"lora_b missing", "adapter", "lora", {{q + ".lora_a", {64, 4}}}, q + ".lora_b"},
+      {"ranks disagree",
+       "adapter",
+       "lora",
+       {{q + ".lora_a", {64, 4}}, {q + ".lora_b", {3, 64}}},
+       q + ".lora_b"},
+      {"a tensor that is not a pair's", "adapter", "lora", {{q, {64, 64}}}, q},
+      {"a vector",
+       "adapter",
+       "lora",
+       {{q + ".lora_a", {64}}, {q + ".lora_b", {4, 64}}},
+       q + ".lora_a"},
+      {"no tensors", "adapter", "lora", {}, "tensors"},
+  };
+  for (const Case& c : cases) {
+    GgufWriter w;
+    w.set("general.architecture", GgufValue::str("llama"));
+    w.set("general.type", GgufValue::str(c.type));
+    w.set("adapter.type", GgufValue::str(c.atype));
+    for (const auto& [name, ne] : c.tensors) {
+      int64_t n = 1;
+      for (const int64_t d : ne) n *= d;
+      w.add_tensor(name, ne, f32, [&values, n](OutputFile& out) {
+        out.write(values.data(), uint64_t(n) * sizeof(float));
+      });
+    }
+    const std::string path = test::tmp_path("lora", "bad.gguf");
+    w.write(path);
+    try {
+      read_lora(path);
+      ADD_FAILURE() << c.what << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.context().file, path) << c.what;
+      EXPECT_EQ(e.context().field, c.field) << c.what << ": " << e.what();
+    }
+    std::remove(path.c_str());
+  }
 }
 
 #ifdef LOWBIT_CLI
