@@ -41,6 +41,7 @@ struct QuantizeArgs {
   double target_bpw = 0;
   int64_t sensitivity_chunks = 8;
   int check_uniform = 2;
+  LoraArgs lora;  // adapters merged into the input's weights (F32) before quantizing
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
@@ -494,7 +495,9 @@ int run_quantize(const QuantizeArgs& a) {
   if (!a.emb_type.empty()) q.token_embedding_type = Format::parse(a.emb_type);
   if (!a.out_type.empty()) q.output_type = Format::parse(a.out_type);
   q.fallback = parse_fallback(a.fallback);
-  const Model m = Model::load(a.in, {.tokenizer_path = a.tokenizer});
+  Model loaded = Model::load(a.in, {.tokenizer_path = a.tokenizer});
+  merge_loras(loaded, a.lora);
+  const Model& m = loaded;
   MethodOptions mo{.method = parse_method(a.method)};
   mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
   mo.clip.grid = a.clip_grid, mo.clip.max_shrink = a.clip_shrink, mo.clip_qk = a.clip_qk;
@@ -610,6 +613,39 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--tokenizer", o->tokenizer,
                   "Tokenizer file (default: inside or beside the "
                   "input)");
+  cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_option("--lora", o->lora.files,
+                  "LoRA adapter merged into the input's weights (in F32) before quantizing "
+                  "(repeatable; see also `lowbit merge`)");
+  cmd->add_option("--lora-scale", o->lora.scales, "Scale of the adapters (one, or one per --lora)");
+  return [o] { return run_quantize(*o); };
+}
+
+Runner add_merge(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "merge",
+      "Merge LoRA adapters into a model in F32, then write it as F16/F32 or quantize it with any "
+      "method and format (lowbit quantize --lora with --type f16 by default)");
+  auto o = std::make_shared<QuantizeArgs>();
+  o->type = "f16";
+  cmd->add_option("-m,--model", o->in, "Base model (any file and format lowbit reads)")->required();
+  cmd->add_option("--lora", o->lora.files, "LoRA adapter (GGUF; repeatable)")->required();
+  cmd->add_option("--lora-scale", o->lora.scales, "Scale of the adapters (one, or one per --lora)");
+  cmd->add_option("-o,--output", o->out, "Merged model (.gguf)")->required();
+  cmd->add_option("--type", o->type,
+                  "Format of the merged weight matrices: f16, f32, bf16, or any quantized format")
+      ->capture_default_str();
+  cmd->add_option("--method", o->method, "Quantizing: rtn, imatrix, gptq, awq, awq+gptq")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq"}));
+  cmd->add_option("--calib", o->calib, "Calibration text (imatrix, gptq, awq)");
+  cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens used")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(16), int64_t(1) << 30));
+  cmd->add_option("--ctx", o->ctx, "Calibration chunk length")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 1 << 20));
+  cmd->add_flag("--act-order", o->act_order, "GPTQ: columns in descending Hessian diagonal");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
   return [o] { return run_quantize(*o); };
 }

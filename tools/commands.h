@@ -43,6 +43,8 @@ struct LoraArgs {
 };
 void add_lora_options(CLI::App* cmd, LoraArgs& a);
 void attach_loras(Model& m, const LoraArgs& a);
+// The same adapters merged into m's weights instead (merge_lora).
+void merge_loras(Model& m, const LoraArgs& a);
 
 Runner add_formats(CLI::App& app);
 Runner add_demo(CLI::App& app);
@@ -58,5 +60,6 @@ Runner add_synth(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_finetune(CLI::App& app);
+Runner add_merge(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_bench);
   add(lowbit::cli::add_train);
   add(lowbit::cli::add_finetune);
+  add(lowbit::cli::add_merge);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

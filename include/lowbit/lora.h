@@ -39,5 +39,8 @@ void write_lora_gguf(const LoraAdapter& a, const std::string& path,
 // Checks that a fits m: the same architecture, every base tensor present with shape (out, in).
 // Error naming the adapter's file and the tensor.
 void check_lora(const LoraAdapter& a, const Model& m);
+// Merges a into m's weights: each adapted tensor becomes F32 W + a.scale(pair, scale) · B·A (W
+// decoded from its format; the new values owned by m). Checked first (check_lora).
+void merge_lora(Model& m, const LoraAdapter& a, float scale = 1.0f);
 
 }  // namespace lowbit

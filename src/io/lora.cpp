@@ -1,7 +1,10 @@
 // LoRA adapter files (lowbit/lora.h): GGUF in llama.cpp's layout.
 #include "lowbit/lora.h"
 
+#include <cblas.h>
+
 #include <cstring>
+#include <memory>
 
 #include "io/gguf.h"
 #include "lowbit/error.h"
@@ -138,6 +141,30 @@ void check_lora(const LoraAdapter& a, const Model& m) {
                                std::to_string(t->shape.back()) + " (out x in)",
                    .found = std::to_string(p.out) + " x " + std::to_string(p.in)});
     }
+  }
+}
+
+void merge_lora(Model& m, const LoraAdapter& a, float scale) {
+  check_lora(a, m);
+  for (const auto& [name, p] : a.pairs) {
+    ModelTensor* t = nullptr;
+    for (ModelTensor& x : m.tensors) {
+      if (x.name == name) t = &x;
+    }
+    const int64_t K = t->row_length(), N = t->rows();
+    auto w = std::make_shared<std::vector<float>>(size_t(N * K));
+    const uint64_t rb = t->format.row_bytes(K);
+    for (int64_t r = 0; r < N; ++r)
+      t->format.dequantize_row(t->data + uint64_t(r) * rb, K, w->data() + r * K);
+    // W (N, K) += s · B (N, r) · A (r, K).
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(K), int(p.rank),
+                a.scale(p, scale), p.b.data(), int(p.rank), p.a.data(), int(K), 1.0f, w->data(),
+                int(K));
+    t->format = Format::parse("f32");
+    t->data = reinterpret_cast<const uint8_t*>(w->data());
+    t->bytes = uint64_t(N * K) * sizeof(float);
+    t->mapped = false;
+    m.owners.push_back(std::move(w));
   }
 }
 
