@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -16,6 +17,7 @@
 
 #include "engine/llama.h"
 #include "io/gguf.h"
+#include "io/safetensors.h"
 #include "io/synth.h"
 #include "kernel/matmul.h"
 #include "lowbit/lora.h"
@@ -432,6 +434,97 @@ TEST(LoraFile, RefusesMalformedAdapters) {
     }
     std::remove(path.c_str());
   }
+}
+
+// PEFT: a Hugging Face model (tinystories-656k, rotate-half Q/K) with an adapter. Written and
+// read back it is the same adapter; and applied at run time it computes what the Hugging Face
+// checkpoint with W + s·B·A merged in Hugging Face's own layout computes (loaded and converted by
+// lowbit like any checkpoint): the Q/K row mapping is checked against the model's.
+TEST(LoraFile, PeftAdaptersMatchTheHuggingFaceLayout) {
+  const std::filesystem::path hf = test::fixture("models/tinystories-656k");
+  LOWBIT_REQUIRE_FIXTURE(hf / "model.safetensors");
+  const Model m = Model::load(hf.string());
+  LoraAdapter a;
+  a.arch = m.config.arch, a.alpha = 6;
+  uint64_t seed = 70;
+  for (int64_t l = 0; l < m.config.n_layer; ++l) {
+    for (int t = 0; t < kLoraTargets; ++t) {
+      const ModelTensor* w = m.find(lora_base_name(l, t));
+      LoraPair p{3, w->shape[1], w->shape[0], {}, {}};
+      const std::vector<double> av = normal(size_t(3 * p.in), seed++, 0.1),
+                                bv = normal(size_t(3 * p.out), seed++, 0.1);
+      p.a.assign(av.begin(), av.end()), p.b.assign(bv.begin(), bv.end());
+      a.pairs.emplace(w->name, std::move(p));
+    }
+  }
+  const std::string dir = test::tmp_path("lora", "peft");
+  write_lora_peft(a, m.config, dir, hf.string());
+  const LoraAdapter back = read_lora(dir, &m.config);
+  EXPECT_EQ(back.alpha, 6.0f);
+  for (const auto& [name, p] : a.pairs) {
+    EXPECT_EQ(back.pairs.at(name).a, p.a) << name;
+    EXPECT_EQ(back.pairs.at(name).b, p.b) << name;
+  }
+  const std::string cfg = test::slurp(dir + "/adapter_config.json");
+  EXPECT_NE(cfg.find("\"q_proj\""), std::string::npos) << cfg;
+  EXPECT_THROW(read_lora(dir), Error);  // no model: names cannot be mapped
+
+  // The merged checkpoint, in Hugging Face's layout throughout.
+  const SafetensorsFile orig((hf / "model.safetensors").string());
+  const SafetensorsFile peft(dir + "/adapter_model.safetensors");
+  auto floats = [](const StTensor& t) {
+    std::vector<float> v(t.bytes / 4);
+    std::memcpy(v.data(), t.data, t.bytes);
+    return v;
+  };
+  std::vector<std::vector<float>> merged;
+  merged.reserve(orig.tensors().size());
+  std::vector<StWriteTensor> out;
+  for (const StTensor& t : orig.tensors()) {
+    std::vector<float> w = floats(t);
+    const std::string stem = t.name.substr(0, t.name.size() - 7);  // less ".weight"
+    if (const StTensor* ta = peft.find("base_model.model." + stem + ".lora_A.weight")) {
+      const std::vector<float> A = floats(*ta), B = floats(*peft.find("base_model.model." + stem +
+                                                                      ".lora_B.weight"));
+      const int64_t N = t.shape[0], K = t.shape[1];
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t k = 0; k < K; ++k) {
+          double d = 0;
+          for (int64_t j = 0; j < 3; ++j) d += double(B[size_t(i * 3 + j)]) * A[size_t(j * K + k)];
+          w[size_t(i * K + k)] += float(2.0 * d);  // alpha / r = 6 / 3
+        }
+      }
+    }
+    merged.push_back(std::move(w));
+    const std::vector<float>* v = &merged.back();
+    out.push_back({t.name, StDtype::kF32, t.shape,
+                   [v](OutputFile& o) { o.write(v->data(), v->size() * 4); }});
+  }
+  const std::filesystem::path mdir = test::tmp_path("lora", "merged-hf");
+  std::filesystem::create_directories(mdir);
+  for (const auto& e : std::filesystem::directory_iterator(hf)) {
+    if (e.path().filename() != "model.safetensors")
+      std::filesystem::copy_file(e.path(), mdir / e.path().filename());
+  }
+  write_safetensors((mdir / "model.safetensors").string(), orig.metadata(), out, {});
+  const Model mm = Model::load(mdir.string());
+
+  std::vector<int32_t> tok(12);
+  for (size_t i = 0; i < tok.size(); ++i) tok[i] = int32_t((i * 37 + 11) % 2048);
+  LlamaEngine ref(mm, 32), plain(m, 32), ours(m, 32);
+  ours.add_lora(back, 1.0f);
+  const std::vector<float>& zr = ref.eval(tok.data(), 12, 0, true);
+  const std::vector<float>& zp = plain.eval(tok.data(), 12, 0, true);
+  const std::vector<float>& zo = ours.eval(tok.data(), 12, 0, true);
+  double diff = 0, change = 0;
+  for (size_t i = 0; i < zr.size(); ++i) {
+    diff = std::max(diff, double(std::abs(zo[i] - zr[i])));
+    change = std::max(change, double(std::abs(zp[i] - zr[i])));
+  }
+  EXPECT_LT(diff, 1e-3);
+  EXPECT_GT(change, 100 * diff);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(mdir);
 }
 
 #ifdef LOWBIT_CLI

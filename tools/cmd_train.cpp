@@ -37,7 +37,7 @@ struct FreshArgs {
 
 struct TrainArgs {
   bool finetune = false;  // `lowbit finetune`: LoRA adapters on a frozen base
-  std::string lora_targets = "all-linear";
+  std::string lora_targets = "all-linear", peft;
   std::string model, out, type = "f32", val, checkpoint, resume, json_log;
   FreshArgs fresh;
   std::vector<std::string> files;
@@ -134,7 +134,8 @@ Model fresh_model(const FreshArgs& f, int64_t ctx) {
 json run_json(const TrainArgs& a) {
   return {{"model", a.model}, {"fresh", fresh_json(a.fresh)}, {"files", a.files},
           {"val", a.val},     {"val_split", a.val_split},     {"out", a.out},
-          {"type", a.type},   {"save_every", a.save_every},   {"json", a.json_log}};
+          {"type", a.type},   {"save_every", a.save_every},   {"json", a.json_log},
+          {"peft", a.peft}};
 }
 
 std::string eta(double seconds) {
@@ -163,6 +164,7 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     take("--val-split", a.val_split, x, "val_split"), take("-o", a.out, x, "out");
     take("--type", a.type, x, "type"), take("--save-every", a.save_every, x, "save_every");
     take("--json", a.json_log, x, "json");
+    if (a.finetune && x.contains("peft")) take("--peft", a.peft, x, "peft");
     take("--steps", a.tc.steps, c, "steps"), take("--batch", a.tc.batch, c, "batch");
     take("--ctx", a.tc.ctx, c, "ctx"), take("--grad-accum", a.tc.grad_accum, c, "grad_accum");
     take("--warmup", a.tc.warmup, c, "warmup"), take("--lr", a.tc.lr, c, "lr");
@@ -333,6 +335,10 @@ int run_train(TrainArgs a, CLI::App* cmd) {
       ad.pairs.emplace(base_name, std::move(p));
     }
     write_lora_gguf(ad, a.out, {a.model});
+    if (!a.peft.empty()) {
+      write_lora_peft(ad, m.config, a.peft, a.model);
+      fmt::print("PEFT adapter: {}\n", a.peft);
+    }
     fmt::print("{} + LoRA -> {}: loss {:.4f}{}, {:.1f} s\n", name, a.out, last_loss,
                last_val ? fmt::format(", validation loss {:.4f}", *last_val) : "", seconds);
     return 0;
@@ -457,6 +463,9 @@ Runner add_finetune(CLI::App& app) {
   cmd->add_option("--lora-dropout", a->tc.lora.dropout,
                   "Dropout on the adapters' input while training")
       ->default_val(0.0);
+  cmd->add_option("--peft", a->peft,
+                  "Also write the adapter for Hugging Face PEFT into this directory "
+                  "(adapter_config.json, adapter_model.safetensors)");
   cmd->add_option("--lora-targets", a->lora_targets,
                   "all-linear, or a comma list of q,k,v,o,gate,up,down")
       ->default_str("all-linear");

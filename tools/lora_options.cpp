@@ -27,7 +27,7 @@ std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> read_all(const Model
   }
   std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> r;
   for (size_t i = 0; i < a.files.size(); ++i) {
-    auto ad = std::make_shared<LoraAdapter>(read_lora(a.files[i]));
+    auto ad = std::make_shared<LoraAdapter>(read_lora(a.files[i], &m.config));
     check_lora(*ad, m);
     const float s = a.scales.empty() ? 1.0f : a.scales[a.scales.size() == 1 ? 0 : i];
     r.emplace_back(std::move(ad), s);

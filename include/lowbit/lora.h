@@ -30,12 +30,20 @@ struct LoraAdapter {
   }
 };
 
-// Reads a GGUF LoRA adapter (tensors in any format lowbit reads, decoded to F32). Error naming
-// the file, the field or tensor and its offset for anything else.
-LoraAdapter read_lora(const std::string& path);
+// Reads an adapter: a GGUF LoRA (tensors in any format lowbit reads, decoded to F32), or a PEFT
+// adapter (a directory with adapter_config.json and adapter_model.safetensors, or either file),
+// which needs the model it is for (Hugging Face names and Q/K rows map to GGUF's through its
+// configuration). Error naming the file, the field or tensor and its offset for anything else.
+LoraAdapter read_lora(const std::string& path, const ModelConfig* model = nullptr);
 // Writes a GGUF LoRA adapter for a base of architecture a.arch (F32 tensors, atomically).
 void write_lora_gguf(const LoraAdapter& a, const std::string& path,
                      const std::vector<std::string>& inputs = {});
+// Writes a as a PEFT adapter into dir (created): adapter_config.json (peft_type LORA, r,
+// lora_alpha, target_modules) and adapter_model.safetensors with Hugging Face names and shapes
+// (lora_A (r, in), lora_B (out, r)), Q/K rows back in the rotate-half layout of c. All pairs must
+// share one rank. base: base_model_name_or_path.
+void write_lora_peft(const LoraAdapter& a, const ModelConfig& c, const std::string& dir,
+                     const std::string& base = "");
 // Checks that a fits m: the same architecture, every base tensor present with shape (out, in).
 // Error naming the adapter's file and the tensor.
 void check_lora(const LoraAdapter& a, const Model& m);
