@@ -177,8 +177,24 @@ LoraAdapter read_peft(const std::filesystem::path& dir, const ModelConfig* model
     }
     LoraPair q;
     q.rank = ta.shape[0], q.in = ta.shape[1], q.out = tb.shape[0];
-    q.a = st_floats(ta);
     const std::string g = base.substr(base.find('.', 4) + 1, base.size() - base.find('.', 4) - 8);
+    // The module's (in, out) in this model: another model's adapter stops here.
+    const ModelConfig& c = *model;
+    const int64_t C = c.n_embd, Q = c.n_head * c.head_dim, KV = c.n_head_kv * c.head_dim;
+    const auto [in, out] = g == "attn_q"                      ? std::pair{C, Q}
+                           : g == "attn_k" || g == "attn_v"   ? std::pair{C, KV}
+                           : g == "attn_output"               ? std::pair{Q, C}
+                           : g == "ffn_gate" || g == "ffn_up" ? std::pair{C, c.n_ff}
+                                                              : std::pair{c.n_ff, C};
+    if (q.in != in || q.out != out) {
+      throw Error("PEFT adapter's shape does not match the model (another model?)",
+                  {.file = st_path,
+                   .field = q.in != in ? ta.name : tb.name,
+                   .offset = int64_t(st.offset_of(q.in != in ? ta : tb)),
+                   .expected = "in " + std::to_string(in) + ", out " + std::to_string(out),
+                   .found = "in " + std::to_string(q.in) + ", out " + std::to_string(q.out)});
+    }
+    q.a = st_floats(ta);
     q.b = permuted(st_floats(tb), q.out, q.rank, permuted_heads(*model, g), true);
     a.pairs.emplace(base, std::move(q));
   }
