@@ -361,27 +361,32 @@ void Transformer<T>::layer_forward(const T* w, int64_t l, const T* x_in, LayerAc
                 D = c_.head_dim, F = c_.n_ff, Q = H * D, KV = G * D;
   const std::string n = "blk." + std::to_string(l) + ".";
   auto sz = [](std::vector<T>& v, int64_t k) { v.resize(size_t(k)); };
-  sz(a.xn1, B * C), sz(a.r1, B), sz(a.q, B * Q), sz(a.k, B * KV), sz(a.v, B * KV);
-  sz(a.probs, S * H * L * L), sz(a.att, B * Q), sz(a.x_mid, B * C), sz(a.xn2, B * C);
-  sz(a.r2, B), sz(a.gate, B * F), sz(a.up, B * F), sz(a.act, B * F);
+  sz(a.r1, B), sz(a.q, B * Q), sz(a.k, B * KV), sz(a.v, B * KV);
+  if (keep_probs_) sz(a.probs, S * H * L * L);
+  sz(a.att, B * Q), sz(a.x_mid, B * C);
+  sz(a.r2, B), sz(a.gate, B * F), sz(a.up, B * F);
+  // Lean: the norms' outputs and the SwiGLU product in scratch, computed again in the backward.
+  std::vector<T>&xn1 = lean_ ? lean_xn_ : a.xn1, &xn2 = lean_ ? lean_xn_ : a.xn2,
+  &act = lean_ ? lean_act_ : a.act;
+  sz(xn1, B * C), sz(xn2, B * C), sz(act, B * F);
   // Attention block: x_mid = x + attention(norm(x)) · Woᵀ.
-  rmsnorm_forward(x_in, V(w, n + "attn_norm.weight"), B, C, c_.rms_eps, a.xn1.data(), a.r1.data());
-  lin_forward(w, l, 0, a.xn1.data(), C, Q, a.q.data(), a);
-  lin_forward(w, l, 1, a.xn1.data(), C, KV, a.k.data(), a);
-  lin_forward(w, l, 2, a.xn1.data(), C, KV, a.v.data(), a);
+  rmsnorm_forward(x_in, V(w, n + "attn_norm.weight"), B, C, c_.rms_eps, xn1.data(), a.r1.data());
+  lin_forward(w, l, 0, xn1.data(), C, Q, a.q.data(), a);
+  lin_forward(w, l, 1, xn1.data(), C, KV, a.k.data(), a);
+  lin_forward(w, l, 2, xn1.data(), C, KV, a.v.data(), a);
   rope_forward(a.q.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
   rope_forward(a.k.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
   attention_forward(a.q.data(), a.k.data(), a.v.data(), S, L, H, G, D, a.att.data(),
-                    a.probs.data());
+                    keep_probs_ ? a.probs.data() : static_cast<T*>(nullptr));
   lin_forward(w, l, 3, a.att.data(), Q, C, a.x_mid.data(), a);
   for (int64_t i = 0; i < B * C; ++i) a.x_mid[size_t(i)] += x_in[i];
   // Feed-forward block: x = x_mid + (silu(norm·Wgᵀ) * norm·Wuᵀ) · Wdᵀ.
-  rmsnorm_forward(a.x_mid.data(), V(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, a.xn2.data(),
+  rmsnorm_forward(a.x_mid.data(), V(w, n + "ffn_norm.weight"), B, C, c_.rms_eps, xn2.data(),
                   a.r2.data());
-  lin_forward(w, l, 4, a.xn2.data(), C, F, a.gate.data(), a);
-  lin_forward(w, l, 5, a.xn2.data(), C, F, a.up.data(), a);
-  swiglu_forward(a.gate.data(), a.up.data(), B * F, a.act.data());
-  lin_forward(w, l, 6, a.act.data(), F, C, x_out, a);
+  lin_forward(w, l, 4, xn2.data(), C, F, a.gate.data(), a);
+  lin_forward(w, l, 5, xn2.data(), C, F, a.up.data(), a);
+  swiglu_forward(a.gate.data(), a.up.data(), B * F, act.data());
+  lin_forward(w, l, 6, act.data(), F, C, x_out, a);
   for (int64_t i = 0; i < B * C; ++i) x_out[i] += a.x_mid[size_t(i)];
 }
 
@@ -397,6 +402,7 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
                                             .found = std::to_string(tokens[b])});
     }
   }
+  choose_lean(S, L);
   pos_.resize(size_t(B));
   for (int64_t b = 0; b < B; ++b) pos_[size_t(b)] = int32_t(b % L);
   acts_.resize(size_t(c_.n_layer));
@@ -405,7 +411,7 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
   embedding_forward(W(w, "token_embd.weight"), tokens, B, C, x.data());
   for (int64_t l = 0; l < c_.n_layer; ++l) {
     LayerActs& a = acts_[size_t(l)];
-    if (recompute_ && !a.xn1.empty()) a = LayerActs{};  // only x_in is kept
+    if (recompute_ && !a.q.empty()) a = LayerActs{};  // only x_in is kept
     a.x_in = x;
     // With recomputation only each layer's input is kept; the rest goes to one scratch set.
     layer_forward(w, l, a.x_in.data(), recompute_ ? work_ : a, x.data());
@@ -414,6 +420,19 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
   xnf_.resize(size_t(B * C)), rf_.resize(size_t(B));
   rmsnorm_forward(x_out_.data(), V(w, "output_norm.weight"), B, C, c_.rms_eps, xnf_.data(),
                   rf_.data());
+}
+
+template <typename T>
+void Transformer<T>::choose_lean(int64_t S, int64_t L) {
+  const double C = double(c_.n_embd), Q = double(c_.n_head * c_.head_dim),
+               KV = double(c_.n_head_kv * c_.head_dim), F = double(c_.n_ff);
+  const double layer = 2 * C * Q + 2 * C * KV + 3 * C * F;  // a layer's weights
+  // Per token: computing the probabilities again takes ~Q L / 2 multiply-adds (causal), a step
+  // ~2 x layer (the forward, and the backward's dx; full training adds dW).
+  const bool cheap = Q * double(L) / 2 / (2 * layer) < 0.05;
+  const double bytes = double(c_.n_layer * S * c_.n_head) * double(L * L) * double(sizeof(T));
+  lean_ = lean_forced_.value_or(cheap);
+  keep_probs_ = lean_forced_ ? !*lean_forced_ : !cheap && bytes <= double(int64_t(256) << 20);
 }
 
 template <typename T>
@@ -478,22 +497,37 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
     const LayerActs& a = recompute_ ? work_ : acts_[size_t(l)];
     // x = x_mid + act · Wdᵀ: dx reaches x_mid directly and through the feed-forward.
     zero(dact), zero(dgate), zero(dup), zero(dxn);
-    lin_backward(w, grad, l, 6, dx.data(), a.act.data(), F, C, dact.data(), a);
+    // Lean: the SwiGLU product and the norms' outputs again, as the forward made them.
+    const T *act = a.act.data(), *xn2 = a.xn2.data(), *xn1 = a.xn1.data();
+    if (lean_) {
+      lean_act_.resize(size_t(B * F)), lean_xn_.resize(size_t(B * C)), lean_r_.resize(size_t(B));
+      swiglu_forward(a.gate.data(), a.up.data(), B * F, lean_act_.data());
+      rmsnorm_forward(a.x_mid.data(), V(w, n + "ffn_norm.weight"), B, C, c_.rms_eps,
+                      lean_xn_.data(), lean_r_.data());
+      act = lean_act_.data(), xn2 = lean_xn_.data();
+    }
+    lin_backward(w, grad, l, 6, dx.data(), act, F, C, dact.data(), a);
     swiglu_backward(dact.data(), a.gate.data(), a.up.data(), B * F, dgate.data(), dup.data());
-    lin_backward(w, grad, l, 4, dgate.data(), a.xn2.data(), C, F, dxn.data(), a);
-    lin_backward(w, grad, l, 5, dup.data(), a.xn2.data(), C, F, dxn.data(), a);
+    lin_backward(w, grad, l, 4, dgate.data(), xn2, C, F, dxn.data(), a);
+    lin_backward(w, grad, l, 5, dup.data(), xn2, C, F, dxn.data(), a);
     rmsnorm_backward(dxn.data(), a.x_mid.data(), V(w, n + "ffn_norm.weight"), a.r2.data(), B, C,
                      dx.data(), p(grad, n + "ffn_norm.weight"));
     // x_mid = x_in + att · Woᵀ.
     zero(datt), zero(dq), zero(dk), zero(dv), zero(dxn);
     lin_backward(w, grad, l, 3, dx.data(), a.att.data(), Q, C, datt.data(), a);
-    attention_backward(datt.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(), S, L, H, G,
-                       D, dq.data(), dk.data(), dv.data());
+    attention_backward(datt.data(), a.q.data(), a.k.data(), a.v.data(),
+                       keep_probs_ ? a.probs.data() : static_cast<const T*>(nullptr), S, L, H, G, D,
+                       dq.data(), dk.data(), dv.data());
     rope_backward(dq.data(), pos_.data(), B, H, D, inv_freq_, c_.rope_neox);
     rope_backward(dk.data(), pos_.data(), B, G, D, inv_freq_, c_.rope_neox);
-    lin_backward(w, grad, l, 0, dq.data(), a.xn1.data(), C, Q, dxn.data(), a);
-    lin_backward(w, grad, l, 1, dk.data(), a.xn1.data(), C, KV, dxn.data(), a);
-    lin_backward(w, grad, l, 2, dv.data(), a.xn1.data(), C, KV, dxn.data(), a);
+    if (lean_) {
+      rmsnorm_forward(x_in.data(), V(w, n + "attn_norm.weight"), B, C, c_.rms_eps, lean_xn_.data(),
+                      lean_r_.data());
+      xn1 = lean_xn_.data();
+    }
+    lin_backward(w, grad, l, 0, dq.data(), xn1, C, Q, dxn.data(), a);
+    lin_backward(w, grad, l, 1, dk.data(), xn1, C, KV, dxn.data(), a);
+    lin_backward(w, grad, l, 2, dv.data(), xn1, C, KV, dxn.data(), a);
     rmsnorm_backward(dxn.data(), x_in.data(), V(w, n + "attn_norm.weight"), a.r1.data(), B, C,
                      dx.data(), p(grad, n + "attn_norm.weight"));
   }

@@ -335,6 +335,24 @@ T dot_keys(const T* a, const T* b, int64_t n) {
 // g's rows of k and v at k + (s L G + g) D with stride G D; P_h is (L, L). For query rows
 // [i0, i1) and the keys [0, i1):
 //   P_h = softmax(scale Q_h K_gᵀ, causal);  O_h = P_h V_g.
+namespace {
+
+// Rows [i0, i1) of one head's causal attention probabilities into P ((i1 - i0) x L, row i's
+// columns 0..i, zeros after): what the forward computes and, without kept probabilities, the
+// backward computes again (the same calls: the same bits).
+template <typename T>
+void probability_rows(const T* qh, const T* kg, int64_t i0, int64_t i1, int64_t H, int64_t G,
+                      int64_t D, int64_t L, T scale, T* P) {
+  blas(false, true, i1 - i0, i1, D, scale, qh + i0 * H * D, H * D, kg, G * D, T(0), P, L);
+  for (int64_t i = i0; i < i1; ++i) {
+    T* p = P + (i - i0) * L;
+    softmax_row(p, i + 1);
+    std::fill(p + i + 1, p + L, T(0));
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L, int64_t H,
                        int64_t G, int64_t D, T* out, T* probs) {
@@ -342,21 +360,16 @@ void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L,
   const int64_t per = H / G;
   const SingleBlasThread one_blas_thread;
   parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<T> block(probs ? 0 : static_cast<size_t>(std::min(L, kRows) * L));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t s = w / G, g = w % G;
       const T *kg = k + (s * L * G + g) * D, *vg = v + (s * L * G + g) * D;
       for (int64_t h = g * per; h < (g + 1) * per; ++h) {
         const T* qh = q + (s * L * H + h) * D;
-        T* P = probs + (s * H + h) * L * L;
         for (int64_t i0 = 0; i0 < L; i0 += kRows) {
           const int64_t i1 = std::min(L, i0 + kRows), m = i1 - i0;
-          T* Pb = P + i0 * L;
-          blas(false, true, m, i1, D, scale, qh + i0 * H * D, H * D, kg, G * D, T(0), Pb, L);
-          for (int64_t i = i0; i < i1; ++i) {
-            T* p = P + i * L;
-            softmax_row(p, i + 1);
-            std::fill(p + i + 1, p + L, T(0));
-          }
+          T* Pb = probs ? probs + (s * H + h) * L * L + i0 * L : block.data();
+          probability_rows(qh, kg, i0, i1, H, G, D, L, scale, Pb);
           blas(false, false, m, D, i1, T(1), Pb, L, vg, G * D, T(0),
                out + (s * L * H + h) * D + i0 * H * D, H * D);
         }
@@ -379,19 +392,21 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   const SingleBlasThread one_blas_thread;
   parallel_for(S * G, 1, [&](int64_t w0, int64_t w1) {
     std::vector<T> dA(static_cast<size_t>(std::min(L, kRows) * L));
+    std::vector<T> block(probs ? 0 : dA.size());
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t s = w / G, g = w % G;
       const T *kg = k + (s * L * G + g) * D, *vg = v + (s * L * G + g) * D;
       T *dkg = dk + (s * L * G + g) * D, *dvg = dv + (s * L * G + g) * D;
       for (int64_t h = g * per; h < (g + 1) * per; ++h) {
-        const T* P = probs + (s * H + h) * L * L;
+        const T* qh = q + (s * L * H + h) * D;
         for (int64_t i0 = 0; i0 < L; i0 += kRows) {
           const int64_t i1 = std::min(L, i0 + kRows), m = i1 - i0;
-          const T *qb = q + (s * L * H + h) * D + i0 * H * D,
-                  *dob = dout + (s * L * H + h) * D + i0 * H * D, *Pb = P + i0 * L;
+          const T *qb = qh + i0 * H * D, *dob = dout + (s * L * H + h) * D + i0 * H * D;
+          const T* Pb = probs ? probs + (s * H + h) * L * L + i0 * L : block.data();
+          if (!probs) probability_rows(qh, kg, i0, i1, H, G, D, L, scale, block.data());
           blas(false, true, m, i1, D, T(1), dob, H * D, vg, G * D, T(0), dA.data(), L);
           for (int64_t i = i0; i < i1; ++i) {
-            const T* p = P + i * L;
+            const T* p = Pb + (i - i0) * L;
             T* da = dA.data() + (i - i0) * L;
             if constexpr (std::is_same_v<T, float>) {
               softmax_backward(p, da, i + 1);  // on the active tier

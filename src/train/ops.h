@@ -107,11 +107,13 @@ void rope_backward(T* dv, const int32_t* pos, int64_t B, int64_t heads, int64_t 
 // Causal attention over S sequences of L tokens each (B = S * L), grouped KV heads (query head h
 // reads KV head h / (H / G)): out (B, H, D) = softmax(scale * q·kᵀ) · v per sequence and head,
 // token i attending to tokens 0..i of its own sequence. probs (S, H, L, L) keeps the softmax for
-// the backward (row i, columns 0..i).
+// the backward (row i, columns 0..i); nullptr: not kept (the backward computes it again, block
+// by block: the same bits, a quarter more attention arithmetic, no L x L memory per head).
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, int64_t S, int64_t L, int64_t H,
                        int64_t G, int64_t D, T* out, T* probs);
-// dq (B, H, D), dk, dv (B, G, D) += the gradients of sum(dout * out).
+// dq (B, H, D), dk, dv (B, G, D) += the gradients of sum(dout * out). probs: the forward's, or
+// nullptr (computed again).
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
                         int64_t S, int64_t L, int64_t H, int64_t G, int64_t D, T* dq, T* dk, T* dv);

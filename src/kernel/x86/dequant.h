@@ -1,6 +1,7 @@
-// Vectorized row decoders for formats without an integer-dot kernel (lowbit's NF4 and grouped
-// intN with B = 2, 4, 8): the generic path decodes rows with them instead of the scalar codecs,
-// then runs the float gemm. Bit-exact to the codecs (same products: kNf4[q] * d, (q - z) * d).
+// Vectorized row decoders: for formats without an integer-dot kernel (lowbit's NF4 and grouped
+// intN with B = 2, 4, 8) the generic path decodes rows with them instead of the scalar codecs,
+// then runs the float gemm; Q4_0 and Q8_0 (QLoRA's common bases) for training through a frozen
+// weight (dequantize_rows). Bit-exact to the codecs (same products: kNf4[q] * d, (q - z) * d).
 #pragma once
 
 #include "format/intn.h"
@@ -32,6 +33,38 @@ void dequant_nf4(const uint8_t* row, int64_t K, int64_t, float* y) {
         const __m256 hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
         _mm256_storeu_ps(y + b * 64 + h * 32 + i, _mm256_blendv_ps(vl, vh, hi));
       }
+    }
+  }
+}
+
+// Q4_0: blocks of 32 {fp16 d; u8 qs[16]}, value i < 16 in the low nibble of qs[i], else the high
+// nibble of qs[i - 16]; x = (q - 8) * d.
+void dequant_q4_0(const uint8_t* row, int64_t K, int64_t, float* y) {
+  for (int64_t b = 0; b < K / 32; ++b, y += 32) {
+    const auto& blk = reinterpret_cast<const formats::Q4_0::Block*>(row)[b];
+    const __m256 d = _mm256_set1_ps(half_to_float(blk.d));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+    const __m128i half[2] = {_mm_and_si128(q, _mm_set1_epi8(0x0F)),
+                             _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F))};
+    const __m256i eight = _mm256_set1_epi32(8);
+    for (int h = 0; h < 2; ++h) {  // values 16 h .. 16 h + 15, eight at a time
+      const __m256i a = _mm256_sub_epi32(_mm256_cvtepu8_epi32(half[h]), eight);
+      const __m256i b8 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(half[h], 8)), eight);
+      _mm256_storeu_ps(y + h * 16, _mm256_mul_ps(_mm256_cvtepi32_ps(a), d));
+      _mm256_storeu_ps(y + h * 16 + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(b8), d));
+    }
+  }
+}
+
+// Q8_0: blocks of 32 {fp16 d; i8 qs[32]}; x = q * d.
+void dequant_q8_0(const uint8_t* row, int64_t K, int64_t, float* y) {
+  for (int64_t b = 0; b < K / 32; ++b, y += 32) {
+    const auto& blk = reinterpret_cast<const formats::Q8_0::Block*>(row)[b];
+    const __m256 d = _mm256_set1_ps(half_to_float(blk.d));
+    for (int i = 0; i < 32; i += 8) {
+      const __m256i q =
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.qs + i)));
+      _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
     }
   }
 }
@@ -90,6 +123,10 @@ template <typename T>
 inline constexpr DequantFn kDequantOf = nullptr;
 template <>
 inline constexpr DequantFn kDequantOf<formats::NF4> = dequant_nf4;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Q4_0> = dequant_q4_0;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Q8_0> = dequant_q8_0;
 template <>
 inline constexpr DequantFn kDequantOf<formats::Int8> = dequant_intn<8, false>;
 template <>
