@@ -402,7 +402,7 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
                                             .found = std::to_string(tokens[b])});
     }
   }
-  choose_lean(S, L);
+  choose_lean(L);
   pos_.resize(size_t(B));
   for (int64_t b = 0; b < B; ++b) pos_[size_t(b)] = int32_t(b % L);
   acts_.resize(size_t(c_.n_layer));
@@ -423,16 +423,15 @@ void Transformer<T>::forward(const T* w, const int32_t* tokens, int64_t S, int64
 }
 
 template <typename T>
-void Transformer<T>::choose_lean(int64_t S, int64_t L) {
+void Transformer<T>::choose_lean(int64_t L) {
   const double C = double(c_.n_embd), Q = double(c_.n_head * c_.head_dim),
                KV = double(c_.n_head_kv * c_.head_dim), F = double(c_.n_ff);
   const double layer = 2 * C * Q + 2 * C * KV + 3 * C * F;  // a layer's weights
-  // Per token: computing the probabilities again takes ~Q L / 2 multiply-adds (causal), a step
-  // ~2 x layer (the forward, and the backward's dx; full training adds dW).
+  // Per token: computing the probabilities again takes ~Q L / 2 multiply-adds (causal), a LoRA
+  // step ~2 x layer (the forward, and the backward's dx).
   const bool cheap = Q * double(L) / 2 / (2 * layer) < 0.05;
-  const double bytes = double(c_.n_layer * S * c_.n_head) * double(L * L) * double(sizeof(T));
-  lean_ = lean_forced_.value_or(cheap);
-  keep_probs_ = lean_forced_ ? !*lean_forced_ : !cheap && bytes <= double(int64_t(256) << 20);
+  lean_ = lean_forced_.value_or(lora_.rank > 0 && cheap);
+  keep_probs_ = !lean_;
 }
 
 template <typename T>

@@ -120,11 +120,11 @@ class Transformer {
   // activations during the backward (one more forward's work; activation memory of one layer
   // instead of all). The gradients are the same, bit for bit.
   void set_recompute(bool on) { recompute_ = on; }
-  // Lean activations, for wide layers: where computing them again costs under 5% more
-  // arithmetic than the step's products, a pass keeps neither the attention probabilities (S H L^2
-  // per layer) nor the norms' outputs and the SwiGLU product: the backward computes them again
-  // (the same bits). Probabilities are also dropped when they would take over 256 MiB. Tests
-  // force either way.
+  // Lean activations, for LoRA on wide layers (memory is what QLoRA is for): where computing them
+  // again costs under 5% more arithmetic than the step's products, a pass keeps neither the
+  // attention probabilities (S H L^2 per layer) nor the norms' outputs and the SwiGLU product: the
+  // backward computes them again (the same bits). Full training keeps them (--recompute bounds
+  // its memory). Tests force either way.
   void force_lean(std::optional<bool> lean) { lean_forced_ = lean; }
   // Logits (S * L, V) of every position (what the engine computes), for comparisons.
   std::vector<T> logits(const T* w, const int32_t* tokens, int64_t S, int64_t L);
@@ -166,7 +166,7 @@ class Transformer {
   std::optional<bool> lean_forced_;
   bool keep_probs_ = true, lean_ = false;       // this pass's choice (force_lean)
   std::vector<T> lean_xn_, lean_act_, lean_r_;  // lean: a norm's output, the SwiGLU product
-  void choose_lean(int64_t S, int64_t L);
+  void choose_lean(int64_t L);
   std::vector<T> drop_x_, drop_dx_;  // LoRA dropout's masked input and its gradient (B, K)
   int64_t S_ = 0, L_ = 0;
   std::vector<int32_t> tokens_, pos_;
