@@ -605,6 +605,11 @@ TEST(LoraCli, FineTunesAQuantizedBaseAndResumes) {
   r = test::run_cli("perplexity -m " + q + " -f " + text + " -c 32 --lora " + other);
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("general.type"), std::string::npos) << r.out;
+  // An adapter given as the base: named for what it is.
+  r = test::run_cli("finetune -m " + dir + "/a.gguf -f " + text + " -o " + dir + "/c.gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("adapter, not a model"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/c.gguf"));
   std::filesystem::remove_all(dir);
 }
 #endif

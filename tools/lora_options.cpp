@@ -22,7 +22,7 @@ std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> read_all(const Model
   if (a.scales.size() > 1 && a.scales.size() != a.files.size()) {
     throw Error("give one --lora-scale, or one per --lora",
                 {.field = "--lora-scale",
-                 .expected = "1 or " + std::to_string(a.files.size()),
+                 .expected = a.files.size() == 1 ? "1" : "1 or " + std::to_string(a.files.size()),
                  .found = std::to_string(a.scales.size())});
   }
   std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> r;

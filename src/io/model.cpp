@@ -50,7 +50,8 @@ TokenizerData tokenizer_from_gguf(const GgufFile& g) {
   t.pre = g.get_string("tokenizer.ggml.pre", "");
   t.tokens = g.get_string_array("tokenizer.ggml.tokens");
   if (g.has("tokenizer.ggml.scores")) t.scores = g.get_f32_array("tokenizer.ggml.scores");
-  if (g.has("tokenizer.ggml.token_type")) t.token_types = g.get_i32_array("tokenizer.ggml.token_type");
+  if (g.has("tokenizer.ggml.token_type"))
+    t.token_types = g.get_i32_array("tokenizer.ggml.token_type");
   if (g.has("tokenizer.ggml.merges")) t.merges = g.get_string_array("tokenizer.ggml.merges");
   const auto n = t.tokens.size();
   auto id = [&](const char* key) -> std::optional<uint32_t> {
@@ -58,7 +59,8 @@ TokenizerData tokenizer_from_gguf(const GgufFile& g) {
     const uint64_t v = g.get_uint(key);
     if (v == 0xFFFFFFFFu) return std::nullopt;  // llama.cpp's "none"
     if (v >= n) {
-      throw Error("token id out of range", {.file = g.path(), .field = key,
+      throw Error("token id out of range", {.file = g.path(),
+                                            .field = key,
                                             .offset = g.key_offset(key),
                                             .expected = "< " + std::to_string(n),
                                             .found = std::to_string(v)});
@@ -69,15 +71,19 @@ TokenizerData tokenizer_from_gguf(const GgufFile& g) {
   t.eos_id = id("tokenizer.ggml.eos_token_id");
   t.unk_id = id("tokenizer.ggml.unknown_token_id");
   t.pad_id = id("tokenizer.ggml.padding_token_id");
-  if (g.has("tokenizer.ggml.add_bos_token")) t.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
-  if (g.has("tokenizer.ggml.add_eos_token")) t.add_eos = g.get_bool("tokenizer.ggml.add_eos_token", false);
+  if (g.has("tokenizer.ggml.add_bos_token"))
+    t.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
+  if (g.has("tokenizer.ggml.add_eos_token"))
+    t.add_eos = g.get_bool("tokenizer.ggml.add_eos_token", false);
   if (g.has("tokenizer.ggml.add_space_prefix")) {
     t.add_space_prefix = g.get_bool("tokenizer.ggml.add_space_prefix", true);
   }
   auto field_size = [&](const char* key, size_t have) {
     if (have != 0 && have != n) {
       throw Error("tokenizer array of the wrong length",
-                  {.file = g.path(), .field = key, .offset = g.key_offset(key),
+                  {.file = g.path(),
+                   .field = key,
+                   .offset = g.key_offset(key),
                    .expected = std::to_string(n) + " (one per token)",
                    .found = std::to_string(have)});
     }
@@ -95,11 +101,21 @@ Model load_gguf(const std::string& path) {
   m.owners.push_back(g);
   m.sources.push_back(path);
   ModelConfig& c = m.config;
+  if (g->get_string("general.type", "model") == "adapter") {
+    throw Error("this is an adapter, not a model: apply it to its base with --lora",
+                {.file = path,
+                 .field = "general.type",
+                 .offset = g->key_offset("general.type"),
+                 .expected = "model",
+                 .found = "adapter"});
+  }
   c.arch = g->get_string("general.architecture");
   if (c.arch != "llama" && c.arch != "qwen2") {
-    throw Error("unsupported architecture", {.file = path, .field = "general.architecture",
+    throw Error("unsupported architecture", {.file = path,
+                                             .field = "general.architecture",
                                              .offset = g->key_offset("general.architecture"),
-                                             .expected = "llama or qwen2", .found = c.arch});
+                                             .expected = "llama or qwen2",
+                                             .found = c.arch});
   }
   c.rope_neox = c.arch == "qwen2";
   const std::string a = c.arch + ".";
@@ -112,18 +128,19 @@ Model load_gguf(const std::string& path) {
   c.n_ctx_train = int64_t(g->get_uint(a + "context_length", 0));
   c.rms_eps = g->get_float(a + "attention.layer_norm_rms_epsilon", 1e-5);
   c.rope_theta = g->get_float(a + "rope.freq_base", 10000.0);
-  c.head_dim = c.n_head > 0 ? int64_t(g->get_uint(a + "attention.key_length",
-                                                  uint64_t(c.n_embd / c.n_head)))
-                            : 0;
+  c.head_dim = c.n_head > 0
+                   ? int64_t(g->get_uint(a + "attention.key_length", uint64_t(c.n_embd / c.n_head)))
+                   : 0;
   m.tokenizer = tokenizer_from_gguf(*g);
   for (const auto& t : g->tensors()) {
-    m.tensors.push_back({t.name, t.format, std::vector<int64_t>(t.ne.rbegin(), t.ne.rend()),
-                         t.data, t.bytes, true});
+    m.tensors.push_back({t.name, t.format, std::vector<int64_t>(t.ne.rbegin(), t.ne.rend()), t.data,
+                         t.bytes, true});
   }
   const ModelTensor* emb = m.find("token_embd.weight");
-  c.n_vocab = int64_t(g->get_uint(a + "vocab_size",
-                                  !m.tokenizer.tokens.empty() ? m.tokenizer.tokens.size()
-                                  : emb ? uint64_t(emb->shape[0]) : 0));
+  c.n_vocab =
+      int64_t(g->get_uint(a + "vocab_size", !m.tokenizer.tokens.empty() ? m.tokenizer.tokens.size()
+                                            : emb                       ? uint64_t(emb->shape[0])
+                                                                        : 0));
   c.tied_output = m.find("output.weight") == nullptr;
   c.qkv_bias = m.find("blk.0.attn_q.bias") != nullptr;
   return m;
@@ -145,17 +162,20 @@ Model load_llama2c(const std::string& path, const LoadOptions& opts) {
   c.rms_eps = 1e-5, c.rope_theta = 10000.0;  // llama2.c's fixed values
   c.tied_output = lc.shared_classifier;
   for (const auto& t : l->tensors()) {
-    std::vector<int64_t> shape = t.rows == 1 ? std::vector<int64_t>{t.cols}
-                                             : std::vector<int64_t>{t.rows, t.cols};
+    std::vector<int64_t> shape =
+        t.rows == 1 ? std::vector<int64_t>{t.cols} : std::vector<int64_t>{t.rows, t.cols};
     m.tensors.push_back({t.name, Format::parse("f32"), shape,
-                         reinterpret_cast<const uint8_t*>(t.data), uint64_t(t.rows * t.cols) * 4, true});
+                         reinterpret_cast<const uint8_t*>(t.data), uint64_t(t.rows * t.cols) * 4,
+                         true});
   }
-  const std::string tok = !opts.tokenizer_path.empty() ? opts.tokenizer_path
-                                                       : find_tokenizer_beside(path);
+  const std::string tok =
+      !opts.tokenizer_path.empty() ? opts.tokenizer_path : find_tokenizer_beside(path);
   if (tok.empty()) {
-    throw Error("no tokenizer found beside the llama2.c checkpoint",
-                {.file = path, .field = "tokenizer",
-                 .expected = "tokenizer.bin / tok*.bin / tokenizer.model beside it, or --tokenizer"});
+    throw Error(
+        "no tokenizer found beside the llama2.c checkpoint",
+        {.file = path,
+         .field = "tokenizer",
+         .expected = "tokenizer.bin / tok*.bin / tokenizer.model beside it, or --tokenizer"});
   }
   m.tokenizer = load_tokenizer(tok, c.n_vocab);
   m.sources.push_back(tok);
@@ -170,16 +190,18 @@ bool has_gguf_magic(const std::string& path) {
 
 void fail_config(const std::string& file, const std::string& field, int64_t v,
                  const std::string& expected) {
-  throw Error("invalid model configuration", {.file = file, .field = field,
-                                              .expected = expected, .found = std::to_string(v)});
+  throw Error("invalid model configuration",
+              {.file = file, .field = field, .expected = expected, .found = std::to_string(v)});
 }
 
 void validate_tokenizer(const TokenizerData& t, int64_t n_vocab, const std::string& file) {
   if (t.tokens.empty()) return;
   if (int64_t(t.tokens.size()) != n_vocab) {
     throw Error("tokenizer size differs from the model's vocabulary",
-                {.file = file, .field = "tokenizer.ggml.tokens",
-                 .expected = std::to_string(n_vocab), .found = std::to_string(t.tokens.size())});
+                {.file = file,
+                 .field = "tokenizer.ggml.tokens",
+                 .expected = std::to_string(n_vocab),
+                 .found = std::to_string(t.tokens.size())});
   }
   validate_tokenizer_data(t, file);
 }
@@ -192,8 +214,9 @@ void sort_canonical(std::vector<ModelTensor>& tensors) {
     if (n.rfind("blk.", 0) == 0) return std::atoll(n.c_str() + 4);
     return int64_t(1) << 40;
   };
-  std::stable_sort(tensors.begin(), tensors.end(),
-                   [&](const ModelTensor& a, const ModelTensor& b) { return rank(a.name) < rank(b.name); });
+  std::stable_sort(tensors.begin(), tensors.end(), [&](const ModelTensor& a, const ModelTensor& b) {
+    return rank(a.name) < rank(b.name);
+  });
 }
 
 }  // namespace
@@ -211,7 +234,8 @@ void validate_config(const ModelConfig& c, const std::string& file) {
   range("head_count_kv", c.n_head_kv, c.n_head);
   range("head_dim", c.head_dim, kMaxDim);
   if (c.n_head % c.n_head_kv != 0) {
-    fail_config(file, "head_count_kv", c.n_head_kv, "a divisor of head_count " + std::to_string(c.n_head));
+    fail_config(file, "head_count_kv", c.n_head_kv,
+                "a divisor of head_count " + std::to_string(c.n_head));
   }
   if (c.head_dim % 2 != 0) fail_config(file, "head_dim", c.head_dim, "an even number (RoPE pairs)");
 }
@@ -260,7 +284,8 @@ void validate_model(const Model& m, const std::string& file) {
 TokenizerData load_gguf_tokenizer(const std::string& path) {
   GgufFile g(path);
   TokenizerData t = tokenizer_from_gguf(g);
-  if (t.tokens.empty()) throw Error("GGUF holds no tokenizer", {.file = path, .field = "tokenizer.ggml.tokens"});
+  if (t.tokens.empty())
+    throw Error("GGUF holds no tokenizer", {.file = path, .field = "tokenizer.ggml.tokens"});
   return t;
 }
 
