@@ -314,17 +314,7 @@ TEST(LoraFile, WrittenReadAndAppliedByTheEngine) {
   const ParamLayout& l = adapted.layout();
   const std::vector<double> wd = normal(size_t(l.total), 60, 0.2);
   const std::vector<float> w(wd.begin(), wd.end());
-  LoraAdapter a;
-  a.arch = "llama", a.alpha = float(lc.alpha);
-  for (const ParamInfo& pa : l.params) {
-    if (!pa.name.ends_with(".lora_a")) continue;
-    const std::string name = pa.name.substr(0, pa.name.size() - 7);
-    const ParamInfo* pb = l.find(name + ".lora_b");
-    LoraPair p{pa.shape[0], pa.shape[1], pb->shape[0], {}, {}};
-    p.a.assign(w.begin() + pa.offset, w.begin() + pa.offset + pa.size);
-    p.b.assign(w.begin() + pb->offset, w.begin() + pb->offset + pb->size);
-    a.pairs.emplace(name, std::move(p));
-  }
+  const LoraAdapter a = lora_adapter_of(l, w, "llama", lc.alpha);
   const std::string apath = test::tmp_path("lora", "adapter.gguf");
   write_lora_gguf(a, apath);
   const LoraAdapter back = read_lora(apath);

@@ -322,18 +322,8 @@ int run_train(TrainArgs a, CLI::App* cmd) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (a.finetune) {  // the adapter: llama.cpp's GGUF LoRA layout
-    LoraAdapter ad;
-    ad.arch = m.config.arch, ad.alpha = float(a.tc.lora.alpha);
-    const std::vector<float>& w = trainer.weights();
-    for (const train::ParamInfo& pa : layout.params) {
-      if (!pa.name.ends_with(".lora_a")) continue;
-      const std::string base_name = pa.name.substr(0, pa.name.size() - 7);
-      const train::ParamInfo* pb = layout.find(base_name + ".lora_b");
-      LoraPair p{pa.shape[0], pa.shape[1], pb->shape[0], {}, {}};
-      p.a.assign(w.begin() + pa.offset, w.begin() + pa.offset + pa.size);
-      p.b.assign(w.begin() + pb->offset, w.begin() + pb->offset + pb->size);
-      ad.pairs.emplace(base_name, std::move(p));
-    }
+    const LoraAdapter ad =
+        train::lora_adapter_of(layout, trainer.weights(), m.config.arch, a.tc.lora.alpha);
     write_lora_gguf(ad, a.out, {a.model});
     if (!a.peft.empty()) {
       write_lora_peft(ad, m.config, a.peft, a.model);

@@ -173,6 +173,22 @@ std::vector<float> init_lora(const ParamLayout& l, uint64_t seed) {
   return w;
 }
 
+LoraAdapter lora_adapter_of(const ParamLayout& l, const std::vector<float>& w,
+                            const std::string& arch, double alpha) {
+  LoraAdapter ad;
+  ad.arch = arch, ad.alpha = float(alpha);
+  for (const ParamInfo& pa : l.params) {
+    if (!pa.name.ends_with(".lora_a")) continue;
+    const std::string base = pa.name.substr(0, pa.name.size() - 7);
+    const ParamInfo* pb = l.find(base + ".lora_b");
+    LoraPair p{pa.shape[0], pa.shape[1], pb->shape[0], {}, {}};
+    p.a.assign(w.begin() + pa.offset, w.begin() + pa.offset + pa.size);
+    p.b.assign(w.begin() + pb->offset, w.begin() + pb->offset + pb->size);
+    ad.pairs.emplace(base, std::move(p));
+  }
+  return ad;
+}
+
 template <typename T>
 FrozenBase<T>::FrozenBase(const Model& m, const ModelConfig& c) {
   for (const ParamInfo& pi : ParamLayout::of(c).params) {

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lowbit/lora.h"
 #include "lowbit/model.h"
 #include "train/ops.h"
 
@@ -68,6 +69,10 @@ std::vector<float> init_weights(const ParamLayout& l, const ModelConfig& c, uint
 // Initial adapters (layout ParamLayout::lora): A uniform in +-1/sqrt(K) (PEFT's Kaiming-uniform
 // default), B zero, so training starts from the base model itself. Seeded like init_weights.
 std::vector<float> init_lora(const ParamLayout& l, uint64_t seed);
+
+// The adapters w (layout ParamLayout::lora) as an adapter file holds them.
+LoraAdapter lora_adapter_of(const ParamLayout& l, const std::vector<float>& w,
+                            const std::string& arch, double alpha);
 
 // The frozen model a LoRA run trains on: every tensor of ParamLayout::of(c) as a Matrix<T>.
 // From a loaded model the matrices stay in their format, stored (never decoded whole; F32 ones
