@@ -25,6 +25,13 @@ struct EvalArgs {
   bool json = false;
 };
 
+// " + ADAPTER ..." for the adapters applied at run time (labels of rows and results).
+std::string with_loras(const LoraArgs& a) {
+  std::string s;
+  for (const std::string& f : a.files) s += " + " + std::filesystem::path(f).filename().string();
+  return s;
+}
+
 void add_eval_options(CLI::App* cmd, EvalArgs& a) {
   cmd->add_option("-f,--file", a.text_file, "Text to evaluate on")->required();
   cmd->add_option("-c,--ctx-size", a.eo.ctx,
@@ -145,6 +152,7 @@ Runner add_perplexity(CLI::App& app) {
                           {"ctx", o->eo.ctx},
                           {"chunks", c.tokens.size()},
                           {"score_all", o->eo.score_all}};
+    if (!o->lora.files.empty()) out["lora"] = o->lora.files;
     if (!o->base.empty() || !o->logits.empty()) {
       KldResult r;
       if (!o->base.empty()) {
@@ -184,7 +192,7 @@ Runner add_perplexity(CLI::App& app) {
     if (o->json)
       fmt::print("{}\n", out.dump(2));
     else
-      print_ppl(o->model, p);
+      print_ppl(o->model + with_loras(o->lora), p);
     return 0;
   };
 }
@@ -239,8 +247,9 @@ Runner add_compare(CLI::App& app) {
     for (size_t i = 0; i < res.size(); ++i) {
       const auto [bpw, size] = size_of(models[i]);
       const KldResult& r = res[i];
-      rows.push_back({o->files[i + 1], bpw, size, r.quant.ppl(), r.quant.ppl_err(),
-                      r.quant.ppl() - bp.ppl(), r.kld.mean, r.kld.stderr_, r.top1});
+      rows.push_back({o->files[i + 1] + with_loras(o->lora), bpw, size, r.quant.ppl(),
+                      r.quant.ppl_err(), r.quant.ppl() - bp.ppl(), r.kld.mean, r.kld.stderr_,
+                      r.top1});
     }
     if (o->json) {
       nlohmann::json out = {{"text", o->text_file},
@@ -255,6 +264,7 @@ Runner add_compare(CLI::App& app) {
       for (size_t i = 0; i < res.size(); ++i) {
         nlohmann::json j = kld_json(res[i]);
         j["file"] = o->files[i + 1];
+        if (!o->lora.files.empty()) j["lora"] = o->lora.files;
         j["bits_per_weight"] = rows[i + 1].bpw;
         j["file_bytes"] = rows[i + 1].size;
         out["rows"].push_back(j);
