@@ -195,7 +195,8 @@ FrozenBase<T>::FrozenBase(const Model& m, const ModelConfig& c) {
     const ModelTensor& t = tensor_for(m, pi);
     const int64_t K = t.row_length();
     if (pi.shape.size() == 2) {
-      if (std::is_same_v<T, float> && t.format == Format::parse("f32")) {
+      if (std::is_same_v<T, float> && t.format == Format::parse("f32") &&
+          reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {  // used in place
         m_[pi.name] = Matrix<T>(reinterpret_cast<const T*>(t.data));
       } else {
         m_[pi.name] = Matrix<T>(&t.format, t.data);
