@@ -389,7 +389,7 @@ TEST(LoraFile, WrittenReadAndAppliedByTheEngine) {
 // Malformed adapters: each refused with the file, and the field or tensor, named.
 TEST(LoraFile, RefusesMalformedAdapters) {
   const Format f32 = Format::parse("f32");
-  const std::vector<float> values(64 * 8, 0.5f);
+  const std::vector<float> values(64 * 64, 0.5f);  // enough for the largest tensor below
   struct Case {
     const char* what;
     std::string type, atype;

@@ -104,10 +104,6 @@ std::pair<int64_t, int64_t> target_shape(const ModelConfig& c, int t) {
 
 }  // namespace
 
-const char* lora_target_name(int t) {
-  return kTargetNames[t];
-}
-
 std::string lora_base_name(int64_t layer, int t) {
   return "blk." + std::to_string(layer) + "." + kTargetTensors[t] + ".weight";
 }

@@ -42,7 +42,6 @@ struct LoraConfig {
 // "all-linear" or a comma list of q,k,v,o,gate,up,down -> targets (Error naming --lora-targets).
 uint32_t parse_lora_targets(const std::string& s);
 std::string lora_targets_name(uint32_t targets);  // "q,k,v,o,gate,up,down"
-const char* lora_target_name(int t);              // "q", ... "down"
 // The GGUF name of target t's weight in layer l, e.g. "blk.3.attn_q.weight".
 std::string lora_base_name(int64_t layer, int t);
 
@@ -83,7 +82,7 @@ class FrozenBase {
   FrozenBase(const Model& m, const ModelConfig& c);  // Error naming a missing or misshapen tensor
   FrozenBase(const ParamLayout& l, const T* w);  // dense weights of that layout (kept by pointer)
   Matrix<T> matrix(const std::string& name) const;  // empty when the model has no such tensor
-  uint64_t stored_bytes() const { return stored_bytes_; }  // bytes of the tensors used in place
+  uint64_t stored_bytes() const { return stored_bytes_; }  // the matrices' bytes, as stored
 
  private:
   std::unordered_map<std::string, Matrix<T>> m_;
