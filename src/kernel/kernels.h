@@ -166,7 +166,8 @@ using AttnValuesFn = void (*)(const float* p, const float* v, int64_t stride, in
 struct FormatKernels {
   VecDotFn dot = nullptr;  // nullptr: this tier has no kernel of the format (use ref / generic)
   GemmFn gemm = nullptr;
-  DequantFn dequant = nullptr;  // generic path: a fast row decoder (nullptr: the codec's)
+  DequantFn dequant = nullptr;  // a fast row decoder (nullptr: the codec's): the generic path, and
+                                // training's decoded tiles (dequantize_rows)
   RepackFn repack8 = nullptr;   // nullptr: no repacked layout (all three set or none)
   // Optional: rows [0, 16) as a pair of groups in one layout (16 * row_bytes bytes). Set, the
   // first 16 * (M / 16) rows are repacked in pairs with it (the gemm_x8 reads them so).

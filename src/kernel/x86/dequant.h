@@ -1,10 +1,12 @@
 // Vectorized row decoders: for formats without an integer-dot kernel (lowbit's NF4 and grouped
 // intN with B = 2, 4, 8) the generic path decodes rows with them instead of the scalar codecs,
-// then runs the float gemm; Q4_0 and Q8_0 (QLoRA's common bases) for training through a frozen
-// weight (dequantize_rows). Bit-exact to the codecs (same products: kNf4[q] * d, (q - z) * d).
+// then runs the float gemm; Q4_0, Q8_0, Q4_K and Q6_K (the common GGUF bases: Q4_K_M files are
+// Q4_K and Q6_K) for training through a frozen weight (dequantize_rows). Bit-exact to the codecs
+// (same products: kNf4[q] * d, (q - z) * d).
 #pragma once
 
 #include "format/intn.h"
+#include "format/kquants.h"
 #include "format/legacy.h"
 #include "kernel/x86/common.h"
 
@@ -69,6 +71,76 @@ void dequant_q8_0(const uint8_t* row, int64_t K, int64_t, float* y) {
   }
 }
 
+// 8 bytes of v from byte i (i % 8 == 0) as floats, each less `off`, times dd, less mm: the
+// codecs' dd * float(q - off) - mm, in that order.
+LOWBIT_INLINE void store8(const uint8_t* bytes, int off, float dd, float mm, float* y) {
+  const __m256i q = _mm256_sub_epi32(
+      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes))),
+      _mm256_set1_epi32(off));
+  _mm256_storeu_ps(y, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(q)),
+                                    _mm256_set1_ps(mm)));
+}
+
+// Q4_K: super-blocks of 256 {fp16 d, dmin; u8 scales[12]; u8 qs[128]}; 64-value chunk c reads
+// qs[32c ..], low nibbles for sub-block 2c, high for 2c + 1; x = (d sc) q - (dmin mn) with
+// sc, mn the sub-block's 6-bit scale and min (format/kquants.cpp's packing).
+void dequant_q4_k(const uint8_t* row, int64_t K, int64_t, float* y) {
+  for (int64_t b = 0; b < K / 256; ++b, y += 256) {
+    const auto& blk = reinterpret_cast<const formats::Q4_K::Block*>(row)[b];
+    const float d = half_to_float(blk.d), dmin = half_to_float(blk.dmin);
+    const uint8_t* s = blk.scales;
+    for (int c = 0; c < 4; ++c) {
+      alignas(32) uint8_t q[2][32];
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * c));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[0]),
+                         _mm256_and_si256(raw, _mm256_set1_epi8(0x0F)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[1]),
+                         _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F)));
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        const int mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        const float dd = d * float(sc), mm = dmin * float(mn);
+        for (int i = 0; i < 32; i += 8) store8(q[h] + i, 0, dd, mm, y + 64 * c + 32 * h + i);
+      }
+    }
+  }
+}
+
+// Q6_K: super-blocks of 256 {u8 ql[128]; u8 qh[64]; i8 scales[16]; fp16 d}; half n, lane l < 32:
+// values 128n + l + 32k (k = 0..3) take ql[64n + l + 32 (k & 1)]'s low (k < 2) or high nibble
+// and bits 2k, 2k + 1 of qh[32n + l]; x = (d scales[e / 16]) (q - 32).
+void dequant_q6_k(const uint8_t* row, int64_t K, int64_t, float* y) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+  for (int64_t b = 0; b < K / 256; ++b, y += 256) {
+    const auto& blk = reinterpret_cast<const formats::Q6_K::Block*>(row)[b];
+    const float d = half_to_float(blk.d);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * n));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * n + 32));
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * n));
+      auto high = [&](int shift) {  // bits shift, shift + 1 of qh, moved to bits 4 and 5
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, shift), m2), 4);
+      };
+      alignas(32) uint8_t q[4][32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[0]),
+                         _mm256_or_si256(_mm256_and_si256(l0, m4), high(0)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[1]),
+                         _mm256_or_si256(_mm256_and_si256(l1, m4), high(2)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[2]),
+                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), high(4)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q[3]),
+                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), high(6)));
+      for (int k = 0; k < 4; ++k) {
+        for (int i = 0; i < 32; i += 8) {
+          const int e = 128 * n + 32 * k + i;
+          store8(q[k] + i, 32, d * float(blk.scales[e / 16]), 0.0f, y + e);
+        }
+      }
+    }
+  }
+}
+
 // 8 codes of B bits (2, 4 or 8) from the LSB-first bit stream, starting at value i (i % 8 == 0).
 template <int B>
 LOWBIT_INLINE __m256i codes8(const uint8_t* codes, int64_t i) {
@@ -127,6 +199,10 @@ template <>
 inline constexpr DequantFn kDequantOf<formats::Q4_0> = dequant_q4_0;
 template <>
 inline constexpr DequantFn kDequantOf<formats::Q8_0> = dequant_q8_0;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Q4_K> = dequant_q4_k;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Q6_K> = dequant_q6_k;
 template <>
 inline constexpr DequantFn kDequantOf<formats::Int8> = dequant_intn<8, false>;
 template <>

@@ -76,6 +76,7 @@ struct X86Tier {
       } else if constexpr (XTraits<T>::kIs) {  // Q5_0, Q4_1, Q5_1, IQ4_NL: grouped layout
         set_xint_layout<T>(k);
       }
+      k.dequant = kDequantOf<T>;  // training's decoded tiles (dequantize_rows)
       return k;
     } else if constexpr (Dec256<T>::kHas) {
       static_assert(kActOf<T> == ActKind::kQ8x256);
@@ -95,6 +96,7 @@ struct X86Tier {
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       }
+      k.dequant = kDequantOf<T>;  // training's decoded tiles (dequantize_rows)
       return k;
     } else if constexpr (XTraits<T>::kIs) {
       FormatKernels k{};
