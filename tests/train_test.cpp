@@ -5,7 +5,9 @@
 // below 1e-6 for h = 1e-5 on these O(1) functions, while a wrong derivative is off by O(|g|).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -408,6 +410,82 @@ TEST(TrainModel, GradientsMatchFiniteDifferences) {
       if (HasFailure()) return;
     }
   }
+}
+
+// Quantization-aware training (issue 21's first piece): every pass uses the codec's round trip
+// of the master weights, bit for bit what a file of that format holds; the gradient passes
+// straight through, except to weights the block's fit clipped (one SGD step leaves exactly those
+// unchanged); and the fake-quantized model learns.
+TEST(TrainQat, FakeQuantizationTrainsWhatShips) {
+  ModelConfig c = tiny_config(false, false, false);
+  c.n_embd = 32, c.n_ff = 64, c.head_dim = 8;
+  const ParamLayout l = ParamLayout::of(c);
+  const std::vector<double> init = randn(size_t(l.total), 91, 0.3);
+  std::vector<float> w(init.begin(), init.end());
+  for (const ParamInfo& p : l.params) {
+    if (p.name.find("norm") != std::string::npos) std::fill_n(w.begin() + p.offset, p.size, 1.0f);
+  }
+  TrainData d;
+  for (int i = 0; i < 600; ++i) d.train.push_back(int32_t((i * 5 + 2 + i / 7) % c.n_vocab));
+  TrainConfig tc;
+  tc.steps = 60, tc.batch = 2, tc.ctx = 12, tc.lr = 0.05, tc.clip = 0, tc.replicas = 1;
+  tc.optimizer.kind = OptimizerKind::kSgd, tc.schedule = ScheduleKind::kConstant;
+  Trainer t(c, rope_inv_freq(c), w, tc, d);
+  const Format f = Format::parse("int2_g32");  // 2 bits: the fit clips often
+  std::vector<std::optional<Format>> fm(l.params.size());
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    if (l.params[i].shape.size() == 2 && l.params[i].name != "token_embd.weight") fm[i] = f;
+  }
+  t.set_fake_quant(fm);
+  // The forward's weights: each fake-quantized row exactly the codec's round trip of the master.
+  auto expect_round_trips = [&] {
+    const std::vector<float> wq = t.forward_weights(), wm = t.weights();
+    std::vector<uint8_t> q(f.row_bytes(c.n_ff));
+    std::vector<float> row(size_t(c.n_ff));
+    for (size_t i = 0; i < l.params.size(); ++i) {
+      const ParamInfo& p = l.params[i];
+      if (!fm[i]) {
+        EXPECT_TRUE(std::equal(wq.begin() + p.offset, wq.begin() + p.offset + p.size,
+                               wm.begin() + p.offset))
+            << p.name;
+        continue;
+      }
+      const int64_t K = p.shape[1];
+      for (int64_t r = 0; r < p.shape[0]; ++r) {
+        f.quantize_row(wm.data() + p.offset + r * K, K, nullptr, q.data());
+        f.dequantize_row(q.data(), K, row.data());
+        ASSERT_EQ(0, std::memcmp(row.data(), wq.data() + p.offset + r * K, size_t(K) * 4))
+            << p.name << " row " << r;
+      }
+    }
+  };
+  expect_round_trips();
+  // One step: weights outside their block's decoded range keep their value; the others move.
+  const std::vector<float> wq0 = t.forward_weights(), w0 = t.weights();
+  std::vector<double> losses;
+  t.run(1, [&](const StepLog& s) { losses.push_back(s.loss); });
+  const std::vector<float>& w1 = t.weights();
+  int64_t outside = 0, moved = 0;
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    if (!fm[i]) continue;
+    const ParamInfo& p = l.params[i];
+    for (int64_t b = p.offset; b < p.offset + p.size; b += 32) {
+      const auto [lo, hi] = std::minmax_element(wq0.begin() + b, wq0.begin() + b + 32);
+      for (int64_t j = b; j < b + 32; ++j) {
+        if (w0[size_t(j)] < *lo || w0[size_t(j)] > *hi) {
+          ++outside;
+          EXPECT_EQ(w1[size_t(j)], w0[size_t(j)]) << p.name << " [" << j - p.offset << "]";
+        } else {
+          moved += w1[size_t(j)] != w0[size_t(j)];
+        }
+      }
+    }
+  }
+  EXPECT_GT(outside, 0);  // the check above means something
+  EXPECT_GT(moved, outside);
+  t.run(tc.steps, [&](const StepLog& s) { losses.push_back(s.loss); });
+  EXPECT_LT(losses.back(), 0.7 * losses.front()) << "from " << losses.front();
+  expect_round_trips();
 }
 
 // AdamW against the update written out per element in double, with the decay mask: two steps

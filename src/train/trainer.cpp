@@ -3,6 +3,7 @@
 // clipping, the schedule, validation and checkpoints.
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -140,6 +141,7 @@ Trainer::Trainer(const ModelConfig& c, std::vector<double> inv_freq, std::vector
   if (tc.lora.rank > 0 && base == nullptr)
     throw Error("LoRA training needs the base model", {.field = "-m"});
   g_.assign(w_.size(), 0.0f);
+  cur_w_ = w_.data();
   model_.set_recompute(tc.recompute);
   model_.set_base(base);
   for (int64_t r = 1; r < tc_.replicas; ++r) {
@@ -165,8 +167,8 @@ double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float*
   const uint64_t seeded = tc_.seed * 0x9E3779B97F4A7C15ull;
   if (R <= 1) {
     model_.set_dropout_key(seeded + key);
-    return grad ? model_.loss_and_grad(w_.data(), in, tgt, S, T, grad, scale)
-                : model_.loss(w_.data(), in, tgt, S, T);
+    return grad ? model_.loss_and_grad(cur_w_, in, tgt, S, T, grad, scale)
+                : model_.loss(cur_w_, in, tgt, S, T);
   }
   // Replica r takes windows [S r / R, S (r + 1) / R) on a thread of its own, every operation
   // inside it on that thread alone (no nested regions, one BLAS thread throughout).
@@ -180,8 +182,8 @@ double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float*
       m.set_dropout_key(seeded + key + uint64_t(s0));
       float* g = r == 0 ? grad : extra_g_[size_t(r - 1)].data();
       part[size_t(r)] =
-          grad ? m.loss_and_grad(w_.data(), in + s0 * T, tgt + s0 * T, s1 - s0, T, g, scale)
-               : m.loss(w_.data(), in + s0 * T, tgt + s0 * T, s1 - s0, T);
+          grad ? m.loss_and_grad(cur_w_, in + s0 * T, tgt + s0 * T, s1 - s0, T, g, scale)
+               : m.loss(cur_w_, in + s0 * T, tgt + s0 * T, s1 - s0, T);
     }
   });
   double loss = 0;
@@ -220,6 +222,7 @@ void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_s
     const int64_t step = opt_.steps_taken();
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(g_.begin(), g_.end(), 0.0f);
+    cur_w_ = fake_.empty() ? w_.data() : refresh_fake();
     double loss = 0;
     for (int64_t a = 0; a < tc_.grad_accum; ++a) {
       for (int64_t b = 0; b < S; ++b)
@@ -237,6 +240,7 @@ void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_s
       });
     }
     loss /= double(per_step * T);
+    if (!fake_.empty()) mask_clipped(g_.data());  // straight through, but not past the range
     const double norm = clip_grad_norm(g_.data(), int64_t(g_.size()), tc_.clip);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       throw Error(
@@ -255,11 +259,80 @@ void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_s
   }
 }
 
+void Trainer::set_fake_quant(std::vector<std::optional<Format>> formats) {
+  const std::vector<ParamInfo>& ps = layout().params;
+  if (formats.size() != ps.size()) {
+    throw Error("one format (or none) per tensor", {.field = "fake quantization",
+                                                    .expected = std::to_string(ps.size()),
+                                                    .found = std::to_string(formats.size())});
+  }
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (formats[i] && (ps[i].shape.size() != 2 || !formats[i]->can_tile(ps[i].shape[1]))) {
+      throw Error("format cannot hold this tensor's rows",
+                  {.field = ps[i].name, .found = std::string(formats[i]->name())});
+    }
+  }
+  fake_ = std::move(formats);
+  bool any = false;
+  for (const auto& f : fake_) any = any || f.has_value();
+  if (!any) fake_.clear();
+}
+
+const float* Trainer::refresh_fake() {
+  wq_ = w_;
+  const std::vector<ParamInfo>& ps = layout().params;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (!fake_[i]) continue;
+    const Format& f = *fake_[i];
+    const int64_t rows = ps[i].shape[0], K = ps[i].shape[1];
+    const uint64_t rb = f.row_bytes(K);
+    parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+      std::vector<uint8_t> q(rb);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t at = ps[i].offset + r * K;
+        f.quantize_row(w_.data() + at, K, nullptr, q.data());
+        f.dequantize_row(q.data(), K, wq_.data() + at);
+      }
+    });
+  }
+  return wq_.data();
+}
+
+const std::vector<float>& Trainer::forward_weights() {
+  if (fake_.empty()) return w_;
+  refresh_fake();
+  return wq_;
+}
+
+// A weight is outside its block's range when it lies beyond the smallest or largest value the
+// block decodes to: the fit clipped it, and moving it further changes nothing.
+void Trainer::mask_clipped(float* g) const {
+  const std::vector<ParamInfo>& ps = layout().params;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (!fake_[i]) continue;
+    const int64_t rows = ps[i].shape[0], K = ps[i].shape[1];
+    const int64_t blk = std::max<int64_t>(1, fake_[i]->block_elems(K));
+    parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t k0 = 0; k0 < K; k0 += blk) {
+          const int64_t at = ps[i].offset + r * K + k0, n = std::min(blk, K - k0);
+          const auto [lo, hi] = std::minmax_element(wq_.begin() + at, wq_.begin() + at + n);
+          for (int64_t j = 0; j < n; ++j) {
+            const float w = w_[size_t(at + j)];
+            if (w < *lo || w > *hi) g[at + j] = 0.0f;
+          }
+        }
+      }
+    });
+  }
+}
+
 std::optional<double> Trainer::validation_loss() {
   const std::vector<int32_t>& s = data_.val;
   const int64_t T = tc_.ctx, need = T + (data_.bos ? 0 : 1);
   if (int64_t(s.size()) < need) return std::nullopt;
   const int64_t windows = std::min<int64_t>(tc_.val_windows, (int64_t(s.size()) - need) / T + 1);
+  cur_w_ = fake_.empty() ? w_.data() : refresh_fake();  // the weights as they are now
   double sum = 0;
   for (int64_t w0 = 0; w0 < windows; w0 += tc_.batch) {
     const int64_t n = std::min(tc_.batch, windows - w0);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/tokenizer.h"
+#include "lowbit/format.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 
@@ -76,6 +77,16 @@ class Trainer {
   // Mean cross-entropy over the validation windows (nullopt without validation data).
   std::optional<double> validation_loss();
 
+  // Quantization-aware training (fake quantization): each tensor given a format is used, in every
+  // forward and backward, as its own codec's round trip (quantized and decoded by the code that
+  // writes the file, so what is trained is what ships), and its gradient passes straight through
+  // to the F32 master weights, zero for a weight outside the range its block's decoded values
+  // span (clipped by the block's fit). Indexed like layout().params; nullopt: used as is.
+  void set_fake_quant(std::vector<std::optional<Format>> formats);
+  // The weights the forward uses: the round trips of the current masters (the masters themselves
+  // without fake quantization).
+  const std::vector<float>& forward_weights();
+
   int64_t steps_done() const { return opt_.steps_taken(); }
   const std::vector<float>& weights() const { return w_; }
   const TrainConfig& config() const { return tc_; }
@@ -100,6 +111,13 @@ class Trainer {
   // key: LoRA dropout's masks (the first window's index in the run).
   double loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad, float scale,
                  uint64_t key = 0);
+
+  // Fake quantization: wq_ = the round trips of w_ (refresh_fake), used by every pass.
+  const float* refresh_fake();
+  void mask_clipped(float* g) const;  // zero the gradient of weights outside their block's range
+  std::vector<std::optional<Format>> fake_;
+  std::vector<float> wq_;
+  const float* cur_w_ = nullptr;  // the weights this step's passes use (w_ or wq_)
 
   ModelConfig c_;
   TrainConfig tc_;
