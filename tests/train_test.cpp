@@ -275,6 +275,51 @@ TEST(TrainOps, CrossEntropyInVocabularySlices) {
   }
 }
 
+// Soft targets (distillation): the loss is the cross-entropy against a distribution p, written
+// out here; its gradients against finite differences, in slices and whole; float's whole-row path
+// against double.
+TEST(TrainOps, CrossEntropyAgainstSoftTargets) {
+  const int64_t B = 3, C = 4, V = 7;
+  std::vector<double> h = randn(size_t(B * C), 52), W = randn(size_t(V * C), 53);
+  std::vector<double> p = randn(size_t(B * V), 54);
+  for (int64_t b = 0; b < B; ++b) {  // rows of p: a softmax of random logits
+    double s = 0;
+    for (int64_t v = 0; v < V; ++v) s += (p[size_t(b * V + v)] = std::exp(p[size_t(b * V + v)]));
+    for (int64_t v = 0; v < V; ++v) p[size_t(b * V + v)] /= s;
+  }
+  const std::vector<int32_t> t = {0, 0, 0};  // ignored
+  double plain = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<double> z(static_cast<size_t>(V));
+    for (int64_t v = 0; v < V; ++v) {
+      for (int64_t c = 0; c < C; ++c) z[size_t(v)] += h[size_t(b * C + c)] * W[size_t(v * C + c)];
+    }
+    double s = 0;
+    for (const double zv : z) s += std::exp(zv);
+    for (int64_t v = 0; v < V; ++v) plain -= p[size_t(b * V + v)] * (z[size_t(v)] - std::log(s));
+  }
+  for (const int64_t slice : {V, int64_t(3)}) {
+    std::vector<double> dh(h.size(), 0.0), dW(W.size(), 0.0);
+    const double loss =
+        cross_entropy(h.data(), W.data(), t.data(), B, C, V, slice, 0.5, dh.data(), dW.data(),
+                      static_cast<std::vector<double>*>(nullptr), p.data());
+    EXPECT_NEAR(loss, plain, 1e-12) << "slice " << slice;
+    auto f = [&] {
+      return 0.5 * cross_entropy(h.data(), W.data(), t.data(), B, C, V, slice, 0.0,
+                                 static_cast<double*>(nullptr), static_cast<double*>(nullptr),
+                                 static_cast<std::vector<double>*>(nullptr), p.data());
+    };
+    check_grad("soft cross-entropy dh", h, dh, f);
+    check_grad("soft cross-entropy dW", W, dW, f);
+    const std::vector<float> hf(h.begin(), h.end()), Wf(W.begin(), W.end()), pf(p.begin(), p.end());
+    std::vector<float> dhf(h.size(), 0.0f);
+    cross_entropy(hf.data(), Wf.data(), t.data(), B, C, V, slice, 0.5f, dhf.data(),
+                  static_cast<float*>(nullptr), static_cast<std::vector<float>*>(nullptr),
+                  pf.data());
+    for (size_t i = 0; i < dh.size(); ++i) EXPECT_NEAR(dhf[i], dh[i], 1e-5) << i;
+  }
+}
+
 ModelConfig tiny_config(bool tied, bool bias, bool neox) {
   ModelConfig c;
   c.n_vocab = 13, c.n_embd = 8, c.n_ff = 12, c.n_layer = 2, c.n_head = 4, c.n_head_kv = 2;
@@ -486,6 +531,44 @@ TEST(TrainQat, FakeQuantizationTrainsWhatShips) {
   t.run(tc.steps, [&](const StepLog& s) { losses.push_back(s.loss); });
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << "from " << losses.front();
   expect_round_trips();
+}
+
+// Distillation: against itself as the teacher the model's KL is 0 and a step changes nothing;
+// fake-quantized to 2 bits, training against the original's probabilities lowers the KL.
+TEST(TrainQat, DistillsFromTheOriginal) {
+  ModelConfig c = tiny_config(false, false, false);
+  c.n_embd = 32, c.n_ff = 64, c.head_dim = 8;
+  const ParamLayout l = ParamLayout::of(c);
+  const std::vector<double> init = randn(size_t(l.total), 92, 0.3);
+  std::vector<float> w(init.begin(), init.end());
+  for (const ParamInfo& p : l.params) {
+    if (p.name.find("norm") != std::string::npos) std::fill_n(w.begin() + p.offset, p.size, 1.0f);
+  }
+  TrainData d;
+  for (int i = 0; i < 600; ++i) d.train.push_back(int32_t((i * 5 + 2 + i / 7) % c.n_vocab));
+  TrainConfig tc;
+  tc.steps = 40, tc.batch = 2, tc.ctx = 12, tc.lr = 0.05, tc.clip = 0, tc.replicas = 2;
+  tc.optimizer.kind = OptimizerKind::kSgd, tc.schedule = ScheduleKind::kConstant;
+  {
+    Trainer self(c, rope_inv_freq(c), w, tc, d);
+    self.set_teacher(w);
+    std::vector<double> kl;
+    self.run(1, [&](const StepLog& s) { kl.push_back(s.loss); });
+    EXPECT_NEAR(kl.at(0), 0.0, 1e-5);
+    EXPECT_EQ(self.weights(), w);  // softmax - p is exactly 0: nothing to learn
+  }
+  Trainer t(c, rope_inv_freq(c), w, tc, d);
+  t.set_teacher(w);
+  std::vector<std::optional<Format>> fm(l.params.size());
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    if (l.params[i].shape.size() == 2 && l.params[i].name != "token_embd.weight")
+      fm[i] = Format::parse("int2_g32");
+  }
+  t.set_fake_quant(fm);
+  std::vector<double> kl;
+  t.run(tc.steps, [&](const StepLog& s) { kl.push_back(s.loss); });
+  EXPECT_GT(kl.front(), 0.01);
+  EXPECT_LT(kl.back(), 0.7 * kl.front()) << "from " << kl.front();
 }
 
 // AdamW against the update written out per element in double, with the decay mask: two steps

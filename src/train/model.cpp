@@ -456,12 +456,12 @@ int64_t Transformer<T>::slice_for(int64_t B) const {
 
 template <typename T>
 double Transformer<T>::loss(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S,
-                            int64_t L) {
+                            int64_t L, const T* soft) {
   training_ = false;
   forward(w, tokens, S, L);
   return cross_entropy(xnf_.data(), output_weight(w), targets, S * L, c_.n_embd, c_.n_vocab,
                        slice_for(S * L), T(0), static_cast<T*>(nullptr), static_cast<T*>(nullptr),
-                       &logits_);
+                       &logits_, soft);
 }
 
 template <typename T>
@@ -476,7 +476,7 @@ std::vector<T> Transformer<T>::logits(const T* w, const int32_t* tokens, int64_t
 
 template <typename T>
 double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const int32_t* targets,
-                                     int64_t S, int64_t L, T* grad, T grad_scale) {
+                                     int64_t S, int64_t L, T* grad, T grad_scale, const T* soft) {
   for (int64_t b = 0; b < S * L; ++b) {
     if (targets[b] < 0 || targets[b] >= c_.n_vocab) {
       throw Error("target token id out of range", {.field = "token",
@@ -497,7 +497,7 @@ double Transformer<T>::loss_and_grad(const T* w, const int32_t* tokens, const in
   &datt = datt_, &dq = dq_, &dk = dk_, &dv = dv_;
   const double loss = cross_entropy(
       xnf_.data(), output_weight(w), targets, B, C, c_.n_vocab, slice_for(S * L), grad_scale,
-      dxnf.data(), p(grad, c_.tied_output ? "token_embd.weight" : "output.weight"), &logits_);
+      dxnf.data(), p(grad, c_.tied_output ? "token_embd.weight" : "output.weight"), &logits_, soft);
   // dx: d/d(residual stream), layer by layer downwards.
   rmsnorm_backward(dxnf.data(), x_out_.data(), V(w, "output_norm.weight"), rf_.data(), B, C,
                    dx.data(), p(grad, "output_norm.weight"));

@@ -109,17 +109,20 @@ class Transformer {
   Transformer(const ModelConfig& c, std::vector<double> inv_freq, int64_t vocab_slice = 0,
               const LoraConfig& lora = {});
   const ParamLayout& layout() const { return layout_; }
+  const std::vector<double>& inv_freq() const { return inv_freq_; }
   void set_base(const FrozenBase<T>* base) { base_ = base; }
   // LoRA dropout's masks are drawn from this key (with layer, target and element): the same key,
   // the same masks (the backward redraws the forward's instead of keeping them).
   void set_dropout_key(uint64_t key) { drop_key_ = key; }
 
   // The summed cross-entropy of predicting targets (S, L) from tokens (S, L), weights w
-  // (layout().total values).
-  double loss(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S, int64_t L);
+  // (layout().total values). soft (optional, (S L, V)): target distributions instead (a teacher's
+  // probabilities: distillation, ops.h cross_entropy).
+  double loss(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S, int64_t L,
+              const T* soft = nullptr);
   // The same, and grad += grad_scale * d(loss)/dw.
   double loss_and_grad(const T* w, const int32_t* tokens, const int32_t* targets, int64_t S,
-                       int64_t L, T* grad, T grad_scale);
+                       int64_t L, T* grad, T grad_scale, const T* soft = nullptr);
   // Recomputation: keep only each layer's input in the forward, and recompute the layer's
   // activations during the backward (one more forward's work; activation memory of one layer
   // instead of all). The gradients are the same, bit for bit.

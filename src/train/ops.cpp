@@ -465,8 +465,8 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
 // training: glibc's expf, or the engine's vector softmax for a whole row), the sums in double.
 template <typename T>
 double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t B, int64_t C,
-                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
-                     std::vector<T>* scratch) {
+                     int64_t V, int64_t slice, T grad_scale, T* dh, T* dW, std::vector<T>* scratch,
+                     const T* soft) {
   slice = std::clamp<int64_t>(slice, 1, V);
   std::vector<T> own;
   std::vector<T>& z = scratch ? *scratch : own;
@@ -490,8 +490,14 @@ double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t 
         double s = sum[size_t(b)] * std::exp(mx[size_t(b)] - m);
         for (int64_t j = 0; j < n; ++j) s += double(std::exp(T(double(zb[j]) - m)));
         mx[size_t(b)] = m, sum[size_t(b)] = s;
-        if (targets[b] >= v0 && targets[b] < v0 + n)
+        if (soft) {  // sum_v p_v z_v, the soft targets' logit
+          const T* pb = soft + b * V + v0;
+          double t = 0;
+          for (int64_t j = 0; j < n; ++j) t += double(pb[j]) * double(zb[j]);
+          target[size_t(b)] += t;
+        } else if (targets[b] >= v0 && targets[b] < v0 + n) {
           target[size_t(b)] = double(zb[targets[b] - v0]);
+        }
       }
     });
   }
@@ -511,6 +517,10 @@ double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t 
         if constexpr (std::is_same_v<T, float>) {
           if (n == V) {  // the whole row: the engine's softmax, on the active tier
             softmax(zb, n);
+            if (soft) {
+              for (int64_t j = 0; j < n; ++j) zb[j] = (zb[j] - soft[b * V + j]) * grad_scale;
+              continue;
+            }
             zb[targets[b]] -= 1.0f;
             for (int64_t j = 0; j < n; ++j) zb[j] *= grad_scale;
             continue;
@@ -518,7 +528,8 @@ double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t 
         }
         for (int64_t j = 0; j < n; ++j) {
           const double p = double(std::exp(T(double(zb[j]) - lse[size_t(b)])));
-          zb[j] = T(double(grad_scale) * (p - (targets[b] == v0 + j ? 1.0 : 0.0)));
+          const double t = soft ? double(soft[b * V + v0 + j]) : targets[b] == v0 + j ? 1.0 : 0.0;
+          zb[j] = T(double(grad_scale) * (p - t));
         }
       }
     });
@@ -556,7 +567,7 @@ double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t 
   template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                                \
   template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                 \
   template double cross_entropy<T>(const T*, Matrix<T>, const int32_t*, int64_t, int64_t, int64_t, \
-                                   int64_t, T, T*, T*, std::vector<T>*);
+                                   int64_t, T, T*, T*, std::vector<T>*, const T*);
 LOWBIT_TRAIN_OPS(float)
 LOWBIT_TRAIN_OPS(double)
 #undef LOWBIT_TRAIN_OPS

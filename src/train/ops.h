@@ -133,9 +133,12 @@ void swiglu_backward(const T* dout, const T* g, const T* u, int64_t n, T* dg, T*
 // the whole vocabulary). With dh / dW non-null: dh (B, C) += dlogits · W, dW (V, C) += dlogitsᵀ ·
 // h.
 // scratch (optional): the (B, slice) logits buffer, kept by the caller between calls.
+// soft (optional, (B, V)): target distributions instead of targets (distillation: a teacher's
+// probabilities p): the loss is sum_b sum_v -p_bv log softmax(logits_b)_v (KL(p || q) + H(p)),
+// dlogits = grad_scale * (softmax - p).
 template <typename T>
 double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t B, int64_t C,
                      int64_t V, int64_t slice, T grad_scale, T* dh, T* dW,
-                     std::vector<T>* scratch = nullptr);
+                     std::vector<T>* scratch = nullptr, const T* soft = nullptr);
 
 }  // namespace lowbit::train

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "kernel/matmul.h"
 #include "lowbit/error.h"
 #include "lowbit/output_file.h"
 #include "lowbit/rng.h"
@@ -161,14 +162,48 @@ int64_t Trainer::replicas_for(int64_t params, int64_t batch) {
   return threads;
 }
 
+void Trainer::set_teacher(std::vector<float> teacher) {
+  if (tc_.lora.rank > 0 || int64_t(teacher.size()) != layout().total) {
+    throw Error("a teacher needs full training and the model's own layout",
+                {.field = "teacher",
+                 .expected = std::to_string(layout().total),
+                 .found = std::to_string(teacher.size())});
+  }
+  teacher_.emplace(c_, model_.inv_freq(), tc_.vocab_slice);
+  teacher_w_ = std::move(teacher);
+}
+
+double Trainer::teacher_probs(const int32_t* in, int64_t S) {
+  const int64_t V = c_.n_vocab;
+  soft_ = teacher_->logits(teacher_w_.data(), in, S, tc_.ctx);
+  std::vector<double> h(size_t(S * tc_.ctx), 0.0);
+  parallel_for(S * tc_.ctx, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float* p = soft_.data() + b * V;
+      softmax(p, V);
+      double e = 0;
+      for (int64_t v = 0; v < V; ++v)
+        if (p[v] > 0) e -= double(p[v]) * std::log(double(p[v]));
+      h[size_t(b)] = e;
+    }
+  });
+  double entropy = 0;
+  for (const double e : h) entropy += e;
+  return entropy;
+}
+
 double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float* grad, float scale,
                         uint64_t key) {
-  const int64_t T = tc_.ctx, R = std::min<int64_t>(tc_.replicas, S);
+  const int64_t T = tc_.ctx, R = std::min<int64_t>(tc_.replicas, S), V = c_.n_vocab;
   const uint64_t seeded = tc_.seed * 0x9E3779B97F4A7C15ull;
+  // Distillation: cross-entropy against the teacher's probabilities less their entropy = KL.
+  const double entropy = teacher_ ? teacher_probs(in, S) : 0.0;
+  const float* soft = teacher_ ? soft_.data() : nullptr;
   if (R <= 1) {
     model_.set_dropout_key(seeded + key);
-    return grad ? model_.loss_and_grad(cur_w_, in, tgt, S, T, grad, scale)
-                : model_.loss(cur_w_, in, tgt, S, T);
+    return (grad ? model_.loss_and_grad(cur_w_, in, tgt, S, T, grad, scale, soft)
+                 : model_.loss(cur_w_, in, tgt, S, T, soft)) -
+           entropy;
   }
   // Replica r takes windows [S r / R, S (r + 1) / R) on a thread of its own, every operation
   // inside it on that thread alone (no nested regions, one BLAS thread throughout).
@@ -181,12 +216,13 @@ double Trainer::loss_of(const int32_t* in, const int32_t* tgt, int64_t S, float*
       Transformer<float>& m = r == 0 ? model_ : extra_[size_t(r - 1)];
       m.set_dropout_key(seeded + key + uint64_t(s0));
       float* g = r == 0 ? grad : extra_g_[size_t(r - 1)].data();
+      const float* sr = soft ? soft + s0 * T * V : nullptr;
       part[size_t(r)] =
-          grad ? m.loss_and_grad(cur_w_, in + s0 * T, tgt + s0 * T, s1 - s0, T, g, scale)
-               : m.loss(cur_w_, in + s0 * T, tgt + s0 * T, s1 - s0, T);
+          grad ? m.loss_and_grad(cur_w_, in + s0 * T, tgt + s0 * T, s1 - s0, T, g, scale, sr)
+               : m.loss(cur_w_, in + s0 * T, tgt + s0 * T, s1 - s0, T, sr);
     }
   });
-  double loss = 0;
+  double loss = -entropy;
   for (double x : part) loss += x;
   return loss;
 }

@@ -83,6 +83,10 @@ class Trainer {
   // to the F32 master weights, zero for a weight outside the range its block's decoded values
   // span (clipped by the block's fit). Indexed like layout().params; nullopt: used as is.
   void set_fake_quant(std::vector<std::optional<Format>> formats);
+  // Distillation: the loss becomes KL(teacher || model) per token (nats; LLM-QAT's and lowbit
+  // QAT's objective), the teacher the same architecture with weights `teacher` (layout()'s; full
+  // training only), its probabilities computed per micro-batch and dropped after it.
+  void set_teacher(std::vector<float> teacher);
   // The weights the forward uses: the round trips of the current masters (the masters themselves
   // without fake quantization).
   const std::vector<float>& forward_weights();
@@ -115,6 +119,11 @@ class Trainer {
   // Fake quantization: wq_ = the round trips of w_ (refresh_fake), used by every pass.
   const float* refresh_fake();
   void mask_clipped(float* g) const;  // zero the gradient of weights outside their block's range
+  // Distillation: the teacher, its weights, this micro-batch's probabilities (S ctx, V).
+  std::optional<Transformer<float>> teacher_;
+  std::vector<float> teacher_w_, soft_;
+  // soft_ for S windows; returns their summed entropy (the KL's constant).
+  double teacher_probs(const int32_t* in, int64_t S);
   std::vector<std::optional<Format>> fake_;
   std::vector<float> wq_;
   const float* cur_w_ = nullptr;  // the weights this step's passes use (w_ or wq_)
