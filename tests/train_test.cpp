@@ -23,6 +23,7 @@
 #include "train/model.h"
 #include "train/ops.h"
 #include "train/optimizer.h"
+#include "train/qat.h"
 #include "train/trainer.h"
 
 namespace lowbit::train {
@@ -574,6 +575,44 @@ TEST(TrainQat, DistillsFromTheOriginal) {
   t.run(q.tc.steps, [&](const StepLog& s) { kl.push_back(s.loss); });
   EXPECT_GT(kl.front(), 0.01);
   EXPECT_LT(kl.back(), 0.7 * kl.front()) << "from " << kl.front();
+}
+
+// What is trained is what ships: QAT with the plan's formats (Q4_0), distilled from the original,
+// then quantize_model of the trained masters writes a file whose decoded weights are the last
+// forward's, bit for bit.
+TEST(TrainQat, TheWrittenFileHoldsTheTrainedRoundTrips) {
+  ModelConfig c = tiny_config(false, false, false);
+  c.arch = "llama", c.n_vocab = kSynthMinVocab + 5, c.n_embd = 64, c.n_ff = 96, c.head_dim = 16;
+  c.n_ctx_train = 64;
+  SynthOptions so;
+  so.type = Format::parse("f32");
+  so.seed = 4, so.stddev = 0.3;
+  const std::string path = test::tmp_path("qat", "f32.gguf"), out = test::tmp_path("qat", "q.gguf");
+  write_synth_model(c, path, so);
+  const Model m = Model::load(path);
+  const ParamLayout l = ParamLayout::of(m.config);
+  const std::vector<float> w0 = weights_of(m, l);
+  const QuantizeOptions q{.type = Format::parse("q4_0")};
+  const std::vector<std::optional<Format>> fm = fake_quant_formats(m, l, q);
+  int64_t quantized = 0;
+  for (const auto& f : fm) quantized += f.has_value();
+  EXPECT_EQ(quantized, 7 * c.n_layer + 2);  // every matrix, the embedding and the output head
+  TrainData d;
+  for (int i = 0; i < 400; ++i) d.train.push_back(int32_t((i * 37 + 5 + i / 9) % c.n_vocab));
+  TrainConfig tc;
+  tc.steps = 4, tc.batch = 2, tc.ctx = 16, tc.lr = 1e-3, tc.replicas = 1;
+  Trainer t(m.config, rope_inv_freq(m), w0, tc, d);
+  t.set_teacher(w0);
+  t.set_fake_quant(fm);
+  t.run(tc.steps, {});
+  const std::vector<float> master = t.weights(), fwd = t.forward_weights();
+  EXPECT_NE(master, w0);
+  quantize_model(with_weights(m, l, master), out, q);
+  const Model back = Model::load(out);
+  EXPECT_EQ(back.find("blk.1.attn_q.weight")->format, Format::parse("q4_0"));
+  EXPECT_EQ(weights_of(back, l), fwd);
+  std::remove(path.c_str());
+  std::remove(out.c_str());
 }
 
 // AdamW against the update written out per element in double, with the decay mask: two steps

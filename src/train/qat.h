@@ -1,0 +1,27 @@
+// Quantization-aware training's glue between a quantization plan and the Trainer: which format
+// fake-quantizes each trained tensor (the plan's, so fallbacks and mixes carry over), and the
+// trained masters as a Model that quantize_model writes with that plan — the codec that wrote
+// the forward's round trips writes the file, so what was trained is what ships.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "lowbit/format.h"
+#include "lowbit/model.h"
+#include "quant/quantize.h"
+#include "train/model.h"
+
+namespace lowbit::train {
+
+// Per tensor of l (ParamLayout::of(m.config)): the format the plan of o writes it in, or nullopt
+// where the plan keeps a float format (norms, biases, F16 fallbacks): Trainer::set_fake_quant's
+// argument.
+std::vector<std::optional<Format>> fake_quant_formats(const Model& m, const ParamLayout& l,
+                                                      const QuantizeOptions& o);
+
+// m with the tensors of l replaced by F32 views of w (which must outlive the result):
+// quantize_model(trained, path, o) then writes exactly the round trips the training used.
+Model with_weights(const Model& m, const ParamLayout& l, const std::vector<float>& w);
+
+}  // namespace lowbit::train
