@@ -833,6 +833,46 @@ TEST(TrainCli, FineTunesAndResumesBitIdentical) {
   std::filesystem::remove_all(dir);
 }
 
+// `quantize --method qat` (issue 21, first slice): from GPTQ's int3_g32 file, a few steps of
+// distillation from the original lower the KL divergence GPTQ leaves, on text the training never
+// saw; QAT without text, or with an unknown loss, is refused.
+TEST(TrainCli, QuantizeMethodQatImprovesOnItsGptqStart) {
+  const std::string m = test::fixture("models/stories260K/stories260K.gguf");
+  const std::string stories = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(m);
+  LOWBIT_REQUIRE_FIXTURE(stories);
+  const std::string dir = test::tmp_path("train", "qat");
+  std::filesystem::create_directories(dir);
+  const std::string all = test::slurp(stories);
+  std::ofstream(dir + "/calib.txt") << all.substr(0, 60000);
+  std::ofstream(dir + "/eval.txt") << all.substr(all.size() - 60000);
+  const std::string common = "quantize -m " + m + " --type int3_g32 --calib " + dir +
+                             "/calib.txt --calib-tokens 4096 --ctx 128 -t 2";
+  test::CliRun r = test::run_cli(common + " --method gptq -o " + dir + "/gptq.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = test::run_cli(common +
+                    " --method qat --qat-steps 20 --qat-lr 1e-3 --qat-batch 4 --qat-ctx 64 -o " +
+                    dir + "/qat.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("qat: 20 steps"), std::string::npos) << r.out;
+  auto kld = [&](const std::string& f) {
+    const test::CliRun p = test::run_cli(
+        "perplexity -m " + f + " --base " + m + " -f " + dir + "/eval.txt -c 128 --json -t 2",
+        false);
+    EXPECT_EQ(p.rc, 0) << f;
+    return nlohmann::json::parse(p.out)["kld"]["mean"].get<double>();
+  };
+  EXPECT_LT(kld(dir + "/qat.gguf"), 0.95 * kld(dir + "/gptq.gguf"));
+  r = test::run_cli("quantize -m " + m + " --type int3_g32 --method qat -o " + dir + "/x.gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("--calib"), std::string::npos) << r.out;
+  r = test::run_cli(common + " --method qat --qat-loss mse -o " + dir + "/x.gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("--qat-loss"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.gguf"));
+  std::filesystem::remove_all(dir);
+}
+
 // A fresh model from sizes and a tokenizer: seeded (the same seed, the same file), loadable, and
 // it learns (validation loss below log V after a few steps). Bad shapes are named.
 TEST(TrainCli, TrainsAFreshModel) {

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "commands.h"
+#include "engine/tokenizer.h"
 #include "eval/bench.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
@@ -22,6 +23,8 @@
 #include "quant/plan.h"
 #include "quant/quantize.h"
 #include "quant/sensitivity.h"
+#include "train/qat.h"
+#include "train/trainer.h"
 
 namespace lowbit::cli {
 
@@ -42,6 +45,10 @@ struct QuantizeArgs {
   int64_t sensitivity_chunks = 8;
   int check_uniform = 2;
   LoraArgs lora;  // adapters merged into the input's weights (F32) before quantizing
+  // --method qat
+  std::string qat_init = "gptq", qat_loss = "kl";
+  int64_t qat_steps = 200, qat_batch = 8, qat_ctx = 128;
+  double qat_lr = 1e-4;
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
@@ -488,6 +495,50 @@ void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
   }
 }
 
+// --method qat: the post-training result (--qat-init) as the starting masters, then training with
+// every planned tensor fake-quantized by its own format's codec, against the original model's
+// probabilities (--qat-loss kl) or the text (ce), on the calibration text; the trained masters
+// written with the same plan and codec (src/train/qat.h: the file holds the last forward's
+// weights).
+std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
+                                const MethodOptions& mo, const std::optional<Chunks>& calib) {
+  if (a.calib.empty())
+    throw Error("QAT trains on text", {.field = "--calib", .expected = "a text file"});
+  if (a.qat_loss != "kl" && a.qat_loss != "ce")
+    throw Error("unknown QAT loss",
+                {.field = "--qat-loss", .expected = "kl or ce", .found = a.qat_loss});
+  const train::ParamLayout l = train::ParamLayout::of(m.config);
+  const std::vector<float> original = train::weights_of(m, l);
+  std::vector<float> init = original;
+  if (mo.method != Method::kRtn) {  // start from the post-training method's file
+    const std::string tmp = a.out + ".qat-init.gguf";
+    quantize_with_method(m, tmp, q, mo, calib ? &*calib : nullptr);
+    init = train::weights_of(Model::load(tmp), l);
+    std::filesystem::remove(tmp);
+  }
+  train::TrainConfig tc;
+  tc.steps = a.qat_steps, tc.batch = a.qat_batch, tc.ctx = a.qat_ctx, tc.lr = a.qat_lr;
+  tc.seed = 1;
+  train::TrainData data = train::make_train_data(
+      Tokenizer(m.tokenizer), {{a.calib, read_text(a.calib, "--calib")}}, std::nullopt, 0, tc.ctx);
+  train::Trainer t(m.config, train::rope_inv_freq(m), std::move(init), tc, std::move(data));
+  if (a.qat_loss == "kl") t.set_teacher(original);
+  t.set_fake_quant(train::fake_quant_formats(m, l, q));
+  Progress bar("qat steps", tc.steps);
+  std::optional<double> first;
+  double last = 0;
+  t.run(tc.steps, [&](const train::StepLog& s) {
+    if (!first) first = s.loss;
+    last = s.loss;
+    bar.advance();
+  });
+  bar.finish();
+  fmt::print("qat: {} steps of {} x {} tokens from {} ({} init), {} {:.4f} -> {:.4f}\n", tc.steps,
+             tc.batch, tc.ctx, a.calib, a.qat_init, a.qat_loss == "kl" ? "KL" : "loss",
+             first.value_or(0), last);
+  return quantize_model(train::with_weights(m, l, t.weights()), a.out, q);
+}
+
 int run_quantize(const QuantizeArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   if (a.threads > 0) set_threads(a.threads);
@@ -498,7 +549,8 @@ int run_quantize(const QuantizeArgs& a) {
   Model loaded = Model::load(a.in, {.tokenizer_path = a.tokenizer});
   merge_loras(loaded, a.lora);
   const Model& m = loaded;
-  MethodOptions mo{.method = parse_method(a.method)};
+  const bool qat = a.method == "qat";
+  MethodOptions mo{.method = parse_method(qat ? a.qat_init : a.method)};
   mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
   mo.clip.grid = a.clip_grid, mo.clip.max_shrink = a.clip_shrink, mo.clip_qk = a.clip_qk;
   std::optional<PlanFile> mix = choose_mix(m, a, mo.method, q);
@@ -509,6 +561,12 @@ int run_quantize(const QuantizeArgs& a) {
   }
   Importance imp;
   const std::optional<Chunks> calib = method_inputs(m, a, mo, imp);
+  if (qat) {
+    const auto plan = run_qat(m, a, q, mo, calib);
+    report(m, a, q, plan, mix,
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
+  }
   Progress bar(a.method + " layers", m.config.n_layer);
   const auto plan = quantize_with_method(m, a.out, q, mo, calib ? &*calib : nullptr,
                                          [&](int64_t, int64_t) { bar.advance(); });
@@ -537,9 +595,22 @@ Runner add_quantize(CLI::App& app) {
                   "the matrices no rule names");
   cmd->add_option("--method", o->method,
                   "rtn (round-to-nearest), imatrix (importance-weighted "
-                  "RTN), gptq, awq, awq+gptq, smoothquant (W8A8 smoothing, then imatrix RTN)")
+                  "RTN), gptq, awq, awq+gptq, smoothquant (W8A8 smoothing, then imatrix RTN), "
+                  "qat (quantization-aware training from --qat-init, on --calib)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant"}));
+      ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "smoothquant", "qat"}));
+  cmd->add_option("--qat-init", o->qat_init,
+                  "qat: the starting point (rtn, imatrix, gptq, awq, awq+gptq)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq"}));
+  cmd->add_option("--qat-loss", o->qat_loss,
+                  "qat: kl (against the original model's probabilities) or ce (the text)")
+      ->capture_default_str();
+  cmd->add_option("--qat-steps", o->qat_steps, "qat: optimizer steps")->capture_default_str();
+  cmd->add_option("--qat-lr", o->qat_lr, "qat: peak learning rate (AdamW, cosine)")
+      ->capture_default_str();
+  cmd->add_option("--qat-batch", o->qat_batch, "qat: windows per step")->capture_default_str();
+  cmd->add_option("--qat-ctx", o->qat_ctx, "qat: tokens per window")->capture_default_str();
   cmd->add_option("--clip-grid", o->clip_grid,
                   "awq: clipping search steps of each block's range (ratio 1 - i/grid; 0 = off)")
       ->capture_default_str()
