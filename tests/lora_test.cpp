@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/llama.h"
+#include "grad_check.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "io/synth.h"
@@ -29,53 +30,15 @@
 namespace lowbit::train {
 namespace {
 
-constexpr double kStep = 1e-5;
-
-std::vector<double> normal(size_t n, uint64_t seed, double sd = 1.0) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> d(0.0, sd);
-  std::vector<double> v(n);
-  for (double& x : v) x = d(rng);
-  return v;
-}
-
-// grad[i] = d f / d x[i] by central differences at `at` (all indices when empty); tolerance as
-// in train_test.cpp (truncation O(h^2), rounding O(eps |f| / h)).
-void expect_gradient(const char* what, std::vector<double>& x, const std::vector<double>& grad,
-                     const std::function<double()>& f, std::vector<size_t> at = {}) {
-  if (at.empty()) {
-    for (size_t i = 0; i < x.size(); ++i) at.push_back(i);
-  }
-  const double f0 = f(), eps = std::numeric_limits<double>::epsilon();
-  int bad = 0;
-  for (const size_t i : at) {
-    const double x0 = x[i];
-    x[i] = x0 + kStep;
-    const double fp = f();
-    x[i] = x0 - kStep;
-    const double fm = f();
-    x[i] = x0;
-    const double fd = (fp - fm) / (2 * kStep);
-    const double tol = 1e3 * (kStep * kStep + eps * std::max(1.0, std::abs(f0)) / kStep) *
-                           std::max(1.0, std::abs(grad[i])) +
-                       1e-9;
-    if (std::abs(fd - grad[i]) > tol && ++bad <= 5)
-      ADD_FAILURE() << what << " [" << i << "]: analytic " << grad[i] << ", finite " << fd;
-  }
-  EXPECT_EQ(bad, 0) << what;
-}
-
-double weighted(const std::vector<double>& r, const std::vector<double>& y) {
-  double s = 0;
-  for (size_t i = 0; i < y.size(); ++i) s += r[i] * y[i];
-  return s;
-}
+using test::check_grad;
+using test::randn;
+using test::weighted;
 
 TEST(LoraOps, AdapterStepMatchesFiniteDifferences) {
   const int64_t B = 5, K = 7, N = 6, r = 3;
-  std::vector<double> x = normal(size_t(B * K), 1), A = normal(size_t(r * K), 2),
-                      Bm = normal(size_t(N * r), 3);
-  const std::vector<double> base = normal(size_t(B * N), 4), rw = normal(size_t(B * N), 5);
+  std::vector<double> x = randn(size_t(B * K), 1), A = randn(size_t(r * K), 2),
+                      Bm = randn(size_t(N * r), 3);
+  const std::vector<double> base = randn(size_t(B * N), 4), rw = randn(size_t(B * N), 5);
   const double scale = 0.75;
   std::vector<double> u(size_t(B * r)), y(base.size());
   auto f = [&] {
@@ -87,9 +50,9 @@ TEST(LoraOps, AdapterStepMatchesFiniteDifferences) {
   std::vector<double> dx(x.size(), 0.0), dA(A.size(), 0.0), dB(Bm.size(), 0.0);
   lora_backward(rw.data(), x.data(), A.data(), Bm.data(), u.data(), B, K, N, r, scale, dx.data(),
                 dA.data(), dB.data());
-  expect_gradient("lora dx", x, dx, f);
-  expect_gradient("lora dA", A, dA, f);
-  expect_gradient("lora dB", Bm, dB, f);
+  check_grad("lora dx", x, dx, f);
+  check_grad("lora dA", A, dA, f);
+  check_grad("lora dB", Bm, dB, f);
 }
 
 // Dropout keeps about 1 - p of the elements, scaled by 1 / (1 - p); the same key draws the same
@@ -126,7 +89,7 @@ TEST(LoraOps, StoredMatricesMultiplyAsTheirDecodedRows) {
       const Format f(info, info.block_elems == 0 ? 64 : 0);
       if (info.activation_only || (K == 200 && info.block_elems != 0)) continue;
       if (info.block_elems > 1 && K % info.block_elems != 0) continue;
-      const std::vector<double> wd = normal(size_t(N * K), 20, 0.5);
+      const std::vector<double> wd = randn(size_t(N * K), 20, 0.5);
       const std::vector<float> wf(wd.begin(), wd.end());
       std::vector<uint8_t> rows(f.row_bytes(K) * uint64_t(N));
       f.quantize(wf.data(), N, K, nullptr, rows.data());
@@ -134,7 +97,7 @@ TEST(LoraOps, StoredMatricesMultiplyAsTheirDecodedRows) {
       f.dequantize(rows.data(), N, K, dec.data());
       const std::vector<double> W(dec.begin(), dec.end());
       const Matrix<double> stored(&f, rows.data());
-      const std::vector<double> x = normal(size_t(B * K), 21), dy = normal(size_t(B * N), 22);
+      const std::vector<double> x = randn(size_t(B * K), 21), dy = randn(size_t(B * N), 22);
       std::vector<double> y1(size_t(B * N)), y2(y1.size()), dx1(x.size(), 0.5), dx2(dx1);
       linear_forward(x.data(), stored, static_cast<const double*>(nullptr), B, K, N, y1.data());
       linear_forward(x.data(), W.data(), static_cast<const double*>(nullptr), B, K, N, y2.data());
@@ -180,7 +143,7 @@ ModelConfig small_config(int64_t width) {
 }
 
 std::vector<double> base_weights(const ParamLayout& l, uint64_t seed) {
-  std::vector<double> w = normal(size_t(l.total), seed, 0.3);
+  std::vector<double> w = randn(size_t(l.total), seed, 0.3);
   for (const ParamInfo& p : l.params) {
     if (p.name.find("norm") != std::string::npos) {
       for (int64_t i = 0; i < p.size; ++i) w[size_t(p.offset + i)] += 1.0;
@@ -199,6 +162,23 @@ Tokens tokens(int64_t n, int64_t vocab) {
   return t;
 }
 
+// The synthetic model the file and engine tests load: width 32 (rows of whole 32-blocks), a
+// vocabulary the synthetic tokenizer fits, untied output.
+ModelConfig synth_config() {
+  ModelConfig c = small_config(32);
+  c.n_vocab = kSynthMinVocab + 5, c.n_ctx_train = 16, c.tied_output = false, c.arch = "llama";
+  return c;
+}
+// That model with seeded weights (sd 0.2) in format `type`, written to a scratch file.
+std::string write_synth(const char* type, uint64_t seed) {
+  SynthOptions o;
+  o.type = Format::parse(type);
+  o.seed = seed, o.stddev = 0.2;
+  const std::string path = test::tmp_path("lora", std::string(type) + ".gguf");
+  write_synth_model(synth_config(), path, o);
+  return path;
+}
+
 // Adapters on a dense base: every adapter's gradient against finite differences of the training
 // loss (dropout on: the loss of the same masks, as the same key redraws them), on some targets.
 TEST(LoraModel, GradientsMatchFiniteDifferences) {
@@ -214,7 +194,7 @@ TEST(LoraModel, GradientsMatchFiniteDifferences) {
     model.set_base(&base);
     model.set_dropout_key(99);
     const ParamLayout& l = model.layout();
-    std::vector<double> w = normal(size_t(l.total), 31, 0.4);  // B non-zero: A's gradient too
+    std::vector<double> w = randn(size_t(l.total), 31, 0.4);  // B non-zero: A's gradient too
     const Tokens t = tokens(10, c.n_vocab);
     std::vector<double> grad(w.size(), 0.0), scratch(w.size());
     model.loss_and_grad(w.data(), t.in.data(), t.tgt.data(), 2, 5, grad.data(), 0.1);
@@ -229,7 +209,7 @@ TEST(LoraModel, GradientsMatchFiniteDifferences) {
       for (int i = 0; i < 3; ++i)
         at.push_back(size_t(p.offset + int64_t(rng() % uint64_t(p.size))));
     }
-    expect_gradient(drop > 0 ? "lora model, dropout" : "lora model", w, grad, f, at);
+    check_grad(drop > 0 ? "lora model, dropout" : "lora model", w, grad, f, at);
     if (drop > 0) {  // dropout changes the training loss, not the evaluation's
       const double eval = model.loss(w.data(), t.in.data(), t.tgt.data(), 2, 5);
       EXPECT_NE(eval, f() / 0.1);
@@ -246,13 +226,8 @@ TEST(LoraModel, GradientsMatchFiniteDifferences) {
 // equal those of the full model with the adapters merged. A Q4_0 base (stored, decoded on the
 // fly) against its decoded weights; the gradients through it against finite differences.
 TEST(LoraModel, EqualsTheMergedModelOnAStoredBase) {
-  ModelConfig c = small_config(32);
-  c.n_vocab = kSynthMinVocab + 5, c.n_ctx_train = 16, c.tied_output = false;
-  SynthOptions o;
-  o.type = Format::parse("q4_0");
-  o.seed = 5, o.stddev = 0.2;
-  const std::string path = test::tmp_path("lora", "q4_0.gguf");
-  write_synth_model(c, path, o);
+  const ModelConfig c = synth_config();
+  const std::string path = write_synth("q4_0", 5);
   const Model m = Model::load(path);
   LoraConfig lc;
   lc.rank = 3, lc.alpha = 6, lc.targets = parse_lora_targets("q,k,o,up,down");
@@ -260,7 +235,7 @@ TEST(LoraModel, EqualsTheMergedModelOnAStoredBase) {
   const FrozenBase<double> base(m, m.config);
   adapted.set_base(&base);
   const ParamLayout& l = adapted.layout();
-  std::vector<double> w = normal(size_t(l.total), 50, 0.2);
+  std::vector<double> w = randn(size_t(l.total), 50, 0.2);
   // The merged model: decoded base weights plus scale * B·A.
   Transformer<double> full(m.config, rope_inv_freq(m));
   const std::vector<float> wf = weights_of(m, full.layout());
@@ -294,7 +269,7 @@ TEST(LoraModel, EqualsTheMergedModelOnAStoredBase) {
   adapted.loss_and_grad(w.data(), t.in.data(), t.tgt.data(), 2, 6, grad.data(), 1.0 / 12);
   std::vector<size_t> at;
   for (const ParamInfo& p : l.params) at.push_back(size_t(p.offset + p.size / 2));
-  expect_gradient(
+  check_grad(
       "lora on q4_0", w, grad,
       [&] { return adapted.loss(w.data(), t.in.data(), t.tgt.data(), 2, 6) / 12; }, at);
   std::remove(path.c_str());
@@ -303,13 +278,8 @@ TEST(LoraModel, EqualsTheMergedModelOnAStoredBase) {
 // An adapter file holds what it was given; the engine applies it at run time exactly as the
 // training forward does (F32 base: only float rounding apart); bad adapters are refused.
 TEST(LoraFile, WrittenReadAndAppliedByTheEngine) {
-  ModelConfig c = small_config(32);
-  c.n_vocab = kSynthMinVocab + 5, c.n_ctx_train = 16, c.arch = "llama";
-  SynthOptions o;
-  o.type = Format::parse("f32");
-  o.seed = 6, o.stddev = 0.2;
-  const std::string path = test::tmp_path("lora", "f32.gguf");
-  write_synth_model(c, path, o);
+  const ModelConfig c = synth_config();
+  const std::string path = write_synth("f32", 6);
   const Model m = Model::load(path);
   LoraConfig lc;
   lc.rank = 4, lc.alpha = 8;
@@ -317,7 +287,7 @@ TEST(LoraFile, WrittenReadAndAppliedByTheEngine) {
   const FrozenBase<float> base(m, m.config);
   adapted.set_base(&base);
   const ParamLayout& l = adapted.layout();
-  const std::vector<double> wd = normal(size_t(l.total), 60, 0.2);
+  const std::vector<double> wd = randn(size_t(l.total), 60, 0.2);
   const std::vector<float> w(wd.begin(), wd.end());
   const LoraAdapter a = lora_adapter_of(l, w, "llama", lc.alpha);
   const std::string apath = test::tmp_path("lora", "adapter.gguf");
@@ -454,8 +424,8 @@ TEST(LoraFile, PeftAdaptersMatchTheHuggingFaceLayout) {
     for (int t = 0; t < kLoraTargets; ++t) {
       const ModelTensor* w = m.find(lora_base_name(l, t));
       LoraPair p{3, w->shape[1], w->shape[0], {}, {}};
-      const std::vector<double> av = normal(size_t(3 * p.in), seed++, 0.1),
-                                bv = normal(size_t(3 * p.out), seed++, 0.1);
+      const std::vector<double> av = randn(size_t(3 * p.in), seed++, 0.1),
+                                bv = randn(size_t(3 * p.out), seed++, 0.1);
       p.a.assign(av.begin(), av.end()), p.b.assign(bv.begin(), bv.end());
       a.pairs.emplace(w->name, std::move(p));
     }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/llama.h"
+#include "grad_check.h"
 #include "io/synth.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
@@ -29,53 +30,9 @@
 namespace lowbit::train {
 namespace {
 
-constexpr double kStep = 1e-5;
-
-double tolerance(double fx, double g) {
-  const double eps = std::numeric_limits<double>::epsilon();
-  const double err = kStep * kStep + eps * std::max(1.0, std::abs(fx)) / kStep;
-  return 1e3 * err * std::max(1.0, std::abs(g)) + 1e-9;
-}
-
-std::vector<double> randn(size_t n, uint64_t seed, double sd = 1.0) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> d(0.0, sd);
-  std::vector<double> v(n);
-  for (double& x : v) x = d(rng);
-  return v;
-}
-
-// Checks grad[i] = d f / d x[i] by central differences at the indices given (all when empty).
-void check_grad(const char* what, std::vector<double>& x, const std::vector<double>& grad,
-                const std::function<double()>& f, std::vector<size_t> at = {}) {
-  ASSERT_EQ(x.size(), grad.size()) << what;
-  if (at.empty()) {
-    for (size_t i = 0; i < x.size(); ++i) at.push_back(i);
-  }
-  const double f0 = f();
-  int bad = 0;
-  for (const size_t i : at) {
-    const double x0 = x[i];
-    x[i] = x0 + kStep;
-    const double fp = f();
-    x[i] = x0 - kStep;
-    const double fm = f();
-    x[i] = x0;
-    const double fd = (fp - fm) / (2 * kStep);
-    if (std::abs(fd - grad[i]) > tolerance(f0, grad[i]) && ++bad <= 5) {
-      ADD_FAILURE() << what << " [" << i << "]: analytic " << grad[i] << ", finite difference "
-                    << fd;
-    }
-  }
-  EXPECT_EQ(bad, 0) << what;
-}
-
-// sum(r * y): the scalar each op's check differentiates (r random, fixed).
-double weighted(const std::vector<double>& r, const std::vector<double>& y) {
-  double s = 0;
-  for (size_t i = 0; i < y.size(); ++i) s += r[i] * y[i];
-  return s;
-}
+using test::check_grad;
+using test::randn;
+using test::weighted;
 
 TEST(TrainOps, EmbeddingAndRmsnorm) {
   const int64_t B = 5, C = 7, V = 4;

@@ -495,6 +495,16 @@ void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
   }
 }
 
+// --calib-tokens and --ctx (quantize, merge).
+void add_calib_size_options(CLI::App* cmd, QuantizeArgs& o) {
+  cmd->add_option("--calib-tokens", o.calib_tokens, "Calibration tokens used")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(16), int64_t(1) << 30));
+  cmd->add_option("--ctx", o.ctx, "Calibration chunk length")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 1 << 20));
+}
+
 // --method qat: the post-training result (--qat-init) as the starting masters, then training with
 // every planned tensor fake-quantized by its own format's codec, against the original model's
 // probabilities (--qat-loss kl) or the text (ce), on the calibration text; the trained masters
@@ -625,12 +635,7 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--calib", o->calib,
                   "Calibration text (imatrix, gptq, awq; the planner's "
                   "sensitivity when no --sensitivity file is given)");
-  cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens used")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t(16), int64_t(1) << 30));
-  cmd->add_option("--ctx", o->ctx, "Calibration chunk length")
-      ->capture_default_str()
-      ->check(CLI::Range(8, 1 << 20));
+  add_calib_size_options(cmd, *o);
   cmd->add_option("--imatrix", o->imatrix,
                   "Importance matrix (lowbit calibrate or "
                   "llama-imatrix, GGUF or legacy .dat) for imatrix");
@@ -710,12 +715,7 @@ Runner add_merge(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq"}));
   cmd->add_option("--calib", o->calib, "Calibration text (imatrix, gptq, awq)");
-  cmd->add_option("--calib-tokens", o->calib_tokens, "Calibration tokens used")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t(16), int64_t(1) << 30));
-  cmd->add_option("--ctx", o->ctx, "Calibration chunk length")
-      ->capture_default_str()
-      ->check(CLI::Range(8, 1 << 20));
+  add_calib_size_options(cmd, *o);
   cmd->add_flag("--act-order", o->act_order, "GPTQ: columns in descending Hessian diagonal");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)");
   return [o] { return run_quantize(*o); };

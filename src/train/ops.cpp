@@ -127,32 +127,35 @@ int64_t tile_rows(int64_t K, int64_t N) {
                              std::max<int64_t>(N, 1));
 }
 
-// y (B, N) = x (B, K) · Wᵀ for a stored W: each tile of rows decoded once, then one product into
-// its columns of y.
-template <typename T>
-void stored_forward(const T* x, const Matrix<T>& W, int64_t B, int64_t K, int64_t N, T* y) {
+// body(r0, n, tile) for each tile of n rows r0.. of a stored W, decoded once into this thread's
+// buffer.
+template <typename T, typename Body>
+void for_tiles(const Matrix<T>& W, int64_t K, int64_t N, const Body& body) {
   const int64_t R = tile_rows<T>(K, N);
   thread_local std::vector<T> tile;
   tile.resize(size_t(R * K));
   for (int64_t r0 = 0; r0 < N; r0 += R) {
     const int64_t n = std::min(R, N - r0);
     matrix_rows(W, K, r0, r0 + n, tile.data());
-    gemm(false, true, B, n, K, T(1), x, K, tile.data(), K, T(0), y + r0, N);
+    body(r0, n, tile.data());
   }
+}
+
+// y (B, N) = x (B, K) · Wᵀ for a stored W: each tile's product into its columns of y.
+template <typename T>
+void stored_forward(const T* x, const Matrix<T>& W, int64_t B, int64_t K, int64_t N, T* y) {
+  for_tiles(W, K, N, [&](int64_t r0, int64_t n, const T* tile) {
+    gemm(false, true, B, n, K, T(1), x, K, tile, K, T(0), y + r0, N);
+  });
 }
 
 // dx (B, K) += dy (B, N) · W for a stored W (the transposed product a frozen weight's backward
 // needs): dx += dy[:, tile] · tile, tile by tile.
 template <typename T>
 void stored_backward(const T* dy, const Matrix<T>& W, int64_t B, int64_t K, int64_t N, T* dx) {
-  const int64_t R = tile_rows<T>(K, N);
-  thread_local std::vector<T> tile;
-  tile.resize(size_t(R * K));
-  for (int64_t r0 = 0; r0 < N; r0 += R) {
-    const int64_t n = std::min(R, N - r0);
-    matrix_rows(W, K, r0, r0 + n, tile.data());
-    gemm(false, false, B, K, n, T(1), dy + r0, N, tile.data(), K, T(1), dx, K);
-  }
+  for_tiles(W, K, N, [&](int64_t r0, int64_t n, const T* tile) {
+    gemm(false, false, B, K, n, T(1), dy + r0, N, tile, K, T(1), dx, K);
+  });
 }
 
 }  // namespace
