@@ -69,6 +69,9 @@ class Model {
   std::vector<std::string> sources;  // every input file (an output may be none of these)
   // Adapters every engine over this model applies at run time (LlamaEngine), unmerged.
   std::vector<AppliedLora> loras;
+  // What loading could not keep as stored (e.g. a quantized checkpoint's act-order layer decoded
+  // into f32): one line each, for the commands to print.
+  std::vector<std::string> notes;
 
   const ModelTensor* find(std::string_view name) const;
   uint64_t parameter_count() const;

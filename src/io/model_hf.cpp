@@ -272,11 +272,31 @@ Model load_hf_checkpoint(const std::string& path, const LoadOptions& opts) {
   m.owners.push_back(st);
   m.sources = st->files();
   m.sources.push_back(cfg_path);
-  m.config = config_from_json(read_json(cfg_path), cfg_path);
+  const json cfg_json = read_json(cfg_path);
+  m.config = config_from_json(cfg_json, cfg_path);
   validate_config(m.config, cfg_path);
   if (m.config.name.empty()) m.config.name = fs::absolute(dir).lexically_normal().filename().string();
   ModelConfig& c = m.config;
+  // Quantized checkpoints (GPTQ, AWQ, compressed-tensors): their linear layers come in as
+  // lowbit tensors under the Hugging Face weight name, from the tensors they consume.
+  HfQuantized quantized;
+  if (const auto it = cfg_json.find("quantization_config");
+      it != cfg_json.end() && !it->is_null()) {
+    quantized = read_hf_quantized(*it, *st, cfg_path, m.owners);
+    m.notes = quantized.notes;
+  }
+  for (const auto& t : quantized.tensors) {
+    const std::string name = hf_to_gguf(t.name);
+    if (name.empty()) {
+      throw Error("quantized layer with no GGUF equivalent", {.file = cfg_path, .field = t.name,
+                  .expected = "a LLaMA-family linear layer"});
+    }
+    ModelTensor g = t;
+    g.name = name;
+    m.tensors.push_back(std::move(g));
+  }
   for (const auto& t : st->tensors()) {
+    if (quantized.consumed.count(t.name)) continue;
     const std::string name = hf_to_gguf(t.name);
     if (name.empty()) {
       if (t.name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // recomputed
@@ -357,6 +377,32 @@ Model load_hf_checkpoint(const std::string& path, const LoadOptions& opts) {
   return m;
 }
 
+json hf_config_json(const Model& m, std::string_view torch_dtype) {
+  const ModelConfig& c = m.config;
+  json cfg = {{"architectures", {c.arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+              {"model_type", c.arch == "qwen2" ? "qwen2" : "llama"},
+              {"hidden_size", c.n_embd}, {"intermediate_size", c.n_ff},
+              {"num_hidden_layers", c.n_layer}, {"num_attention_heads", c.n_head},
+              {"num_key_value_heads", c.n_head_kv}, {"head_dim", c.head_dim},
+              {"vocab_size", c.n_vocab}, {"max_position_embeddings", c.n_ctx_train},
+              {"rms_norm_eps", c.rms_eps}, {"rope_theta", c.rope_theta},
+              {"tie_word_embeddings", c.tied_output}, {"hidden_act", "silu"},
+              {"_name_or_path", c.name}, {"torch_dtype", std::string(torch_dtype)}};
+  if (m.tokenizer.bos_id) cfg["bos_token_id"] = *m.tokenizer.bos_id;
+  if (m.tokenizer.eos_id) cfg["eos_token_id"] = *m.tokenizer.eos_id;
+  if (c.rope_factor > 0) {
+    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", c.rope_factor},
+                           {"low_freq_factor", c.rope_low_freq_factor},
+                           {"high_freq_factor", c.rope_high_freq_factor},
+                           {"original_max_position_embeddings", c.rope_original_ctx}};
+  }
+  return cfg;
+}
+
+std::string tokenizer_metadata(const TokenizerData& t) { return tokenizer_to_json(t).dump(); }
+
+std::string hf_name_of(const std::string& gguf_name) { return gguf_to_hf(gguf_name); }
+
 void write_safetensors(const Model& m, const std::string& path, const Format& float_type,
                        bool show_progress) {
   const ModelConfig& c = m.config;
@@ -391,27 +437,11 @@ void write_safetensors(const Model& m, const std::string& path, const Format& fl
     }});
   }
   std::map<std::string, std::string> meta = {{"format", "pt"}};
-  if (!m.tokenizer.tokens.empty()) meta["lowbit.tokenizer"] = tokenizer_to_json(m.tokenizer).dump();
+  if (!m.tokenizer.tokens.empty()) meta["lowbit.tokenizer"] = tokenizer_metadata(m.tokenizer);
   // config.json beside the weights, for Hugging Face tooling and for reading it back.
-  json cfg = {{"architectures", {c.arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
-              {"model_type", c.arch == "qwen2" ? "qwen2" : "llama"},
-              {"hidden_size", c.n_embd}, {"intermediate_size", c.n_ff},
-              {"num_hidden_layers", c.n_layer}, {"num_attention_heads", c.n_head},
-              {"num_key_value_heads", c.n_head_kv}, {"head_dim", c.head_dim},
-              {"vocab_size", c.n_vocab}, {"max_position_embeddings", c.n_ctx_train},
-              {"rms_norm_eps", c.rms_eps}, {"rope_theta", c.rope_theta},
-              {"tie_word_embeddings", c.tied_output}, {"hidden_act", "silu"},
-              {"_name_or_path", c.name},
-              {"torch_dtype", float_type.info().name == "f32" ? "float32"
-                              : float_type.info().name == "f16" ? "float16" : "bfloat16"}};
-  if (m.tokenizer.bos_id) cfg["bos_token_id"] = *m.tokenizer.bos_id;
-  if (m.tokenizer.eos_id) cfg["eos_token_id"] = *m.tokenizer.eos_id;
-  if (c.rope_factor > 0) {
-    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", c.rope_factor},
-                           {"low_freq_factor", c.rope_low_freq_factor},
-                           {"high_freq_factor", c.rope_high_freq_factor},
-                           {"original_max_position_embeddings", c.rope_original_ctx}};
-  }
+  const json cfg = hf_config_json(m, float_type.info().name == "f32"   ? "float32"
+                                     : float_type.info().name == "f16" ? "float16"
+                                                                       : "bfloat16");
   const std::string cfg_path = (fs::path(path).parent_path() / "config.json").string();
   std::vector<std::string> inputs = m.sources;
   inputs.push_back(cfg_path);  // an input's config.json is never overwritten
