@@ -6,7 +6,7 @@
 # timeout (hang) or out-of-memory; reproducers are left in $FUZZ_ARTIFACTS/<target>/ (default
 # build-fuzz/artifacts). Reproduce one: build-fuzz/fuzz_<target> <file>.
 #
-#   fuzz/run.sh [SECONDS] [TARGET...]     targets: gguf safetensors llama2c tokenizer hf_config lora peft
+#   fuzz/run.sh [SECONDS] [TARGET...]     targets: gguf safetensors llama2c tokenizer hf_config lora peft hf_quant
 #   FUZZ_JOBS=2 fuzz/run.sh 180           two fuzzers at a time (one core each)
 #   FUZZ_KEEP_WORK=1                      keep the logs and grown corpora (path printed)
 set -euo pipefail
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_EACH=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(gguf safetensors llama2c tokenizer hf_config lora peft)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(gguf safetensors llama2c tokenizer hf_config lora peft hf_quant)
 BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
 ARTIFACTS=${FUZZ_ARTIFACTS:-$BUILD/artifacts}
 JOBS=${FUZZ_JOBS:-1}
@@ -35,6 +35,7 @@ max_len() {
     tokenizer) echo 524288 ;;         # the 32k-piece tokenizer.model is 500 KB
     hf_config) echo 65536 ;;
     lora | peft) echo 65536 ;;        # the seed adapters are a few kB
+    hf_quant) echo 65536 ;;           # the seed checkpoints are 10-20 kB
     *) echo "unknown target: $1" >&2; exit 2 ;;
   esac
 }

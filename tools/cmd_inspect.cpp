@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "eval/tensor_error.h"
 #include "io/gguf.h"
+#include "io/safetensors.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 
@@ -140,16 +141,43 @@ Runner add_inspect(CLI::App& app) {
       g = std::make_unique<GgufFile>(o->file);
     // A GGUF is shown whatever it holds (vocabulary-only files, other architectures); the model
     // description is added when lowbit can load it.
+    // So is a bare .safetensors file (an adapter, one shard, no config.json beside it): float
+    // tensors as the model's would be, other dtypes (GPTQ's int32 words) by their dtype name.
+    struct Raw {
+      std::string name, dtype;
+      std::vector<int64_t> shape;
+      uint64_t bytes = 0, elements = 0;
+    };
+    std::vector<Raw> raw;
+    std::unique_ptr<SafetensorsModel> st;
     Model m;
     std::string model_error;
     try {
       m = Model::load(o->file);
     } catch (const Error& e) {
-      if (!g) throw;
+      const std::string ext = std::filesystem::path(o->file).extension().string();
+      if (!g && !std::filesystem::is_directory(o->file) && (ext == ".safetensors" || ext == ".json")) {
+        st = std::make_unique<SafetensorsModel>(o->file);  // throws its own error if malformed
+      }
+      if (!g && !st) throw;
       model_error = e.what();
-      for (const auto& t : g->tensors()) {
-        m.tensors.push_back({t.name, t.format, std::vector<int64_t>(t.ne.rbegin(), t.ne.rend()),
-                             t.data, t.bytes, true});
+      if (g) {
+        for (const auto& t : g->tensors()) {
+          m.tensors.push_back({t.name, t.format, std::vector<int64_t>(t.ne.rbegin(), t.ne.rend()),
+                               t.data, t.bytes, true});
+        }
+      }
+      for (const auto& t : st ? st->tensors() : std::vector<StTensor>{}) {
+        const auto dt = st_dtype_name(t.dtype);
+        if ((dt == "F32" || dt == "F16" || dt == "BF16") && !t.shape.empty()) {
+          std::string f(dt);
+          for (char& ch : f) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+          m.tensors.push_back({t.name, Format::parse(f), t.shape, t.data, t.bytes, true});
+          continue;
+        }
+        uint64_t n = 1;
+        for (int64_t d : t.shape) n *= uint64_t(d);
+        raw.push_back({t.name, std::string(dt), t.shape, t.bytes, n});
       }
     }
     nlohmann::json out;
@@ -180,6 +208,16 @@ Runner add_inspect(CLI::App& app) {
       }
       out["tensors"].push_back(jt);
     }
+    for (const auto& r : raw) {
+      params += r.elements, bytes += r.bytes;
+      auto& pt = per_type[r.dtype];
+      pt.first += r.elements, pt.second += r.bytes;
+      out["tensors"].push_back(
+          {{"name", r.name}, {"type", r.dtype}, {"shape", r.shape}, {"bytes", r.bytes}});
+    }
+    if (st) {
+      for (const auto& [k, v] : st->metadata()) out["metadata"][k] = v;
+    }
     if (!model_error.empty()) out["model_error"] = model_error;
     std::vector<TensorError> errs;
     ErrorTotal tot;
@@ -208,6 +246,13 @@ Runner add_inspect(CLI::App& app) {
                  g->alignment(), g->metadata().size(), g->tensors().size());
       for (const auto& [k, v] : g->metadata()) fmt::print("  {:<44} {}\n", k, value_text(v));
     }
+    if (st) {
+      fmt::print("safetensors, {} files, {} metadata keys, {} tensors\n", st->files().size(),
+                 st->metadata().size(), st->tensors().size());
+      for (const auto& [k, v] : st->metadata()) {
+        fmt::print("  {:<44} {}\n", k, v.size() > 60 ? v.substr(0, 60) + "..." : v);
+      }
+    }
     const ModelConfig& c = m.config;
     if (!model_error.empty())
       fmt::print("not loadable as a model: {}\n", model_error);
@@ -219,6 +264,9 @@ Runner add_inspect(CLI::App& app) {
     for (const auto& t : m.tensors) {
       fmt::print("{:<32} {:<14} {:>16} {:>12}\n", t.name, t.format.name(), shape_text(t.shape),
                  t.bytes);
+    }
+    for (const auto& r : raw) {
+      fmt::print("{:<32} {:<14} {:>16} {:>12}\n", r.name, r.dtype, shape_text(r.shape), r.bytes);
     }
     fmt::print("\n{} parameters, {} bytes, {:.3f} bits per weight\n", params, bytes,
                out["bits_per_weight"].get<double>());
