@@ -467,9 +467,15 @@ TEST(HfQuant, CliGptqOnTinyStoriesExportsAndConvertsBackToTheSameTensors) {
       for (const char* scheme : {"gptq", "awq", "compressed-tensors"}) {
         if (std::string(scheme) == "awq" && std::string(type) != "int4_g32") continue;
         const std::string dir = out_dir(std::string("cli_") + scheme);
-        r = test::run_cli("convert " + q + " -o " + dir + " --to " + scheme + " --float-type f32");
+        r = test::run_cli("convert " + q + " -o " + dir + " --to " + scheme +
+                          " --float-type f32 --tokenizer " + hf + "/tokenizer.json");
         ASSERT_EQ(r.rc, 0) << r.out;
         expect_unpacks_to(m, dir);
+        // The tokenizer named, with the files beside it, as Hugging Face tooling reads them.
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                              "generation_config.json"}) {
+          EXPECT_EQ(test::slurp(dir + "/" + f), test::slurp(hf + "/" + f)) << f;
+        }
         const std::string back = test::tmp_path("hfq", "back.gguf");
         r = test::run_cli("convert " + dir + " -o " + back + " --type " + type);
         ASSERT_EQ(r.rc, 0) << r.out;
@@ -490,6 +496,43 @@ TEST(HfQuant, CliGptqOnTinyStoriesExportsAndConvertsBackToTheSameTensors) {
     }
   }
   fs::remove(calib);
+}
+
+// A bare .safetensors file (a shard, no config.json) is inspectable like any GGUF: its tensors
+// by name, dtype and shape, and why it is not a model.
+TEST(HfQuant, InspectShowsABareSafetensorsFile) {
+  const Model m = tiny_model(Format::parse("int4_g32"), 91);
+  const std::string dir = out_dir("bare");
+  write_hf_quantized(m, dir, {.scheme = HfScheme::kGptq});
+  const std::string bare = test::tmp_path("hfq", "bare.safetensors");
+  fs::copy_file(dir + "/model.safetensors", bare, fs::copy_options::overwrite_existing);
+  auto r = test::run_cli("inspect " + bare);
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("model.layers.0.mlp.down_proj.qweight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("I32"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("not loadable as a model"), std::string::npos) << r.out;
+  r = test::run_cli("inspect --json " + bare, false);
+  ASSERT_EQ(r.rc, 0);
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["tensors"].size(), SafetensorsModel(bare).tensors().size());
+  fs::remove(bare);
+  fs::remove_all(dir);
+}
+
+// Refusals on the command line: nothing written, the reason named.
+TEST(HfQuant, CliRefusesWhatHasNoLayout) {
+  const std::string gguf = test::tmp_path("hfq", "nf4.gguf");
+  write_gguf(tiny_model(Format::parse("nf4"), 95), gguf, Format::parse("f32"));
+  const std::string dir = out_dir("cli_refused");
+  auto r = test::run_cli("convert " + gguf + " -o " + dir + " --to awq");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("blk.0.attn_q.weight (nf4)"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/config.json"));
+  r = test::run_cli("convert " + gguf + " -o " + dir + " --to gptq --max-shard-size 5XB");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("--max-shard-size"), std::string::npos) << r.out;
+  fs::remove(gguf);
+  fs::remove_all(dir);
 }
 
 }  // namespace
