@@ -69,7 +69,8 @@ Runner add_convert(CLI::App& app) {
       ->required();
   cmd->add_option("--type", o->type,
                   "Type of the weight matrices: f32 (default), f16, bf16; reading a quantized "
-                  "checkpoint, any format re-quantizes (default: its codes as they are)");
+                  "checkpoint, any format for its quantized layers (codes kept where the grid "
+                  "is the same, else re-quantized; default: the codes as they are)");
   cmd->add_option("--to", o->to,
                   "Write a Hugging Face quantized checkpoint: gptq (AutoGPTQ / GPTQModel v1), "
                   "awq (AutoAWQ GEMM) or compressed-tensors (llm-compressor)")
@@ -133,17 +134,14 @@ Runner add_convert(CLI::App& app) {
       write_gguf(
           m, o->out, [](const ModelTensor& t) { return t.format; }, {}, true);
     } else if (quantized_input) {
-      // Every weight matrix in `to`: its codes as they are where `to` holds the same grid
-      // (GPTQ int4 g32 <-> int4_g32 / q4_0), else re-quantized from its exact values.
+      // The checkpoint's quantized layers in `to`: their codes as they are where `to` holds the
+      // same grid (GPTQ int4 g32 <-> int4_g32 / q4_0), else re-quantized from their exact values.
+      // Its float tensors (embedding, head, norms) stay float, as the checkpoint keeps them.
       Model out = m;
       int exact = 0, requantized = 0;
       for (auto& t : out.tensors) {
-        if (t.shape.size() < 2) continue;
+        if (t.shape.size() < 2 || is_float(t.format)) continue;
         const Format tf = to.resolve_for_row(t.row_length());
-        if (is_float(t.format)) {
-          requantized += t.format != tf;
-          continue;
-        }
         if (auto codes = transcode_exact(t, tf)) {
           auto buf = std::make_shared<std::vector<uint8_t>>(std::move(*codes));
           t.format = tf, t.data = buf->data(), t.bytes = buf->size(), t.mapped = false;
@@ -153,12 +151,12 @@ Runner add_convert(CLI::App& app) {
           ++requantized;
         }
       }
-      fmt::print("{}: {} weight matrices kept their codes in {}, {} quantized from their values\n",
-                 o->in, exact, to.name(), requantized);
+      fmt::print("{}: {} weight matrices kept their codes in {}, {} re-quantized\n", o->in, exact,
+                 to.name(), requantized);
       write_gguf(
           out, o->out,
           [&](const ModelTensor& t) {
-            if (t.shape.size() < 2) return is_float(t.format) ? Format::parse("f32") : t.format;
+            if (is_float(t.format)) return t.shape.size() < 2 ? Format::parse("f32") : t.format;
             return to.resolve_for_row(t.row_length());
           },
           {{"lowbit.quantize.method", requantized ? "rtn" : "convert"},
