@@ -5,7 +5,8 @@ JOBS    ?= $(shell nproc)
 CMAKE   := cmake -G Ninja -DCMAKE_BUILD_TYPE=Release
 PACKAGES := build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev \
             libbenchmark-dev libopenblas-dev liblapacke-dev nlohmann-json3-dev libcli11-dev \
-            libfmt-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev clang-format clang-tidy
+            libfmt-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev clang-format clang-tidy \
+            nodejs chromium
 
 .PHONY: deps build test test-release test-asan fuzz-smoke demo bench format clean
 
@@ -21,6 +22,11 @@ deps:
 	  echo "make deps: missing packages. Run:"; \
 	  echo "  sudo apt-get install -y --no-install-recommends $$missing"; exit 1; \
 	fi
+	@# lowbit report's plotting library (Vega, Vega-Lite), pinned in report/package-lock.json and
+	@# embedded in the binary at build time: installed here, never downloaded by the build.
+	@[ -f report/node_modules/vega/build/vega.min.js ] && \
+	  [ -f report/node_modules/vega-lite/build/vega-lite.min.js ] || \
+	  { echo "make deps: npm ci in report/"; cd report && npm ci --ignore-scripts --no-audit --no-fund; }
 
 build: deps
 	@[ -f $(BUILD)/build.ninja ] || $(CMAKE) -S . -B $(BUILD)

@@ -133,7 +133,9 @@ void print_text(const BenchArgs& a, const Model& m, const BenchResult& r) {
 void print_json(const BenchArgs& a, const Model& m, const BenchResult& r) {
   uint64_t total = 0;
   for (const auto& t : m.tensors) total += t.bytes;
-  nlohmann::json j = {{"model", a.model},
+  nlohmann::json j = {{"lowbit_bench", 1},
+                      {"command", command_line()},
+                      {"model", a.model},
                       {"arch", m.config.arch},
                       {"parameters", m.parameter_count()},
                       {"model_bytes", total},

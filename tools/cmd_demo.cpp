@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "commands.h"
@@ -22,6 +23,7 @@
 #include "io/llama2c.h"
 #include "lowbit/format.h"
 #include "lowbit/model.h"
+#include "lowbit/output_file.h"
 #include "lowbit/rng.h"
 #include "lowbit/threads.h"
 #include "quant/methods.h"
@@ -106,6 +108,30 @@ double generation_speed(const Model& m, int n) {
   return speeds[2];
 }
 
+// What the demo measured, for its report (lowbit report's inputs): the files of (c)-(e) as
+// `compare --json` rows, the sensitivity of (e), the QLoRA training log of (f).
+struct DemoData {
+  nlohmann::json compare = {{"lowbit_compare", 1}, {"rows", nlohmann::json::array()}};
+  std::vector<nlohmann::json> train_log;
+  std::string sensitivity;  // path, once saved
+};
+DemoData& demo_data() {
+  static DemoData d;
+  return d;
+}
+void demo_row(const std::string& name, double bpw, const PerplexityResult* base, const KldResult* r,
+              const std::string& method, const std::string& kind, const std::string& type) {
+  nlohmann::json j = {{"file", name}, {"bits_per_weight", bpw}};
+  if (base) j["ppl"] = {{"ppl", base->ppl()}};
+  if (r) {
+    j["model"] = {{"ppl", r->quant.ppl()}};
+    j["kld"] = {{"mean", r->kld.mean}};
+    j["top1"] = r->top1;
+    j["method"] = method, j["kind"] = kind, j["type"] = type;
+  }
+  demo_data().compare["rows"].push_back(j);
+}
+
 // The demo's scratch folder (created) and a whole text file.
 std::filesystem::path demo_dir() {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lowbit-demo";
@@ -143,11 +169,13 @@ void quantized_table(const std::filesystem::path& model_path, const std::filesys
   const auto [bb, bbpw] = tensor_size(base);
   fmt::print("| f32 (original) | {:.2f} | {:.0f} | {:.4f} | 0 | 100 | {:.0f} |\n", bbpw,
              double(bb) / 1024, res[0].base.ppl(), generation_speed(base, 128));
+  demo_row("stories260K f32", bbpw, &res[0].base, nullptr, "", "", "f32");
   for (size_t i = 0; i < models.size(); ++i) {
     const auto [b, bpw] = tensor_size(models[i]);
     fmt::print("| {} | {:.2f} | {:.0f} | {:.4f} | {:.5f} | {:.2f} | {:.0f} |\n", types[i], bpw,
                double(b) / 1024, res[i].quant.ppl(), res[i].kld.mean, 100 * res[i].top1,
                generation_speed(models[i], 128));
+    demo_row(types[i], bpw, nullptr, &res[i], "rtn", "uniform", types[i]);
   }
   fmt::print("\n");
 }
@@ -190,6 +218,8 @@ void methods_table(const std::filesystem::path& model_path, const std::filesyste
       fmt::print("| {} | {} | {:.2f} | {:.4f} | {:.5f} | {:.2f} | {:.1f} |\n", type,
                  method_name(methods[i]), tensor_size(models[i]).bpw, res[i].quant.ppl(),
                  res[i].kld.mean, 100 * res[i].top1, secs[i]);
+      demo_row(fmt::format("{} {}", type, method_name(methods[i])), tensor_size(models[i]).bpw,
+               nullptr, &res[i], method_name(methods[i]), "uniform", type);
     }
   }
   fmt::print("\n");
@@ -205,9 +235,12 @@ void plans_table(const std::filesystem::path& model_path, const std::filesystem:
   const std::string all = read_text(text);
   const Chunks calib = chunk_text(base, all.substr(all.size() - 200000), {.ctx = 256, .chunks = 8});
   const auto t0 = std::chrono::steady_clock::now();
-  const Sensitivity sens = measure_sensitivity(base, calib, {.formats = all_ladders()});
+  Sensitivity sens = measure_sensitivity(base, calib, {.formats = all_ladders()});
   const double measure_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  sens.model = "stories260K", sens.command = command_line();
+  demo_data().sensitivity = (dir / "demo.sens.json").string();
+  sens.save(demo_data().sensitivity);
   uint64_t fixed = 0;  // norms stay f32
   for (const auto& t : base.tensors) {
     if (t.shape.size() < 2) fixed += uint64_t(t.rows() * t.row_length()) * 4;
@@ -269,6 +302,8 @@ void plans_table(const std::filesystem::path& model_path, const std::filesystem:
                rows[i].set, rows[i].bpw, tensor_size(models[i]).bpw, gguf ? "yes" : "no",
                res[i].quant.ppl(), res[i].kld.mean, 100 * res[i].top1,
                generation_speed(models[i], 128), mixes[i]);
+    demo_row(fmt::format("plan {} {:.1f}", rows[i].set, rows[i].bpw), tensor_size(models[i]).bpw,
+             nullptr, &res[i], "rtn", "mix", mixes[i]);
   }
   fmt::print("\n");
 }
@@ -292,7 +327,14 @@ void qlora_table(const std::filesystem::path& model_path, const std::filesystem:
   train::Trainer trainer(m.config, train::rope_inv_freq(m), train::init_lora(layout, tc.seed), tc,
                          std::move(data), &base);
   const auto t0 = std::chrono::steady_clock::now();
-  trainer.run(tc.steps, {});
+  trainer.run(tc.steps, [&](const train::StepLog& s) {
+    nlohmann::json j = {
+        {"lowbit_train_log", 1}, {"step", s.step}, {"tokens", s.step * tc.batch * tc.ctx},
+        {"loss", s.loss},        {"lr", s.lr},     {"tokens_per_second", s.tokens_per_second}};
+    if (s.val_loss) j["val_loss"] = *s.val_loss;
+    if (demo_data().train_log.empty()) j["command"] = command_line() + " (section f)";
+    demo_data().train_log.push_back(j);
+  });
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string adapter = (dir / "qlora-adapter.gguf").string();
   write_lora_gguf(train::lora_adapter_of(layout, trainer.weights(), m.config.arch, tc.lora.alpha),
@@ -312,6 +354,37 @@ void qlora_table(const std::filesystem::path& model_path, const std::filesystem:
   fmt::print("| model | PPL |\n|---|---:|\n");
   fmt::print("| stories260K q4_0 | {:.4f} |\n", before.ppl());
   fmt::print("| stories260K q4_0 + LoRA adapter | {:.4f} |\n\n", after.ppl());
+}
+
+// The demo's measurements as lowbit's JSON outputs, then as a report.
+void write_demo_report() {
+  const std::filesystem::path dir = demo_dir();
+  DemoData& d = demo_data();
+  d.compare["command"] = command_line() + " (sections c, d, e)";
+  auto save = [](const std::filesystem::path& p, const std::string& text) {
+    OutputFile f(p.string());
+    f.write(text.data(), text.size());
+    f.commit();
+  };
+  std::vector<std::string> inputs = {(dir / "demo-compare.json").string()};
+  save(inputs[0], d.compare.dump(1) + "\n");
+  if (!d.sensitivity.empty()) inputs.push_back(d.sensitivity);
+  if (!d.train_log.empty()) {
+    std::string text;
+    for (const auto& l : d.train_log) text += l.dump() + "\n";
+    inputs.push_back((dir / "demo-train.jsonl").string());
+    save(inputs.back(), text);
+  }
+  const std::string out = (dir / "report.html").string();
+  try {
+    write_report(inputs, out, "lowbit demo: stories260K");
+    fmt::print(
+        "## (g) The report\n\nThe measurements above as charts: {} (`lowbit report` drew "
+        "it from {}).\n\n",
+        out, fmt::join(inputs, ", "));
+  } catch (const Error& e) {
+    fmt::print("## (g) The report\n\nnot written: {}\n\n", e.what());
+  }
 }
 
 }  // namespace
@@ -342,6 +415,7 @@ Runner add_demo(CLI::App& app) {
     plans_table(model, fixtures_dir(*dir) / "text" / "tinystories-valid-head.txt");
     qlora_table(model, fixtures_dir(*dir) / "text" / "wikitext2-test.raw");
     set_threads(threads);
+    write_demo_report();
     fmt::print("demo took {:.1f} s\n",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return 0;

@@ -2,12 +2,15 @@
 // their original (KL divergence, top-1 agreement), by llama.cpp's chunking protocol.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "eval/perplexity.h"
+#include "io/gguf.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "lowbit/progress.h"
@@ -61,6 +64,40 @@ std::pair<double, uint64_t> size_of(const Model& m) {
     if (!ec) file += n;
   }
   return {tensor_size(m).bpw, file};
+}
+
+// How a compared file was quantized: the method and type its quantizer recorded (GGUF metadata
+// lowbit.quantize.*), and whether its layers' weight matrices are that one type (a row it cannot
+// tile in its fallback) or a mix.
+void describe_quantization(const std::string& path, const Model& m, nlohmann::json& j) {
+  std::map<std::string, uint64_t> params;
+  for (const auto& t : m.tensors) {
+    if (t.shape.size() == 2 && t.name.rfind("blk.", 0) == 0) {
+      params[t.format.name()] += uint64_t(t.rows()) * uint64_t(t.row_length());
+    }
+  }
+  if (params.empty()) return;
+  j["type"] = std::max_element(params.begin(), params.end(), [](const auto& a, const auto& b) {
+                return a.second < b.second;
+              })->first;
+  bool uniform = params.size() == 1;
+  std::ifstream probe(path, std::ios::binary);
+  char magic[4] = {};
+  if (probe.read(magic, 4) && std::string(magic, 4) == "GGUF") {
+    const GgufFile g(path);
+    const std::string method = g.get_string("lowbit.quantize.method", "");
+    if (!method.empty()) j["method"] = method;
+    if (const auto type = Format::find(g.get_string("lowbit.quantize.type", ""))) {
+      uniform = true;
+      for (const auto& t : m.tensors) {
+        if (t.shape.size() == 2 && t.name.rfind("blk.", 0) == 0) {
+          uniform &= t.format == type->resolve_for_row(t.row_length());
+        }
+      }
+      if (uniform) j["type"] = type->name();
+    }
+  }
+  j["kind"] = uniform ? "uniform" : "mix";
 }
 
 nlohmann::json ppl_json(const PerplexityResult& p) {
@@ -252,10 +289,9 @@ Runner add_compare(CLI::App& app) {
                       r.top1});
     }
     if (o->json) {
-      nlohmann::json out = {{"text", o->text_file},
-                            {"ctx", o->eo.ctx},
-                            {"chunks", c.tokens.size()},
-                            {"score_all", o->eo.score_all},
+      nlohmann::json out = {{"lowbit_compare", 1},       {"command", command_line()},
+                            {"text", o->text_file},      {"ctx", o->eo.ctx},
+                            {"chunks", c.tokens.size()}, {"score_all", o->eo.score_all},
                             {"scored_tokens", bp.nll.n}};
       out["rows"].push_back({{"file", o->files[0]},
                              {"bits_per_weight", bbpw},
@@ -267,6 +303,7 @@ Runner add_compare(CLI::App& app) {
         if (!o->lora.files.empty()) j["lora"] = o->lora.files;
         j["bits_per_weight"] = rows[i + 1].bpw;
         j["file_bytes"] = rows[i + 1].size;
+        describe_quantization(o->files[i + 1], models[i], j);
         out["rows"].push_back(j);
       }
       fmt::print("{}\n", out.dump(2));

@@ -126,7 +126,7 @@ std::vector<TensorCandidates> measure_or_load(const Model& m, const QuantizeArgs
     bar->advance();
   });
   if (bar) bar->finish();
-  s.model = a.in, s.calib = a.calib;
+  s.model = a.in, s.calib = a.calib, s.command = command_line();
   const std::string path = beside(a.out, ".sens.json");
   s.save(path);
   fmt::print("sensitivity: {} tensors, {} chunks of {} ({:.1f} s) -> {}\n", s.tensors.size(),
@@ -480,7 +480,9 @@ void report(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
       double(std::filesystem::file_size(a.out)) / (1 << 20), secs);
   if (mix) {
     const std::string path = beside(a.out, ".plan.json");
-    mix->save(path);
+    PlanFile saved = *mix;
+    saved.command = command_line();
+    saved.save(path);
     fmt::print("plan -> {} (repeat it with --plan {})\n", path, path);
     print_speed(a.out);
     if (mix->target_bpw && (bits > *mix->target_bpw || bits < 0.99 * *mix->target_bpw)) {

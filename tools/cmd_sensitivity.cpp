@@ -79,7 +79,7 @@ Runner add_sensitivity(CLI::App& app) {
       bar->advance();
     });
     if (bar) bar->finish();
-    s.model = o->in, s.calib = o->calib;
+    s.model = o->in, s.calib = o->calib, s.command = command_line();
     s.save(o->out);
     if (o->json) {
       std::ifstream f(o->out);

@@ -286,12 +286,16 @@ int run_train(TrainArgs a, CLI::App* cmd) {
     last_loss = s.loss;
     if (s.val_loss) last_val = s.val_loss;
     if (log) {
-      json j = {{"step", s.step},
+      static bool first = true;  // the first line records the command
+      json j = {{"lowbit_train_log", 1},
+                {"step", s.step},
+                {"tokens", s.step * a.tc.batch * a.tc.grad_accum * a.tc.ctx},
                 {"loss", s.loss},
                 {"lr", s.lr},
                 {"grad_norm", s.grad_norm},
                 {"tokens_per_second", s.tokens_per_second}};
       if (s.val_loss) j["val_loss"] = *s.val_loss;
+      if (first) j["command"] = command_line(), first = false;
       log << j.dump() << "\n" << std::flush;
     }
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -13,6 +13,10 @@
 
 namespace lowbit::cli {
 
+// The command line as typed ("lowbit compare ..."), recorded by --json outputs so that
+// `lowbit report` can print what produced each chart's data.
+const std::string& command_line();
+
 // Registers a verb; the returned callback runs it (after parsing) and returns the exit code.
 using Runner = std::function<int()>;
 
@@ -61,5 +65,9 @@ Runner add_bench(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_finetune(CLI::App& app);
 Runner add_merge(CLI::App& app);
+Runner add_report(CLI::App& app);
+// lowbit report's page for `inputs` at `out` (cmd_report.cpp); the bytes written.
+uint64_t write_report(const std::vector<std::string>& inputs, const std::string& out,
+                      const std::string& title);
 
 }  // namespace lowbit::cli

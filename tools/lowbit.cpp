@@ -6,7 +6,26 @@
 #include "commands.h"
 #include "lowbit/error.h"
 
+namespace lowbit::cli {
+namespace {
+std::string g_command_line;
+}
+const std::string& command_line() {
+  return g_command_line;
+}
+}  // namespace lowbit::cli
+
 int main(int argc, char** argv) {
+  // The command as typed (arguments with spaces or quotes single-quoted), for --json outputs.
+  for (int i = 0; i < argc; ++i) {
+    std::string a = i == 0 ? "lowbit" : argv[i];
+    if (a.empty() || a.find_first_of(" \t'\"$`\\") != std::string::npos) {
+      std::string q = "'";
+      for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      a = q + "'";
+    }
+    lowbit::cli::g_command_line += (i ? " " : "") + a;
+  }
   CLI::App app{
       "lowbit: make large language models small and fast (quantize, convert, run, "
       "measure)"};
@@ -33,6 +52,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_train);
   add(lowbit::cli::add_finetune);
   add(lowbit::cli::add_merge);
+  add(lowbit::cli::add_report);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -462,6 +462,7 @@ void PlanFile::save(const std::string& path) const {
   Json j;
   j["lowbit_plan"] = 1;
   j["model"] = model, j["method"] = method, j["sensitivity"] = sensitivity;
+  j["command"] = command;
   if (target_bpw) j["target_bits_per_weight"] = *target_bpw;
   j["budget_bytes"] = budget_bytes;
   j["bytes"] = total_bytes(), j["parameters"] = total_params();

@@ -108,6 +108,7 @@ struct PlanEntry {
 
 struct PlanFile {
   std::string model, method, sensitivity;
+  std::string command;  // the command line that planned it (for lowbit report), "" = unknown
   std::optional<double> target_bpw;
   uint64_t budget_bytes = 0;  // 0 = none (a manual mix)
   double estimated_cost = 0, lower_bound = 0;

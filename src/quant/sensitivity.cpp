@@ -567,6 +567,7 @@ double number_or_nan(const Json& j, const char* key) {
 
 void Sensitivity::save(const std::string& path) const {
   Json j = {{"lowbit_sensitivity", 1},
+            {"command", command},
             {"model", model},
             {"calib", calib},
             {"method", method},

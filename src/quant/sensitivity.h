@@ -56,6 +56,7 @@ struct TensorSensitivity {
 
 struct Sensitivity {
   std::string model, calib, method, metric;
+  std::string command;  // the command line that measured it (for lowbit report), "" = unknown
   int64_t chunks = 0, ctx = 0, params = 0;
   std::vector<std::string> formats;  // the candidates asked for
   std::vector<TensorSensitivity> tensors;
