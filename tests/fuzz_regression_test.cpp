@@ -60,5 +60,22 @@ TEST(FuzzRegression, SafetensorsReproducers) {
   EXPECT_GT(n, 0);
 }
 
+// fuzz_hf_quant's inputs: config.json, a NUL byte, model.safetensors.
+TEST(FuzzRegression, HfQuantReproducers) {
+  int n = 0;
+  for (const auto& f : fs::directory_iterator(kCrashes / "hf_quant")) {
+    const fs::path dir = fs::path(::testing::TempDir()) / ("fz_hfq_" + std::to_string(n++));
+    fs::create_directories(dir);
+    std::ifstream in(f.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t nul = bytes.find('\0');
+    ASSERT_NE(nul, std::string::npos) << f.path();
+    write(dir / "config.json", bytes.substr(0, nul));
+    write(dir / "model.safetensors", bytes.substr(nul + 1));
+    expect_clean(dir, f.path().filename().string(), true);
+  }
+  EXPECT_GT(n, 0);
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -463,10 +463,12 @@ struct Reader {
     const int pf = 32 / a.bits;
     const int64_t group = a.strategy == "group" ? a.group : K;
     Layout L{a.bits, !a.symmetric, group, a.strategy != "group"};
-    QuantMatrix Q;
-    Q.resize(N, K, L);
+    // The packed tensor's shape first: it holds the codes, so it bounds N x K by the file's size
+    // before anything is allocated for them.
     expect(pk, {StDtype::kI32}, {N, (K + pf - 1) / pf},
            "out, ceil(in / " + std::to_string(pf) + ")");
+    QuantMatrix Q;
+    Q.resize(N, K, L);
     const StTensor* sc = get(prefix + ".weight_scale", true);
     if (a.strategy == "tensor") {
       expect(sc, {StDtype::kF16, StDtype::kBF16, StDtype::kF32}, {1}, "one scale");
