@@ -289,9 +289,13 @@ Runner add_compare(CLI::App& app) {
                       r.top1});
     }
     if (o->json) {
-      nlohmann::json out = {{"lowbit_compare", 1},       {"command", command_line()},
-                            {"text", o->text_file},      {"ctx", o->eo.ctx},
-                            {"chunks", c.tokens.size()}, {"score_all", o->eo.score_all},
+      nlohmann::json out = {{"lowbit_compare", 1},
+                            {"command", command_line()},
+                            {"model", o->files[0]},
+                            {"text", o->text_file},
+                            {"ctx", o->eo.ctx},
+                            {"chunks", c.tokens.size()},
+                            {"score_all", o->eo.score_all},
                             {"scored_tokens", bp.nll.n}};
       out["rows"].push_back({{"file", o->files[0]},
                              {"bits_per_weight", bbpw},

@@ -190,13 +190,25 @@ json pareto(const std::vector<json>& pts, const char* y) {
   return front;
 }
 
-// compare -> bpw x KLD (log) and bpw x PPL; references beside them.
-void compare_charts(const std::vector<Input>& ins, std::vector<Chart>& out) {
+// The model a compare (or reference) input measured: its "model" key, else the base row's file.
+std::string model_of(const Input& in) {
+  std::string m = str(in.doc, "model");
+  if (m.empty() && in.doc.contains("rows") && in.doc["rows"].is_array() && !in.doc["rows"].empty() &&
+      in.doc["rows"][0].is_object()) {
+    m = str(in.doc["rows"][0], "file");
+  }
+  return fs::path(m).filename().string();
+}
+
+// compare -> bpw x KLD (log) and bpw x PPL, one pair of charts per model; references (rows
+// measured elsewhere) beside the model they name, or beside every model when they name none.
+void compare_group(const std::vector<const Input*>& group, const std::string& model,
+                   std::vector<Chart>& out) {
   std::vector<json> pts;
   std::vector<std::string> commands, sources;
   std::vector<std::vector<std::string>> table;
-  for (const auto& in : ins) {
-    if (in.kind != "lowbit_compare" && in.kind != "lowbit_reference") continue;
+  for (const Input* inp : group) {
+    const Input& in = *inp;
     const bool ref = in.kind == "lowbit_reference";
     const json& rows = in.doc.contains("rows") ? in.doc["rows"] : json::array();
     if (!rows.is_array()) throw Error("rows is not an array", {.file = in.path, .field = "rows"});
@@ -211,22 +223,19 @@ void compare_charts(const std::vector<Input>& ins, std::vector<Chart>& out) {
       const double base_ppl = num(r, "ppl.ppl");
       const std::string name = ref ? str(r, "name") : fs::path(str(r, "file")).filename().string();
       if (!std::isfinite(bpw)) continue;
-      std::string group = ref ? label : str(r, "method", "lowbit");
-      if (!ref && str(r, "kind") == "mix") group += " (mix)";
+      std::string group_name = ref ? label : str(r, "method", "lowbit");
+      if (!ref && str(r, "kind") == "mix") group_name += " (mix)";
       if (!std::isfinite(kld)) {  // the base row
         table.push_back({name, fixed(bpw, 3), fixed(base_ppl, 4), "(base)", "", label});
         continue;
       }
-      json p = {{"name", name},
-                {"bpw", bpw},
-                {"kld", std::max(kld, 1e-6)},
-                {"group", group},
-                {"source", ref ? label : "lowbit"},
+      json p = {{"name", name}, {"bpw", bpw}, {"kld", std::max(kld, 1e-6)},
+                {"group", group_name}, {"source", ref ? label : "lowbit"},
                 {"type", str(r, "type")}};
       if (std::isfinite(ppl)) p["ppl"] = ppl;
       pts.push_back(p);
       table.push_back({name, fixed(bpw, 3), fixed(ppl, 4), fixed(kld, 5),
-                       fixed(num(r, "top1") * 100, 2), group});
+                       fixed(num(r, "top1") * 100, 2), group_name});
     }
   }
   if (pts.empty()) return;
@@ -259,8 +268,9 @@ void compare_charts(const std::vector<Input>& ins, std::vector<Chart>& out) {
                  {"color", {{"field", "group"}, {"type", "nominal"}, {"title", "method"}}},
                  {"shape", {{"field", "source"}, {"type", "nominal"}, {"title", "measured by"}}},
                  {"tooltip", tooltip}}}}})}};
+    if (with.empty()) return;
     Chart c;
-    c.title = std::string("Bits per weight against ") + ytitle;
+    c.title = std::string("Bits per weight against ") + ytitle + (model.empty() ? "" : ": " + model);
     c.note = "One point per file; the dashed line is the Pareto front (no cheaper file is better).";
     c.command = command, c.source = source, c.spec = spec, c.points = int64_t(with.size());
     c.mark = "symbol";
@@ -270,6 +280,29 @@ void compare_charts(const std::vector<Input>& ins, std::vector<Chart>& out) {
   };
   scatter("kld", "KL divergence", true);
   scatter("ppl", "perplexity", true);
+}
+
+void compare_charts(const std::vector<Input>& ins, std::vector<Chart>& out) {
+  std::vector<std::string> models;  // in the inputs' order
+  std::map<std::string, std::vector<const Input*>> groups;
+  for (const auto& in : ins) {
+    if (in.kind != "lowbit_compare") continue;
+    const std::string m = model_of(in);
+    if (!groups.count(m)) models.push_back(m);
+    groups[m].push_back(&in);
+  }
+  for (const auto& in : ins) {
+    if (in.kind != "lowbit_reference") continue;
+    const std::string m = fs::path(str(in.doc, "model")).filename().string();
+    if (!m.empty() && !groups.count(m)) {
+      throw Error("reference rows for a model no compare input measured", {.file = in.path,
+                  .field = "model", .found = m});
+    }
+    for (auto& [name, g] : groups) {
+      if (m.empty() || m == name) g.push_back(&in);
+    }
+  }
+  for (const auto& m : models) compare_group(groups[m], models.size() > 1 ? m : "", out);
 }
 
 // sensitivity -> tensor x format heat map of cost; a plan's choices marked.
