@@ -301,6 +301,9 @@ TEST(HfQuant, AwqAndCompressedTensorsUnpackAndReadBack) {
   }
 }
 
+void set_config(const std::string& dir, const std::function<void(json&)>& edit);
+std::string load_error(const std::string& dir);
+
 // A planned mix: compressed-tensors writes one config group per layout, targets by module name.
 TEST(HfQuant, CompressedTensorsHoldsAMixGptqAndAwqRefuseIt) {
   Model m = tiny_model(Format::parse("int4_g32"), 41);
@@ -316,6 +319,19 @@ TEST(HfQuant, CompressedTensorsHoldsAMixGptqAndAwqRefuseIt) {
   EXPECT_EQ(qc["config_groups"]["group_1"]["targets"],
             json::array({"model.layers.0.mlp.down_proj"}));
   expect_reads_back(m, dir, "");
+  // Targets as llm-compressor writes them by hand: regexes, matched from the start of the name.
+  set_config(dir, [](json& c) {
+    auto& g = c["quantization_config"]["config_groups"];
+    g["group_0"]["targets"] = {"re:.*self_attn\\.",
+                               "re:model\\.layers\\.\\d+\\.mlp\\.(gate|up)_proj"};
+    g["group_1"]["targets"] = {"re:.*down_proj$"};
+  });
+  expect_reads_back(m, dir, "");
+  set_config(dir, [](json& c) {  // "mlp" does not match from the start: down_proj matches nothing
+    c["quantization_config"]["config_groups"]["group_1"]["targets"] = {"re:mlp"};
+  });
+  const std::string e = load_error(dir);
+  EXPECT_NE(e.find("matches no config group"), std::string::npos) << e;
   fs::remove_all(dir);
   for (HfScheme s : {HfScheme::kGptq, HfScheme::kAwq}) {
     const std::string d = out_dir("mix_refused");

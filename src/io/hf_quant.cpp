@@ -11,8 +11,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "io/model_internal.h"
 #include "io/safetensors.h"
@@ -602,27 +605,35 @@ std::vector<std::string> modules_with(const SafetensorsModel& st, std::string_vi
   return out;
 }
 
-// A compressed-tensors target: "Linear" (every linear layer), a module name, or "re:" + regex.
-// Regexes are refused when they nest quantifiers (exponential matching on hostile input).
+// A compressed-tensors target: "Linear" (every linear layer), a module name, or "re:" + a regex
+// matched from the start of the module name (Python's re.match, as compressed-tensors does), by
+// PCRE2 with a match limit, so a hostile pattern costs bounded time.
 bool target_matches(const std::string& target, const std::string& module, const std::string& file) {
   if (target == "Linear") return true;
   if (target.rfind("re:", 0) != 0) return target == module;
   const std::string pattern = target.substr(3);
-  if (pattern.size() > 256 || pattern.find(")*") != std::string::npos ||
-      pattern.find(")+") != std::string::npos || pattern.find("){") != std::string::npos) {
-    throw Error("unsupported target pattern (over 256 characters, or nested repetition)",
-                {.file = file,
-                 .field = "quantization_config.config_groups.targets",
-                 .found = pattern.substr(0, 60)});
-  }
-  try {
-    return std::regex_match(module, std::regex(pattern)) ||
-           std::regex_search(module, std::regex(pattern));
-  } catch (const std::regex_error&) {
-    throw Error("invalid target pattern", {.file = file,
-                                           .field = "quantization_config.config_groups.targets",
-                                           .found = pattern.substr(0, 60)});
-  }
+  const ErrorContext where{.file = file,
+                           .field = "quantization_config.config_groups.targets",
+                           .found = pattern.substr(0, 60)};
+  if (pattern.size() > 256) throw Error("target pattern over 256 characters", where);
+  int err = 0;
+  PCRE2_SIZE at = 0;
+  const std::unique_ptr<pcre2_code, void (*)(pcre2_code*)> code(
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF, &err,
+                    &at, nullptr),
+      pcre2_code_free);
+  if (!code) throw Error("invalid target pattern", where);
+  const std::unique_ptr<pcre2_match_context, void (*)(pcre2_match_context*)> ctx(
+      pcre2_match_context_create(nullptr), pcre2_match_context_free);
+  pcre2_set_match_limit(ctx.get(), 100000);
+  pcre2_set_depth_limit(ctx.get(), 1000);
+  const std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(
+      pcre2_match_data_create_from_pattern(code.get(), nullptr), pcre2_match_data_free);
+  const int rc = pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(module.data()), module.size(),
+                             0, PCRE2_ANCHORED, md.get(), ctx.get());
+  if (rc >= 0) return true;
+  if (rc == PCRE2_ERROR_NOMATCH) return false;
+  throw Error("target pattern could not be matched (too costly or invalid)", where);
 }
 
 }  // namespace
