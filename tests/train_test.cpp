@@ -809,9 +809,23 @@ TEST(TrainCli, QuantizeMethodQatImprovesOnItsGptqStart) {
   ASSERT_EQ(r.rc, 0) << r.out;
   r = test::run_cli(common +
                     " --method qat --qat-steps 20 --qat-lr 1e-3 --qat-batch 4 --qat-ctx 64 -o " +
-                    dir + "/qat.gguf");
+                    dir + "/qat.gguf --qat-log " + dir + "/qat.jsonl");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("qat: 20 steps"), std::string::npos) << r.out;
+  {  // the log: one line per step, as lowbit report reads training logs
+    std::ifstream log(dir + "/qat.jsonl");
+    std::string line;
+    int64_t step = 0;
+    while (std::getline(log, line)) {
+      const auto j = nlohmann::json::parse(line);
+      EXPECT_EQ(j["lowbit_train_log"], 1);
+      EXPECT_EQ(j["step"], ++step);
+      EXPECT_TRUE(std::isfinite(j["loss"].get<double>()));
+      EXPECT_EQ(j["loss_kind"], "kl");
+      EXPECT_EQ(j.contains("command"), step == 1);
+    }
+    EXPECT_EQ(step, 20);
+  }
   auto kld = [&](const std::string& f) {
     const test::CliRun p = test::run_cli(
         "perplexity -m " + f + " --base " + m + " -f " + dir + "/eval.txt -c 128 --json -t 2",

@@ -10,12 +10,14 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "engine/tokenizer.h"
 #include "eval/bench.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
+#include "lowbit/output_file.h"
 #include "lowbit/progress.h"
 #include "lowbit/threads.h"
 #include "quant/calibrate.h"
@@ -48,6 +50,7 @@ struct QuantizeArgs {
   // --method qat
   std::string qat_init = "gptq", qat_loss = "kl";
   int64_t qat_steps = 200, qat_batch = 8, qat_ctx = 128;
+  std::string qat_log;  // JSON lines, one per step (lowbit report draws them)
   double qat_lr = 1e-4;
 };
 
@@ -536,6 +539,9 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   train::Trainer t(m.config, train::rope_inv_freq(m), std::move(init), tc, std::move(data));
   if (a.qat_loss == "kl") t.set_teacher(original);
   t.set_fake_quant(train::fake_quant_formats(m, l, q));
+  std::optional<OutputFile> log;
+  std::string log_text;
+  if (!a.qat_log.empty()) log.emplace(a.qat_log, std::vector<std::string>{a.in, a.calib});
   Progress bar("qat steps", tc.steps);
   std::optional<double> first;
   double last = 0;
@@ -543,7 +549,16 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
     if (!first) first = s.loss;
     last = s.loss;
     bar.advance();
+    if (!log) return;
+    nlohmann::json j = {{"lowbit_train_log", 1}, {"step", s.step},
+                        {"tokens", s.step * tc.batch * tc.ctx}, {"loss", s.loss},
+                        {"loss_kind", a.qat_loss}, {"lr", s.lr},
+                        {"tokens_per_second", s.tokens_per_second}};
+    if (s.step == 1) j["command"] = command_line();
+    const std::string line = j.dump() + "\n";
+    log->write(line.data(), line.size());
   });
+  if (log) log->commit();
   bar.finish();
   fmt::print("qat: {} steps of {} x {} tokens from {} ({} init), {} {:.4f} -> {:.4f}\n", tc.steps,
              tc.batch, tc.ctx, a.calib, a.qat_init, a.qat_loss == "kl" ? "KL" : "loss",
@@ -623,6 +638,8 @@ Runner add_quantize(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--qat-batch", o->qat_batch, "qat: windows per step")->capture_default_str();
   cmd->add_option("--qat-ctx", o->qat_ctx, "qat: tokens per window")->capture_default_str();
+  cmd->add_option("--qat-log", o->qat_log,
+                  "qat: write each step's loss as JSON lines (lowbit report draws the curve)");
   cmd->add_option("--clip-grid", o->clip_grid,
                   "awq: clipping search steps of each block's range (ratio 1 - i/grid; 0 = off)")
       ->capture_default_str()
