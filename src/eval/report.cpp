@@ -451,11 +451,14 @@ void train_charts(const std::vector<Input>& ins, std::vector<Chart>& out) {
                        fixed(num(l, "lr"), 6), fixed(num(l, "tokens_per_second"), 0)});
     }
     if (vals.empty()) continue;
+    // QAT logs say what their loss is (kl: the KL divergence to the original model).
+    const bool kl = !in.lines.empty() && str(in.lines[0], "loss_kind") == "kl";
+    const char* ytitle = kl ? "KL divergence to the original (nats/token)" : "loss (nats/token)";
     json enc = {{"x", {{"field", "step"}, {"type", "quantitative"}, {"title", "step"}}},
                 {"y",
                  {{"field", "loss"},
                   {"type", "quantitative"},
-                  {"title", "loss (nats/token)"},
+                  {"title", ytitle},
                   {"scale", {{"zero", false}}}}},
                 {"color", {{"field", "series"}, {"type", "nominal"}, {"title", nullptr}}}};
     json tooltip = json::array(
