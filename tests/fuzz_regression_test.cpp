@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "lowbit/error.h"
+#include "lowbit/lora.h"
 #include "lowbit/model.h"
 
 // GCC 12's -Wrestrict misfires on std::string concatenation at -O3 (GCC bug 105329); the tiny
@@ -73,6 +74,31 @@ TEST(FuzzRegression, HfQuantReproducers) {
     write(dir / "config.json", bytes.substr(0, nul));
     write(dir / "model.safetensors", bytes.substr(nul + 1));
     expect_clean(dir, f.path().filename().string(), true);
+  }
+  EXPECT_GT(n, 0);
+}
+
+// fuzz_peft's inputs: adapter_config.json, a NUL byte, adapter_model.safetensors, read for the
+// target's stories260K-shaped model.
+TEST(FuzzRegression, PeftReproducers) {
+  ModelConfig c;
+  c.arch = "llama", c.n_layer = 5, c.n_embd = 64, c.n_ff = 172, c.n_head = 8, c.n_head_kv = 4;
+  c.head_dim = 8, c.n_vocab = 512;
+  int n = 0;
+  for (const auto& f : fs::directory_iterator(kCrashes / "peft")) {
+    const fs::path dir = fs::path(::testing::TempDir()) / ("fz_peft_" + std::to_string(n++));
+    fs::create_directories(dir);
+    std::ifstream in(f.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t nul = bytes.find('\0');
+    ASSERT_NE(nul, std::string::npos) << f.path();
+    write(dir / "adapter_config.json", bytes.substr(0, nul));
+    write(dir / "adapter_model.safetensors", bytes.substr(nul + 1));
+    try {
+      read_lora(dir.string(), &c);
+    } catch (const Error& e) {
+      EXPECT_FALSE(std::string(e.what()).empty()) << f.path();
+    }
   }
   EXPECT_GT(n, 0);
 }

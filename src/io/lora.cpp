@@ -107,7 +107,17 @@ LoraAdapter read_peft(const std::filesystem::path& dir, const ModelConfig* model
                 {.file = cfg_path, .field = "r", .found = r.dump()});
   if (!alpha.is_number())
     throw Error("lora_alpha is not a number", {.file = cfg_path, .field = "lora_alpha"});
-  if (j.value("fan_in_fan_out", false))
+  // Optional flags: absent or null = false; anything but a boolean is refused (a json::value
+  // default would throw json's own type_error on, say, a string).
+  auto flag = [&](const char* k) {
+    if (!j.contains(k) || j.at(k).is_null()) return false;
+    if (!j.at(k).is_boolean()) {
+      throw Error("PEFT adapter config value is not a boolean",
+                  {.file = cfg_path, .field = k, .found = j.at(k).dump().substr(0, 40)});
+    }
+    return j.at(k).get<bool>();
+  };
+  if (flag("fan_in_fan_out"))
     throw Error("transposed (fan_in_fan_out) adapters are not supported",
                 {.file = cfg_path, .field = "fan_in_fan_out"});
   LoraAdapter a;
@@ -115,7 +125,7 @@ LoraAdapter read_peft(const std::filesystem::path& dir, const ModelConfig* model
   a.arch = model->arch;
   a.alpha = float(alpha.get<double>());
   // rsLoRA scales by alpha / sqrt(r): the same as alpha sqrt(r) / r.
-  if (j.value("use_rslora", false)) a.alpha *= std::sqrt(float(r.get<int64_t>()));
+  if (flag("use_rslora")) a.alpha *= std::sqrt(float(r.get<int64_t>()));
   const SafetensorsFile st(st_path);
   std::map<std::string, std::pair<const StTensor*, const StTensor*>> ab;
   for (const StTensor& t : st.tensors()) {
