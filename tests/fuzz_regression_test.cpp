@@ -27,6 +27,18 @@ void write(const fs::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary) << bytes;
 }
 
+// A two-file reproducer (fuzz_hf_quant, fuzz_peft): the first file's bytes, a NUL, the second's;
+// written into dir under the two names.
+void write_pair(const fs::path& input, const fs::path& dir, const char* first, const char* second) {
+  std::ifstream in(input, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t nul = bytes.find('\0');
+  ASSERT_NE(nul, std::string::npos) << input;
+  fs::create_directories(dir);
+  write(dir / first, bytes.substr(0, nul));
+  write(dir / second, bytes.substr(nul + 1));
+}
+
 // Loads a model folder; only lowbit::Error may come out.
 void expect_clean(const fs::path& dir, const std::string& what, bool must_reject) {
   try {
@@ -66,13 +78,7 @@ TEST(FuzzRegression, HfQuantReproducers) {
   int n = 0;
   for (const auto& f : fs::directory_iterator(kCrashes / "hf_quant")) {
     const fs::path dir = fs::path(::testing::TempDir()) / ("fz_hfq_" + std::to_string(n++));
-    fs::create_directories(dir);
-    std::ifstream in(f.path(), std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t nul = bytes.find('\0');
-    ASSERT_NE(nul, std::string::npos) << f.path();
-    write(dir / "config.json", bytes.substr(0, nul));
-    write(dir / "model.safetensors", bytes.substr(nul + 1));
+    write_pair(f.path(), dir, "config.json", "model.safetensors");
     expect_clean(dir, f.path().filename().string(), true);
   }
   EXPECT_GT(n, 0);
@@ -87,13 +93,7 @@ TEST(FuzzRegression, PeftReproducers) {
   int n = 0;
   for (const auto& f : fs::directory_iterator(kCrashes / "peft")) {
     const fs::path dir = fs::path(::testing::TempDir()) / ("fz_peft_" + std::to_string(n++));
-    fs::create_directories(dir);
-    std::ifstream in(f.path(), std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t nul = bytes.find('\0');
-    ASSERT_NE(nul, std::string::npos) << f.path();
-    write(dir / "adapter_config.json", bytes.substr(0, nul));
-    write(dir / "adapter_model.safetensors", bytes.substr(nul + 1));
+    write_pair(f.path(), dir, "adapter_config.json", "adapter_model.safetensors");
     try {
       read_lora(dir.string(), &c);
     } catch (const Error& e) {

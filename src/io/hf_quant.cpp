@@ -68,6 +68,17 @@ struct QuantMatrix {
   }
 };
 
+// AWQ (GEMM) packs 8 output columns per 32-bit word: nibble i holds column 8c + kAwqOrder[i].
+constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+// Word c of a row of 4-bit values, value(n) for column n.
+template <typename F>
+uint32_t awq_word(int64_t c, F value) {
+  uint32_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= (uint32_t(value(8 * c + kAwqOrder[i])) & 15u) << (4 * i);
+  return v;
+}
+
 uint16_t rd16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
@@ -398,7 +409,6 @@ struct Reader {
 
   // ---- AWQ (GEMM) ----
   void awq(const std::string& prefix, int64_t group) {
-    static constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
     const StTensor* qw = get(prefix + ".qweight", true);
     if (qw->dtype != StDtype::kI32 || qw->shape.size() != 2 || qw->shape[0] <= 0 ||
         qw->shape[1] <= 0) {
@@ -417,14 +427,15 @@ struct Reader {
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t c = 0; c < N / 8; ++c) {
         const uint32_t v = word(qw, k * (N / 8) + c);
-        for (int i = 0; i < 8; ++i) Q.q[size_t((8 * c + kOrder[i]) * K + k)] = (v >> (4 * i)) & 15;
+        for (int i = 0; i < 8; ++i)
+          Q.q[size_t((8 * c + kAwqOrder[i]) * K + k)] = (v >> (4 * i)) & 15;
       }
     }
     for (int64_t g = 0; g < Q.G; ++g) {
       for (int64_t c = 0; c < N / 8; ++c) {
         const uint32_t v = word(qz, g * (N / 8) + c);
         for (int i = 0; i < 8; ++i)
-          Q.zero[size_t((8 * c + kOrder[i]) * Q.G + g)] = (v >> (4 * i)) & 15;
+          Q.zero[size_t((8 * c + kAwqOrder[i]) * Q.G + g)] = (v >> (4 * i)) & 15;
       }
     }
     std::vector<float> wide;
@@ -1090,44 +1101,38 @@ HfExportResult write_hf_quantized(const Model& m, const std::string& dir,
                  for (int64_t r = 0; r < qshape[0]; ++r) w[size_t(r * N + n)] = col[size_t(r)];
                }
              } else {
-               static constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
                for (int64_t k = 0; k < K; ++k) {
                  for (int64_t cw = 0; cw < N / 8; ++cw) {
-                   uint32_t v = 0;
-                   for (int i = 0; i < 8; ++i)
-                     v |= uint32_t(Q.q[size_t((8 * cw + kOrder[i]) * K + k)]) << (4 * i);
-                   w[size_t(k * (N / 8) + cw)] = v;
+                   w[size_t(k * (N / 8) + cw)] =
+                       awq_word(cw, [&](int64_t n) { return Q.q[size_t(n * K + k)]; });
                  }
                }
              }
              const auto bytes = bytes_of(w);
              f.write(bytes.data(), bytes.size());
            }});
-      tensors.push_back(
-          {module + ".qzeros", StDtype::kI32, zshape, [=, &p](OutputFile& f) {
-             QuantMatrix Q = codes(p);
-             if (gptq && L.asym) lift_zero_zeros(Q);
-             std::vector<uint32_t> w(size_t(zshape[0] * zshape[1]), 0);
-             for (int64_t g = 0; g < G; ++g) {
-               if (gptq) {
-                 std::vector<uint32_t> rowz(size_t(zshape[1]), 0);
-                 or_stream(rowz, N, int(b), [&](int64_t n) {
-                   return uint32_t(Q.zero[size_t(n * G + g)] - 1) & uint32_t(L.qmax());
-                 });
-                 std::copy(rowz.begin(), rowz.end(), w.begin() + g * zshape[1]);
-               } else {
-                 static constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-                 for (int64_t cw = 0; cw < N / 8; ++cw) {
-                   uint32_t v = 0;
-                   for (int i = 0; i < 8; ++i)
-                     v |= uint32_t(Q.zero[size_t((8 * cw + kOrder[i]) * G + g)]) << (4 * i);
-                   w[size_t(g * (N / 8) + cw)] = v;
-                 }
-               }
-             }
-             const auto bytes = bytes_of(w);
-             f.write(bytes.data(), bytes.size());
-           }});
+      tensors.push_back({module + ".qzeros", StDtype::kI32, zshape, [=, &p](OutputFile& f) {
+                           QuantMatrix Q = codes(p);
+                           if (gptq && L.asym) lift_zero_zeros(Q);
+                           std::vector<uint32_t> w(size_t(zshape[0] * zshape[1]), 0);
+                           for (int64_t g = 0; g < G; ++g) {
+                             if (gptq) {
+                               std::vector<uint32_t> rowz(size_t(zshape[1]), 0);
+                               or_stream(rowz, N, int(b), [&](int64_t n) {
+                                 return uint32_t(Q.zero[size_t(n * G + g)] - 1) &
+                                        uint32_t(L.qmax());
+                               });
+                               std::copy(rowz.begin(), rowz.end(), w.begin() + g * zshape[1]);
+                             } else {
+                               for (int64_t cw = 0; cw < N / 8; ++cw) {
+                                 w[size_t(g * (N / 8) + cw)] = awq_word(
+                                     cw, [&](int64_t n) { return Q.zero[size_t(n * G + g)]; });
+                               }
+                             }
+                           }
+                           const auto bytes = bytes_of(w);
+                           f.write(bytes.data(), bytes.size());
+                         }});
       tensors.push_back({module + ".scales", StDtype::kF16, {G, N}, [=, &p](OutputFile& f) {
                            const QuantMatrix Q = codes(p);
                            std::vector<uint16_t> s(size_t(G * N));
