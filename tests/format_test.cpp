@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <ostream>
 #include <set>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "format/fit.h"
 #include "lowbit/error.h"
 #include "lowbit/format.h"
+#include "quant/quantize.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -74,6 +76,8 @@ const Spec kSpecs[] = {
     {"int2_g32_asym", Grid::kAffineIntZero, 0, 3, 32, nullptr},
     {"int6_g32_asym", Grid::kAffineIntZero, 0, 63, 32, nullptr},
     {"int5_g48_asym", Grid::kAffineIntZero, 0, 31, 48, nullptr},
+    {"tern_g64", Grid::kInt, -1, 1, 64, nullptr},
+    {"tern_g48", Grid::kInt, -1, 1, 48, nullptr},
 };
 
 void PrintTo(const Spec& s, std::ostream* os) {
@@ -182,6 +186,33 @@ TEST(FormatRegistry, ParseRejectsWhatIsNotAFormat) {
   EXPECT_FALSE(Format::from_gguf_type(Format::parse("nf4").gguf_type() | 32).has_value());
 }
 
+TEST(FormatRegistry, TernaryFallsBackToTernaryOrToTheGgufChain) {
+  const Format tq2 = Format::parse("tq2_0"), tern = Format::parse("tern_g64");
+  EXPECT_EQ(fallback_for(tq2, 256, FallbackPolicy::kGgml), tq2);
+  EXPECT_EQ(fallback_for(tq2, 64, FallbackPolicy::kLowbit), tern);
+  EXPECT_EQ(fallback_for(Format::parse("tq1_0"), 172, FallbackPolicy::kLowbit), tern);
+  // llama.cpp's files keep GGUF types: past tern_g64 to q4_0 as before, F16 where nothing tiles.
+  EXPECT_EQ(fallback_for(tq2, 64, FallbackPolicy::kGgml), Format::parse("q4_0"));
+  EXPECT_EQ(fallback_for(tq2, 64, FallbackPolicy::kAuto), Format::parse("q4_0"));
+  EXPECT_EQ(fallback_for(tq2, 172, FallbackPolicy::kGgml), Format::parse("f16"));
+  // tern_gN holds int2_gN's bytes with codes 1..3 only: the same decoder gives the same values.
+  const auto x = test::student_t(172, 3);
+  std::vector<uint8_t> q(tern.row_bytes(172));
+  tern.quantize(x.data(), 1, 172, nullptr, q.data());
+  std::vector<float> y(172), y2(172);
+  tern.dequantize(q.data(), 1, 172, y.data());
+  Format::parse("int2_g64").dequantize(q.data(), 1, 172, y2.data());
+  EXPECT_EQ(y, y2);
+  for (int64_t g = 0; g < 3; ++g) {
+    float d;
+    uint16_t h;
+    std::memcpy(&h, q.data() + g * 18, 2);
+    d = fp16_to_f32(h);
+    for (int64_t i = g * 64; i < std::min<int64_t>(172, g * 64 + 64); ++i)
+      EXPECT_TRUE(y[size_t(i)] == 0 || y[size_t(i)] == d || y[size_t(i)] == -d) << i;
+  }
+}
+
 TEST(FormatRegistry, RowBytesTilingAndFallbacks) {
   const Format q40 = Format::parse("q4_0"), q4k = Format::parse("q4_k");
   EXPECT_TRUE(q40.can_tile(64));
@@ -191,7 +222,10 @@ TEST(FormatRegistry, RowBytesTilingAndFallbacks) {
   EXPECT_EQ(q40.resolve_for_row(172), Format::parse("int4_g32"));
   EXPECT_EQ(q4k.resolve_for_row(64), Format::parse("q5_0"));
   EXPECT_EQ(q4k.resolve_for_row(172), Format::parse("int5_g32"));
-  EXPECT_EQ(Format::parse("tq1_0").resolve_for_row(64), q40);
+  // Ternary stays ternary where 256-blocks do not tile: tern_g64 (int2's layout, codes -1..1).
+  EXPECT_EQ(Format::parse("tq1_0").resolve_for_row(64), Format::parse("tern_g64"));
+  EXPECT_EQ(Format::parse("tq2_0").resolve_for_row(172), Format::parse("tern_g64"));
+  EXPECT_EQ(Format::parse("tern_g64").row_bytes(172), 2u * (2 + 16) + (2 + 11));
   // Ragged last group: 172 = 5 * 32 + 12 -> 5 * (2 + 16) + (2 + 6) bytes.
   EXPECT_EQ(Format::parse("int4_g32").row_bytes(172), 5u * 18 + 8);
   EXPECT_EQ(Format::parse("int3_g32_asym").row_bytes(172), 5u * 15 + (3 + 5));

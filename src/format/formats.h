@@ -43,7 +43,8 @@
   X(Int3)                     \
   X(Int3Asym)                 \
   X(Int2)                     \
-  X(Int2Asym)
+  X(Int2Asym)                 \
+  X(Tern)
 
 namespace lowbit {
 

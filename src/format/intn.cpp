@@ -145,6 +145,38 @@ void IntN<B, Asym>::decode(const void* blk, int64_t n, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = float(read_int_code<B>(codes, i) - z) * d;
 }
 
+// ---- tern_gN: int2's layout, codes limited to -1..1 (the fit searches the ternary grid) -----
+
+void Tern::fit(const float* x, const float* w, int64_t n, void* blk) {
+  auto* p = static_cast<uint8_t*>(blk);
+  std::memset(p, 0, block_bytes(n));
+  const float d = fit::fit_symmetric(x, w, n, fit::IntLevels{-1, 1}, fit::Fp16Round{});
+  const uint16_t h = f32_to_fp16(d);
+  std::memcpy(p, &h, 2);
+}
+
+namespace {
+int tern_code(float x, const void* blk) {
+  float d;
+  int z;
+  load_params<2, false>(blk, d, z);
+  return nearest_int(x * inv_or_zero(d), -1, 1) + z;
+}
+}  // namespace
+
+float Tern::round_value(float x, const void* blk, int64_t, int64_t) {
+  float d;
+  int z;
+  load_params<2, false>(blk, d, z);
+  return float(tern_code(x, blk) - z) * d;
+}
+
+void Tern::encode(const float* x, int64_t n, void* blk) {
+  uint8_t* codes = static_cast<uint8_t*>(blk) + kCodeOffset<2, false>;
+  std::memset(codes, 0, (uint64_t(n) * 2 + 7) / 8);
+  for (int64_t i = 0; i < n; ++i) write_code<2>(codes, i, tern_code(x[i], blk));
+}
+
 template struct IntN<8, false>;
 template struct IntN<6, false>;
 template struct IntN<6, true>;

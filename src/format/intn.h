@@ -52,4 +52,17 @@ LOWBIT_INT_FORMAT(Int2Asym, 26, 2, true, "int2_asym", "2-bit, fp16 scale + zero 
 
 #undef LOWBIT_INT_FORMAT
 
+// tern_gN: ternary {-1, 0, +1} x an fp16 scale per group of any length, in int2_gN's layout (codes
+// 1..3 of its symmetric grid, x = scale * (q - 2)): the ternary values of TQ1_0 / TQ2_0 for rows
+// 256-blocks cannot tile (the last group may be ragged), decoded and dotted by int2's kernels.
+// Its fallback is never needed for tiling; it is the GGUF type the ggml policy continues with.
+struct Tern : IntN<2, false> {
+  static constexpr Traits kTraits{
+      "tern", "ternary {-1,0,1}, fp16 scale per group (any row)", lowbit_type(27), 0, false,
+      "q4_0"};
+  static void fit(const float* x, const float* w, int64_t n, void* blk);
+  static float round_value(float x, const void* blk, int64_t n, int64_t i);
+  static void encode(const float* x, int64_t n, void* blk);
+};
+
 }  // namespace lowbit::formats

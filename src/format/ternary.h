@@ -14,16 +14,18 @@
 
 namespace lowbit::formats {
 
-#define LOWBIT_DECLARE_CODEC_T                                                \
-  static uint64_t block_bytes(int64_t) { return sizeof(Block); }               \
-  static void fit(const float* x, const float* w, int64_t n, void* blk);        \
-  static float round_value(float x, const void* blk, int64_t n, int64_t i);     \
-  static void encode(const float* x, int64_t n, void* blk);                     \
+#define LOWBIT_DECLARE_CODEC_T                                              \
+  static uint64_t block_bytes(int64_t) {                                    \
+    return sizeof(Block);                                                   \
+  }                                                                         \
+  static void fit(const float* x, const float* w, int64_t n, void* blk);    \
+  static float round_value(float x, const void* blk, int64_t n, int64_t i); \
+  static void encode(const float* x, int64_t n, void* blk);                 \
   static void decode(const void* blk, int64_t n, float* y)
 
 struct TQ1_0 {
-  static constexpr Traits kTraits{"tq1_0", "ternary {-1,0,1}, 5 trits per byte, fp16 scale/256",
-                                  34, 256, false, "q4_0"};
+  static constexpr Traits kTraits{
+      "tq1_0", "ternary {-1,0,1}, 5 trits per byte, fp16 scale/256", 34, 256, false, "tern_g64"};
   struct Block {
     uint8_t qs[48];
     uint8_t qh[4];
@@ -34,8 +36,8 @@ struct TQ1_0 {
 };
 
 struct TQ2_0 {
-  static constexpr Traits kTraits{"tq2_0", "ternary {-1,0,1}, 2 bits each, fp16 scale per 256",
-                                  35, 256, false, "q4_0"};
+  static constexpr Traits kTraits{
+      "tq2_0", "ternary {-1,0,1}, 2 bits each, fp16 scale per 256", 35, 256, false, "tern_g64"};
   struct Block {
     uint8_t qs[64];
     uint16_t d;
@@ -45,9 +47,9 @@ struct TQ2_0 {
 };
 
 struct BIN1 {
-  static constexpr Traits kTraits{"bin1", "binary sign bits, fp16 scale per 64 (lowbit)",
+  static constexpr Traits kTraits{"bin1",         "binary sign bits, fp16 scale per 64 (lowbit)",
                                   lowbit_type(3), 64,
-                                  false, "int2_g64"};
+                                  false,          "int2_g64"};
   struct Block {
     uint16_t d;
     uint8_t bits[8];

@@ -65,6 +65,7 @@ LOWBIT_INT_ACT(Int3)
 LOWBIT_INT_ACT(Int3Asym)
 LOWBIT_INT_ACT(Int2)
 LOWBIT_INT_ACT(Int2Asym)
+LOWBIT_INT_ACT(Tern)
 #undef LOWBIT_INT_ACT
 template <>
 inline constexpr ActKind kActOf<formats::NF4> = ActKind::kQ8x32;

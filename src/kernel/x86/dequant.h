@@ -213,6 +213,8 @@ template <>
 inline constexpr DequantFn kDequantOf<formats::Int2> = dequant_intn<2, false>;
 template <>
 inline constexpr DequantFn kDequantOf<formats::Int2Asym> = dequant_intn<2, true>;
+template <>
+inline constexpr DequantFn kDequantOf<formats::Tern> = dequant_intn<2, false>;
 
 }  // namespace
 }  // namespace lowbit::kernel
