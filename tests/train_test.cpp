@@ -415,6 +415,64 @@ TEST(TrainModel, GradientsMatchFiniteDifferences) {
   }
 }
 
+// BitNet's activation fake quantization (--qat-act-bits), written out by hand: per row, d = absmax
+// / (2^(b-1) - 1), round half to even.
+TEST(TrainOps, ActFakeQuantRoundsEachRowOnItsOwnGrid) {
+  const std::vector<double> x = {0.5, -1.0, 0.25, 0.1, 0, 0, 0, 0, 2.0, -0.75, 1.0, 0.5};
+  std::vector<double> y(x.size());
+  act_fake_quant(x.data(), 3, 4, 8, y.data());
+  // Row 0: absmax 1, grid 1/127: 63.5 -> 64 (even), -127, 31.75 -> 32, 12.7 -> 13.
+  const std::vector<double> want0 = {64.0 / 127, -1.0, 32.0 / 127, 13.0 / 127};
+  for (size_t i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(y[i], want0[i]) << i;
+  for (size_t i = 4; i < 8; ++i) EXPECT_EQ(y[i], 0.0) << i;  // a row of zeros stays zero
+  // Row 2 at 2 bits: the grid is {-2, 0, 2}: 2 -> 2, -0.75 -> 0, 1.0 -> 2 * round(0.5) = 0.
+  act_fake_quant(x.data() + 8, 1, 4, 2, y.data() + 8);
+  const std::vector<double> want2 = {2.0, 0.0, 0.0, 0.0};
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(y[8 + i], want2[i]) << i;
+}
+
+// With activation fake quantization the model still computes a loss close to the plain one, and
+// the weight gradients downstream of the last quantized input (the last layer's ffn_down, whose
+// input is quantized, and the final norm and head) match finite differences: the loss is smooth
+// in them, and their gradient must use the quantized input the forward used.
+TEST(TrainModel, ActivationFakeQuantizationGradients) {
+  const ModelConfig c = tiny_config(false, false, false);
+  Transformer<double> plain(c, rope_inv_freq(c)), model(c, rope_inv_freq(c));
+  model.set_act_bits(8);
+  const ParamLayout& l = model.layout();
+  std::vector<double> w = randn(size_t(l.total), 64, 0.5);
+  for (const ParamInfo& p : l.params) {
+    if (p.shape.size() == 1) std::fill_n(w.begin() + p.offset, p.size, 1.0);
+  }
+  const int64_t S = 2, L = 5;
+  std::vector<int32_t> tok(size_t(S * L)), tgt(size_t(S * L));
+  for (size_t i = 0; i < tok.size(); ++i)
+    tok[i] = int32_t((i * 7 + 3) % 13), tgt[i] = int32_t((i * 5 + 1) % 13);
+  const double l0 = plain.loss(w.data(), tok.data(), tgt.data(), S, L);
+  const double l8 = model.loss(w.data(), tok.data(), tgt.data(), S, L);
+  EXPECT_NE(l0, l8);
+  EXPECT_NEAR(l8, l0, 0.02 * l0);
+  std::vector<double> grad(w.size(), 0.0), grad0(w.size(), 0.0);
+  model.loss_and_grad(w.data(), tok.data(), tgt.data(), S, L, grad.data(), 1.0);
+  plain.loss_and_grad(w.data(), tok.data(), tgt.data(), S, L, grad0.data(), 1.0);
+  std::vector<size_t> at;
+  for (const char* name : {"blk.1.ffn_down.weight", "output_norm.weight", "output.weight"}) {
+    const ParamInfo* p = l.find(name);
+    ASSERT_NE(p, nullptr) << name;
+    for (int64_t i = 0; i < p->size; i += 3) at.push_back(size_t(p->offset + i));
+  }
+  check_grad(
+      "act8", w, grad, [&] { return model.loss(w.data(), tok.data(), tgt.data(), S, L); }, at);
+  // Upstream, the input's gradient passes straight through: finite (and not the plain model's).
+  const ParamInfo* q0 = l.find("blk.0.attn_q.weight");
+  double diff = 0;
+  for (int64_t i = 0; i < q0->size; ++i) {
+    ASSERT_TRUE(std::isfinite(grad[size_t(q0->offset + i)]));
+    diff += std::abs(grad[size_t(q0->offset + i)] - grad0[size_t(q0->offset + i)]);
+  }
+  EXPECT_GT(diff, 0);
+}
+
 // The QAT tests' model: 2 layers of width 32 (rows of whole 32-blocks), random weights with norms
 // at 1, a periodic token stream, plain SGD at a constant rate; fake quantization to int2_g32 (the
 // fit clips often at 2 bits) for every matrix but the embedding.
@@ -570,6 +628,72 @@ TEST(TrainQat, TheWrittenFileHoldsTheTrainedRoundTrips) {
   EXPECT_EQ(weights_of(back, l), fwd);
   std::remove(path.c_str());
   std::remove(out.c_str());
+}
+
+// LLM-QAT's data-free text: sequences the model writes itself. Deterministic per seed, every
+// sequence opening on a normal token, and text the model finds likely: its mean cross-entropy
+// under the model (each sequence's uniformly drawn first token counted too) far below a uniform
+// draw's log V and below the same tokens shuffled.
+TEST(TrainQat, GeneratesItsOwnTrainingText) {
+  const std::string mp = test::fixture("models/stories260K/stories260K.gguf");
+  LOWBIT_REQUIRE_FIXTURE(mp);
+  const Model m = Model::load(mp);
+  const int64_t L = 48, n = 8 * L;
+  const std::vector<int32_t> a = generate_qat_data(m, n - 5, L, 5),
+                             b = generate_qat_data(m, n, L, 5);
+  EXPECT_EQ(a, b);  // rounded up to whole sequences, the same seed: the same tokens
+  ASSERT_EQ(int64_t(a.size()), n);
+  EXPECT_NE(generate_qat_data(m, L, L, 6), std::vector<int32_t>(a.begin(), a.begin() + L));
+  for (int64_t s = 0; s < n / L; ++s) {
+    EXPECT_EQ(m.tokenizer.token_types[size_t(a[size_t(s * L)])], int32_t(TokenType::kNormal));
+  }
+  for (const int32_t t : a) ASSERT_TRUE(t >= 0 && t < m.config.n_vocab) << t;
+  const ParamLayout l = ParamLayout::of(m.config);
+  const std::vector<float> w = weights_of(m, l);
+  Transformer<float> model(m.config, rope_inv_freq(m));
+  auto mean_ce = [&](const std::vector<int32_t>& ids) {
+    std::vector<int32_t> in, tgt;  // BOS then the sequence, predicting the sequence
+    for (int64_t s = 0; s < n / L; ++s) {
+      in.push_back(int32_t(*m.tokenizer.bos_id));
+      for (int64_t i = 0; i < L - 1; ++i) in.push_back(ids[size_t(s * L + i)]);
+      for (int64_t i = 0; i < L; ++i) tgt.push_back(ids[size_t(s * L + i)]);
+    }
+    const int64_t S = n / L;
+    return model.loss(w.data(), in.data(), tgt.data(), S, L) / double(S * L);
+  };
+  std::vector<int32_t> shuffled = a;
+  std::mt19937_64 rng(3);
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  const double own = mean_ce(a), mixed = mean_ce(shuffled);
+  EXPECT_LT(own, 0.5 * std::log(double(m.config.n_vocab))) << own;
+  EXPECT_LT(own, 0.6 * mixed) << own << " vs " << mixed;
+}
+
+// --qat-data generate with no --calib (data-free: the generated text also calibrates the GPTQ
+// start) and --qat-act-bits 8: a loadable file of the planned format, the text file gone.
+TEST(TrainCli, QatOnItsOwnTextWithEightBitActivations) {
+  const std::string m = test::fixture("models/stories260K/stories260K.gguf");
+  LOWBIT_REQUIRE_FIXTURE(m);
+  const std::string dir = test::tmp_path("train", "qatgen");
+  std::filesystem::create_directories(dir);
+  const std::string common = "quantize -m " + m +
+                             " --type int4_g32 --method qat --qat-data generate"
+                             " --qat-gen-tokens 512 --qat-steps 3 --qat-batch 2 --qat-ctx 32 -t 2";
+  test::CliRun r = test::run_cli(common + " --qat-act-bits 8 -o " + dir + "/q.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("16 sequences of 32 tokens written by the original model"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("from the model's own text (gptq init)"), std::string::npos) << r.out;
+  EXPECT_EQ(Model::load(dir + "/q.gguf").find("blk.0.attn_q.weight")->format,
+            Format::parse("int4_g32"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/q.gguf.qat-text.txt"));
+  r = test::run_cli(common + " --qat-act-bits 1 -o " + dir + "/x.gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("--qat-act-bits"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.gguf"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.gguf.qat-text.txt"));
+  std::filesystem::remove_all(dir);
 }
 
 // AdamW against the update written out per element in double, with the decay mask: two steps

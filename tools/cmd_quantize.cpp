@@ -52,6 +52,10 @@ struct QuantizeArgs {
   int64_t qat_steps = 200, qat_batch = 8, qat_ctx = 128;
   std::string qat_log;  // JSON lines, one per step (lowbit report draws them)
   double qat_lr = 1e-4;
+  std::string qat_data = "calib";  // or "generate": text the original model writes (LLM-QAT)
+  int64_t qat_gen_tokens = 0;      // generate: tokens written (0: steps x batch x ctx, <= 2^17)
+  int qat_act_bits = 0;            // 8: BitNet's per-token activation fake quantization
+  std::string qat_text;            // the text QAT trains on (--calib, or the generated file)
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
@@ -517,11 +521,6 @@ void add_calib_size_options(CLI::App* cmd, QuantizeArgs& o) {
 // weights).
 std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
                                 const MethodOptions& mo, const std::optional<Chunks>& calib) {
-  if (a.calib.empty())
-    throw Error("QAT trains on text", {.field = "--calib", .expected = "a text file"});
-  if (a.qat_loss != "kl" && a.qat_loss != "ce")
-    throw Error("unknown QAT loss",
-                {.field = "--qat-loss", .expected = "kl or ce", .found = a.qat_loss});
   const train::ParamLayout l = train::ParamLayout::of(m.config);
   const std::vector<float> original = train::weights_of(m, l);
   std::vector<float> init = original;
@@ -534,14 +533,16 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   train::TrainConfig tc;
   tc.steps = a.qat_steps, tc.batch = a.qat_batch, tc.ctx = a.qat_ctx, tc.lr = a.qat_lr;
   tc.seed = 1;
-  train::TrainData data = train::make_train_data(
-      Tokenizer(m.tokenizer), {{a.calib, read_text(a.calib, "--calib")}}, std::nullopt, 0, tc.ctx);
+  train::TrainData data = train::make_train_data(Tokenizer(m.tokenizer),
+                                                 {{a.qat_text, read_text(a.qat_text, "--calib")}},
+                                                 std::nullopt, 0, tc.ctx);
   train::Trainer t(m.config, train::rope_inv_freq(m), std::move(init), tc, std::move(data));
   if (a.qat_loss == "kl") t.set_teacher(original);
   t.set_fake_quant(train::fake_quant_formats(m, l, q));
+  t.set_act_bits(a.qat_act_bits);
   std::optional<OutputFile> log;
   std::string log_text;
-  if (!a.qat_log.empty()) log.emplace(a.qat_log, std::vector<std::string>{a.in, a.calib});
+  if (!a.qat_log.empty()) log.emplace(a.qat_log, std::vector<std::string>{a.in, a.qat_text});
   Progress bar("qat steps", tc.steps);
   std::optional<double> first;
   double last = 0;
@@ -550,9 +551,12 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
     last = s.loss;
     bar.advance();
     if (!log) return;
-    nlohmann::json j = {{"lowbit_train_log", 1}, {"step", s.step},
-                        {"tokens", s.step * tc.batch * tc.ctx}, {"loss", s.loss},
-                        {"loss_kind", a.qat_loss}, {"lr", s.lr},
+    nlohmann::json j = {{"lowbit_train_log", 1},
+                        {"step", s.step},
+                        {"tokens", s.step * tc.batch * tc.ctx},
+                        {"loss", s.loss},
+                        {"loss_kind", a.qat_loss},
+                        {"lr", s.lr},
                         {"tokens_per_second", s.tokens_per_second}};
     if (s.step == 1) j["command"] = command_line();
     const std::string line = j.dump() + "\n";
@@ -561,13 +565,60 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   if (log) log->commit();
   bar.finish();
   fmt::print("qat: {} steps of {} x {} tokens from {} ({} init), {} {:.4f} -> {:.4f}\n", tc.steps,
-             tc.batch, tc.ctx, a.calib, a.qat_init, a.qat_loss == "kl" ? "KL" : "loss",
-             first.value_or(0), last);
+             tc.batch, tc.ctx, a.qat_data == "generate" ? "the model's own text" : a.calib,
+             a.qat_init, a.qat_loss == "kl" ? "KL" : "loss", first.value_or(0), last);
   return quantize_model(train::with_weights(m, l, t.weights()), a.out, q);
 }
 
-int run_quantize(const QuantizeArgs& a) {
+// --method qat's text: --calib, or with --qat-data generate text the original model writes
+// (src/train/qat.h generate_qat_data), decoded one sequence per line into a file beside the
+// output (removed at the end; it is also the calibration text of --qat-init when there is no
+// --calib). Returns that file's path, or "".
+std::string prepare_qat_text(const Model& m, QuantizeArgs& a) {
+  if (a.qat_loss != "kl" && a.qat_loss != "ce")
+    throw Error("unknown QAT loss",
+                {.field = "--qat-loss", .expected = "kl or ce", .found = a.qat_loss});
+  if (a.qat_data != "calib" && a.qat_data != "generate")
+    throw Error("unknown QAT data",
+                {.field = "--qat-data", .expected = "calib or generate", .found = a.qat_data});
+  if (a.qat_data == "calib") {
+    if (a.calib.empty())
+      throw Error("QAT trains on text",
+                  {.field = "--calib", .expected = "a text file (or --qat-data generate)"});
+    a.qat_text = a.calib;
+    return "";
+  }
+  const int64_t n = a.qat_gen_tokens > 0 ? a.qat_gen_tokens
+                                         : std::min<int64_t>(a.qat_steps * a.qat_batch * a.qat_ctx,
+                                                             int64_t(1) << 17);
+  Progress bar("qat text", (n + a.qat_ctx - 1) / a.qat_ctx);
+  const std::vector<int32_t> ids = train::generate_qat_data(
+      m, n, a.qat_ctx, /*seed=*/1, /*greedy=*/3, [&](int64_t, int64_t) { bar.advance(); });
+  bar.finish();
+  const Tokenizer tok(m.tokenizer);
+  std::string text;
+  for (size_t i = 0; i < ids.size(); i += size_t(a.qat_ctx)) {
+    const std::vector<int32_t> seq(
+        ids.begin() + int64_t(i),
+        ids.begin() + int64_t(std::min(ids.size(), i + size_t(a.qat_ctx))));
+    std::string line = tok.decode(seq);
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    text += line + "\n";
+  }
+  const std::string path = a.out + ".qat-text.txt";
+  OutputFile f(path, {a.in});
+  f.write(text.data(), text.size());
+  f.commit();
+  fmt::print("qat text: {} sequences of {} tokens written by the original model\n",
+             (int64_t(ids.size()) + a.qat_ctx - 1) / a.qat_ctx, a.qat_ctx);
+  a.qat_text = path;
+  if (a.calib.empty()) a.calib = path;
+  return path;
+}
+
+int run_quantize(const QuantizeArgs& args) {
   const auto t0 = std::chrono::steady_clock::now();
+  QuantizeArgs a = args;
   if (a.threads > 0) set_threads(a.threads);
   QuantizeOptions q;
   if (!a.emb_type.empty()) q.token_embedding_type = Format::parse(a.emb_type);
@@ -580,6 +631,15 @@ int run_quantize(const QuantizeArgs& a) {
   MethodOptions mo{.method = parse_method(qat ? a.qat_init : a.method)};
   mo.gptq.act_order = a.act_order, mo.gptq.damp = a.damp, mo.sq_alpha = a.sq_alpha;
   mo.clip.grid = a.clip_grid, mo.clip.max_shrink = a.clip_shrink, mo.clip_qk = a.clip_qk;
+  std::string qat_file;
+  if (qat) qat_file = prepare_qat_text(m, a);
+  struct Remove {
+    std::string p;
+    ~Remove() {
+      std::error_code ec;
+      if (!p.empty()) std::filesystem::remove(p, ec);
+    }
+  } remove_qat_file{qat_file};
   std::optional<PlanFile> mix = choose_mix(m, a, mo.method, q);
   q.type = base_type(m, a, q);
   if (mix) {
@@ -640,6 +700,20 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--qat-ctx", o->qat_ctx, "qat: tokens per window")->capture_default_str();
   cmd->add_option("--qat-log", o->qat_log,
                   "qat: write each step's loss as JSON lines (lowbit report draws the curve)");
+  cmd->add_option("--qat-data", o->qat_data,
+                  "qat: calib (train on --calib) or generate (on text the original model "
+                  "writes itself, LLM-QAT's data-free recipe; also --qat-init's calibration "
+                  "when there is no --calib)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"calib", "generate"}));
+  cmd->add_option("--qat-gen-tokens", o->qat_gen_tokens,
+                  "qat, generate: tokens to write (default: steps x batch x ctx, at most 131072)")
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 30));
+  cmd->add_option("--qat-act-bits", o->qat_act_bits,
+                  "qat: fake-quantize every linear layer's input per token to this many bits "
+                  "(8: as BitNet b1.58 trains; 0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 16));
   cmd->add_option("--clip-grid", o->clip_grid,
                   "awq: clipping search steps of each block's range (ratio 1 - i/grid; 0 = off)")
       ->capture_default_str()

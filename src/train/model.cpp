@@ -324,9 +324,18 @@ uint64_t Transformer<T>::drop_key(int64_t l, int t) const {
 }
 
 template <typename T>
+const T* Transformer<T>::act_input(const T* x, int64_t B, int64_t K) {
+  if (act_bits_ <= 0) return x;
+  act_q_.resize(size_t(B * K));
+  act_fake_quant(x, B, K, act_bits_, act_q_.data());
+  return act_q_.data();
+}
+
+template <typename T>
 void Transformer<T>::lin_forward(const T* w, int64_t l, int t, const T* x, int64_t K, int64_t N,
                                  T* y, LayerActs& a) {
   const int64_t B = S_ * L_;
+  x = act_input(x, B, K);
   const std::string name = lora_base_name(l, t);
   const std::string bias = name.substr(0, name.size() - 7) + ".bias";
   linear_forward(x, W(w, name), V(w, bias), B, K, N, y);
@@ -347,6 +356,7 @@ template <typename T>
 void Transformer<T>::lin_backward(const T* w, T* grad, int64_t l, int t, const T* dy, const T* x,
                                   int64_t K, int64_t N, T* dx, const LayerActs& a) {
   const int64_t B = S_ * L_;
+  x = act_input(x, B, K);  // the forward's input again; dx passes straight through
   const std::string name = lora_base_name(l, t);
   const std::string bias = name.substr(0, name.size() - 7) + ".bias";
   linear_backward(dy, x, W(w, name), B, K, N, dx, p(grad, name), p(grad, bias));

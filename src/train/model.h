@@ -114,6 +114,10 @@ class Transformer {
   // LoRA dropout's masks are drawn from this key (with layer, target and element): the same key,
   // the same masks (the backward redraws the forward's instead of keeping them).
   void set_dropout_key(uint64_t key) { drop_key_ = key; }
+  // Activation fake quantization (0: off): the input of every linear layer (q, k, v, o, gate, up,
+  // down; not the output head) is used as ops.h act_fake_quant(x, bits) per token, in the forward
+  // and in its weight gradient; the input's gradient passes straight through.
+  void set_act_bits(int bits) { act_bits_ = bits; }
 
   // The summed cross-entropy of predicting targets (S, L) from tokens (S, L), weights w
   // (layout().total values). soft (optional, (S L, V)): target distributions instead (a teacher's
@@ -175,6 +179,9 @@ class Transformer {
   std::vector<T> lean_xn_, lean_act_, lean_r_;  // lean: a norm's output, the SwiGLU product
   void choose_lean(int64_t L);
   std::vector<T> drop_x_, drop_dx_;  // LoRA dropout's masked input and its gradient (B, K)
+  int act_bits_ = 0;
+  std::vector<T> act_q_;  // a linear layer's fake-quantized input (B, K)
+  const T* act_input(const T* x, int64_t B, int64_t K);  // x, or its fake quantization
   int64_t S_ = 0, L_ = 0;
   std::vector<int32_t> tokens_, pos_;
   std::vector<LayerActs> acts_;

@@ -284,6 +284,25 @@ void dropout(const T* x, int64_t n, double p, uint64_t key, T* out, bool accumul
 }
 
 template <typename T>
+void act_fake_quant(const T* x, int64_t rows, int64_t K, int bits, T* out) {
+  const T qmax = T((1 << (bits - 1)) - 1);
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * K;
+      T* o = out + r * K;
+      T amax = 0;
+      for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::abs(xr[i]));
+      if (!(amax > 0)) {
+        std::fill(o, o + K, T(0));
+        continue;
+      }
+      const T d = amax / qmax, id = qmax / amax;
+      for (int64_t i = 0; i < K; ++i) o[i] = std::nearbyint(xr[i] * id) * d;
+    }
+  });
+}
+
+template <typename T>
 void rope_forward(T* v, const int32_t* pos, int64_t B, int64_t heads, int64_t D,
                   const std::vector<double>& inv_freq, bool neox) {
   rotate(v, pos, B, heads, D, inv_freq, neox, 1);
@@ -559,6 +578,7 @@ double cross_entropy(const T* h, MatrixOf<T> W, const int32_t* targets, int64_t 
   template void lora_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,        \
                                  int64_t, int64_t, int64_t, T, T*, T*, T*);                        \
   template void dropout<T>(const T*, int64_t, double, uint64_t, T*, bool);                         \
+  template void act_fake_quant<T>(const T*, int64_t, int64_t, int, T*);                            \
   template void rope_forward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                     \
                                 const std::vector<double>&, bool);                                 \
   template void rope_backward<T>(T*, const int32_t*, int64_t, int64_t, int64_t,                    \

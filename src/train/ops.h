@@ -92,6 +92,12 @@ void lora_backward(const T* dy, const T* x, const T* A, const T* Bm, const T* u,
 // forward's mask (its gradient is the same map applied to dout). accumulate: out += instead of =.
 template <typename T>
 void dropout(const T* x, int64_t n, double p, uint64_t key, T* out, bool accumulate);
+// Activation fake quantization (BitNet b1.58's, for --qat-act-bits): each row of K values is
+// rounded to a symmetric grid of `bits` bits scaled by its absolute maximum, out = d · round(x /
+// d) with d = absmax / (2^(bits-1) - 1) (round half to even; a row of zeros stays zero). The
+// backward is the identity (straight-through: absmax scaling clips nothing).
+template <typename T>
+void act_fake_quant(const T* x, int64_t rows, int64_t K, int bits, T* out);
 
 // RoPE in place on v (B, heads, D): token b at position pos[b] rotates its pairs by pos *
 // inv_freq[i] (inv_freq: D/2). GGUF's llama layout rotates pairs (2i, 2i+1); neox pairs (i, i +

@@ -4,6 +4,7 @@
 // the forward's round trips writes the file, so what was trained is what ships.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -23,5 +24,15 @@ std::vector<std::optional<Format>> fake_quant_formats(const Model& m, const Para
 // m with the tensors of l replaced by F32 views of w (which must outlive the result):
 // quantize_model(trained, path, o) then writes exactly the round trips the training used.
 Model with_weights(const Model& m, const ParamLayout& l, const std::vector<float>& w);
+
+// LLM-QAT's data-free training text (Liu et al., 2023): sequences the original model m writes
+// itself, `length` tokens each, `tokens` in all (rounded up to whole sequences), concatenated
+// (no BOS inside: TrainData's convention). Each sequence starts after BOS (when the model has
+// one) with a token drawn uniformly from the normal tokens of the vocabulary, continues with
+// `greedy` argmax tokens, then samples the model's full distribution (temperature 1). The same
+// model, sizes and seed give the same tokens. on_sequence(done, total) after each.
+std::vector<int32_t> generate_qat_data(
+    const Model& m, int64_t tokens, int64_t length, uint64_t seed, int64_t greedy = 3,
+    const std::function<void(int64_t, int64_t)>& on_sequence = nullptr);
 
 }  // namespace lowbit::train

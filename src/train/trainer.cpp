@@ -314,6 +314,16 @@ void Trainer::set_fake_quant(std::vector<std::optional<Format>> formats) {
   if (!any) fake_.clear();
 }
 
+void Trainer::set_act_bits(int bits) {
+  if (bits != 0 && (bits < 2 || bits > 16)) {
+    throw Error(
+        "activation bits out of range",
+        {.field = "--qat-act-bits", .expected = "0 (off) or 2..16", .found = std::to_string(bits)});
+  }
+  model_.set_act_bits(bits);
+  for (auto& e : extra_) e.set_act_bits(bits);
+}
+
 const float* Trainer::refresh_fake() {
   wq_ = w_;
   const std::vector<ParamInfo>& ps = layout().params;

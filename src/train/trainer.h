@@ -83,6 +83,9 @@ class Trainer {
   // to the F32 master weights, zero for a weight outside the range its block's decoded values
   // span (clipped by the block's fit). Indexed like layout().params; nullopt: used as is.
   void set_fake_quant(std::vector<std::optional<Format>> formats);
+  // Activation fake quantization of every linear layer's input (Transformer::set_act_bits; 0 off,
+  // else 2..16 bits): BitNet's 8-bit per-token activations, --qat-act-bits.
+  void set_act_bits(int bits);
   // Distillation: the loss becomes KL(teacher || model) per token (nats; LLM-QAT's and lowbit
   // QAT's objective), the teacher the same architecture with weights `teacher` (layout()'s; full
   // training only), its probabilities computed per micro-batch and dropped after it.
