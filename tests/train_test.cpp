@@ -696,6 +696,40 @@ TEST(TrainCli, QatOnItsOwnTextWithEightBitActivations) {
   std::filesystem::remove_all(dir);
 }
 
+// QAT checkpoints: a run stopped after 3 steps and resumed gives the very file of a straight run;
+// resuming with another run's flags is refused naming the flag, and writes nothing.
+TEST(TrainCli, QatCheckpointsResumeBitIdentical) {
+  const std::string m = test::fixture("models/stories260K/stories260K.gguf");
+  const std::string stories = test::fixture("text/tinystories-valid-head.txt");
+  LOWBIT_REQUIRE_FIXTURE(m);
+  LOWBIT_REQUIRE_FIXTURE(stories);
+  const std::string dir = test::tmp_path("train", "qatckpt");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/calib.txt") << test::slurp(stories).substr(0, 20000);
+  const std::string common = "quantize -m " + m +
+                             " --type int3_g32 --method qat --qat-init rtn --calib " + dir +
+                             "/calib.txt --qat-steps 6 --qat-batch 2 --qat-ctx 32 -t 2";
+  test::CliRun r = test::run_cli(common + " -o " + dir + "/straight.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = test::run_cli(common + " --qat-checkpoint " + dir + "/ck --qat-stop-after 3 -o " + dir +
+                    "/resumed.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("stopped at step 3 of 6"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/resumed.gguf"));
+  r = test::run_cli(common + " --qat-lr 1e-2 --qat-resume " + dir + "/ck -o " + dir + "/x.gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("qat.lr"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.gguf"));
+  r = test::run_cli(common + " --qat-resume " + dir + "/ck -o " + dir + "/resumed.gguf");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed at step 3 of 6"), std::string::npos) << r.out;
+  EXPECT_EQ(test::slurp(dir + "/resumed.gguf"), test::slurp(dir + "/straight.gguf"));
+  r = test::run_cli(common + " --qat-stop-after 2 -o " + dir + "/x.gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("--qat-checkpoint"), std::string::npos) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
 // AdamW against the update written out per element in double, with the decay mask: two steps
 // (the second uses the first's moments and bias correction t = 2).
 TEST(TrainOptimizer, AdamWMatchesItsDefinition) {

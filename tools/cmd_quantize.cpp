@@ -56,6 +56,8 @@ struct QuantizeArgs {
   int64_t qat_gen_tokens = 0;      // generate: tokens written (0: steps x batch x ctx, <= 2^17)
   int qat_act_bits = 0;            // 8: BitNet's per-token activation fake quantization
   std::string qat_text;            // the text QAT trains on (--calib, or the generated file)
+  std::string qat_checkpoint, qat_resume;  // checkpoint directories (written / continued)
+  int64_t qat_save_every = 0, qat_stop_after = 0;
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
@@ -522,9 +524,36 @@ void add_calib_size_options(CLI::App* cmd, QuantizeArgs& o) {
 std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const QuantizeOptions& q,
                                 const MethodOptions& mo, const std::optional<Chunks>& calib) {
   const train::ParamLayout l = train::ParamLayout::of(m.config);
-  const std::vector<float> original = train::weights_of(m, l);
+  const std::vector<std::optional<Format>> fake = train::fake_quant_formats(m, l, q);
+  // What a checkpoint must share with this run to continue it (besides the model's tensors,
+  // which load_checkpoint checks).
+  nlohmann::json run = {{"model", a.in},        {"loss", a.qat_loss},
+                        {"data", a.qat_data},   {"act_bits", a.qat_act_bits},
+                        {"steps", a.qat_steps}, {"batch", a.qat_batch},
+                        {"ctx", a.qat_ctx},     {"lr", a.qat_lr},
+                        {"init", a.qat_init}};
+  for (const auto& f : fake) run["formats"].push_back(f ? f->name() : "");
+  const std::string ckpt_dir = a.qat_checkpoint.empty() ? a.qat_resume : a.qat_checkpoint;
+  const std::string ckpt = ckpt_dir.empty() ? "" : ckpt_dir + "/checkpoint.lbt";
+  if (!a.qat_resume.empty()) {
+    const nlohmann::json had = nlohmann::json::parse(
+        train::read_checkpoint_info(a.qat_resume + "/checkpoint.lbt").extra_json);
+    for (const auto& [key, value] : run.items()) {
+      if (had.value("qat", nlohmann::json::object()).value(key, nlohmann::json()) != value) {
+        throw Error("the checkpoint is of another QAT run: give the command that started it",
+                    {.file = a.qat_resume + "/checkpoint.lbt",
+                     .field = "qat." + key,
+                     .expected = value.dump().substr(0, 200),
+                     .found = had.value("qat", nlohmann::json::object())
+                                  .value(key, nlohmann::json())
+                                  .dump()
+                                  .substr(0, 200)});
+      }
+    }
+  }
+  std::vector<float> original = train::weights_of(m, l);
   std::vector<float> init = original;
-  if (mo.method != Method::kRtn) {  // start from the post-training method's file
+  if (a.qat_resume.empty() && mo.method != Method::kRtn) {  // start from the method's file
     const std::string tmp = a.out + ".qat-init.gguf";
     quantize_with_method(m, tmp, q, mo, calib ? &*calib : nullptr);
     init = train::weights_of(Model::load(tmp), l);
@@ -537,19 +566,28 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
                                                  {{a.qat_text, read_text(a.qat_text, "--calib")}},
                                                  std::nullopt, 0, tc.ctx);
   train::Trainer t(m.config, train::rope_inv_freq(m), std::move(init), tc, std::move(data));
-  if (a.qat_loss == "kl") t.set_teacher(original);
-  t.set_fake_quant(train::fake_quant_formats(m, l, q));
+  if (a.qat_loss == "kl") t.set_teacher(std::move(original));  // no second copy
+  t.set_fake_quant(fake);
   t.set_act_bits(a.qat_act_bits);
+  if (!a.qat_resume.empty()) {
+    t.load_checkpoint(ckpt);
+    fmt::print("qat: resumed at step {} of {} from {}\n", t.steps_done(), tc.steps, ckpt);
+  }
+  const std::string extra = nlohmann::json{{"qat", run}}.dump();
+  if (!ckpt_dir.empty()) std::filesystem::create_directories(ckpt_dir);
+  const int64_t until = a.qat_stop_after > 0 ? std::min(a.qat_stop_after, tc.steps) : tc.steps;
   std::optional<OutputFile> log;
   std::string log_text;
   if (!a.qat_log.empty()) log.emplace(a.qat_log, std::vector<std::string>{a.in, a.qat_text});
-  Progress bar("qat steps", tc.steps);
+  Progress bar("qat steps", until - t.steps_done());
   std::optional<double> first;
   double last = 0;
-  t.run(tc.steps, [&](const train::StepLog& s) {
+  t.run(until, [&](const train::StepLog& s) {
     if (!first) first = s.loss;
     last = s.loss;
     bar.advance();
+    if (!ckpt.empty() && a.qat_save_every > 0 && s.step % a.qat_save_every == 0 && s.step < until)
+      t.save_checkpoint(ckpt, extra);
     if (!log) return;
     nlohmann::json j = {{"lowbit_train_log", 1},
                         {"step", s.step},
@@ -564,6 +602,16 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   });
   if (log) log->commit();
   bar.finish();
+  if (!ckpt.empty()) {
+    t.save_checkpoint(ckpt, extra);
+    fmt::print("qat: checkpoint at step {}: {}\n", t.steps_done(), ckpt);
+  }
+  if (t.steps_done() < tc.steps) {
+    fmt::print(
+        "qat: stopped at step {} of {}: continue with the same command and --qat-resume {}\n",
+        t.steps_done(), tc.steps, ckpt_dir);
+    return {};
+  }
   fmt::print("qat: {} steps of {} x {} tokens from {} ({} init), {} {:.4f} -> {:.4f}\n", tc.steps,
              tc.batch, tc.ctx, a.qat_data == "generate" ? "the model's own text" : a.calib,
              a.qat_init, a.qat_loss == "kl" ? "KL" : "loss", first.value_or(0), last);
@@ -581,6 +629,12 @@ std::string prepare_qat_text(const Model& m, QuantizeArgs& a) {
   if (a.qat_data != "calib" && a.qat_data != "generate")
     throw Error("unknown QAT data",
                 {.field = "--qat-data", .expected = "calib or generate", .found = a.qat_data});
+  if ((a.qat_stop_after > 0 || a.qat_save_every > 0) && a.qat_checkpoint.empty() &&
+      a.qat_resume.empty()) {
+    throw Error("checkpoints need a directory", {.field = "--qat-checkpoint",
+                                                 .expected = "a directory (with --qat-stop-after / "
+                                                             "--qat-save-every)"});
+  }
   if (a.qat_data == "calib") {
     if (a.calib.empty())
       throw Error("QAT trains on text",
@@ -650,6 +704,7 @@ int run_quantize(const QuantizeArgs& args) {
   const std::optional<Chunks> calib = method_inputs(m, a, mo, imp);
   if (qat) {
     const auto plan = run_qat(m, a, q, mo, calib);
+    if (plan.empty()) return 0;  // stopped early (--qat-stop-after): the checkpoint, no file
     report(m, a, q, plan, mix,
            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return 0;
@@ -700,6 +755,18 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--qat-ctx", o->qat_ctx, "qat: tokens per window")->capture_default_str();
   cmd->add_option("--qat-log", o->qat_log,
                   "qat: write each step's loss as JSON lines (lowbit report draws the curve)");
+  cmd->add_option("--qat-checkpoint", o->qat_checkpoint,
+                  "qat: checkpoint directory (masters, AdamW moments, step), written every "
+                  "--qat-save-every steps and at the end");
+  cmd->add_option("--qat-save-every", o->qat_save_every, "qat: steps between checkpoints")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  cmd->add_option(
+         "--qat-stop-after", o->qat_stop_after,
+         "qat: stop once this many steps are done, leaving the checkpoint (no output file)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  cmd->add_option("--qat-resume", o->qat_resume,
+                  "qat: continue the run of this checkpoint directory (the same command "
+                  "otherwise; the post-training start is skipped)");
   cmd->add_option("--qat-data", o->qat_data,
                   "qat: calib (train on --calib) or generate (on text the original model "
                   "writes itself, LLM-QAT's data-free recipe; also --qat-init's calibration "
