@@ -58,6 +58,7 @@ struct QuantizeArgs {
   std::string qat_text;            // the text QAT trains on (--calib, or the generated file)
   std::string qat_checkpoint, qat_resume;  // checkpoint directories (written / continued)
   int64_t qat_save_every = 0, qat_stop_after = 0;
+  std::string qat_scales = "refit";  // or "learned" (LSQ)
 };
 
 FallbackPolicy parse_fallback(const std::string& s) {
@@ -531,7 +532,7 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
                         {"data", a.qat_data},   {"act_bits", a.qat_act_bits},
                         {"steps", a.qat_steps}, {"batch", a.qat_batch},
                         {"ctx", a.qat_ctx},     {"lr", a.qat_lr},
-                        {"init", a.qat_init}};
+                        {"init", a.qat_init},   {"scales", a.qat_scales}};
   for (const auto& f : fake) run["formats"].push_back(f ? f->name() : "");
   const std::string ckpt_dir = a.qat_checkpoint.empty() ? a.qat_resume : a.qat_checkpoint;
   const std::string ckpt = ckpt_dir.empty() ? "" : ckpt_dir + "/checkpoint.lbt";
@@ -569,6 +570,7 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   if (a.qat_loss == "kl") t.set_teacher(std::move(original));  // no second copy
   t.set_fake_quant(fake);
   t.set_act_bits(a.qat_act_bits);
+  t.set_learned_scales(a.qat_scales == "learned");
   if (!a.qat_resume.empty()) {
     t.load_checkpoint(ckpt);
     fmt::print("qat: resumed at step {} of {} from {}\n", t.steps_done(), tc.steps, ckpt);
@@ -615,7 +617,8 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   fmt::print("qat: {} steps of {} x {} tokens from {} ({} init), {} {:.4f} -> {:.4f}\n", tc.steps,
              tc.batch, tc.ctx, a.qat_data == "generate" ? "the model's own text" : a.calib,
              a.qat_init, a.qat_loss == "kl" ? "KL" : "loss", first.value_or(0), last);
-  return quantize_model(train::with_weights(m, l, t.weights()), a.out, q);
+  t.forward_weights();  // the bytes of the final masters (and scales): what the file holds
+  return quantize_model(train::with_trained(m, l, t.weights(), fake, t), a.out, q);
 }
 
 // --method qat's text: --calib, or with --qat-data generate text the original model writes
@@ -634,6 +637,12 @@ std::string prepare_qat_text(const Model& m, QuantizeArgs& a) {
     throw Error("checkpoints need a directory", {.field = "--qat-checkpoint",
                                                  .expected = "a directory (with --qat-stop-after / "
                                                              "--qat-save-every)"});
+  }
+  if (a.qat_scales == "learned" && !(a.qat_checkpoint.empty() && a.qat_resume.empty())) {
+    throw Error("checkpoints do not keep learned scales yet",
+                {.field = "--qat-scales",
+                 .expected = "refit (with --qat-checkpoint / --qat-resume)",
+                 .found = "learned"});
   }
   if (a.qat_data == "calib") {
     if (a.calib.empty())
@@ -767,6 +776,12 @@ Runner add_quantize(CLI::App& app) {
   cmd->add_option("--qat-resume", o->qat_resume,
                   "qat: continue the run of this checkpoint directory (the same command "
                   "otherwise; the post-training start is skipped)");
+  cmd->add_option("--qat-scales", o->qat_scales,
+                  "qat: refit (each block's scale fitted by the format's own fit every step) or "
+                  "learned (LSQ: trained with the weights, for formats of one scale per block and "
+                  "integer codes; the others refit)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"refit", "learned"}));
   cmd->add_option("--qat-data", o->qat_data,
                   "qat: calib (train on --calib) or generate (on text the original model "
                   "writes itself, LLM-QAT's data-free recipe; also --qat-init's calibration "

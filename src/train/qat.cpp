@@ -46,6 +46,24 @@ Model with_weights(const Model& m, const ParamLayout& l, const std::vector<float
   return out;
 }
 
+Model with_trained(const Model& m, const ParamLayout& l, const std::vector<float>& w,
+                   const std::vector<std::optional<Format>>& fake, const Trainer& t) {
+  Model out = with_weights(m, l, w);
+  for (ModelTensor& mt : out.tensors) {
+    const ParamInfo* p = l.find(mt.name);
+    if (p == nullptr) continue;
+    const size_t i = size_t(p - l.params.data());
+    if (!fake[i]) continue;
+    const std::vector<uint8_t>& b = t.quantized_bytes(i);
+    if (b.size() != fake[i]->row_bytes(p->shape[1]) * uint64_t(p->shape[0]))
+      throw Error("no forward of the fake-quantized weights yet", {.field = mt.name});
+    mt.format = *fake[i];
+    mt.data = b.data();
+    mt.bytes = b.size();
+  }
+  return out;
+}
+
 std::vector<int32_t> generate_qat_data(const Model& m, int64_t tokens, int64_t length,
                                        uint64_t seed, int64_t greedy,
                                        const std::function<void(int64_t, int64_t)>& on_sequence) {

@@ -12,6 +12,7 @@
 #include "lowbit/model.h"
 #include "quant/quantize.h"
 #include "train/model.h"
+#include "train/trainer.h"
 
 namespace lowbit::train {
 
@@ -24,6 +25,14 @@ std::vector<std::optional<Format>> fake_quant_formats(const Model& m, const Para
 // m with the tensors of l replaced by F32 views of w (which must outlive the result):
 // quantize_model(trained, path, o) then writes exactly the round trips the training used.
 Model with_weights(const Model& m, const ParamLayout& l, const std::vector<float>& w);
+
+// m with the tensors of l replaced by the trainer's: the fake-quantized ones (fake[i] set) as
+// the very bytes its last forward used (Trainer::quantized_bytes: learned scales included), the
+// others as F32 views of w (its masters). Call t.forward_weights() first so the bytes are those
+// of the final masters; t and w must outlive the result. quantize_model with the run's plan
+// then copies those bytes into the file.
+Model with_trained(const Model& m, const ParamLayout& l, const std::vector<float>& w,
+                   const std::vector<std::optional<Format>>& fake, const Trainer& t);
 
 // LLM-QAT's data-free training text (Liu et al., 2023): sequences the original model m writes
 // itself, `length` tokens each, `tokens` in all (rounded up to whole sequences), concatenated

@@ -13,6 +13,7 @@
 
 #include "kernel/matmul.h"
 #include "lowbit/error.h"
+#include "lowbit/half.h"
 #include "lowbit/output_file.h"
 #include "lowbit/rng.h"
 #include "lowbit/threads.h"
@@ -276,6 +277,7 @@ void Trainer::run(int64_t until, const std::function<void(const StepLog&)>& on_s
       });
     }
     loss /= double(per_step * T);
+    if (!ls_.empty()) learned_scale_step(g_.data(), sched.at(step), step);
     if (!fake_.empty()) mask_clipped(g_.data());  // straight through, but not past the range
     const double norm = clip_grad_norm(g_.data(), int64_t(g_.size()), tc_.clip);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -324,24 +326,128 @@ void Trainer::set_act_bits(int bits) {
   for (auto& e : extra_) e.set_act_bits(bits);
 }
 
+std::optional<int64_t> learned_scale_offset(const Format& f) {
+  const std::string n = f.name();
+  if (n == "q4_0" || n == "q5_0" || n == "q8_0") return 0;
+  if (n == "tq2_0") return 64;
+  if (n == "tq1_0") return 52;
+  if (f.grouped() && n.find("asym") == std::string::npos &&
+      (n.rfind("int", 0) == 0 || n.rfind("tern", 0) == 0))
+    return 0;
+  return std::nullopt;
+}
+
+void Trainer::set_learned_scales(bool on) {
+  const std::vector<ParamInfo>& ps = layout().params;
+  ls_at_.assign(ps.size(), -1), ls_off_.assign(ps.size(), 0);
+  ls_.clear(), ls_ready_ = false;
+  if (!on) return;
+  int64_t n = 0;
+  for (size_t i = 0; i < fake_.size(); ++i) {
+    if (!fake_[i]) continue;
+    const auto off = learned_scale_offset(*fake_[i]);
+    if (!off) continue;
+    const int64_t K = ps[i].shape[1], be = fake_[i]->block_elems(K);
+    ls_at_[i] = n, ls_off_[i] = *off;
+    n += ps[i].shape[0] * ((K + be - 1) / be);
+  }
+  ls_.assign(size_t(n), 0.0f), ls_m_.assign(size_t(n), 0.0f), ls_v_.assign(size_t(n), 0.0f);
+  ls_g_.assign(size_t(n), 0.0f);
+}
+
 const float* Trainer::refresh_fake() {
   wq_ = w_;
   const std::vector<ParamInfo>& ps = layout().params;
+  qbytes_.resize(ps.size());
   for (size_t i = 0; i < ps.size(); ++i) {
     if (!fake_[i]) continue;
     const Format& f = *fake_[i];
-    const int64_t rows = ps[i].shape[0], K = ps[i].shape[1];
+    const FormatInfo& info = f.info();
+    const int64_t rows = ps[i].shape[0], K = ps[i].shape[1], be = f.block_elems(K);
+    const int64_t nb = (K + be - 1) / be;
     const uint64_t rb = f.row_bytes(K);
+    const bool learned = !ls_at_.empty() && ls_at_[i] >= 0;
+    qbytes_[i].resize(rb * uint64_t(rows));
     parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
-      std::vector<uint8_t> q(rb);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t at = ps[i].offset + r * K;
-        f.quantize_row(w_.data() + at, K, nullptr, q.data());
-        f.dequantize_row(q.data(), K, wq_.data() + at);
+        uint8_t* q = qbytes_[i].data() + uint64_t(r) * rb;
+        if (!learned) {
+          f.quantize_row(w_.data() + at, K, nullptr, q);
+        } else {  // the format's own fit lays the block out; the learned scale replaces its d
+          uint8_t* blk = q;
+          for (int64_t b = 0; b < nb; ++b) {
+            const float* x = w_.data() + at + b * be;
+            const int64_t n = std::min(be, K - b * be);
+            info.fit(x, nullptr, n, blk);
+            float& sc = ls_[size_t(ls_at_[i] + r * nb + b)];
+            uint16_t h;
+            if (!ls_ready_) {
+              std::memcpy(&h, blk + ls_off_[i], 2);
+              sc = fp16_to_f32(h);
+            }
+            h = f32_to_fp16(sc);
+            std::memcpy(blk + ls_off_[i], &h, 2);
+            info.encode(x, n, blk);
+            blk += info.block_bytes(n);
+          }
+        }
+        f.dequantize_row(q, K, wq_.data() + at);
       }
     });
   }
+  if (!ls_.empty()) ls_ready_ = true;
   return wq_.data();
+}
+
+// LSQ: per learned block, with s the scale the forward used (fp16) and q = x̂ / s the code,
+// dL/ds = sum g (q - x / s) over the weights that rounded inside the grid, + sum g q over the
+// clipped ones (|x / s - q| > 1/2), whose own gradient is zeroed. Then AdamW on log |s| (scales
+// of 0.01 moved by steps of lr = 1e-3 would jump by a tenth; on log |s| each step is relative).
+void Trainer::learned_scale_step(float* g, double lr, int64_t step) {
+  const std::vector<ParamInfo>& ps = layout().params;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (ls_at_[i] < 0) continue;
+    const int64_t rows = ps[i].shape[0], K = ps[i].shape[1], be = fake_[i]->block_elems(K);
+    const int64_t nb = (K + be - 1) / be;
+    parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+          const size_t si = size_t(ls_at_[i] + r * nb + b);
+          const float sc = fp16_to_f32(f32_to_fp16(ls_[si]));
+          const int64_t at = ps[i].offset + r * K + b * be, n = std::min(be, K - b * be);
+          double gs = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            const float q = sc != 0 ? wq_[size_t(at + j)] / sc : 0.0f;
+            const float v = sc != 0 ? w_[size_t(at + j)] / sc : 0.0f;
+            if (std::abs(v - q) > 0.5f + 1e-4f) {
+              gs += double(g[at + j]) * q;
+              g[at + j] = 0.0f;
+            } else {
+              gs += double(g[at + j]) * (q - v);
+            }
+          }
+          ls_g_[si] = float(gs * double(sc));  // the gradient of log |s|: AdamW moves log |s|
+        }
+      }
+    });
+  }
+  const OptimizerConfig& oc = tc_.optimizer;
+  const double t = double(step + 1);
+  const double c1 = 1.0 - std::pow(oc.beta1, t), c2 = 1.0 - std::pow(oc.beta2, t);
+  parallel_for(int64_t(ls_.size()), 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t k = i0; k < i1; ++k) {
+      const size_t u = size_t(k);
+      const double gk = ls_g_[u];
+      ls_m_[u] = float(oc.beta1 * ls_m_[u] + (1 - oc.beta1) * gk);
+      ls_v_[u] = float(oc.beta2 * ls_v_[u] + (1 - oc.beta2) * gk * gk);
+      const double upd = lr * (ls_m_[u] / c1) / (std::sqrt(ls_v_[u] / c2) + oc.eps);
+      // The fits may choose a negative scale (the grid's longer end on the larger magnitude):
+      // the sign stays, |s| moves, and never below fp16's smallest normal.
+      const float mag = std::max(float(std::abs(ls_[u]) * std::exp(-upd)), 6.1035156e-05f);
+      ls_[u] = ls_[u] < 0 ? -mag : mag;
+    }
+  });
 }
 
 const std::vector<float>& Trainer::forward_weights() {
@@ -355,7 +461,7 @@ const std::vector<float>& Trainer::forward_weights() {
 void Trainer::mask_clipped(float* g) const {
   const std::vector<ParamInfo>& ps = layout().params;
   for (size_t i = 0; i < ps.size(); ++i) {
-    if (!fake_[i]) continue;
+    if (!fake_[i] || (!ls_at_.empty() && ls_at_[i] >= 0)) continue;  // learned: LSQ masked them
     const int64_t rows = ps[i].shape[0], K = ps[i].shape[1];
     const int64_t blk = std::max<int64_t>(1, fake_[i]->block_elems(K));
     parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {

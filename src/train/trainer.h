@@ -83,6 +83,21 @@ class Trainer {
   // to the F32 master weights, zero for a weight outside the range its block's decoded values
   // span (clipped by the block's fit). Indexed like layout().params; nullopt: used as is.
   void set_fake_quant(std::vector<std::optional<Format>> formats);
+  // Learned block scales (LSQ, Esser et al. 2020) instead of re-fitting them every step, for the
+  // tensors whose format holds one fp16 scale per block and integer codes (learned_scale_offset):
+  // each block's scale starts at the format's own fit of the masters and is then trained by AdamW
+  // on the logarithm of its magnitude (the run's betas and schedule, no decay) with LSQ's
+  // straight-through gradient: d x̂/d s = q - x/s where x rounds inside the grid, q (the clipped
+  // code) where it lies beyond; such x get no gradient. Other tensors keep re-fitting. Call after
+  // set_fake_quant; not kept by checkpoints.
+  void set_learned_scales(bool on);
+  // The bytes of fake-quantized tensor i (layout().params index) as the last forward used them:
+  // rows of its format (empty for tensors used as they are). A file of these bytes holds exactly
+  // the trained round trips.
+  const std::vector<uint8_t>& quantized_bytes(size_t i) const {
+    static const std::vector<uint8_t> none;
+    return i < qbytes_.size() ? qbytes_[i] : none;
+  }
   // Activation fake quantization of every linear layer's input (Transformer::set_act_bits; 0 off,
   // else 2..16 bits): BitNet's 8-bit per-token activations, --qat-act-bits.
   void set_act_bits(int bits);
@@ -129,6 +144,13 @@ class Trainer {
   double teacher_probs(const int32_t* in, int64_t S);
   std::vector<std::optional<Format>> fake_;
   std::vector<float> wq_;
+  std::vector<std::vector<uint8_t>> qbytes_;  // per tensor: the round trips' bytes
+  // Learned scales: per tensor the first index into ls_ (-1: re-fitted) and the scale's byte
+  // offset in a block; the scales, their AdamW moments and this step's gradient.
+  std::vector<int64_t> ls_at_, ls_off_;
+  std::vector<float> ls_, ls_m_, ls_v_, ls_g_;
+  bool ls_ready_ = false;  // the scales hold their initial fit
+  void learned_scale_step(float* g, double lr, int64_t step);
   const float* cur_w_ = nullptr;  // the weights this step's passes use (w_ or wq_)
 
   ModelConfig c_;
@@ -144,6 +166,12 @@ class Trainer {
 
 // What a checkpoint file says about itself: the step and the config it was written with, the
 // tensor names and shapes, and the extra JSON text.
+// The byte offset of the fp16 scale in a block of f when f's blocks are {one fp16 scale d, integer
+// codes q}, decoded as d * q (the symmetric int formats, tern, Q4_0, Q5_0, Q8_0, TQ1_0, TQ2_0):
+// the formats whose scales can be learned. nullopt for the others (zero points, sub-scales,
+// codebooks, bin1).
+std::optional<int64_t> learned_scale_offset(const Format& f);
+
 struct CheckpointInfo {
   int64_t step = 0;
   std::string config_json, extra_json;
