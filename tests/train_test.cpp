@@ -19,6 +19,7 @@
 #include "grad_check.h"
 #include "io/synth.h"
 #include "lowbit/error.h"
+#include "lowbit/half.h"
 #include "lowbit/model.h"
 #include "test_util.h"
 #include "train/model.h"
@@ -566,6 +567,34 @@ TEST(TrainQat, FakeQuantizationTrainsWhatShips) {
   t.run(tc.steps, [&](const StepLog& s) { losses.push_back(s.loss); });
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << "from " << losses.front();
   expect_round_trips();
+}
+
+// learned_scale_offset points at each format's scale: the fp16 there divides every decoded value
+// of the block into an integer; formats with zero points, sub-scales or codebooks have none.
+TEST(TrainQat, LearnedScaleOffsetsPointAtTheScale) {
+  const std::vector<double> x = randn(256, 5, 1.0);
+  const std::vector<float> xf(x.begin(), x.end());
+  for (const char* name :
+       {"q4_0", "q5_0", "q8_0", "tq1_0", "tq2_0", "int4_g32", "int3_g64", "int8", "tern_g64"}) {
+    const Format f = Format::parse(name);
+    const auto off = learned_scale_offset(f);
+    ASSERT_TRUE(off.has_value()) << name;
+    std::vector<uint8_t> q(f.row_bytes(256));
+    f.quantize_row(xf.data(), 256, nullptr, q.data());
+    std::vector<float> y(256);
+    f.dequantize_row(q.data(), 256, y.data());
+    uint16_t h;
+    std::memcpy(&h, q.data() + *off, 2);
+    const float d = fp16_to_f32(h);
+    ASSERT_NE(d, 0.0f) << name;
+    const int64_t be = f.block_elems(256);
+    for (int64_t i = 0; i < be; ++i) {
+      const float r = y[size_t(i)] / d;
+      EXPECT_EQ(r, std::nearbyint(r)) << name << " [" << i << "]";
+    }
+  }
+  for (const char* name : {"q4_1", "q4_k", "nf4", "iq4_nl", "bin1", "int4_g32_asym", "f16"})
+    EXPECT_FALSE(learned_scale_offset(Format::parse(name)).has_value()) << name;
 }
 
 // Learned scales (LSQ): the model learns, each block's scale leaves the format's fit (so the

@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "format/formats.h"
 #include "kernel/matmul.h"
 #include "lowbit/error.h"
 #include "lowbit/half.h"
@@ -327,13 +329,14 @@ void Trainer::set_act_bits(int bits) {
 }
 
 std::optional<int64_t> learned_scale_offset(const Format& f) {
-  const std::string n = f.name();
-  if (n == "q4_0" || n == "q5_0" || n == "q8_0") return 0;
-  if (n == "tq2_0") return 64;
-  if (n == "tq1_0") return 52;
-  if (f.grouped() && n.find("asym") == std::string::npos &&
-      (n.rfind("int", 0) == 0 || n.rfind("tern", 0) == 0))
-    return 0;
+  using namespace formats;
+  const std::string_view n = f.info().name;
+  // The grouped families (int2..int8, tern): {fp16 scale, [u8 zero], codes}; without a zero.
+  if (f.grouped()) return n.ends_with("_asym") ? std::nullopt : std::optional<int64_t>(0);
+  if (n == Q4_0::kTraits.name || n == Q8_0::kTraits.name) return 0;  // {fp16 d; qs}
+  if (n == Q5_0::kTraits.name) return int64_t(offsetof(Q5_0::Block, d));
+  if (n == TQ2_0::kTraits.name) return int64_t(offsetof(TQ2_0::Block, d));
+  if (n == TQ1_0::kTraits.name) return int64_t(offsetof(TQ1_0::Block, d));
   return std::nullopt;
 }
 
