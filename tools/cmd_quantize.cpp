@@ -535,20 +535,19 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
                         {"init", a.qat_init},   {"scales", a.qat_scales}};
   for (const auto& f : fake) run["formats"].push_back(f ? f->name() : "");
   const std::string ckpt_dir = a.qat_checkpoint.empty() ? a.qat_resume : a.qat_checkpoint;
-  const std::string ckpt = ckpt_dir.empty() ? "" : ckpt_dir + "/checkpoint.lbt";
+  const std::string ckpt = ckpt_dir.empty() ? "" : ckpt_dir + "/checkpoint.lbt";  // written
+  const std::string resume = a.qat_resume + "/checkpoint.lbt";                    // read
   if (!a.qat_resume.empty()) {
-    const nlohmann::json had = nlohmann::json::parse(
-        train::read_checkpoint_info(a.qat_resume + "/checkpoint.lbt").extra_json);
+    const nlohmann::json had = nlohmann::json::parse(train::read_checkpoint_info(ckpt).extra_json)
+                                   .value("qat", nlohmann::json::object());
     for (const auto& [key, value] : run.items()) {
-      if (had.value("qat", nlohmann::json::object()).value(key, nlohmann::json()) != value) {
+      const nlohmann::json was = had.value(key, nlohmann::json());
+      if (was != value) {
         throw Error("the checkpoint is of another QAT run: give the command that started it",
-                    {.file = a.qat_resume + "/checkpoint.lbt",
+                    {.file = resume,
                      .field = "qat." + key,
                      .expected = value.dump().substr(0, 200),
-                     .found = had.value("qat", nlohmann::json::object())
-                                  .value(key, nlohmann::json())
-                                  .dump()
-                                  .substr(0, 200)});
+                     .found = was.dump().substr(0, 200)});
       }
     }
   }
@@ -572,8 +571,8 @@ std::vector<TensorPlan> run_qat(const Model& m, const QuantizeArgs& a, const Qua
   t.set_act_bits(a.qat_act_bits);
   t.set_learned_scales(a.qat_scales == "learned");
   if (!a.qat_resume.empty()) {
-    t.load_checkpoint(ckpt);
-    fmt::print("qat: resumed at step {} of {} from {}\n", t.steps_done(), tc.steps, ckpt);
+    t.load_checkpoint(resume);
+    fmt::print("qat: resumed at step {} of {} from {}\n", t.steps_done(), tc.steps, resume);
   }
   const std::string extra = nlohmann::json{{"qat", run}}.dump();
   if (!ckpt_dir.empty()) std::filesystem::create_directories(ckpt_dir);
