@@ -378,7 +378,8 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 // ---- load-time repacking (PreparedMatrix)
 // ----------------------------------------------------------------------
 
-// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, and the grouped layout of NF4,
+// The x8 layouts (x86 tiers: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, Q2_K, Q3_K, TQ2_0, TQ1_0, and
+// the grouped layout of NF4,
 // Q5_0, Q4_1, Q5_1, IQ4_NL; AVX-512 also F32, F16, BF16) against the double reference: rows around
 // the group of 8 (3: nothing repacked; 8; 13 = a group + 5 rows left in place; 16 and 48: pairs of
 // groups only (Q4_0, Q8_0, Q4_K on AVX-512); 40: groups split over threads; 56 = the float prompt
@@ -388,8 +389,8 @@ TEST(KernelMatmul, ThreadedEqualsSingleThreaded) {
 TEST(KernelRepack, PreparedMatchesReference) {
   uint64_t seed = 300;
   for (const char* name :
-       {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q2_k", "q3_k", "tq2_0", "nf4", "nf4_dq",
-        "bin1", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
+       {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q2_k", "q3_k", "tq2_0", "tq1_0", "nf4",
+        "nf4_dq", "bin1", "q5_0", "q5_1", "iq4_nl", "f16", "f32", "bf16"}) {
     const Format f = Format::parse(name);
     const bool is_float = f.block_elems(256) == 1;
     const int64_t blk = is_float ? 32 : f.block_elems(256);

@@ -1,4 +1,4 @@
-// The load-time super-block layout of the 2- and 3-bit GGUF types (Q2_K, Q3_K, TQ2_0), the
+// The load-time super-block layout of the 2- and 3-bit GGUF types (Q2_K, Q3_K, TQ2_0, TQ1_0), the
 // sibling of Q4_K's (gemm_x8.h, X8Q4K): eight rows interleaved per 256-value super-block, the
 // codes as planes whose 32-byte vectors hold values 4q..4q+3 of the 8 rows in dword lanes, so one
 // integer dot-accumulate against four broadcast activation bytes advances all 8 rows.
@@ -15,7 +15,10 @@
 // 4r + i, bit q: the third bit of value 32s + 4q + i, as Q5_K's fifth bits). Code vector q of a
 // sub-block is (v[q / 4] >> 2(q % 4)) & 3, Q3_K or-ing in bit q of the 1-bit plane at bit 2.
 // Q2_K and TQ2_0 take exactly the file's bytes (672 and 528 per 8 rows); Q3_K 912 against 880
-// (+3.6%: its 6-bit scales as bytes).
+// (+3.6%: its 6-bit scales as bytes). TQ1_0 takes TQ2_0's layout: its base-3 digits (5 per byte,
+// 1.6875 bits per value) become 2-bit codes at load, 528 bytes against the file's 432 (+22%):
+// extracting a base-3 digit takes a multiply per byte, a 2-bit plane one GFNI transform, and
+// the digits' kernel ran at 4 GB/s on one core where TQ2_0's runs at 28.
 //
 // The arithmetic is the ref tier's (Q8_K activations, the same integer products): per row and
 // super-block, y = d * da * sum_k sc_k * (dot_k - off * S_k) - dmin * da * sum_k mn_k * S_k over
@@ -48,9 +51,11 @@ namespace {
 template <typename Ops, typename Fmt>
 struct X8Q2 {
   using Block = typename Fmt::Block;
-  static constexpr bool kQ2 = std::is_same_v<Fmt, formats::Q2_K>;   // affine: sc and mn, dmin
-  static constexpr bool kQ3 = std::is_same_v<Fmt, formats::Q3_K>;   // 3 bits, signed scales
-  static constexpr bool kT2 = std::is_same_v<Fmt, formats::TQ2_0>;  // ternary, no sub-scales
+  static constexpr bool kQ2 = std::is_same_v<Fmt, formats::Q2_K>;  // affine: sc and mn, dmin
+  static constexpr bool kQ3 = std::is_same_v<Fmt, formats::Q3_K>;  // 3 bits, signed scales
+  // Ternary, no sub-scales: TQ2_0, and TQ1_0 whose base-3 digits become 2-bit codes at load.
+  static constexpr bool kT2 =
+      std::is_same_v<Fmt, formats::TQ2_0> || std::is_same_v<Fmt, formats::TQ1_0>;
   static_assert(kQ2 || kQ3 || kT2);
   static constexpr int kOff = kQ3 ? 4 : kT2 ? 1 : 0;  // value = code - kOff
   static constexpr int64_t kBlock = 256;
@@ -60,11 +65,17 @@ struct X8Q2 {
 
   // Code of value e (0..255) of a super-block.
   static int code_of(const Block& b, int e) {
-    const int lo = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-    if constexpr (kQ3)
-      return lo | ((b.hmask[e % 32] >> (e / 32)) & 1) << 2;
-    else
-      return lo;
+    if constexpr (std::is_same_v<Fmt, formats::TQ1_0>) {  // placement: src/format/ternary.h
+      if (e < 160) return tq1_digit_of(b.qs[e % 32], e / 32);
+      if (e < 240) return tq1_digit_of(b.qs[32 + e % 16], (e - 160) / 16);
+      return tq1_digit_of(b.qh[e % 4], (e - 240) / 4);
+    } else {
+      const int lo = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+      if constexpr (kQ3)
+        return lo | ((b.hmask[e % 32] >> (e / 32)) & 1) << 2;
+      else
+        return lo;
+    }
   }
 
   static void repack(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {

@@ -89,7 +89,7 @@ struct X86Tier {
         k.gemm_x8 = X8::template gemm<Ops::kX8Tokens>;
         k.x8_block_bytes = uint32_t(X8::kGroupBytes);
       } else if constexpr (std::is_same_v<T, formats::Q2_K> || std::is_same_v<T, formats::Q3_K> ||
-                           std::is_same_v<T, formats::TQ2_0>) {
+                           std::is_same_v<T, formats::TQ2_0> || std::is_same_v<T, formats::TQ1_0>) {
         using X8 = X8Q2<Ops, T>;
         k.repack8 = X8::repack;
         if constexpr (Ops::kX8Wide) k.repack16 = X8::repack16;
