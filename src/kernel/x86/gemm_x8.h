@@ -262,7 +262,7 @@ struct X8Tiles {
 // Q4_K and Q5_K: per row and super-block, y = d * da * sum_j sc_j * dot_j - dmin * da *
 // sum_j mn_j * S_j over its 8 sub-blocks j (dot_j: codes times activations, S_j: sum of the
 // activations' 32 q). Both sums stay in int32 per row lane: |dot_j| <= 32 * 31 * 127, times
-// sc <= 63, 8 sub-blocks. Q5_K's fifth bits follow the nibbles as 8 bit planes per super-block
+// sc <= 63, 8 sub-blocks. Q5_K's fifth bits follow each chunk's nibbles as 2 bit planes
 // (kHi): plane (c, h) holds sub-block 2c + h, byte 4r + i bit q = the fifth bit of value 4q + i
 // of row r, so the plane ORs bit q into code vector q: 1440 bytes per 8 rows instead of 1408
 // (+2.3%).
@@ -333,7 +333,16 @@ struct X8Q4K {
 
   static constexpr int64_t kHead = kBook ? 96 : 160;  // a group's scales, before its codes
   static constexpr int64_t kGroupBytes = kHead + 1024 + (kHi ? 256 : kSub16 ? 512 : 0);
-  static constexpr int64_t kPlanes = 1024;  // Q5_K's bit planes: after the nibbles (8 rows)
+  // The code vectors of a group (or pair) in stream order, per 64-value chunk c: its high bits —
+  // Q5_K's two bit planes (sub-blocks 2c, 2c + 1), Q6_K's four 2-bit planes (sub-block 2c: v = 0,
+  // 1, then 2c + 1) — then its 8 nibble vectors. Every tile loads a chunk's planes before its
+  // nibbles, so a super-block is read front to back as one stream. With all the planes after all
+  // the nibbles (read first, then the nibbles behind them), the AVX-512 one-token tile streamed
+  // Q6_K at 6-7 GB/s on one core from memory (11008x4096) where the AVX2 tile read 23-27; with
+  // each chunk's planes after its nibbles, no better; planes first: 25-26.
+  static constexpr int kChunkPlanes = kHi ? 2 : kSub16 ? 4 : 0, kChunkVecs = 8 + kChunkPlanes;
+  static constexpr int nib_vec(int c, int q) { return c * kChunkVecs + kChunkPlanes + q; }
+  static constexpr int plane_vec(int c) { return c * kChunkVecs; }  // the chunk's first plane
 
   // Q5_K: code vector q |= bit q of plane x, moved to bit 4 (the shifts stay within bytes
   // where bit 4 is concerned).
@@ -378,16 +387,17 @@ struct X8Q4K {
     repack_strided(w, rb, K, out, kGroupBytes, 0, kHead, 32);
   }
   // Rows [0, 16) as a pair of groups, per super-block: both groups' scales (160 bytes each), then
-  // the codes with the groups' 32-byte vectors side by side (vector q of chunk c at 512c + 64q,
-  // the first group's in the low 32 bytes): one 64-byte load is a 16-row code vector, and the
-  // pair tiles read each super-block front to back, one stream. (With the pair's two
-  // super-blocks one after the other, one-token generation from memory ran at half the speed.)
+  // the codes with the groups' 32-byte vectors side by side (vector v at 64v in nib_vec /
+  // plane_vec's order, the first group's in the low 32 bytes): one 64-byte load is a 16-row code
+  // vector, and the pair tiles read each super-block front to back, one stream. (With the pair's
+  // two super-blocks one after the other, one-token generation from memory ran at half the speed.)
   static void repack16(const uint8_t* w, uint64_t rb, int64_t K, int64_t, uint8_t* out) {
     repack_strided(w, rb, K, out, 2 * kGroupBytes, 0, 2 * kHead, 64);
     repack_strided(w + 8 * rb, rb, K, out, 2 * kGroupBytes, kHead, 2 * kHead + 32, 64);
   }
   // Super-block b of rows [0, 8) at out + b * stride: scales at + head, code vector q of chunk c
-  // at + codes + (8c + q) * q_stride, Q5_K's bit plane (c, h) at + codes + (32 + 2c + h) *
+  // at + codes + nib_vec(c, q) * q_stride, Q5_K's bit plane (c, h) at + codes + (plane_vec(c) +
+  // h) * q_stride, Q6_K's 2-bit plane v of sub-block 2c + u at + (plane_vec(c) + 2u + v) *
   // q_stride.
   static void repack_strided(const uint8_t* w, uint64_t rb, int64_t K, uint8_t* out, int64_t stride,
                              int64_t head, int64_t codes, int64_t q_stride) {
@@ -413,7 +423,7 @@ struct X8Q4K {
           }
           for (int c = 0; c < 4; ++c) {
             for (int q = 0; q < 8; ++q) {
-              uint8_t* dst = cg + q_stride * (8 * c + q) + 4 * r;
+              uint8_t* dst = cg + q_stride * nib_vec(c, q) + 4 * r;
               if constexpr (kBook) {  // sub-block j's value v: nibble of qs[16j + v % 16]
                 auto nib = [&](int j, int v) {
                   return (blk.qs[16 * j + v % 16] >> (v / 16 * 4)) & 15;
@@ -429,7 +439,7 @@ struct X8Q4K {
                 for (int i = 0; i < 4; ++i) {
                   int byte = 0;
                   for (int q = 0; q < 8; ++q) byte |= ((blk.qh[4 * q + i] >> (2 * c + h)) & 1) << q;
-                  cg[q_stride * (32 + 2 * c + h) + 4 * r + i] = uint8_t(byte);
+                  cg[q_stride * (plane_vec(c) + h) + 4 * r + i] = uint8_t(byte);
                 }
               }
             }
@@ -440,7 +450,8 @@ struct X8Q4K {
   }
 
   // Q6_K's row r of a super-block: dmin slot zero, the 16 scales at + 32 + 8k, the nibbles of
-  // chunk c as Q4_K's (low: sub-block 2c, high: 2c + 1), the 2-bit planes after them.
+  // chunk c as Q4_K's (low: sub-block 2c, high: 2c + 1), each chunk's 2-bit planes after its
+  // nibbles.
   static void repack_q6k(const Block& blk, uint8_t* g, uint8_t* cg, int64_t q_stride, int r) {
     if constexpr (kSub16) {
       std::memset(g + 16 + 2 * r, 0, 2);
@@ -454,7 +465,7 @@ struct X8Q4K {
       for (int c = 0; c < 4; ++c) {
         for (int q = 0; q < 8; ++q) {
           for (int i = 0; i < 4; ++i) {
-            cg[q_stride * (8 * c + q) + 4 * r + i] = uint8_t(
+            cg[q_stride * nib_vec(c, q) + 4 * r + i] = uint8_t(
                 (code[64 * c + 4 * q + i] & 15) | (code[64 * c + 32 + 4 * q + i] & 15) << 4);
           }
         }
@@ -465,7 +476,7 @@ struct X8Q4K {
             int byte = 0;
             for (int j = 0; j < 4; ++j)
               byte |= (code[32 * sub + 4 * (4 * v + j) + i] >> 4) << (2 * j);
-            cg[q_stride * (32 + 2 * sub + v) + 4 * r + i] = uint8_t(byte);
+            cg[q_stride * (plane_vec(sub / 2) + 2 * (sub % 2) + v) + 4 * r + i] = uint8_t(byte);
           }
         }
       }
@@ -507,30 +518,30 @@ struct X8Q4K {
       __m256i isum[T];
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
       for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
+        // The chunk's planes first: they precede its nibbles (one forward stream).
+        const uint8_t* hp = p + kHead + 32 * plane_vec(c);
+        auto ld = [&](int o) {
+          return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + o));
+        };
+        __m256i pl[4];
+        LOWBIT_UNROLL for (int u = 0; u < kChunkPlanes; ++u) pl[u] = ld(32 * u);
         __m256i lo[8], hi[8];
         LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
           const __m256i v =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kHead + 256 * c + 32 * q));
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kHead + 32 * nib_vec(c, q)));
           lo[q] = _mm256_and_si256(v, lo4);
           hi[q] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
         }
         if constexpr (kHi) {
-          const uint8_t* hp = p + kHead + kPlanes + 64 * c;
-          hi_bits(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp)),
-                  std::make_index_sequence<8>());
-          hi_bits(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + 32)),
-                  std::make_index_sequence<8>());
+          hi_bits(lo, pl[0], std::make_index_sequence<8>());
+          hi_bits(hi, pl[1], std::make_index_sequence<8>());
         }
         if constexpr (kBook) {
           LOWBIT_UNROLL for (int q = 0; q < 8; ++q) lo[q] = book(lo[q]), hi[q] = book(hi[q]);
         }
         if constexpr (kSub16) {
-          const uint8_t* hp = p + kHead + kPlanes + 128 * c;
-          auto ld = [&](int o) {
-            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + o));
-          };
-          hi_2s(lo, ld(0), ld(32), std::make_index_sequence<8>());
-          hi_2s(hi, ld(64), ld(96), std::make_index_sequence<8>());
+          hi_2s(lo, pl[0], pl[1], std::make_index_sequence<8>());
+          hi_2s(hi, pl[2], pl[3], std::make_index_sequence<8>());
           LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
             const int8_t* at = a.qs + t * a.K + sb * kBlock + 64 * c;
             __m256i dh[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
@@ -596,12 +607,12 @@ struct X8Q4K {
         if constexpr (kSub16) {
           LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
             LOWBIT_UNROLL for (int u = 0; u < 4; ++u) h2[k][u] = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i*>(codes + 2 * kPlanes + 256 * c + 64 * u + 32 * k));
+                reinterpret_cast<const __m256i*>(codes + 64 * (plane_vec(c) + u) + 32 * k));
           }
         }
         if constexpr (kHi) {
           LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
-            const uint8_t* h = codes + 2 * kPlanes + 128 * c + 32 * k;
+            const uint8_t* h = codes + 64 * plane_vec(c) + 32 * k;
             hp[k][0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
             hp[k][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 64));
           }
@@ -614,7 +625,7 @@ struct X8Q4K {
           const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
           LOWBIT_UNROLL for (int k = 0; k < 2; ++k) {
             const __m256i v = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i*>(codes + 512 * c + 64 * Q + 32 * k));
+                reinterpret_cast<const __m256i*>(codes + 64 * nib_vec(c, Q) + 32 * k));
             __m256i lo = _mm256_and_si256(v, lo4),
                     hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
             if constexpr (kHi) lo = hi_bit<Q>(lo, hp[k][0]), hi = hi_bit<Q>(hi, hp[k][1]);
@@ -675,8 +686,16 @@ struct X8Q4K {
       const uint8_t* p1 = p0 + kHead;
       __m512i isum[T];
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
-      for (int sub = 0; sub < 8; ++sub) {                 // chunk sub / 2: low nibbles, then high
-        const int64_t off = 2 * kHead + 512 * (sub / 2);  // the pair's chunk sub / 2
+      for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2: low nibbles, then high
+        const int64_t off = 2 * kHead + 64 * nib_vec(sub / 2, 0);  // the pair's chunk sub / 2
+        // The sub-block's planes first: they precede the chunk's nibbles (one forward stream).
+        const uint8_t* hp =
+            p0 + 2 * kHead + 64 * (plane_vec(sub / 2) + (kSub16 ? 2 : 1) * (sub % 2));
+        __m512i pl[2];
+        LOWBIT_UNROLL for (int u = 0; u < (kSub16 ? 2
+                                           : kHi  ? 1
+                                                  : 0);
+                           ++u) pl[u] = _mm512_loadu_si512(hp + 64 * u);
         __m512i code[8];
         LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
           __m512i v = _mm512_loadu_si512(p0 + off + 64 * q);
@@ -684,8 +703,7 @@ struct X8Q4K {
           code[q] = _mm512_and_si512(v, lo4);
         }
         if constexpr (kHi)  // the pair's plane (sub / 2, sub % 2)
-          hi_bits(code, _mm512_loadu_si512(p0 + 2 * kHead + 2 * kPlanes + 64 * sub),
-                  std::make_index_sequence<8>());
+          hi_bits(code, pl[0], std::make_index_sequence<8>());
         if constexpr (kBook) {
           static_assert(kOff == 128, "vpdpbusd takes the digits as u8");
           const __m512i tab = _mm512_broadcast_i32x4(
@@ -693,9 +711,7 @@ struct X8Q4K {
           LOWBIT_UNROLL for (int q = 0; q < 8; ++q) code[q] = _mm512_shuffle_epi8(tab, code[q]);
         }
         if constexpr (kSub16) {  // the pair's 2-bit planes of sub-block sub
-          const uint8_t* h = p0 + 2 * kHead + 2 * kPlanes + 128 * sub;
-          hi_2s(code, _mm512_loadu_si512(h), _mm512_loadu_si512(h + 64),
-                std::make_index_sequence<8>());
+          hi_2s(code, pl[0], pl[1], std::make_index_sequence<8>());
         }
         // The 16 rows' scales of sub-block (or Q6_K half) k.
         const auto scales16 = [&](int k) {
