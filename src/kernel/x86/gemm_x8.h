@@ -262,7 +262,7 @@ struct X8Tiles {
 // Q4_K and Q5_K: per row and super-block, y = d * da * sum_j sc_j * dot_j - dmin * da *
 // sum_j mn_j * S_j over its 8 sub-blocks j (dot_j: codes times activations, S_j: sum of the
 // activations' 32 q). Both sums stay in int32 per row lane: |dot_j| <= 32 * 31 * 127, times
-// sc <= 63, 8 sub-blocks. Q5_K's fifth bits follow each chunk's nibbles as 2 bit planes
+// sc <= 63, 8 sub-blocks. Q5_K's fifth bits precede each chunk's nibbles as 2 bit planes
 // (kHi): plane (c, h) holds sub-block 2c + h, byte 4r + i bit q = the fifth bit of value 4q + i
 // of row r, so the plane ORs bit q into code vector q: 1440 bytes per 8 rows instead of 1408
 // (+2.3%).
@@ -450,7 +450,7 @@ struct X8Q4K {
   }
 
   // Q6_K's row r of a super-block: dmin slot zero, the 16 scales at + 32 + 8k, the nibbles of
-  // chunk c as Q4_K's (low: sub-block 2c, high: 2c + 1), each chunk's 2-bit planes after its
+  // chunk c as Q4_K's (low: sub-block 2c, high: 2c + 1), each chunk's 2-bit planes before its
   // nibbles.
   static void repack_q6k(const Block& blk, uint8_t* g, uint8_t* cg, int64_t q_stride, int r) {
     if constexpr (kSub16) {
