@@ -595,6 +595,12 @@ struct X8Q4K {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* pp[2] = {g + sb * 2 * kGroupBytes, g + sb * 2 * kGroupBytes + kHead};
       const uint8_t* codes = g + sb * 2 * kGroupBytes + 2 * kHead;
+      // The pair's heads are read after the codes that follow them: touch their lines first, so
+      // that the super-block is read front to back. One core, one token, 11008x4096 from memory,
+      // 6 alternating pairs: Q4_K median 19.1 -> 27.2 GB/s, IQ4_XS 19.8 -> 24.8 (11 of 12 pairs
+      // faster); whole 6-layer models on 2 threads: within noise (medians of 14 pairs +5%, +1%).
+      LOWBIT_UNROLL for (int l = 0; l < 2 * kHead; l += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(pp[0] + l), _MM_HINT_T0);
       const int8_t* at = a.qs + sb * kBlock;
       __m256i isum[2][1] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}};
       for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
