@@ -32,9 +32,20 @@ inline std::string slurp(const std::string& path) {
 }
 
 // A scratch file path: gtest's temp dir, the test file's tag and this process's id in the name
-// (ctest runs tests as parallel processes).
+// (ctest runs tests as parallel processes). The file is removed when the process exits (the
+// path's owner, by its pid), so runs leave nothing behind.
 inline std::string tmp_path(const std::string& tag, const std::string& name) {
-  return ::testing::TempDir() + "/" + tag + "_" + std::to_string(getpid()) + "_" + name;
+  static struct Written {
+    std::vector<std::string> paths;
+    ~Written() {
+      if (getpid() != owner) return;
+      for (const std::string& p : paths) std::remove(p.c_str());
+    }
+    pid_t owner = getpid();
+  } written;
+  std::string p = ::testing::TempDir() + "/" + tag + "_" + std::to_string(getpid()) + "_" + name;
+  written.paths.push_back(p);
+  return p;
 }
 
 #ifdef LOWBIT_CLI
