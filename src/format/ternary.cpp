@@ -11,16 +11,21 @@ constexpr int kPow3[6] = {1, 3, 9, 27, 81, 243};
 
 // TQ1_0 placement of value e: byte index within qs (0..47) or qh (48..51), and digit.
 void tq1_place(int e, int& byte, int& digit) {
-  if (e < 160) byte = e % 32, digit = e / 32;
-  else if (e < 240) byte = 32 + (e - 160) % 16, digit = (e - 160) / 16;
-  else byte = 48 + (e - 240) % 4, digit = (e - 240) / 4;
+  if (e < 160)
+    byte = e % 32, digit = e / 32;
+  else if (e < 240)
+    byte = 32 + (e - 160) % 16, digit = (e - 160) / 16;
+  else
+    byte = 48 + (e - 240) % 4, digit = (e - 240) / 4;
 }
 
 float fit_ternary(const float* x, const float* w, int64_t n) {
   return fit::fit_symmetric(x, w, n, fit::IntLevels{-1, 1}, fit::Fp16Round{});
 }
 
-inline int trit(float x, float id) { return nearest_int(x * id, -1, 1) + 1; }
+inline int trit(float x, float id) {
+  return nearest_int(x * id, -1, 1) + 1;
+}
 
 }  // namespace
 
@@ -33,6 +38,12 @@ uint8_t tq1_pack_digits(const int* t, int count) {
 int tq1_digit(uint8_t q, int n) {
   const uint8_t r = uint8_t(q * kPow3[n]);  // mod 256
   return (int(r) * 3) >> 8;
+}
+
+int tq1_code(const TQ1_0::Block& b, int e) {
+  int byte, digit;
+  tq1_place(e, byte, digit);
+  return tq1_digit(byte < 48 ? b.qs[byte] : b.qh[byte - 48], digit);
 }
 
 // ---- TQ1_0 ----------------------------------------------------------------------------------
@@ -64,19 +75,18 @@ void TQ1_0::encode(const float* x, int64_t, void* blk) {
 void TQ1_0::decode(const void* blk, int64_t, float* y) {
   const auto* b = static_cast<const Block*>(blk);
   const float d = load_fp16(b->d);
-  for (int e = 0; e < 256; ++e) {
-    int byte, digit;
-    tq1_place(e, byte, digit);
-    const uint8_t q = byte < 48 ? b->qs[byte] : b->qh[byte - 48];
-    y[e] = float(tq1_digit(q, digit) - 1) * d;
-  }
+  for (int e = 0; e < 256; ++e) y[e] = float(tq1_code(*b, e) - 1) * d;
 }
 
 // ---- TQ2_0 ----------------------------------------------------------------------------------
 
 namespace {
-inline int tq2_byte(int e) { return (e >> 7) * 32 + (e & 31); }
-inline int tq2_shift(int e) { return 2 * ((e >> 5) & 3); }
+inline int tq2_byte(int e) {
+  return (e >> 7) * 32 + (e & 31);
+}
+inline int tq2_shift(int e) {
+  return 2 * ((e >> 5) & 3);
+}
 }  // namespace
 
 void TQ2_0::fit(const float* x, const float* w, int64_t n, void* blk) {

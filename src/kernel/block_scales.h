@@ -89,11 +89,5 @@ inline uint16_t super_dmin(const B& b) {
     return 0;
 }
 
-// TQ1_0 digit n (0..4) of a packed byte: ((q * 3^n) mod 256) * 3 >> 8.
-inline int tq1_digit_of(uint8_t q, int n) {
-  constexpr int kPow3[5] = {1, 3, 9, 27, 81};
-  return (int(uint8_t(q * kPow3[n])) * 3) >> 8;
-}
-
 }  // namespace
 }  // namespace lowbit::kernel

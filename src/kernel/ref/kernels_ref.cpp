@@ -269,16 +269,7 @@ struct Values256<IQ4_XS> {
 template <>
 struct Values256<TQ1_0> {
   static void get(const TQ1_0::Block& b, int* v) {
-    for (int e = 0; e < 256; ++e) {
-      int byte, digit;
-      if (e < 160)
-        byte = e % 32, digit = e / 32;
-      else if (e < 240)
-        byte = 32 + (e - 160) % 16, digit = (e - 160) / 16;
-      else
-        byte = 48 + (e - 240) % 4, digit = (e - 240) / 4;
-      v[e] = tq1_digit_of(byte < 48 ? b.qs[byte] : b.qh[byte - 48], digit) - 1;
-    }
+    for (int e = 0; e < 256; ++e) v[e] = tq1_code(b, e) - 1;
   }
 };
 

@@ -520,11 +520,9 @@ struct X8Q4K {
       for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-blocks 2c (low) and 2c + 1 (high)
         // The chunk's planes first: they precede its nibbles (one forward stream).
         const uint8_t* hp = p + kHead + 32 * plane_vec(c);
-        auto ld = [&](int o) {
-          return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + o));
-        };
         __m256i pl[4];
-        LOWBIT_UNROLL for (int u = 0; u < kChunkPlanes; ++u) pl[u] = ld(32 * u);
+        LOWBIT_UNROLL for (int u = 0; u < kChunkPlanes; ++u) pl[u] =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp + 32 * u));
         __m256i lo[8], hi[8];
         LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
           const __m256i v =
@@ -695,13 +693,10 @@ struct X8Q4K {
       for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2: low nibbles, then high
         const int64_t off = 2 * kHead + 64 * nib_vec(sub / 2, 0);  // the pair's chunk sub / 2
         // The sub-block's planes first: they precede the chunk's nibbles (one forward stream).
-        const uint8_t* hp =
-            p0 + 2 * kHead + 64 * (plane_vec(sub / 2) + (kSub16 ? 2 : 1) * (sub % 2));
+        constexpr int kSubPlanes = kChunkPlanes / 2;
+        const uint8_t* hp = p0 + 2 * kHead + 64 * (plane_vec(sub / 2) + kSubPlanes * (sub % 2));
         __m512i pl[2];
-        LOWBIT_UNROLL for (int u = 0; u < (kSub16 ? 2
-                                           : kHi  ? 1
-                                                  : 0);
-                           ++u) pl[u] = _mm512_loadu_si512(hp + 64 * u);
+        LOWBIT_UNROLL for (int u = 0; u < kSubPlanes; ++u) pl[u] = _mm512_loadu_si512(hp + 64 * u);
         __m512i code[8];
         LOWBIT_UNROLL for (int q = 0; q < 8; ++q) {
           __m512i v = _mm512_loadu_si512(p0 + off + 64 * q);

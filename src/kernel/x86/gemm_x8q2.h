@@ -65,10 +65,8 @@ struct X8Q2 {
 
   // Code of value e (0..255) of a super-block.
   static int code_of(const Block& b, int e) {
-    if constexpr (std::is_same_v<Fmt, formats::TQ1_0>) {  // placement: src/format/ternary.h
-      if (e < 160) return tq1_digit_of(b.qs[e % 32], e / 32);
-      if (e < 240) return tq1_digit_of(b.qs[32 + e % 16], (e - 160) / 16);
-      return tq1_digit_of(b.qh[e % 4], (e - 240) / 4);
+    if constexpr (std::is_same_v<Fmt, formats::TQ1_0>) {
+      return formats::tq1_code(b, e);
     } else {
       const int lo = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
       if constexpr (kQ3)
