@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -758,6 +759,50 @@ TEST(KernelFit, CodebookSumsMatchRefBitwise) {
             ASSERT_EQ(t[1], s[1]) << isa_name(isa) << " n=" << n;
           }
         }
+      }
+    }
+  }
+}
+
+// Every tier's codebook level is codebook_value16's, read back through the Lloyd batch with x =
+// 1 (lane k's Σ x q is the level of id[k] itself): at and one to three ulps either side of each
+// switch point (the midpoints, ties included), of each of the AVX-512 tier's 32 cells' ends, at
+// ±1e30 and at random points. Three codebooks: NF4, IQ4_NL, and one whose switch points crowd
+// into one cell (the search the cells fall back to).
+TEST(KernelFit, CodebookLevelsMatchReferenceAtSwitches) {
+  std::array<float, 16> crowded{};
+  for (int k = 0; k < 16; ++k)
+    crowded[size_t(k)] = k < 4 ? -1.0f + 0.01f * float(k) : float(k) / 15;
+  for (const auto* table : {&formats::kNf4Values, &formats::kIq4nlValues,
+                            static_cast<const std::array<float, 16>*>(&crowded)}) {
+    const float* values = table->data();
+    const float span = values[15] - values[0];
+    std::vector<float> centres = {0.0f};
+    for (int k = 1; k < 16; ++k) centres.push_back(0.5f * (values[k - 1] + values[k]));
+    for (int c = 0; c <= 32; ++c) centres.push_back(values[0] + float(c) * (span / 32.0f));
+    std::vector<float> probes = {-1e30f, 1e30f};
+    for (float v : centres) {
+      float lo = v, hi = v;
+      probes.push_back(v);
+      for (int u = 0; u < 3; ++u) {
+        lo = std::nextafter(lo, -INFINITY), hi = std::nextafter(hi, INFINITY);
+        probes.push_back(lo), probes.push_back(hi);
+      }
+    }
+    const auto r = test::gaussian(2000, 77);
+    for (const float g : r) probes.push_back(values[0] + span * (0.5f + 0.35f * g));
+    const float one = 1.0f;
+    for (const Isa isa : supported_isas()) {
+      const fit::GridKernels& g = kernel::kernels_for(isa).grid;
+      std::vector<float> sxq(probes.size()), sqq(probes.size());
+      for (size_t k0 = 0; k0 < probes.size(); k0 += 48) {
+        const int count = int(std::min<size_t>(48, probes.size() - k0));
+        g.codebook_lloyd_batch(&one, nullptr, 1, values, probes.data() + k0, count, sxq.data() + k0,
+                               sqq.data() + k0);
+      }
+      for (size_t k = 0; k < probes.size(); ++k) {
+        ASSERT_EQ(sxq[k], fit::codebook_value16(values, probes[k]))
+            << isa_name(isa) << " codebook from " << values[0] << ", v = " << probes[k];
       }
     }
   }

@@ -7,7 +7,10 @@
 // 0) and lookup16 (the value of a 16-entry table at each lane's index, an integral float 0..15).
 #pragma once
 
+#include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 
 #include "kernel/x86/common.h"
 
@@ -52,15 +55,95 @@ typename Ops::F clamp_round(typename Ops::F v, typename Ops::F lo, typename Ops:
   return Ops::round_even(Ops::min(Ops::max(v, lo), hi));
 }
 
-// codebook_value16 on vectors: the count of k whose predicate holds, then a table lookup.
-// On 16-lane vectors, the count by binary search: the predicate holds for a prefix of k (in
-// float too: rounding is monotonic, so v - values[k - 1] > values[k] - v for some k implies it
-// for every smaller k), so four steps of "does it hold at k + step" find it, each step two
-// table lookups (vpermps) instead of eight predicates.
+// The number of k in 1..15 whose predicate v - values[k - 1] > values[k] - v holds: the index
+// of codebook_value16's choice (the same float expression).
+inline int codebook_count(const float* values, float v) {
+  int k = 0;
+  for (int j = 1; j < 16; ++j) k += (v - values[j - 1] > values[j] - v) ? 1 : 0;
+  return k;
+}
+
+// A 16-value codebook cut into 32 equal cells from values[0] to values[15] (the ends' cells
+// reaching out to ±inf), for the 16-lane codebook_q. Where no cell holds more than one of the
+// predicates' switch points (NF4's and IQ4_NL's are 1.3 to 1.6 cells apart), cell c lists the
+// count kmin at its lower end and the two values either side of the one switch it may hold:
+// the level of v is lo[c], or hi[c] where v - lo[c] > hi[c] - v — the reference's predicate at
+// k = kmin + 1, on the same floats. The counts are taken a thousandth of a cell beyond each end,
+// far more than the rounding of the cell index moves an end. ok is false for a codebook whose
+// switches come closer (codebook_q then searches).
+struct CodebookCells {
+  alignas(64) float lo[32], hi[32];
+  float scale = 0, offset = 0;
+  bool ok = false;
+
+  explicit CodebookCells(const float* values) {
+    const float span = values[15] - values[0];
+    if (!(span > 0) || !std::isfinite(span)) return;
+    for (int j = 1; j < 16; ++j) {
+      if (!(values[j] > values[j - 1])) return;
+    }
+    const float width = span / 32.0f, margin = width * 1e-3f;
+    const float inf = std::numeric_limits<float>::infinity();
+    scale = 32.0f / span, offset = -values[0] * scale;
+    for (int c = 0; c < 32; ++c) {
+      const float l = c == 0 ? -inf : values[0] + float(c) * width - margin;
+      const float h = c == 31 ? inf : values[0] + float(c + 1) * width + margin;
+      const int kmin = codebook_count(values, l), kmax = codebook_count(values, h);
+      if (kmax > kmin + 1) return;
+      lo[c] = values[kmin], hi[c] = values[std::min(kmin + 1, 15)];
+    }
+    ok = true;
+  }
+};
+
+// What codebook_q needs of a codebook: its values, and on 16 lanes its cells — made once per
+// thread and codebook (the last one used is kept, compared by its values).
 template <typename Ops>
-typename Ops::F codebook_q(typename Ops::F v, const float* values) {
+struct Book {
+  const float* values;
+  const CodebookCells* cells = nullptr;
+  explicit Book(const float* v) : values(v) {
+    if constexpr (Ops::kLanes == 16) {
+      if (v == nullptr) return;
+      struct Cache {
+        float key[16];
+        CodebookCells cells;
+      };
+      thread_local std::unique_ptr<Cache> cache;
+      if (!cache || std::memcmp(cache->key, v, sizeof cache->key) != 0) {
+        cache.reset(new Cache{{}, CodebookCells(v)});
+        std::memcpy(cache->key, v, sizeof cache->key);
+      }
+      cells = &cache->cells;
+    }
+  }
+};
+
+// codebook_value16 on vectors. 16 lanes: from the cell of each lane (CodebookCells): an index
+// (one multiply-add, clamped), two two-table lookups, and the reference's predicate once. A
+// codebook without cells, by binary search: the predicate holds for a prefix of k (in float
+// too: rounding is monotonic, so v - values[k - 1] > values[k] - v for some k implies it for
+// every smaller k), so four steps of "does it hold at k + step" find it, each step two table
+// lookups (vpermps). 8 lanes: the count of k whose predicate holds, then a table lookup.
+// NF4, one core, 2-layer TinyLlama synth (`lowbit quantize --type nf4 --method rtn -t 1`): the
+// cells against the binary search, same run: see docs/performance.md.
+template <typename Ops>
+typename Ops::F codebook_q(typename Ops::F v, const Book<Ops>& book) {
   using F = typename Ops::F;
+  const float* values = book.values;
   if constexpr (Ops::kLanes == 16) {
+    const CodebookCells& cb = *book.cells;
+    if (cb.ok) {
+      const F t = _mm512_min_ps(
+          _mm512_max_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(cb.scale), _mm512_set1_ps(cb.offset)),
+                        _mm512_setzero_ps()),
+          _mm512_set1_ps(31.0f));
+      const __m512i c = _mm512_cvttps_epi32(t);
+      const F lo = _mm512_permutex2var_ps(_mm512_load_ps(cb.lo), c, _mm512_load_ps(cb.lo + 16));
+      const F hi = _mm512_permutex2var_ps(_mm512_load_ps(cb.hi), c, _mm512_load_ps(cb.hi + 16));
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(Ops::sub(v, lo), Ops::sub(hi, v), _CMP_GT_OQ),
+                                  lo, hi);
+    }
     const F table = _mm512_loadu_ps(values);
     __m512i k = _mm512_setzero_si512();
     LOWBIT_UNROLL for (int step = 8; step >= 1; step /= 2) {
@@ -165,8 +248,9 @@ float codebook_error_x86(const float* x, const float* w, int64_t n, const float*
                          float id) {
   using F = typename Ops::F;
   const F vd = Ops::set1(d), vid = Ops::set1(id);
+  const Book<Ops> book(values);
   return sq_error<Ops>(
-      x, w, n, [&](F xv) { return Ops::mul(vd, codebook_q<Ops>(Ops::mul(xv, vid), values)); });
+      x, w, n, [&](F xv) { return Ops::mul(vd, codebook_q<Ops>(Ops::mul(xv, vid), book)); });
 }
 
 template <typename Ops>
@@ -174,8 +258,9 @@ void codebook_lloyd_x86(const float* x, const float* w, int64_t n, const float* 
                         float* sums) {
   using F = typename Ops::F;
   const F vid = Ops::set1(id);
+  const Book<Ops> book(values);
   lloyd2<Ops>(
-      x, w, n, [&](F xv) { return codebook_q<Ops>(Ops::mul(xv, vid), values); }, sums);
+      x, w, n, [&](F xv) { return codebook_q<Ops>(Ops::mul(xv, vid), book); }, sums);
 }
 
 // ---- Batches of scales (fit::GridErrorBatchFn ...): the lanes across the scales ----
@@ -327,11 +412,12 @@ template <typename Ops>
 void codebook_error_batch_x86(const float* x, const float* w, int64_t n, const float* values,
                               const float* d, const float* id, int count, float* out) {
   using F = typename Ops::F;
+  const Book<Ops> book(values);
   for (int c = 0; c < count; c += Ops::kLanes) {
     const F vd = scale_vec<Ops>(d, c, count), vid = scale_vec<Ops>(id, c, count);
     float* o[1] = {out + c};
     sym_lanes<Ops, 1>(
-        x, w, n, vd, [&](F xb) { return codebook_q<Ops>(Ops::mul(xb, vid), values); }, o,
+        x, w, n, vd, [&](F xb) { return codebook_q<Ops>(Ops::mul(xb, vid), book); }, o,
         std::min(Ops::kLanes, count - c));
   }
 }
@@ -340,10 +426,11 @@ template <typename Ops>
 void codebook_lloyd_batch_x86(const float* x, const float* w, int64_t n, const float* values,
                               const float* id, int count, float* sxq, float* sqq) {
   using F = typename Ops::F;
+  const Book<Ops> book(values);
   for (int c = 0; c < count; c += Ops::kLanes) {
     const F vid = scale_vec<Ops>(id, c, count);
     lloyd2_batch<Ops>(
-        x, w, n, [&](F xb) { return codebook_q<Ops>(Ops::mul(xb, vid), values); }, sxq + c, sqq + c,
+        x, w, n, [&](F xb) { return codebook_q<Ops>(Ops::mul(xb, vid), book); }, sxq + c, sqq + c,
         std::min(Ops::kLanes, count - c));
   }
 }
@@ -418,9 +505,10 @@ bool sym_search_impl(const float* x, const float* w, int64_t n, float lo, float 
     return M(_mm512_cmp_ps_mask(d, Ops::zero(), _CMP_NEQ_OQ) &
              _mm512_cmp_ps_mask(_mm512_abs_ps(d), inf, _CMP_LT_OQ));
   };
+  const Book<Ops> book(kCodebook ? values : nullptr);
   auto level = [&](F v) {
     if constexpr (kCodebook)
-      return codebook_q<Ops>(v, values);
+      return codebook_q<Ops>(v, book);
     else
       return clamp_round<Ops>(v, vlo, vhi);
   };
