@@ -68,10 +68,12 @@ void register_all() {
                           "q5_k",     "q3_k",      "q2_k",     "iq4_xs",   "tq2_0",
                           "tq1_0",    "nf4",       "nf4_dq",   "bin1",     "int8",
                           "int5_g64", "int4_g128", "int4_g32", "int3_g32", "int2_g32"};
-  // lowbit's grouped layout next to Q4_0 (int4_g32 holds the same values as Q4_0), and Q5_K
-  // next to Q4_K, in L2.
+  // lowbit's grouped layout next to Q4_0 (int4_g32 holds the same values as Q4_0), Q5_K next to
+  // Q4_K, and every other format, in L2: each format's arithmetic ceiling for one token.
   const char* grouped_l2[] = {"int4_g32", "int4_g128", "int3_g32", "nf4",   "iq4_nl",   "q5_k",
-                              "iq4_xs",   "q3_k",      "q2_k",     "tq2_0", "int2_g32", "bin1"};
+                              "iq4_xs",   "q3_k",      "q2_k",     "tq2_0", "int2_g32", "bin1",
+                              "q6_k",     "tq1_0",     "int5_g64", "int8",  "nf4_dq",   "q5_0",
+                              "q4_1",     "q5_1"};
   const char* env = std::getenv("LOWBIT_BENCH_SHAPES");
   const bool all_shapes = env != nullptr && std::string(env) == "all";
   auto add = [](const char* name, Shape s, int64_t N) {

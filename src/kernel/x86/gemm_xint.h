@@ -364,14 +364,14 @@ struct XInt {
   }
 
   // c = ((v >> S) & mask) << T (mask: W bits from T), or c |= that when kOr (one ternary-logic
-  // op on AVX-512; without kOr one GFNI transform there). With 1- and 2-bit codes every dot needs
-  // a fresh code vector, and GFNI shares Zen 4's two dot-accumulate pipes: every other vector
-  // takes the shift and mask (two ops on the other pipes). One core from L2, one token, against
-  // all-GFNI in the same run: BIN1 14.9 -> 17.5 GB/s, int2_g32 27-29 -> 31; int3_g32 lost 9% the
-  // same way, so 3 bits and up keep GFNI.
+  // op on AVX-512; without kOr one GFNI transform there). 1-bit codes need a fresh code vector
+  // for every dot, and GFNI shares Zen 4's two dot-accumulate pipes: every other vector takes
+  // the shift and mask (two ops on the other pipes). BIN1, one core from L2, one token, against
+  // all-GFNI in four builds: 14.6-15.0 -> 16.2-17.9 GB/s. For 2 and 3 bits the builds disagreed
+  // by more than the change (code placement moves these loops by up to 20%), so they keep GFNI.
   template <typename V, int S, int T, bool kOr, int W>
   LOWBIT_INLINE static void merge(typename V::I& c, typename V::I v, typename V::I mask) {
-    if constexpr (!kOr && V::kGfni && (kB > 2 || (S / W) % 2 == 0)) {
+    if constexpr (!kOr && V::kGfni && (kB > 1 || S % 2 == 0)) {
       c = V::template bits_gf<S, T, W>(v);
       return;
     }
@@ -469,14 +469,10 @@ struct XInt {
       // straight into acc, as T more registers held over the group's blocks spill at T = 8
       // (int4_g128, 128 tokens, one core: 255-262 -> 294-306 GFLOP/s, as int4_g32's).
       constexpr bool kFold = T > 1;
-      typename V::F accg = V::zero_f();
-      const auto add_block = [&](int t, typename V::F isum, float da)
-          __attribute__((always_inline)) {
-        if constexpr (kFold)
-          acc[t] = V::fma(isum, V::mul(dw, V::set1f(da)), acc[t]);
-        else
-          accg = V::fma(isum, V::set1f(da), accg);
-      };
+      typename V::F accg[T];
+      if constexpr (!kFold) {
+        LOWBIT_UNROLL for (int t = 0; t < T; ++t) accg[t] = V::zero_f();
+      }
       for (int64_t bb = 0; bb < nbg; ++bb, p += kB * vs) {
         const int64_t b = k0 / 32 + bb;
         typename V::I c[8];
@@ -498,7 +494,10 @@ struct XInt {
               sl = V::template dot<kSignedCodes>(sl, c[m], av);
             }
             const typename V::I isum = V::add_i(V::template sll32<8>(sh), sl);
-            add_block(t, V::cvt(isum), a.d[t * nb + b]);
+            if constexpr (kFold)
+              acc[t] = V::fma(V::cvt(isum), V::mul(dw, V::set1f(a.d[t * nb + b])), acc[t]);
+            else
+              accg[t] = V::fma(V::cvt(isum), V::set1f(a.d[t * nb + b]), accg[t]);
           }
         } else {
           if constexpr (kDigits == 1) {
@@ -514,12 +513,16 @@ struct XInt {
               std::memcpy(&am, at + 4 * m, 4);
               s[m % 2] = V::template dot<kSignedCodes>(s[m % 2], c[m], V::set32(am));
             }
-            add_block(t, V::cvt(V::add_i(s[0], s[1])), a.d[t * nb + b]);
+            const typename V::F isum = V::cvt(V::add_i(s[0], s[1]));
+            if constexpr (kFold)
+              acc[t] = V::fma(isum, V::mul(dw, V::set1f(a.d[t * nb + b])), acc[t]);
+            else
+              accg[t] = V::fma(isum, V::set1f(a.d[t * nb + b]), accg[t]);
           }
         }
       }
       LOWBIT_UNROLL for (int t = 0; t < T; ++t) {
-        if constexpr (!kFold) acc[t] = V::fma(accg, dw, acc[t]);
+        if constexpr (!kFold) acc[t] = V::fma(accg[t], dw, acc[t]);
         if constexpr (kAffine) {  // + m * sum of the group's activations (one block: s_b)
           static_assert(Tr::kGroup == 32);
           acc[t] = V::fma(mv, V::set1f(a.s[t * nb + k0 / 32]), acc[t]);
