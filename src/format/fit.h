@@ -19,17 +19,20 @@ namespace lowbit::fit {
 // inline: x86-64's baseline has no roundss, so nearbyint is a libm call through the PLT in every
 // scale search's innermost loop. Adding and subtracting 1.5 * 2^23 rounds any |v| < 2^22 to an
 // integer in the current (nearest-even) mode; larger values take the library call.
+inline constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
 inline float round_even(float v) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  return std::fabs(v) < 4194304.0f ? (v + kMagic) - kMagic : std::nearbyint(v);
+  return std::fabs(v) < 4194304.0f ? (v + kRoundMagic) - kRoundMagic : std::nearbyint(v);
 }
 
 // Uniform integer levels lo..hi (e.g. -8..7 for Q4_0, 0..15 for Q4_1's codes).
 struct IntLevels {
   int lo, hi;
-  int nearest(float v) const {  // v may be any float; NaN never reaches here (inputs checked)
+  // v may be any float; NaN never reaches here (inputs checked). The levels lie within ±2^22
+  // (every format's are 8 bits at most), so the clamped value is rounded by round_even's
+  // magic-number path alone: no branch, and the codecs' per-value loops vectorize.
+  int nearest(float v) const {
     const float c = std::clamp(v, float(lo), float(hi));
-    return int(round_even(c));
+    return int((c + kRoundMagic) - kRoundMagic);
   }
   float value(int k) const { return float(k); }
   int size() const { return hi - lo + 1; }

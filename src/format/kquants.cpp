@@ -71,8 +71,8 @@ SubScales fit_affine_k(const float* x, const float* w, int nsub, int len, int qm
 // Signed sub-scales in [sclo, schi] times one fp16 super-scale; the largest sub-scale maps to
 // sclo (the longer end of a two's-complement range).
 template <typename Levels>
-SubScales fit_sym_k(const float* x, const float* w, int nsub, int len, const Levels& lv,
-                    int sclo, int schi) {
+SubScales fit_sym_k(const float* x, const float* w, int nsub, int len, const Levels& lv, int sclo,
+                    int schi) {
   float d[16];
   float dext = 0;
   for (int j = 0; j < nsub; ++j) {
@@ -137,7 +137,9 @@ SubScales fit_sym_k(const float* x, const float* w, int nsub, int len, const Lev
 inline int get_bits(const uint8_t* p, int byte, int shift, int mask) {
   return (p[byte] >> shift) & mask;
 }
-inline void put_bits(uint8_t* p, int byte, int shift, int v) { p[byte] |= uint8_t(v << shift); }
+inline void put_bits(uint8_t* p, int byte, int shift, int v) {
+  p[byte] |= uint8_t(v << shift);
+}
 
 // Q4_K / Q5_K: 8 six-bit scales and 8 six-bit mins in 12 bytes. Sub-block j < 4: scale in the
 // low 6 bits of bytes[j], min in the low 6 bits of bytes[j+4]. j >= 4: low 4 bits of scale and
@@ -229,12 +231,17 @@ struct DQ2K : AffineValue<3> {
     mm = load_fp16(b.dmin) * float(b.scales[j] >> 4);
   }
   // value e: half n = e/128, shift pair j = (e%128)/32, lane l = e%32 -> qs[n*32 + l] >> 2j.
-  static void pack(Block& b, const int* q) {
-    std::memset(b.qs, 0, sizeof b.qs);
-    for (int e = 0; e < kQK; ++e) put_bits(b.qs, (e >> 7) * 32 + (e & 31), 2 * ((e >> 5) & 3), q[e]);
+  static void pack(Block& b, const int* q) {  // byte-major (the loop over l vectorizes)
+    for (int n = 0; n < 2; ++n) {
+      for (int l = 0; l < 32; ++l) {
+        const int* v = q + n * 128 + l;
+        b.qs[n * 32 + l] = uint8_t(v[0] | v[32] << 2 | v[64] << 4 | v[96] << 6);
+      }
+    }
   }
   static void unpack(const Block& b, int* q) {
-    for (int e = 0; e < kQK; ++e) q[e] = get_bits(b.qs, (e >> 7) * 32 + (e & 31), 2 * ((e >> 5) & 3), 3);
+    for (int e = 0; e < kQK; ++e)
+      q[e] = get_bits(b.qs, (e >> 7) * 32 + (e & 31), 2 * ((e >> 5) & 3), 3);
   }
   static void fit_params(const float* x, const float* w, Block& b) {
     const SubScales s = fit_affine_k(x, w, 16, 16, 3, 15);
@@ -258,14 +265,18 @@ struct DQ3K : SymValue<4> {
     mm = 0;
   }
   // code c = q + 4 in 0..7: c & 3 at qs[n*32 + l] >> 2j (as Q2_K), c >> 2 at hmask[l] bit 4n + j.
-  static void pack(Block& b, const int* q) {
-    std::memset(b.qs, 0, sizeof b.qs);
-    std::memset(b.hmask, 0, sizeof b.hmask);
-    for (int e = 0; e < kQK; ++e) {
-      const int n = e >> 7, j = (e >> 5) & 3, l = e & 31;
-      put_bits(b.qs, n * 32 + l, 2 * j, q[e] & 3);
-      put_bits(b.hmask, l, 4 * n + j, q[e] >> 2);
+  static void pack(Block& b, const int* q) {  // byte-major (the loops over l vectorize)
+    int h[32] = {};
+    for (int n = 0; n < 2; ++n) {
+      for (int l = 0; l < 32; ++l) {
+        const int* v = q + n * 128 + l;
+        b.qs[n * 32 + l] =
+            uint8_t((v[0] & 3) | (v[32] & 3) << 2 | (v[64] & 3) << 4 | (v[96] & 3) << 6);
+        h[l] |= (v[0] >> 2) << (4 * n) | (v[32] >> 2) << (4 * n + 1) | (v[64] >> 2) << (4 * n + 2) |
+                (v[96] >> 2) << (4 * n + 3);
+      }
     }
+    for (int l = 0; l < 32; ++l) b.hmask[l] = uint8_t(h[l]);
   }
   static void unpack(const Block& b, int* q) {
     for (int e = 0; e < kQK; ++e) {
@@ -332,13 +343,15 @@ struct DQ6K : SymValue<32> {
   }
   // code c = q + 32 in 0..63. Value e: half n = e/128, quarter k = (e%128)/32, lane l = e%32:
   // low 4 bits in ql[n*64 + (k&1)*32 + l] (nibble k>>1), top 2 bits in qh[n*32 + l] at bit 2k.
-  static void pack(Block& b, const int* q) {
-    std::memset(b.ql, 0, sizeof b.ql);
-    std::memset(b.qh, 0, sizeof b.qh);
-    for (int e = 0; e < kQK; ++e) {
-      const int n = e >> 7, k = (e >> 5) & 3, l = e & 31;
-      put_bits(b.ql, n * 64 + (k & 1) * 32 + l, 4 * (k >> 1), q[e] & 0xF);
-      put_bits(b.qh, n * 32 + l, 2 * k, q[e] >> 4);
+  static void pack(Block& b, const int* q) {  // byte-major (the loop over l vectorizes)
+    for (int n = 0; n < 2; ++n) {
+      for (int l = 0; l < 32; ++l) {
+        const int* v = q + n * 128 + l;
+        b.ql[n * 64 + l] = uint8_t((v[0] & 0xF) | (v[64] & 0xF) << 4);
+        b.ql[n * 64 + 32 + l] = uint8_t((v[32] & 0xF) | (v[96] & 0xF) << 4);
+        b.qh[n * 32 + l] =
+            uint8_t(v[0] >> 4 | (v[32] >> 4) << 2 | (v[64] >> 4) << 4 | (v[96] >> 4) << 6);
+      }
     }
   }
   static void unpack(const Block& b, int* q) {
@@ -362,7 +375,8 @@ struct DIQ4XS {
   // 6-bit scale ls_j = s_j + 32: low 4 bits in scales_l[j/2] (nibble j%2), top 2 bits in
   // scales_h at bit 2j.
   static void sub_scale(const Block& b, int j, float& dd, float& mm) {
-    const int ls = ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
+    const int ls =
+        ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
     dd = load_fp16(b.d) * float(ls - 32);
     mm = 0;
   }
@@ -371,10 +385,12 @@ struct DIQ4XS {
   // Value e: sub-block j = e/32, k = e%32 -> qs[j*16 + k%16], low nibble for k < 16.
   static void pack(Block& b, const int* q) {
     std::memset(b.qs, 0, sizeof b.qs);
-    for (int e = 0; e < kQK; ++e) put_bits(b.qs, (e >> 5) * 16 + (e & 15), 4 * ((e >> 4) & 1), q[e]);
+    for (int e = 0; e < kQK; ++e)
+      put_bits(b.qs, (e >> 5) * 16 + (e & 15), 4 * ((e >> 4) & 1), q[e]);
   }
   static void unpack(const Block& b, int* q) {
-    for (int e = 0; e < kQK; ++e) q[e] = get_bits(b.qs, (e >> 5) * 16 + (e & 15), 4 * ((e >> 4) & 1), 0xF);
+    for (int e = 0; e < kQK; ++e)
+      q[e] = get_bits(b.qs, (e >> 5) * 16 + (e & 15), 4 * ((e >> 4) & 1), 0xF);
   }
   static void fit_params(const float* x, const float* w, Block& b) {
     const SubScales s = fit_sym_k(x, w, 8, 32, levels(), -32, 31);
@@ -401,10 +417,12 @@ struct DNF4DQ {
   static float value_of(int q, float dd, float) { return kNf4Values[q] * dd; }
   static void pack(Block& b, const int* q) {
     std::memset(b.qs, 0, sizeof b.qs);
-    for (int e = 0; e < kQK; ++e) put_bits(b.qs, (e >> 6) * 32 + (e & 31), 4 * ((e >> 5) & 1), q[e]);
+    for (int e = 0; e < kQK; ++e)
+      put_bits(b.qs, (e >> 6) * 32 + (e & 31), 4 * ((e >> 5) & 1), q[e]);
   }
   static void unpack(const Block& b, int* q) {
-    for (int e = 0; e < kQK; ++e) q[e] = get_bits(b.qs, (e >> 6) * 32 + (e & 31), 4 * ((e >> 5) & 1), 0xF);
+    for (int e = 0; e < kQK; ++e)
+      q[e] = get_bits(b.qs, (e >> 6) * 32 + (e & 31), 4 * ((e >> 5) & 1), 0xF);
   }
   static void fit_params(const float* x, const float* w, Block& b) {
     const SubScales s = fit_sym_k(x, w, 4, 64, levels(), -127, 127);
@@ -415,13 +433,19 @@ struct DNF4DQ {
 
 }  // namespace
 
-#define LOWBIT_DEFINE_KCODEC(F, D)                                                            \
-  void F::fit(const float* x, const float* w, int64_t, void* blk) { KCodec<D>::fit(x, w, blk); } \
-  float F::round_value(float x, const void* blk, int64_t, int64_t i) {                        \
-    return KCodec<D>::round_value(x, blk, i);                                                 \
-  }                                                                                           \
-  void F::encode(const float* x, int64_t, void* blk) { KCodec<D>::encode(x, blk); }           \
-  void F::decode(const void* blk, int64_t, float* y) { KCodec<D>::decode(blk, y); }
+#define LOWBIT_DEFINE_KCODEC(F, D)                                     \
+  void F::fit(const float* x, const float* w, int64_t, void* blk) {    \
+    KCodec<D>::fit(x, w, blk);                                         \
+  }                                                                    \
+  float F::round_value(float x, const void* blk, int64_t, int64_t i) { \
+    return KCodec<D>::round_value(x, blk, i);                          \
+  }                                                                    \
+  void F::encode(const float* x, int64_t, void* blk) {                 \
+    KCodec<D>::encode(x, blk);                                         \
+  }                                                                    \
+  void F::decode(const void* blk, int64_t, float* y) {                 \
+    KCodec<D>::decode(blk, y);                                         \
+  }
 
 LOWBIT_DEFINE_KCODEC(Q2_K, DQ2K)
 LOWBIT_DEFINE_KCODEC(Q3_K, DQ3K)
