@@ -179,10 +179,13 @@ inline float grid_q(float x, float lo, float hi, float id) {
 // The nearest of 16 ascending values: the index is the number of k in 1..15 for which v is
 // strictly nearer values[k] than values[k - 1] (that predicate holds for a prefix of k), so
 // a tie goes to the lower value — CodebookLevels::nearest's answer, without a search.
-inline float codebook_value16(const float* values, float v) {
+inline int codebook_index16(const float* values, float v) {
   int k = 0;
   for (int j = 1; j < 16; ++j) k += (v - values[j - 1] > values[j] - v) ? 1 : 0;
-  return values[k];
+  return k;
+}
+inline float codebook_value16(const float* values, float v) {
+  return values[codebook_index16(values, v)];
 }
 
 template <typename Levels>

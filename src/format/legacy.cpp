@@ -12,8 +12,10 @@ inline int nibble(const uint8_t* qs, int64_t half, int64_t i) {
   return i < half ? (qs[i] & 0xF) : (qs[i - half] >> 4);
 }
 inline void set_nibble(uint8_t* qs, int64_t half, int64_t i, int q) {
-  if (i < half) qs[i] = uint8_t((qs[i] & 0xF0) | q);
-  else qs[i - half] = uint8_t((qs[i - half] & 0x0F) | (q << 4));
+  if (i < half)
+    qs[i] = uint8_t((qs[i] & 0xF0) | q);
+  else
+    qs[i - half] = uint8_t((qs[i - half] & 0x0F) | (q << 4));
 }
 
 inline uint32_t load_u32(const uint8_t* p) {
@@ -21,7 +23,9 @@ inline uint32_t load_u32(const uint8_t* p) {
   std::memcpy(&v, p, 4);  // little-endian host, as GGUF is
   return v;
 }
-inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void store_u32(uint8_t* p, uint32_t v) {
+  std::memcpy(p, &v, 4);
+}
 
 }  // namespace
 
@@ -57,10 +61,7 @@ void Sym4<N, Grid>::encode(const float* x, int64_t n, void* blk) {
     if constexpr (fit::kUniformGrid<std::remove_cv_t<decltype(lv)>>) {
       q[i] = uint8_t(Grid::code(lv.nearest(x[i] * id)));
     } else {
-      const float v = x[i] * id;
-      int k = 0;
-      for (int j = 1; j < 16; ++j) k += (v - lv.values[j - 1] > lv.values[j] - v) ? 1 : 0;
-      q[i] = uint8_t(Grid::code(k));
+      q[i] = uint8_t(Grid::code(fit::codebook_index16(lv.values.data(), x[i] * id)));
     }
   }
   for (int64_t i = 0; i < N / 2; ++i) b->qs[i] = uint8_t(q[i] | (q[i + N / 2] << 4));

@@ -35,12 +35,6 @@ inline int trit(float x, float id) {
 
 }  // namespace
 
-uint8_t tq1_pack_digits(const int* t, int count) {
-  int v = 0;
-  for (int n = 0; n < 5; ++n) v += (n < count ? t[n] : 0) * kPow3[4 - n];
-  return uint8_t((v * 256 + 242) / 243);  // ceil(v * 256 / 243)
-}
-
 int tq1_digit(uint8_t q, int n) {
   const uint8_t r = uint8_t(q * kPow3[n]);  // mod 256
   return (int(r) * 3) >> 8;
@@ -73,7 +67,7 @@ void tq1_encode_run(const float* x, float id, int len, uint8_t* out) {
   for (int l = 0; l < len; ++l) {
     int v = 0;
     for (int n = 0; n < kDigits; ++n) v += trit(x[len * n + l], id) * kPow3[4 - n];
-    out[l] = uint8_t((v * 256 + 242) / 243);  // tq1_pack_digits
+    out[l] = uint8_t((v * 256 + 242) / 243);  // ceil(v * 256 / 243): the digits at the top
   }
 }
 template <int kDigits>

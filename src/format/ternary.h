@@ -58,8 +58,8 @@ struct BIN1 {
   LOWBIT_DECLARE_CODEC_T;
 };
 
-// Byte <-> 5 base-3 digits as TQ1_0 stores them (exposed for exhaustive tests).
-uint8_t tq1_pack_digits(const int* t, int count);  // count 5 (qs) or 4 (qh, fifth digit 0)
+// Digit n (0..2) of a TQ1_0 byte (TQ1_0::encode packs base-3 digits d0..d4, d0 most
+// significant, as ceil(v * 256 / 243); qh's bytes hold four, the fifth 0).
 int tq1_digit(uint8_t q, int n);
 // The digit (0..2, value + 1) of value e (0..255) of a TQ1_0 block, wherever TQ1_0 places it.
 int tq1_code(const TQ1_0::Block& b, int e);

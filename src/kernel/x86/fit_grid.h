@@ -11,7 +11,9 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <vector>
 
+#include "format/fit.h"
 #include "kernel/x86/common.h"
 
 namespace lowbit::kernel {
@@ -55,14 +57,6 @@ typename Ops::F clamp_round(typename Ops::F v, typename Ops::F lo, typename Ops:
   return Ops::round_even(Ops::min(Ops::max(v, lo), hi));
 }
 
-// The number of k in 1..15 whose predicate v - values[k - 1] > values[k] - v holds: the index
-// of codebook_value16's choice (the same float expression).
-inline int codebook_count(const float* values, float v) {
-  int k = 0;
-  for (int j = 1; j < 16; ++j) k += (v - values[j - 1] > values[j] - v) ? 1 : 0;
-  return k;
-}
-
 // A 16-value codebook cut into 32 equal cells from values[0] to values[15] (the ends' cells
 // reaching out to ±inf), for the 16-lane codebook_q. Where no cell holds more than one of the
 // predicates' switch points (NF4's and IQ4_NL's are 1.3 to 1.6 cells apart), cell c lists the
@@ -88,7 +82,7 @@ struct CodebookCells {
     for (int c = 0; c < 32; ++c) {
       const float l = c == 0 ? -inf : values[0] + float(c) * width - margin;
       const float h = c == 31 ? inf : values[0] + float(c + 1) * width + margin;
-      const int kmin = codebook_count(values, l), kmax = codebook_count(values, h);
+      const int kmin = fit::codebook_index16(values, l), kmax = fit::codebook_index16(values, h);
       if (kmax > kmin + 1) return;
       lo[c] = values[kmin], hi[c] = values[std::min(kmin + 1, 15)];
     }
@@ -96,25 +90,33 @@ struct CodebookCells {
   }
 };
 
-// What codebook_q needs of a codebook: its values, and on 16 lanes its cells — made once per
-// thread and codebook (the last one used is kept, compared by its values).
+// What codebook_q needs of a codebook: its values, and on 16 lanes its cells, made once per
+// thread and codebook (found by its values) and kept for the thread's life, so a Book's cells
+// never move while another codebook is in use. Past kMaxBooks codebooks in one thread (only
+// tests make more than two), codebook_q searches instead.
 template <typename Ops>
 struct Book {
+  static constexpr size_t kMaxBooks = 16;
   const float* values;
   const CodebookCells* cells = nullptr;
   explicit Book(const float* v) : values(v) {
     if constexpr (Ops::kLanes == 16) {
       if (v == nullptr) return;
-      struct Cache {
+      struct Entry {
         float key[16];
         CodebookCells cells;
       };
-      thread_local std::unique_ptr<Cache> cache;
-      if (!cache || std::memcmp(cache->key, v, sizeof cache->key) != 0) {
-        cache.reset(new Cache{{}, CodebookCells(v)});
-        std::memcpy(cache->key, v, sizeof cache->key);
+      thread_local std::vector<std::unique_ptr<Entry>> books;
+      for (const auto& e : books) {
+        if (std::memcmp(e->key, v, sizeof e->key) == 0) {
+          cells = &e->cells;
+          return;
+        }
       }
-      cells = &cache->cells;
+      if (books.size() == kMaxBooks) return;
+      books.push_back(std::unique_ptr<Entry>(new Entry{{}, CodebookCells(v)}));
+      std::memcpy(books.back()->key, v, sizeof books.back()->key);
+      cells = &books.back()->cells;
     }
   }
 };
@@ -132,8 +134,8 @@ typename Ops::F codebook_q(typename Ops::F v, const Book<Ops>& book) {
   using F = typename Ops::F;
   const float* values = book.values;
   if constexpr (Ops::kLanes == 16) {
-    const CodebookCells& cb = *book.cells;
-    if (cb.ok) {
+    if (book.cells != nullptr && book.cells->ok) {
+      const CodebookCells& cb = *book.cells;
       const F t = _mm512_min_ps(
           _mm512_max_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(cb.scale), _mm512_set1_ps(cb.offset)),
                         _mm512_setzero_ps()),
